@@ -1,0 +1,191 @@
+//! Password hashing: argon2id, PHC strings, a bounded pool off the async threads.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use tessera::password::PasswordHasher;
+//! let hasher = PasswordHasher::new();
+//! let phc = hasher.hash("correct horse battery staple".into()).await.unwrap();
+//! assert!(hasher.verify("correct horse battery staple".into(), Some(phc.clone())).await.unwrap().valid);
+//! assert!(!hasher.verify("wrong".into(), Some(phc)).await.unwrap().valid);
+//! // Unknown users cost the same time as wrong passwords:
+//! assert!(!hasher.verify("anything".into(), None).await.unwrap().valid);
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::rngs::OsRng;
+use tokio::sync::Semaphore;
+
+/// Longest password accepted, in bytes. Longer ones are refused before any
+/// hashing, so a megabyte "password" cannot be used to burn CPU; nothing is
+/// ever truncated.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Why hashing or verifying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// The password is longer than [`MAX_PASSWORD_BYTES`].
+    #[error("password longer than {MAX_PASSWORD_BYTES} bytes")]
+    TooLong,
+    /// The stored hash is not a PHC string argon2 understands.
+    #[error("stored password hash is malformed: {0}")]
+    MalformedHash(String),
+    /// argon2 refused (should not happen with valid parameters).
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    /// The hashing pool is gone (the runtime is shutting down).
+    #[error("password hashing pool unavailable")]
+    PoolClosed,
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// The password matches.
+    pub valid: bool,
+    /// The hash was made with other parameters than the current ones; the
+    /// caller should store a new hash (it has the plaintext right now).
+    pub needs_rehash: bool,
+}
+
+/// argon2id with OWASP's parameters (m = 19456 KiB, t = 2, p = 1) unless told
+/// otherwise, running at most one hash per core so that a login flood queues
+/// instead of starving every other request.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    params: Params,
+    pool: Arc<Semaphore>,
+    dummy_hash: Arc<String>,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher").field("params", &self.params).finish_non_exhaustive()
+    }
+}
+
+impl Default for PasswordHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PasswordHasher {
+    /// OWASP parameters, pool sized to the machine's cores.
+    pub fn new() -> Self {
+        // These constants are valid argon2 parameters; `Params::new` only
+        // rejects out-of-range values.
+        let params = Params::new(19_456, 2, 1, None).unwrap_or_default();
+        Self::with_params(params)
+    }
+
+    /// Custom parameters (tests use cheap ones).
+    pub fn with_params(params: Params) -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let dummy_hash = hash_blocking(&params, b"tessera dummy password").unwrap_or_default();
+        PasswordHasher { params, pool: Arc::new(Semaphore::new(cores)), dummy_hash: Arc::new(dummy_hash) }
+    }
+
+    /// Hashes requests waiting for a free core, for metrics.
+    pub fn available_slots(&self) -> usize {
+        self.pool.available_permits()
+    }
+
+    /// Hashes a password into a PHC string with a fresh random salt.
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(PasswordError::TooLong);
+        }
+        let params = self.params.clone();
+        self.run(move || hash_blocking(&params, password.as_bytes())).await?
+    }
+
+    /// Verifies `password` against `stored` (a PHC string). With `stored =
+    /// None` (unknown user) it verifies against a dummy hash and reports
+    /// failure, so both cases take the same time.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<Verification, PasswordError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(PasswordError::TooLong);
+        }
+        let known = stored.is_some();
+        let phc = stored.unwrap_or_else(|| (*self.dummy_hash).clone());
+        let params = self.params.clone();
+        self.run(move || {
+            let parsed = PasswordHash::new(&phc).map_err(|e| PasswordError::MalformedHash(e.to_string()))?;
+            let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+            let valid = argon.verify_password(password.as_bytes(), &parsed).is_ok() && known;
+            let needs_rehash = valid && !uses_params(&parsed, &params);
+            Ok(Verification { valid, needs_rehash })
+        })
+        .await?
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
+        let permit = self.pool.clone().acquire_owned().await.map_err(|_| PasswordError::PoolClosed)?;
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|_| PasswordError::PoolClosed)
+    }
+}
+
+fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, PasswordError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password(password, &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| PasswordError::Hashing(e.to_string()))
+}
+
+fn uses_params(hash: &PasswordHash<'_>, params: &Params) -> bool {
+    if hash.algorithm.as_str() != "argon2id" || hash.version != Some(0x13) {
+        return false;
+    }
+    match Params::try_from(hash) {
+        Ok(found) => found.m_cost() == params.m_cost() && found.t_cost() == params.t_cost() && found.p_cost() == params.p_cost(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> PasswordHasher {
+        PasswordHasher::with_params(Params::new(1024, 1, 1, None).unwrap())
+    }
+
+    #[tokio::test]
+    async fn owasp_parameters_by_default() {
+        let phc = PasswordHasher::new().hash("a long enough password".into()).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    }
+
+    #[tokio::test]
+    async fn flags_old_parameters_for_rehash() {
+        let old = cheap().hash("password one".into()).await.unwrap();
+        let current = PasswordHasher::new();
+        let verdict = current.verify("password one".into(), Some(old)).await.unwrap();
+        assert!(verdict.valid && verdict.needs_rehash);
+        let fresh = current.hash("password one".into()).await.unwrap();
+        let verdict = current.verify("password one".into(), Some(fresh)).await.unwrap();
+        assert!(verdict.valid && !verdict.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn refuses_long_passwords_and_bad_hashes() {
+        let hasher = cheap();
+        assert!(matches!(hasher.hash("x".repeat(1025)).await, Err(PasswordError::TooLong)));
+        assert!(hasher.hash("x".repeat(1024)).await.is_ok());
+        assert!(matches!(
+            hasher.verify("x".into(), Some("not a phc".into())).await,
+            Err(PasswordError::MalformedHash(_))
+        ));
+    }
+}
