@@ -15,10 +15,7 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// The wall-clock time now.
     pub fn now() -> Self {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         Timestamp(millis)
     }
 

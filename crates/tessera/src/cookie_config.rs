@@ -80,14 +80,12 @@ impl CookieConfig {
 
     /// A cookie with this configuration's attributes and any name.
     pub fn cookie(&self, name: String, value: String, max_age: Option<Duration>) -> Cookie<'static> {
-        let mut builder = Cookie::build((name, value))
-            .http_only(true)
-            .secure(self.secure)
-            .path("/")
-            .same_site(match self.same_site {
+        let mut builder = Cookie::build((name, value)).http_only(true).secure(self.secure).path("/").same_site(
+            match self.same_site {
                 SameSite::Lax => cookie::SameSite::Lax,
                 SameSite::Strict => cookie::SameSite::Strict,
-            });
+            },
+        );
         if let Some(domain) = &self.domain {
             builder = builder.domain(domain.clone());
         }

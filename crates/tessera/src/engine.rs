@@ -294,7 +294,7 @@ impl SessionEngine {
         let now = self.clock.now();
         let mut records = self.call(self.store.list_for_user(user_id)).await?;
         records.retain(|record| !self.expiry.is_expired(record, now));
-        records.sort_by(|a, b| b.last_active.cmp(&a.last_active));
+        records.sort_by_key(|record| std::cmp::Reverse(record.last_active));
         Ok(records)
     }
 

@@ -109,10 +109,7 @@ impl SessionKey {
     /// The public handle of this session, safe to show to its user (for
     /// example in a device list) and to accept back in a revocation form.
     pub fn handle(&self) -> SessionHandle {
-        let digest = Sha256::new()
-            .chain_update(b"tessera session handle v1")
-            .chain_update(self.0)
-            .finalize();
+        let digest = Sha256::new().chain_update(b"tessera session handle v1").chain_update(self.0).finalize();
         SessionHandle(URL_SAFE_NO_PAD.encode(&digest[..16]))
     }
 }

@@ -148,7 +148,9 @@ fn uses_params(hash: &PasswordHash<'_>, params: &Params) -> bool {
         return false;
     }
     match Params::try_from(hash) {
-        Ok(found) => found.m_cost() == params.m_cost() && found.t_cost() == params.t_cost() && found.p_cost() == params.p_cost(),
+        Ok(found) => {
+            found.m_cost() == params.m_cost() && found.t_cost() == params.t_cost() && found.p_cost() == params.p_cost()
+        }
         Err(_) => false,
     }
 }

@@ -50,7 +50,11 @@ impl Change {
 }
 
 /// Replays `changes` on `data`/`user_id`.
-pub(crate) fn replay(changes: &[Change], mut data: SessionData, mut user_id: Option<String>) -> (SessionData, Option<String>) {
+pub(crate) fn replay(
+    changes: &[Change],
+    mut data: SessionData,
+    mut user_id: Option<String>,
+) -> (SessionData, Option<String>) {
     for change in changes {
         change.apply(&mut data, &mut user_id);
     }
@@ -164,11 +168,21 @@ impl Session {
         });
         let mut state = self.state();
         let new_value = update_value(state.data.get_value(key))?;
-        let typed = T::deserialize(&new_value)
-            .map_err(|source| SessionDataError::Decode { key: key.to_owned(), source })?;
+        let typed =
+            T::deserialize(&new_value).map_err(|source| SessionDataError::Decode { key: key.to_owned(), source })?;
         state.data.insert_value(key.to_owned(), new_value);
         state.changes.push(Change::Update(key.to_owned(), update_value));
         Ok(typed)
+    }
+
+    /// Number of values in the session.
+    pub fn len(&self) -> usize {
+        self.state().data.len()
+    }
+
+    /// Whether the session holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.state().data.is_empty()
     }
 
     /// Removes every value (the owner stays).

@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 
+use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
-use crate::clock::Timestamp;
 
 /// The result of a conditional write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
