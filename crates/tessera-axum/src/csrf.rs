@@ -1,0 +1,209 @@
+//! CSRF protection: tokens bound to the session, checked on every form post.
+//!
+//! A token is `HMAC-SHA256(key, binding)`, where the binding is a secret the
+//! attacker cannot read: the session's key when the visitor has a session,
+//! otherwise a random pre-session secret kept in an `HttpOnly` cookie (so the
+//! login and registration forms are protected too, against login CSRF).
+//! Verification accepts a token made from either binding the request
+//! carries, so a form stays valid when the session is created or emptied
+//! between rendering and posting. Requests that browsers mark as cross-site
+//! (`Sec-Fetch-Site: cross-site`) or whose `Origin` is another host are
+//! refused before the token is even looked at.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use http::header::{CONTENT_TYPE, HOST, ORIGIN};
+use http::request::Parts;
+use http::StatusCode;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::extract::slot;
+use crate::layer::SessionSlot;
+use crate::rejection::{CsrfRejection, FormRejection};
+
+/// Base name of the pre-session cookie (prefixed like the session cookie).
+pub(crate) const PRE_SESSION_COOKIE: &str = "csrf";
+
+/// Largest form body [`CsrfForm`] reads.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The secret that signs CSRF tokens. Generate it once and keep it (the
+/// tessera server stores it in its database) so tokens survive restarts and
+/// work across instances.
+#[derive(Clone)]
+pub struct CsrfKey([u8; 32]);
+
+impl CsrfKey {
+    /// A fresh random key from the OS CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        CsrfKey(bytes)
+    }
+
+    /// A key from stored bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        CsrfKey(bytes)
+    }
+
+    fn sign(&self, purpose: &[u8], binding: &[u8]) -> [u8; 32] {
+        // HMAC accepts keys of any length; 32 bytes cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
+        mac.update(purpose);
+        mac.update(binding);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for CsrfKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CsrfKey(<redacted>)")
+    }
+}
+
+pub(crate) fn valid_secret(value: &str) -> bool {
+    value.len() == 43 && URL_SAFE_NO_PAD.decode(value).map(|b| b.len() == 32).unwrap_or(false)
+}
+
+fn session_token(key: &CsrfKey, session_key: &tessera::SessionKey) -> String {
+    URL_SAFE_NO_PAD.encode(key.sign(b"tessera csrf session v1\0", session_key.as_bytes()))
+}
+
+fn pre_session_token(key: &CsrfKey, secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(key.sign(b"tessera csrf pre-session v1\0", secret.as_bytes()))
+}
+
+/// The CSRF token to embed in this request's forms as a hidden `csrf_token`
+/// field (or to send as `X-CSRF-Token` from scripts).
+#[derive(Clone, Debug)]
+pub struct CsrfToken(String);
+
+impl CsrfToken {
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    async fn for_slot(slot: &Arc<SessionSlot>) -> Result<Self, Response> {
+        let session = slot.session().await.map_err(IntoResponse::into_response)?;
+        let key = &slot.config.csrf_key;
+        if let Some(session_key) = session.key() {
+            return Ok(CsrfToken(session_token(key, &session_key)));
+        }
+        if let Some(secret) = &slot.pre_session_secret {
+            return Ok(CsrfToken(pre_session_token(key, secret)));
+        }
+        let mut minted = slot.minted_pre_session_secret.lock().unwrap_or_else(|p| p.into_inner());
+        let secret = minted.get_or_insert_with(|| {
+            let mut bytes = [0u8; 32];
+            OsRng.fill_bytes(&mut bytes);
+            URL_SAFE_NO_PAD.encode(bytes)
+        });
+        Ok(CsrfToken(pre_session_token(key, secret)))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let slot = slot(parts)?;
+        CsrfToken::for_slot(&slot).await
+    }
+}
+
+/// Refuses requests that the browser says come from another site.
+fn check_origin(parts: &Parts) -> Result<(), &'static str> {
+    if let Some(site) = parts.headers.get("sec-fetch-site") {
+        if site.as_bytes() == b"cross-site" {
+            return Err("This request came from another site.");
+        }
+    }
+    if let Some(origin) = parts.headers.get(ORIGIN) {
+        let origin = origin.to_str().map_err(|_| "The request's origin is invalid.")?;
+        let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+        if origin == "null" || !origin_host.eq_ignore_ascii_case(host) {
+            return Err("This request came from another origin.");
+        }
+    }
+    Ok(())
+}
+
+/// Checks `submitted` against the tokens this request's bindings allow.
+pub(crate) async fn verify(parts: &Parts, submitted: Option<&str>) -> Result<(), Response> {
+    let slot = slot(parts)?;
+    let json = slot.json;
+    check_origin(parts).map_err(|reason| CsrfRejection { json, reason }.into_response())?;
+    let missing = || CsrfRejection {
+        json,
+        reason: "The form's security token is missing or expired. Reload the page and try again.",
+    };
+    let submitted = submitted.ok_or_else(|| missing().into_response())?;
+    let session = slot.session().await.map_err(IntoResponse::into_response)?;
+    let key = &slot.config.csrf_key;
+    let mut valid = false;
+    if let Some(session_key) = session.key() {
+        valid |= bool::from(session_token(key, &session_key).as_bytes().ct_eq(submitted.as_bytes()));
+    }
+    if let Some(secret) = &slot.pre_session_secret {
+        valid |= bool::from(pre_session_token(key, secret).as_bytes().ct_eq(submitted.as_bytes()));
+    }
+    if valid {
+        Ok(())
+    } else {
+        Err(missing().into_response())
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenField {
+    csrf_token: Option<String>,
+}
+
+/// A URL-encoded form whose `csrf_token` field was verified.
+///
+/// Rejections: `415` for another content type, `413` over 64 KiB, `400` for
+/// a body that does not decode into `T`, `403` for a missing or wrong token
+/// or a cross-site request.
+#[derive(Debug, Clone)]
+pub struct CsrfForm<T>(pub T);
+
+impl<S, T> FromRequest<S> for CsrfForm<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let json = crate::wants_json(&parts.headers);
+        let reject = |status: StatusCode, detail: &str| {
+            FormRejection { status, detail: detail.to_owned(), json }.into_response()
+        };
+        let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_type.starts_with("application/x-www-form-urlencoded") {
+            return Err(reject(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Expected a URL-encoded form."));
+        }
+        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|_| reject(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."))?;
+        let token: TokenField = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|_| reject(StatusCode::BAD_REQUEST, "The form is malformed."))?;
+        verify(&parts, token.csrf_token.as_deref()).await?;
+        let form = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| reject(StatusCode::BAD_REQUEST, &format!("The form is malformed: {e}.")))?;
+        Ok(CsrfForm(form))
+    }
+}

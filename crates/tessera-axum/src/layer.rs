@@ -1,0 +1,222 @@
+//! The tower layer: finds the session cookie, lends the session to handlers,
+//! commits their changes and sets the cookie.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, USER_AGENT};
+use http::{HeaderMap, HeaderValue};
+use tessera::{CookieUpdate, DeviceInfo, Session, SessionEngine, StoreError};
+use tokio::sync::OnceCell;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::csrf::{CsrfKey, PRE_SESSION_COOKIE};
+use crate::extract::ClientIp;
+use crate::negotiation::wants_json;
+use crate::rejection::SessionUnavailable;
+
+/// Installs sessions on a router or service.
+///
+/// ```no_run
+/// # fn demo(engine: tessera::SessionEngine, app: axum::Router) -> axum::Router {
+/// use tessera_axum::{CsrfKey, SessionLayer};
+/// app.layer(SessionLayer::new(engine, CsrfKey::generate()))
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SessionLayer {
+    config: Arc<LayerConfig>,
+}
+
+pub(crate) struct LayerConfig {
+    pub(crate) engine: SessionEngine,
+    pub(crate) csrf_key: CsrfKey,
+    pub(crate) login_path: String,
+    pub(crate) pre_session_cookie: String,
+    pub(crate) session_cookie: String,
+}
+
+impl SessionLayer {
+    /// Sessions from `engine`; CSRF tokens signed with `csrf_key` (share the
+    /// key between instances that serve the same site).
+    pub fn new(engine: SessionEngine, csrf_key: CsrfKey) -> Self {
+        let pre_session_cookie = engine.cookie_config().prefixed(PRE_SESSION_COOKIE);
+        let session_cookie = engine.cookie_config().cookie_name();
+        SessionLayer {
+            config: Arc::new(LayerConfig {
+                engine,
+                csrf_key,
+                login_path: "/login".to_owned(),
+                pre_session_cookie,
+                session_cookie,
+            }),
+        }
+    }
+
+    /// Where [`RequireUser`](crate::RequireUser) sends browsers that are not
+    /// logged in. Default `/login`.
+    pub fn with_login_path(mut self, path: impl Into<String>) -> Self {
+        if let Some(config) = Arc::get_mut(&mut self.config) {
+            config.login_path = path.into();
+        }
+        self
+    }
+
+    /// The engine behind this layer.
+    pub fn engine(&self) -> &SessionEngine {
+        &self.config.engine
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService { inner, config: self.config.clone() }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    config: Arc<LayerConfig>,
+}
+
+/// Per-request session state, shared with extractors through request extensions.
+pub(crate) struct SessionSlot {
+    pub(crate) config: Arc<LayerConfig>,
+    cookie_value: Option<String>,
+    device: Mutex<Option<DeviceInfo>>,
+    session: OnceCell<Session>,
+    pub(crate) json: bool,
+    /// The pre-session CSRF secret the browser sent, if any.
+    pub(crate) pre_session_secret: Option<String>,
+    /// A pre-session CSRF secret minted during this request, to be set as a cookie.
+    pub(crate) minted_pre_session_secret: Mutex<Option<String>>,
+}
+
+impl SessionSlot {
+    /// The request's session, loading it from the store on first use.
+    pub(crate) async fn session(&self) -> Result<&Session, SessionUnavailable> {
+        self.session
+            .get_or_try_init(|| async {
+                let device = self.device.lock().ok().and_then(|mut d| d.take()).unwrap_or_default();
+                self.config.engine.load(self.cookie_value.as_deref(), device).await
+            })
+            .await
+            .map_err(|error| {
+                tracing::warn!(error = %error, "session store unavailable while loading a session");
+                SessionUnavailable { json: self.json }
+            })
+    }
+
+    async fn finish(&self, response: &mut Response) {
+        if let Some(secret) = self.minted_pre_session_secret.lock().ok().and_then(|mut s| s.take()) {
+            let cookie =
+                self.config.engine.cookie_config().cookie(self.config.pre_session_cookie.clone(), secret, None);
+            append_cookie(response.headers_mut(), &cookie.to_string());
+        }
+        let Some(session) = self.session.get() else { return };
+        match self.config.engine.commit(session).await {
+            Ok(CookieUpdate::Keep) => {}
+            Ok(CookieUpdate::Set { id, max_age }) => {
+                let cookie = self.config.engine.cookie_config().session_cookie(id.encode(), Some(max_age));
+                append_cookie(response.headers_mut(), &cookie.to_string());
+                // A response that carries a session cookie must never be cached.
+                response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            Ok(CookieUpdate::Remove) => {
+                let cookie = self.config.engine.cookie_config().removal_cookie();
+                append_cookie(response.headers_mut(), &cookie.to_string());
+            }
+            Err(error) => {
+                log_commit_failure(&error);
+                *response = SessionUnavailable { json: self.json }.into_response();
+            }
+        }
+    }
+}
+
+fn log_commit_failure(error: &StoreError) {
+    tracing::warn!(error = %error, "session store unavailable while saving a session; answering 503");
+}
+
+fn append_cookie(headers: &mut HeaderMap, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        headers.append(SET_COOKIE, value);
+    }
+}
+
+/// The value of cookie `name` in the request, preferring one that looks like
+/// a session ID when several are sent.
+pub(crate) fn find_cookie(headers: &HeaderMap, name: &str, valid: impl Fn(&str) -> bool) -> Option<String> {
+    let mut fallback = None;
+    for header in headers.get_all(COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for pair in text.split(';') {
+            let Some((key, value)) = pair.trim().split_once('=') else { continue };
+            if key != name {
+                continue;
+            }
+            if valid(value) {
+                return Some(value.to_owned());
+            }
+            if fallback.is_none() && value.len() <= 4096 {
+                fallback = Some(value.to_owned());
+            }
+        }
+    }
+    fallback
+}
+
+impl<S> Service<Request> for SessionService<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let headers = request.headers();
+        let cookie_value =
+            find_cookie(headers, &self.config.session_cookie, |v| tessera::SessionId::parse(v).is_some());
+        let pre_session_secret = find_cookie(headers, &self.config.pre_session_cookie, crate::csrf::valid_secret);
+        let ip = request
+            .extensions()
+            .get::<ClientIp>()
+            .map(|ip| ip.0)
+            .or_else(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+        let user_agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+        let device = DeviceInfo::new(ip.map(|ip| ip.to_string()), user_agent);
+        let slot = Arc::new(SessionSlot {
+            config: self.config.clone(),
+            cookie_value,
+            device: Mutex::new(Some(device)),
+            session: OnceCell::new(),
+            json: wants_json(headers),
+            pre_session_secret,
+            minted_pre_session_secret: Mutex::new(None),
+        });
+        request.extensions_mut().insert(slot.clone());
+        // The clone that was driven to readiness is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let mut response = inner.call(request).await?;
+            slot.finish(&mut response).await;
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,67 @@
+//! # tessera-axum — sessions for axum
+//!
+//! Add [`SessionLayer`] once; handlers then take the extractors they need:
+//!
+//! - [`Session`] — the request's session (loaded from the
+//!   store on first use only, so routes that never ask for it cost no I/O);
+//! - [`RequireUser`] — the logged-in user's ID, or a redirect to the login page
+//!   (browsers) / `401` (JSON clients);
+//! - [`MaybeUser`] — the user's ID if logged in;
+//! - [`CsrfToken`] — the token to embed in forms, and [`CsrfForm`] — a form
+//!   body whose `csrf_token` field has been verified (`403` otherwise).
+//!
+//! Changes to the session are committed after the handler answers, with one
+//! conditional write; a store failure turns the answer into a `503`, never
+//! into an anonymous request that silently lost its session.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::{routing::{get, post}, Router, response::Redirect};
+//! use tessera::{SessionEngine, SessionStore};
+//! use tessera_axum::{CsrfForm, CsrfKey, RequireUser, Session, SessionLayer};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Login { username: String }
+//!
+//! async fn login(session: Session, CsrfForm(form): CsrfForm<Login>) -> Redirect {
+//!     // Check the password first (see `tessera::password`), then:
+//!     session.login(form.username); // new session ID: no fixation
+//!     Redirect::to("/profile")
+//! }
+//!
+//! async fn profile(RequireUser(user): RequireUser, session: Session) -> String {
+//!     let visits = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).unwrap_or(0);
+//!     format!("{user}: visit {visits}")
+//! }
+//!
+//! async fn logout(session: Session, _: CsrfForm<()>) -> Redirect {
+//!     session.logout();
+//!     Redirect::to("/login")
+//! }
+//!
+//! # async fn run(store: Arc<dyn SessionStore>) {
+//! let app: Router = Router::new()
+//!     .route("/login", post(login))
+//!     .route("/profile", get(profile))
+//!     .route("/logout", post(logout))
+//!     .layer(SessionLayer::new(SessionEngine::new(store), CsrfKey::generate()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod csrf;
+mod extract;
+mod layer;
+mod negotiation;
+mod next_path;
+mod rejection;
+
+pub use csrf::{CsrfForm, CsrfKey, CsrfToken};
+pub use extract::{ClientIp, MaybeUser, RequireUser, Session};
+pub use layer::{SessionLayer, SessionService};
+pub use negotiation::wants_json;
+pub use next_path::safe_next;
+pub use rejection::{CsrfRejection, SessionUnavailable, Unauthenticated};
