@@ -1,0 +1,3 @@
+//! # tessera-store-sqlite — sessions in SQLite
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
