@@ -64,4 +64,4 @@ pub use extract::{ClientIp, MaybeUser, RequireUser, Session};
 pub use layer::{SessionLayer, SessionService};
 pub use negotiation::wants_json;
 pub use next_path::safe_next;
-pub use rejection::{CsrfRejection, SessionUnavailable, Unauthenticated};
+pub use rejection::{CsrfRejection, Problem, SessionUnavailable, Unauthenticated};

@@ -4,6 +4,20 @@ use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 
+/// The details of an error answer, attached to the response as an extension
+/// so that an application can re-render it in its own look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable kind; the problem `type` is `/problems/<kind>`.
+    pub kind: String,
+    /// A short, human title.
+    pub title: String,
+    /// What happened and what to do.
+    pub detail: String,
+}
+
 /// Builds an RFC 9457 problem (JSON) or a small HTML page.
 ///
 /// `kind` becomes the stable problem `type` `/problems/<kind>`.
@@ -30,6 +44,12 @@ pub(crate) fn problem(status: StatusCode, kind: &str, title: &str, detail: &str,
         response
     };
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.extensions_mut().insert(Problem {
+        status,
+        kind: kind.to_owned(),
+        title: title.to_owned(),
+        detail: detail.to_owned(),
+    });
     response
 }
 

@@ -1,0 +1,103 @@
+//! Registration and authentication.
+
+use std::sync::Arc;
+use tessera::password::{PasswordError, PasswordHasher};
+use tessera::Clock;
+
+use crate::database::{Database, DatabaseError, User};
+use crate::password_policy::{check_username, PasswordPolicy};
+
+/// Why registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The user name breaks the rules.
+    #[error("{0}")]
+    InvalidUsername(&'static str),
+    /// The password breaks the policy.
+    #[error("{0}")]
+    InvalidPassword(String),
+    /// The name is taken.
+    #[error("That user name is taken.")]
+    UsernameTaken,
+    /// A dependency is down.
+    #[error(transparent)]
+    Unavailable(#[from] AccountsUnavailable),
+}
+
+/// The database or the hashing pool is unavailable.
+#[derive(Debug, thiserror::Error)]
+#[error("accounts unavailable: {0}")]
+pub struct AccountsUnavailable(pub String);
+
+impl From<DatabaseError> for AccountsUnavailable {
+    fn from(error: DatabaseError) -> Self {
+        AccountsUnavailable(error.to_string())
+    }
+}
+
+impl From<PasswordError> for AccountsUnavailable {
+    fn from(error: PasswordError) -> Self {
+        AccountsUnavailable(error.to_string())
+    }
+}
+
+/// User accounts: the database plus password hashing and policy.
+#[derive(Clone)]
+pub struct Accounts {
+    db: Database,
+    hasher: PasswordHasher,
+    policy: PasswordPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+impl Accounts {
+    /// Accounts over `db`.
+    pub fn new(db: Database, hasher: PasswordHasher, policy: PasswordPolicy, clock: Arc<dyn Clock>) -> Self {
+        Accounts { db, hasher, policy, clock }
+    }
+
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Registers a user.
+    pub async fn register(&self, username: &str, password: &str) -> Result<User, RegisterError> {
+        let username_key = check_username(username).map_err(RegisterError::InvalidUsername)?;
+        self.policy.check(password).map_err(RegisterError::InvalidPassword)?;
+        if self.db.user_by_name(&username_key).await.map_err(AccountsUnavailable::from)?.is_some() {
+            return Err(RegisterError::UsernameTaken);
+        }
+        let hash = self.hasher.hash(password.to_owned()).await.map_err(AccountsUnavailable::from)?;
+        match self.db.create_user(username, &username_key, &hash, self.clock.now()).await {
+            Ok(user) => Ok(user),
+            Err(DatabaseError::UsernameTaken) => Err(RegisterError::UsernameTaken),
+            Err(other) => Err(AccountsUnavailable::from(other).into()),
+        }
+    }
+
+    /// The user if `username` and `password` match an enabled account.
+    ///
+    /// Unknown names, malformed names, disabled accounts and wrong passwords
+    /// all cost one argon2 verification and all return `None`, so neither the
+    /// answer nor its timing tells which it was. A hash made with outdated
+    /// parameters is replaced while the plaintext is at hand.
+    pub async fn authenticate(&self, username: &str, password: &str) -> Result<Option<User>, AccountsUnavailable> {
+        if password.len() > tessera::password::MAX_PASSWORD_BYTES {
+            // Refused before hashing; the same "wrong credentials" answer.
+            return Ok(None);
+        }
+        let user = match check_username(username) {
+            Ok(key) => self.db.user_by_name(&key).await?,
+            Err(_) => None,
+        };
+        let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+        let verdict = self.hasher.verify(password.to_owned(), stored).await?;
+        let Some(user) = user.filter(|u| verdict.valid && u.disabled_at.is_none()) else { return Ok(None) };
+        if verdict.needs_rehash {
+            let hash = self.hasher.hash(password.to_owned()).await?;
+            self.db.set_password_hash(user.id, &hash).await?;
+        }
+        Ok(Some(user))
+    }
+}

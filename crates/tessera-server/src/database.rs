@@ -1,0 +1,198 @@
+//! The server's own data: users and generated secrets, in SQLite or PostgreSQL.
+//!
+//! One implementation serves both through sqlx's `Any` driver: the SQL is
+//! written once with `$n` placeholders, which both databases accept, and
+//! only the schema migrations differ.
+
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+use std::time::Duration;
+use tessera::Timestamp;
+
+/// A failure of the user database.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// The database could not be reached or refused the query.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The user name is taken.
+    #[error("user name taken")]
+    UsernameTaken,
+    /// The URL names no supported database.
+    #[error("unsupported database URL {0:?}: expected sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+impl From<sqlx::Error> for DatabaseError {
+    fn from(error: sqlx::Error) -> Self {
+        DatabaseError::Unavailable(error.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for DatabaseError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        DatabaseError::Unavailable(format!("migration failed: {error}"))
+    }
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Numeric ID, the owner of sessions.
+    pub id: i64,
+    /// The name as the user typed it at registration.
+    pub username: String,
+    /// The argon2id PHC string, if the account has a password.
+    pub password_hash: Option<String>,
+    /// Registration time.
+    pub created_at: Timestamp,
+    /// When an administrator disabled the account.
+    pub disabled_at: Option<Timestamp>,
+}
+
+/// The users database.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+}
+
+impl Database {
+    /// Opens (creating a SQLite file if needed) and migrates the database at `url`.
+    pub async fn connect(url: &str) -> Result<Self, DatabaseError> {
+        sqlx::any::install_default_drivers();
+        let is_sqlite = url.starts_with("sqlite:");
+        if !is_sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(DatabaseError::UnsupportedUrl(url.to_owned()));
+        }
+        let url = if is_sqlite && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+        } else {
+            url.to_owned()
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(if is_sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if is_sqlite {
+                        // WAL lets readers and the writer proceed together;
+                        // busy_timeout makes a second pool on the same file wait
+                        // for the write lock instead of failing.
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url).await?;
+        let mut migrator: Migrator =
+            if is_sqlite { sqlx::migrate!("./migrations/sqlite") } else { sqlx::migrate!("./migrations/postgres") };
+        // The session store keeps its own migrations in the same table.
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
+        Ok(Database { pool })
+    }
+
+    /// Adds a user; [`DatabaseError::UsernameTaken`] if the name is taken
+    /// (compared case-insensitively through `username_key`).
+    pub async fn create_user(
+        &self,
+        username: &str,
+        username_key: &str,
+        password_hash: &str,
+        created_at: Timestamp,
+    ) -> Result<User, DatabaseError> {
+        let row = sqlx::query(
+            "INSERT INTO users (username, username_key, password_hash, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (username_key) DO NOTHING RETURNING id",
+        )
+        .bind(username)
+        .bind(username_key)
+        .bind(password_hash)
+        .bind(created_at.as_millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Err(DatabaseError::UsernameTaken) };
+        Ok(User {
+            id: row.try_get(0)?,
+            username: username.to_owned(),
+            password_hash: Some(password_hash.to_owned()),
+            created_at,
+            disabled_at: None,
+        })
+    }
+
+    /// The user whose canonical name is `username_key`.
+    pub async fn user_by_name(&self, username_key: &str) -> Result<Option<User>, DatabaseError> {
+        let row = sqlx::query(
+            "SELECT id, username, password_hash, created_at, disabled_at FROM users WHERE username_key = $1",
+        )
+        .bind(username_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(user_from_row).transpose()
+    }
+
+    /// The user with `id`.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, DatabaseError> {
+        let row = sqlx::query("SELECT id, username, password_hash, created_at, disabled_at FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(user_from_row).transpose()
+    }
+
+    /// Replaces a user's password hash (after a rehash or a password change).
+    pub async fn set_password_hash(&self, id: i64, password_hash: &str) -> Result<(), DatabaseError> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The 32-byte secret called `name`, generated on first use. Instances
+    /// sharing a database race to insert it; the first wins and all read it.
+    pub async fn secret(&self, name: &str) -> Result<[u8; 32], DatabaseError> {
+        let mut fresh = [0u8; 32];
+        OsRng.fill_bytes(&mut fresh);
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fresh.to_vec())
+        .bind(Timestamp::now().as_millis())
+        .execute(&self.pool)
+        .await?;
+        let row =
+            sqlx::query("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
+        let value: Vec<u8> = row.try_get(0)?;
+        value.try_into().map_err(|_| DatabaseError::Unavailable(format!("stored secret {name:?} is not 32 bytes")))
+    }
+
+    /// A round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), DatabaseError> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to return.
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+}
+
+fn user_from_row(row: AnyRow) -> Result<User, DatabaseError> {
+    Ok(User {
+        id: row.try_get(0)?,
+        username: row.try_get(1)?,
+        password_hash: row.try_get(2)?,
+        created_at: Timestamp(row.try_get(3)?),
+        disabled_at: row.try_get::<Option<i64>, _>(4)?.map(Timestamp),
+    })
+}

@@ -1,0 +1,158 @@
+//! Error answers that match the site: HTML pages for browsers, RFC 9457
+//! problems for API clients; 404, 405, 500 (panics included) and 503.
+
+use std::panic::AssertUnwindSafe;
+
+use askama::Template;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
+use tessera_axum::{wants_json, Problem};
+
+use crate::app::AppState;
+use crate::pages::{render, Chrome};
+
+/// An error inside a handler.
+#[derive(Debug)]
+pub enum ServerError {
+    /// A dependency (database, store, hashing pool) is down: 503.
+    Unavailable(String),
+    /// No such page: 404.
+    NotFound,
+}
+
+impl ServerError {
+    /// Wraps the failure of a dependency. The text goes to the log only.
+    pub fn unavailable(error: impl std::fmt::Display) -> Self {
+        ServerError::Unavailable(error.to_string())
+    }
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            ServerError::Unavailable(error) => {
+                tracing::warn!(%error, "dependency unavailable; answering 503");
+                Problem {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    kind: "service-unavailable".into(),
+                    title: "Temporarily unavailable".into(),
+                    detail: "A service tessera depends on is not answering. Nothing was changed; please try again in a moment.".into(),
+                }
+            }
+            ServerError::NotFound => not_found_problem(),
+        };
+        let mut response = problem.status.into_response();
+        response.extensions_mut().insert(problem);
+        response
+    }
+}
+
+fn not_found_problem() -> Problem {
+    Problem {
+        status: StatusCode::NOT_FOUND,
+        kind: "not-found".into(),
+        title: "Page not found".into(),
+        detail: "There is nothing at this address. It may have moved, or the link may be mistyped.".into(),
+    }
+}
+
+fn problem_for_status(status: StatusCode) -> Problem {
+    match status {
+        StatusCode::NOT_FOUND => not_found_problem(),
+        StatusCode::METHOD_NOT_ALLOWED => Problem {
+            status,
+            kind: "method-not-allowed".into(),
+            title: "Not allowed".into(),
+            detail: "This address does not accept that kind of request.".into(),
+        },
+        StatusCode::PAYLOAD_TOO_LARGE => Problem {
+            status,
+            kind: "payload-too-large".into(),
+            title: "Request too large".into(),
+            detail: "The request body is larger than this server accepts.".into(),
+        },
+        status if status.is_server_error() => Problem {
+            status,
+            kind: "internal".into(),
+            title: "Something went wrong".into(),
+            detail: "The server hit an unexpected problem. It has been logged; please try again.".into(),
+        },
+        status => Problem {
+            status,
+            kind: "bad-request".into(),
+            title: status.canonical_reason().unwrap_or("Request refused").into(),
+            detail: "The request could not be handled.".into(),
+        },
+    }
+}
+
+/// The fallback for unknown routes.
+pub async fn not_found() -> ServerError {
+    ServerError::NotFound
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    page: Chrome,
+    status: u16,
+    heading: &'a str,
+    detail: &'a str,
+}
+
+/// Renders every error answer in the site's look, or as a problem document
+/// for JSON clients, and turns a panic into a 500 without a stack trace.
+pub async fn render_errors(State(_state): State<AppState>, request: Request, next: Next) -> Response {
+    let json = wants_json(request.headers());
+    let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!("a handler panicked; answering 500");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    };
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let problem = match response.extensions().get::<Problem>() {
+        Some(problem) => problem.clone(),
+        // A bare status (405 from the router, 413 from the body limit, 500
+        // from a panic) gets a page too; bodies handlers wrote themselves stay.
+        None if !response.headers().contains_key(CONTENT_TYPE) || status == StatusCode::PAYLOAD_TOO_LARGE => {
+            problem_for_status(status)
+        }
+        None => return response,
+    };
+    let (mut parts, _) = response.into_parts();
+    let rendered = if json {
+        let body = serde_json::json!({
+            "type": format!("/problems/{}", problem.kind),
+            "title": problem.title,
+            "status": status.as_u16(),
+            "detail": problem.detail,
+        });
+        let mut rendered = (status, body.to_string()).into_response();
+        rendered.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        rendered
+    } else {
+        let page = ErrorPage {
+            page: Chrome { title: "Error", logged_in: false, csrf: String::new(), flash: None },
+            status: status.as_u16(),
+            heading: &problem.title,
+            detail: &problem.detail,
+        };
+        render(status, &page)
+    };
+    let (rendered_parts, body) = rendered.into_parts();
+    parts.headers.insert(CONTENT_TYPE, rendered_parts.headers[CONTENT_TYPE].clone());
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(RETRY_AFTER) {
+        parts.headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    Response::from_parts(parts, body)
+}

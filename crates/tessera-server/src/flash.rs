@@ -1,0 +1,75 @@
+//! One-shot messages shown on the next page ("You are logged out").
+//!
+//! A flash is a short code in its own small cookie rather than session data,
+//! so that logging out can destroy the session completely and still say so.
+//! Only known codes are shown: a forged cookie cannot inject text.
+
+use http::header::SET_COOKIE;
+use http::{HeaderMap, HeaderValue};
+use std::time::Duration;
+use tessera::CookieConfig;
+
+const COOKIE: &str = "flash";
+
+/// The messages a flash can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flash {
+    /// After logout.
+    LoggedOut,
+    /// After registration.
+    Welcome,
+}
+
+impl Flash {
+    fn code(self) -> &'static str {
+        match self {
+            Flash::LoggedOut => "logged-out",
+            Flash::Welcome => "welcome",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<Self> {
+        match code {
+            "logged-out" => Some(Flash::LoggedOut),
+            "welcome" => Some(Flash::Welcome),
+            _ => None,
+        }
+    }
+
+    /// The text shown to the user.
+    pub fn message(self) -> &'static str {
+        match self {
+            Flash::LoggedOut => "You are logged out.",
+            Flash::Welcome => "Welcome! Your account is ready and you are logged in.",
+        }
+    }
+
+    /// Adds the cookie that shows this flash on the next page.
+    pub fn set(self, config: &CookieConfig, headers: &mut HeaderMap) {
+        let cookie = config.cookie(config.prefixed(COOKIE), self.code().to_owned(), Some(Duration::from_secs(60)));
+        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+            headers.append(SET_COOKIE, value);
+        }
+    }
+
+    /// The flash the request carries, if any.
+    pub fn read(config: &CookieConfig, headers: &HeaderMap) -> Option<Self> {
+        let name = config.prefixed(COOKIE);
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .and_then(|(_, value)| Flash::from_code(value))
+    }
+
+    /// Adds the cookie that removes a shown flash.
+    pub fn clear(config: &CookieConfig, headers: &mut HeaderMap) {
+        let cookie = config.cookie(config.prefixed(COOKIE), String::new(), Some(Duration::ZERO));
+        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+            headers.append(SET_COOKIE, value);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! # tessera-server — the membership service
+//!
+//! Register, log in, see your profile, log out: server-rendered pages on
+//! tessera's session engine, with users and sessions in an embedded SQLite
+//! database by default, or PostgreSQL / Redis when one machine is not enough.
+//!
+//! The binary is `tessera` (`src/main.rs`); this library exposes the pieces so
+//! integration tests can build the real server in-process and serve it on a
+//! loopback port.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod accounts;
+pub mod app;
+pub mod cli;
+pub mod database;
+pub mod error_pages;
+pub mod flash;
+pub mod health;
+pub mod pages;
+pub mod password_policy;
+pub mod security_headers;
+pub mod session_store;
+
+pub use app::{App, AppConfig, AppState, StartupError};

@@ -1,0 +1,91 @@
+//! Server-rendered pages: the membership flow in the browser.
+
+pub mod home;
+pub mod login;
+pub mod logout;
+pub mod profile;
+pub mod register;
+
+use askama::Template;
+use axum::extract::FromRequestParts;
+use axum::response::{Html, IntoResponse, Response};
+use http::request::Parts;
+use http::StatusCode;
+use tessera_axum::{CsrfToken, Session};
+
+use crate::app::AppState;
+use crate::database::User;
+use crate::error_pages::ServerError;
+use crate::flash::Flash;
+
+/// What every page's layout needs: title, login state, CSRF token, flash.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    /// The page title.
+    pub title: &'static str,
+    /// Whether a user is logged in (navigation differs).
+    pub logged_in: bool,
+    /// The CSRF token for the page's forms.
+    pub csrf: String,
+    /// A one-shot message.
+    pub flash: Option<&'static str>,
+}
+
+/// The request's view of the visitor, for rendering pages.
+pub struct PageContext {
+    /// The logged-in user, if any.
+    pub user: Option<User>,
+    /// The session.
+    pub session: Session,
+    csrf: String,
+    flash: Option<Flash>,
+    state: AppState,
+}
+
+impl PageContext {
+    /// The layout data for a page titled `title`.
+    pub fn chrome(&self, title: &'static str) -> Chrome {
+        Chrome { title, logged_in: self.user.is_some(), csrf: self.csrf.clone(), flash: self.flash.map(Flash::message) }
+    }
+
+    /// Renders `template` with `status`, clearing a flash that was shown.
+    pub fn render(&self, status: StatusCode, template: &impl Template) -> Response {
+        let mut response = render(status, template);
+        if self.flash.is_some() {
+            Flash::clear(self.state.engine.cookie_config(), response.headers_mut());
+        }
+        response
+    }
+}
+
+/// Renders a template, or a plain 500 if rendering itself fails.
+pub fn render(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "template rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal error").into_response()
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for PageContext {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let session = Session::from_request_parts(parts, state).await?;
+        let csrf = CsrfToken::from_request_parts(parts, state).await?;
+        let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
+            Some(id) => state
+                .accounts
+                .database()
+                .user_by_id(id)
+                .await
+                .map_err(|e| ServerError::unavailable(e).into_response())?
+                .filter(|user| user.disabled_at.is_none()),
+            None => None,
+        };
+        let flash = Flash::read(state.engine.cookie_config(), &parts.headers);
+        Ok(PageContext { user, session, csrf: csrf.as_str().to_owned(), flash, state: state.clone() })
+    }
+}
