@@ -61,8 +61,8 @@ use sqlx::query::Query;
 use sqlx::Postgres;
 use tessera::{DeviceInfo, SessionData, SessionKey, SessionRecord, SessionStore, StoreError, Timestamp, WriteOutcome};
 
-/// Re-exported so that callers configure the pool with the sqlx version this
-/// crate was built against.
+/// Re-exported so that an application can build its own migrator with the
+/// same sqlx version (it needs `set_ignore_missing(true)`, see the crate docs).
 pub use sqlx::migrate::Migrator;
 /// Re-exported so that callers configure the pool with the sqlx version this
 /// crate was built against.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sqlx::{Connection, PgConnection};
 use tessera::{
     DeviceInfo, SessionData, SessionEngine, SessionId, SessionRecord, SessionStore, StoreError, Timestamp, WriteOutcome,
 };
@@ -36,13 +37,15 @@ impl TestDb {
     async fn new() -> Option<TestDb> {
         let url = std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
         let base: PgConnectOptions = url.parse().expect("TESSERA_TEST_POSTGRES_URL must be a postgres:// URL");
-        let admin = match PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(base.clone())
-            .await
-        {
-            Ok(pool) => pool,
+        // A single connection first: unlike a pool, it reports why it failed
+        // (refused, unknown host, authentication) rather than a bare time-out.
+        let probe = match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&base)).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("no answer within 5 s".to_owned()),
+        };
+        match probe {
+            Ok(connection) => connection.close().await.unwrap(),
             Err(error) => {
                 if std::env::var_os("TESSERA_REQUIRE_SERVICES").is_some() {
                     panic!("PostgreSQL unreachable at {url} and TESSERA_REQUIRE_SERVICES is set: {error}");
@@ -50,7 +53,13 @@ impl TestDb {
                 eprintln!("SKIPPED: PostgreSQL unreachable at {url}: {error}");
                 return None;
             }
-        };
+        }
+        let admin = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(base.clone())
+            .await
+            .unwrap();
         let schema = format!("tessera_test_{:016x}", rand::random::<u64>());
         sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
         let options = base.options([("search_path", schema.as_str())]);
