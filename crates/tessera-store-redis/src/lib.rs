@@ -56,8 +56,9 @@
 //! refresh). Every store call is bounded by
 //! [`RedisStoreConfig::op_timeout`] and fails with
 //! [`StoreError::Unavailable`] rather than hanging while the server is down;
-//! connection attempts are bounded by [`RedisStoreConfig::connect_timeout`]
-//! and retried once, so a refused connection fails in milliseconds.
+//! each call makes at most one connection attempt, bounded by
+//! [`RedisStoreConfig::connect_timeout`], so a refused connection fails in
+//! milliseconds and the first call after the server is back succeeds.
 //!
 //! [`SessionData::to_json`]: tessera::SessionData::to_json
 //! [`DeviceInfo::to_json`]: tessera::DeviceInfo::to_json
@@ -146,10 +147,30 @@ enum Conn {
     Cluster(ClusterConnection),
 }
 
+/// Whether a standalone command failed before it was written to any socket,
+/// so that sending it again cannot apply it twice.
+///
+/// After a failed reconnection the `ConnectionManager` keeps the failure and
+/// hands it, as an I/O error "Reconnecting failed: …", to the next command,
+/// which only then triggers a fresh attempt. Without a retry the first call
+/// after the server comes back would fail for no reason; with it, that call
+/// waits for the fresh attempt instead. A refused connection is likewise
+/// never a half-sent command. Anything else (a reset mid-reply, a time-out)
+/// may have been applied, and the compare-and-swap scripts are not
+/// idempotent, so those are reported, not retried.
+fn never_sent(error: &RedisError) -> bool {
+    error.is_connection_refusal() || (error.is_io_error() && error.to_string().starts_with("Reconnecting failed"))
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Single(c) => Box::pin(async move {
+                match c.req_packed_command(cmd).await {
+                    Err(e) if never_sent(&e) => c.req_packed_command(cmd).await,
+                    other => other,
+                }
+            }),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -161,7 +182,12 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Single(c) => Box::pin(async move {
+                match c.req_packed_commands(cmd, offset, count).await {
+                    Err(e) if never_sent(&e) => c.req_packed_commands(cmd, offset, count).await,
+                    other => other,
+                }
+            }),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
@@ -339,12 +365,14 @@ impl RedisStore {
                 let manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(config.connect_timeout)
                     .set_response_timeout(config.response_timeout)
-                    // Requests wait for a reconnection in progress; keep
-                    // that short so a dead server fails calls fast. The
-                    // next call after a failure tries again.
-                    .set_number_of_retries(1)
-                    .set_factor(100)
-                    .set_max_delay(500);
+                    // Requests wait for a reconnection in progress, and the
+                    // crate's back-off starts at about a second (plus
+                    // jitter): with retries every call on a dead server
+                    // would take 1-2 s. One attempt per call instead: a
+                    // refused connection fails in microseconds, and the
+                    // next call simply tries again, which is how the store
+                    // finds the server once it is back.
+                    .set_number_of_retries(0);
                 ConnectionManager::new_with_config(client, manager).await.map(Conn::Single).map_err(backend)
             }
         };

@@ -55,6 +55,7 @@ async fn within<T>(what: &str, limit: Duration, fut: impl std::future::Future<Ou
     let out = tokio::time::timeout(limit + Duration::from_secs(5), fut)
         .await
         .unwrap_or_else(|_| panic!("{what}: hung (no answer after {:?})", limit + Duration::from_secs(5)));
+    eprintln!("{what}: {:?}", started.elapsed());
     assert!(started.elapsed() <= limit, "{what}: took {:?}, limit {limit:?}", started.elapsed());
     out
 }
@@ -90,23 +91,59 @@ async fn fails_fast_while_down_and_recovers() {
     }
 
     let _server = Server::start(port).unwrap();
-    // The same instance, not a new one: it must reconnect by itself. The
-    // first call after the restart may still report the old failure.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match store.ping().await {
-            Ok(()) => break,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("waiting for reconnection: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("store did not recover after the server came back: {e}"),
-        }
-    }
+    // The same instance, not a new one: it must reconnect by itself, on the
+    // very first call after the restart.
+    within("first ping after restart", limit, store.ping()).await.expect("the store must recover by itself");
     // The restarted server kept nothing (no persistence); the store works.
     assert!(store.load(&before.key).await.unwrap().is_none());
     let after = record(Some(user), Duration::from_secs(3600));
     store.create(&after).await.unwrap();
     assert_eq!(store.load(&after.key).await.unwrap().unwrap(), after);
     assert_eq!(store.list_for_user(user).await.unwrap().len(), 1);
+}
+
+fn signal(server: &Server, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(server.0.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{sig} failed");
+}
+
+/// A server that accepts nothing and answers nothing (stopped with SIGSTOP)
+/// is the case that hangs naive clients: the socket stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_fast_while_frozen_and_recovers() {
+    let port = free_port();
+    let server = match Server::start(port) {
+        Ok(server) => server,
+        Err(e) => {
+            common::unavailable("fails_fast_while_frozen_and_recovers", &format!("cannot run redis-server: {e}"));
+            return;
+        }
+    };
+    let store = RedisStoreConfig::new(format!("redis://127.0.0.1:{port}")).connect().await.unwrap();
+    let rec = record(Some("frozen-user"), Duration::from_secs(3600));
+    store.create(&rec).await.unwrap();
+
+    signal(&server, "STOP");
+    let limit = Duration::from_secs(5);
+    let err = within("load while frozen", limit, store.load(&rec.key)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let err = within("ping while frozen", limit, store.ping()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+
+    signal(&server, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.load(&rec.key).await {
+            Ok(found) => {
+                assert_eq!(found.unwrap(), rec);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting after SIGCONT: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("store did not recover after SIGCONT: {e}"),
+        }
+    }
+    drop(server);
 }
