@@ -330,3 +330,47 @@ async fn hold_connections(store: &PostgresStore, n: usize) -> Vec<sqlx::pool::Po
     }
     held
 }
+
+#[tokio::test]
+async fn racing_regenerates_and_destroys_leave_one_live_record_at_most() {
+    let Some(db) = TestDb::new().await else { return };
+    let store = db.store().await;
+
+    for _ in 0..5 {
+        let old = record(Some("racer"), 3_600_000);
+        store.create(&old).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut new_keys = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            let old = old.clone();
+            let mut next = SessionRecord { key: SessionId::generate().key(), version: 2, ..old.clone() };
+            next.data.insert_value("by".into(), json!(i));
+            new_keys.push(next.key);
+            tasks.spawn(async move { store.regenerate(&old.key, 1, &next).await.unwrap() });
+        }
+        let destroyer = store.clone();
+        let old_key = old.key;
+        tasks.spawn(async move {
+            destroyer.destroy(&old_key).await.unwrap();
+            // Not a regenerate: counts as no winner.
+            WriteOutcome::Missing
+        });
+        let outcomes = tasks.join_all().await;
+        let written = outcomes.iter().filter(|o| **o == WriteOutcome::Written).count();
+        assert!(written <= 1, "at most one regenerate wins: {outcomes:?}");
+        assert!(store.load(&old.key).await.unwrap().is_none(), "the old key is dead either way");
+        let mut live = 0;
+        for key in &new_keys {
+            live += usize::from(store.load(key).await.unwrap().is_some());
+        }
+        assert!(live <= 1, "at most one new key lives");
+        assert_eq!(live, written, "a new key lives only if its regenerate was reported Written");
+        // The destroy may have run after the winner, in which case the new key
+        // lives; clean up for the next round.
+        store.destroy_for_user("racer", None).await.unwrap();
+    }
+
+    store.pool().close().await;
+    db.drop_schema().await;
+}
