@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{middleware, Router};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use tessera::password::PasswordHasher;
-use tessera::{Clock, CookieConfig, ExpiryPolicy, SessionEngine, SystemClock};
+use tessera::{Clock, CookieConfig, ExpiryPolicy, SessionEngine, SessionStore, SystemClock};
 use tessera_axum::{CsrfKey, SessionLayer};
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -30,6 +30,9 @@ pub struct AppConfig {
     pub database_url: String,
     /// Sessions; `None` means the database.
     pub session_store_url: Option<String>,
+    /// An already opened store, used instead of `session_store_url` (lets
+    /// several in-process instances share one memory store in tests).
+    pub session_store: Option<Arc<dyn SessionStore>>,
     /// Idle and absolute time-outs.
     pub expiry: ExpiryPolicy,
     /// Cookie attributes.
@@ -55,6 +58,7 @@ impl Default for AppConfig {
         AppConfig {
             database_url: "sqlite://tessera.db".to_owned(),
             session_store_url: None,
+            session_store: None,
             expiry: ExpiryPolicy::default(),
             cookie: CookieConfig::default(),
             store_timeout: Duration::from_secs(3),
@@ -120,8 +124,13 @@ impl App {
         let db = Database::connect(&config.database_url)
             .await
             .map_err(|source| StartupError::Database { url: session_store::mask_url(&config.database_url), source })?;
-        let store_url = config.session_store_url.clone().unwrap_or_else(|| config.database_url.clone());
-        let store = session_store::open(&store_url).await?;
+        let store = match &config.session_store {
+            Some(store) => store.clone(),
+            None => {
+                let url = config.session_store_url.clone().unwrap_or_else(|| config.database_url.clone());
+                session_store::open(&url).await?
+            }
+        };
         let csrf_secret = db
             .secret("csrf")
             .await
