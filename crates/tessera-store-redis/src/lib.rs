@@ -46,8 +46,16 @@
 //!   absent (it may be a create in flight); it only trims members whose score
 //!   has passed.
 //!
-//! Regeneration is described on [`SessionStore::regenerate`]'s implementation
-//! below ([`RedisStore`]'s docs, "Regenerate").
+//! How `regenerate` stays atomic on a cluster, where the old and the new
+//! session live in different slots, is explained under "Regenerate" on
+//! [`RedisStore`].
+//!
+//! Known limit of the two-slot design: if one session's owner is changed
+//! twice concurrently (X → Y by one save and Y → X by the next, racing), the
+//! first save's late removal from X's index can land after the second save
+//! re-added it, leaving a session owned by X outside X's index until its next
+//! save or touch. Owners change at login and logout, one request at a time,
+//! so this needs two logins on one session racing each other.
 //!
 //! ## Failure behaviour
 //!
