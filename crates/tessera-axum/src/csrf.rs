@@ -117,7 +117,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let slot = slot(parts)?;
+        let slot = slot(parts).map_err(IntoResponse::into_response)?;
         CsrfToken::for_slot(&slot).await
     }
 }
@@ -142,7 +142,7 @@ fn check_origin(parts: &Parts) -> Result<(), &'static str> {
 
 /// Checks `submitted` against the tokens this request's bindings allow.
 pub(crate) async fn verify(parts: &Parts, submitted: Option<&str>) -> Result<(), Response> {
-    let slot = slot(parts)?;
+    let slot = slot(parts).map_err(IntoResponse::into_response)?;
     let json = slot.json;
     check_origin(parts).map_err(|reason| CsrfRejection { json, reason }.into_response())?;
     let missing = || CsrfRejection {

@@ -13,8 +13,18 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use crate::layer::SessionSlot;
 use crate::rejection::{missing_layer, Unauthenticated};
 
-pub(crate) fn slot(parts: &Parts) -> Result<Arc<SessionSlot>, Response> {
-    parts.extensions.get::<Arc<SessionSlot>>().cloned().ok_or_else(missing_layer)
+pub(crate) fn slot(parts: &Parts) -> Result<Arc<SessionSlot>, MissingLayer> {
+    parts.extensions.get::<Arc<SessionSlot>>().cloned().ok_or(MissingLayer)
+}
+
+/// [`SessionLayer`](crate::SessionLayer) is not installed on the route.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MissingLayer;
+
+impl IntoResponse for MissingLayer {
+    fn into_response(self) -> Response {
+        missing_layer()
+    }
 }
 
 /// The request's session (see [`tessera::Session`] for its methods).
@@ -35,7 +45,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let slot = slot(parts)?;
+        let slot = slot(parts).map_err(IntoResponse::into_response)?;
         let session = slot.session().await.map_err(IntoResponse::into_response)?;
         Ok(Session(session.clone()))
     }
@@ -51,7 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequireUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let slot = slot(parts)?;
+        let slot = slot(parts).map_err(IntoResponse::into_response)?;
         let session = slot.session().await.map_err(IntoResponse::into_response)?;
         if let Some(user) = session.user_id() {
             return Ok(RequireUser(user));
@@ -78,7 +88,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let slot = slot(parts)?;
+        let slot = slot(parts).map_err(IntoResponse::into_response)?;
         let session = slot.session().await.map_err(IntoResponse::into_response)?;
         Ok(MaybeUser(session.user_id()))
     }
