@@ -289,7 +289,7 @@ async fn engine_counter_loses_nothing(store: Arc<dyn SessionStore>) {
     let seed = engine.load(None, DeviceInfo::default()).await.unwrap();
     seed.insert("counter", &0i64).unwrap();
     let cookie = match engine.commit(&seed).await.unwrap() {
-        tessera::CookieUpdate::Set { id, .. } => id.encode(),
+        tessera::CookieUpdate::Set { value, .. } => value,
         other => panic!("engine counter: a new session with data must set a cookie, got {other:?}"),
     };
     let tasks = (0..50).map(|_| {
