@@ -18,6 +18,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod engine_checks;
+
+pub use engine_checks::run_engine;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +59,8 @@ pub async fn run_with(store: Arc<dyn SessionStore>, options: Options) {
     data_round_trips(s).await;
     concurrent_writers_one_winner(s).await;
     engine_counter_loses_nothing(store.clone()).await;
+    let clock = tessera::ManualClock::new();
+    run_engine(SessionEngine::new(store.clone()).with_clock(Arc::new(clock.clone())), clock).await;
     expiry(s, &options).await;
 }
 

@@ -202,7 +202,9 @@ impl SessionEngine {
         };
         let key = id.key();
         match self.call(store.load(&key)).await {
-            Ok(Some(record)) if !self.expiry.is_expired(&record, now) => Ok(self.existing(record, Some(id), device, None, false)),
+            Ok(Some(record)) if !self.expiry.is_expired(&record, now) => {
+                Ok(self.existing(record, Some(id), device, None, false))
+            }
             Ok(Some(_)) | Err(StoreError::Corrupt(_)) => {
                 // Best effort: the store forgets it by itself eventually.
                 let _ = self.call(store.destroy(&key)).await;
@@ -242,7 +244,7 @@ impl SessionEngine {
         }
         if let Some(user) = &record.user_id {
             if let Some(mark) = self.call(marks.valid_after(user)).await? {
-                if sealed.issued_at < mark {
+                if sealed.issued_at <= mark {
                     return Ok(self.fresh(true, device));
                 }
             }
@@ -426,16 +428,17 @@ impl SessionEngine {
         };
         let issued_at = match (&plan.base, plan.issued_at) {
             (Some(_), Some(issued_at)) if !regenerate => issued_at,
-            _ => now,
+            // A new identity must postdate the user's revocation mark, even
+            // within the millisecond of a logout.
+            _ => match &user_id {
+                Some(user) => match self.call(marks.valid_after(user)).await? {
+                    Some(mark) => now.max(Timestamp(mark.as_millis().saturating_add(1))),
+                    None => now,
+                },
+                None => now,
+            },
         };
-        let sealed = SealedSession {
-            sid,
-            user_id,
-            data,
-            created_at,
-            last_active: now.max(last_active),
-            issued_at,
-        };
+        let sealed = SealedSession { sid, user_id, data, created_at, last_active: now.max(last_active), issued_at };
         self.seal(sealer, &sealed)
     }
 

@@ -42,8 +42,8 @@ pub trait RevocationMarks: Send + Sync + 'static {
     /// The user's mark, if any.
     async fn valid_after(&self, user_id: &str) -> Result<Option<Timestamp>, StoreError>;
 
-    /// Makes every cookie of the user issued before `at` invalid. Marks only
-    /// move forward.
+    /// Makes every cookie of the user issued at or before `at` invalid. Marks
+    /// only move forward; the engine issues later cookies strictly after the mark.
     async fn revoke_before(&self, user_id: &str, at: Timestamp) -> Result<(), StoreError>;
 
     /// A cheap round trip, for readiness checks.
