@@ -54,6 +54,9 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     /// How long after typing a password sensitive actions need no re-entry.
     pub reauth_window: Duration,
+    /// Send `Strict-Transport-Security` (on when serving TLS, or when a
+    /// TLS-terminating proxy is in front).
+    pub hsts: bool,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
 }
@@ -73,6 +76,7 @@ impl Default for AppConfig {
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
             reauth_window: Duration::from_secs(10 * 60),
+            hsts: false,
             test_routes: false,
         }
     }
@@ -185,6 +189,30 @@ impl App {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves TLS on `listener` with `tls` (see [`crate::tls`]).
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` support.
+        let listener = axum::serve::ListenerExt::tap_io(crate::tls::TlsListener::new(listener, tls)?, |_| {});
+        self.serve_on(listener, shutdown).await
+    }
+
+    async fn serve_on<L>(
+        self,
+        listener: L,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()>
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+        SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
         self.purge_task.abort();
@@ -220,6 +248,9 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
     for layer in security_headers::layers() {
         router = router.layer(layer);
+    }
+    if config.hsts {
+        router = router.layer(security_headers::hsts());
     }
     router.with_state(state)
 }

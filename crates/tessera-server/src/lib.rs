@@ -24,5 +24,6 @@ pub mod reauthentication;
 pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
+pub mod tls;
 
 pub use app::{App, AppConfig, AppState, StartupError};
