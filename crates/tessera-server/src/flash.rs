@@ -18,6 +18,12 @@ pub enum Flash {
     LoggedOut,
     /// After registration.
     Welcome,
+    /// After logging in.
+    LoggedIn,
+    /// After a password change, which ends the user's other sessions.
+    PasswordChanged,
+    /// After ending one of the user's other sessions.
+    SessionRevoked,
 }
 
 impl Flash {
@@ -25,6 +31,9 @@ impl Flash {
         match self {
             Flash::LoggedOut => "logged-out",
             Flash::Welcome => "welcome",
+            Flash::LoggedIn => "logged-in",
+            Flash::PasswordChanged => "password-changed",
+            Flash::SessionRevoked => "session-revoked",
         }
     }
 
@@ -32,6 +41,9 @@ impl Flash {
         match code {
             "logged-out" => Some(Flash::LoggedOut),
             "welcome" => Some(Flash::Welcome),
+            "logged-in" => Some(Flash::LoggedIn),
+            "password-changed" => Some(Flash::PasswordChanged),
+            "session-revoked" => Some(Flash::SessionRevoked),
             _ => None,
         }
     }
@@ -41,6 +53,9 @@ impl Flash {
         match self {
             Flash::LoggedOut => "You are logged out.",
             Flash::Welcome => "Welcome! Your account is ready and you are logged in.",
+            Flash::LoggedIn => "Welcome back! You are logged in.",
+            Flash::PasswordChanged => "Password changed; other devices were signed out.",
+            Flash::SessionRevoked => "That device was signed out.",
         }
     }
 

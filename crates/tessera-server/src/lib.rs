@@ -21,5 +21,6 @@ pub mod pages;
 pub mod password_policy;
 pub mod security_headers;
 pub mod session_store;
+pub mod static_files;
 
 pub use app::{App, AppConfig, AppState, StartupError};

@@ -10,6 +10,7 @@ use tessera_axum::{safe_next, CsrfForm};
 use super::{Chrome, PageContext};
 use crate::app::AppState;
 use crate::error_pages::ServerError;
+use crate::flash::Flash;
 
 /// Shown for every failed login, whatever the reason.
 const GENERIC_ERROR: &str = "Wrong user name or password.";
@@ -60,7 +61,9 @@ pub async fn submit(State(state): State<AppState>, ctx: PageContext, CsrfForm(fo
         Ok(Some(user)) => {
             ctx.session.login(user.id.to_string());
             tracing::info!(user_id = user.id, "login succeeded");
-            Redirect::to(next.as_deref().unwrap_or("/profile")).into_response()
+            let mut response = Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
+            Flash::LoggedIn.set(state.engine.cookie_config(), response.headers_mut());
+            response
         }
         Ok(None) => {
             tracing::info!("login failed");
