@@ -125,8 +125,8 @@ impl SessionSlot {
         let Some(session) = self.session.get() else { return };
         match self.config.engine.commit(session).await {
             Ok(CookieUpdate::Keep) => {}
-            Ok(CookieUpdate::Set { id, max_age }) => {
-                let cookie = self.config.engine.cookie_config().session_cookie(id.encode(), Some(max_age));
+            Ok(CookieUpdate::Set { value, max_age }) => {
+                let cookie = self.config.engine.cookie_config().session_cookie(value, Some(max_age));
                 append_cookie(response.headers_mut(), &cookie.to_string());
                 // A response that carries a session cookie must never be cached.
                 response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -134,6 +134,17 @@ impl SessionSlot {
             Ok(CookieUpdate::Remove) => {
                 let cookie = self.config.engine.cookie_config().removal_cookie();
                 append_cookie(response.headers_mut(), &cookie.to_string());
+            }
+            Err(StoreError::TooLarge { size, limit }) => {
+                // A programming error of the application, not an outage.
+                tracing::error!(size, limit, "session data too large for a sealed cookie; answering 500");
+                *response = crate::rejection::problem(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "session-too-large",
+                    "Something went wrong",
+                    "The session grew larger than a cookie can hold; nothing was saved.",
+                    self.json,
+                );
             }
             Err(error) => {
                 log_commit_failure(&error);

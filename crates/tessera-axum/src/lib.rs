@@ -23,6 +23,9 @@
 //! #[derive(serde::Deserialize)]
 //! struct Login { username: String }
 //!
+//! #[derive(serde::Deserialize)]
+//! struct Logout {}
+//!
 //! async fn login(session: Session, CsrfForm(form): CsrfForm<Login>) -> Redirect {
 //!     // Check the password first (see `tessera::password`), then:
 //!     session.login(form.username); // new session ID: no fixation
@@ -34,7 +37,7 @@
 //!     format!("{user}: visit {visits}")
 //! }
 //!
-//! async fn logout(session: Session, _: CsrfForm<()>) -> Redirect {
+//! async fn logout(session: Session, _: CsrfForm<Logout>) -> Redirect {
 //!     session.logout();
 //!     Redirect::to("/login")
 //! }
@@ -51,6 +54,11 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+/// The README's library example, compiled and run as a doc test.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 mod csrf;
 mod extract;

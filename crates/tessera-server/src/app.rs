@@ -9,6 +9,7 @@ use axum::{middleware, Router};
 use tessera::password::PasswordHasher;
 use tessera::{Clock, CookieConfig, ExpiryPolicy, SessionEngine, SessionStore, SystemClock};
 use tessera_axum::{CsrfKey, SessionLayer};
+use tessera_store_cookie::{CookieSealer, SealingKey};
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -123,18 +124,23 @@ impl App {
         let db = Database::connect(&config.database_url)
             .await
             .map_err(|source| StartupError::Database { url: session_store::mask_url(&config.database_url), source })?;
-        let store = match &config.session_store {
-            Some(store) => store.clone(),
-            None => {
-                let url = config.session_store_url.clone().unwrap_or_else(|| config.database_url.clone());
-                session_store::open(&url).await?
+        let database_error =
+            |source| StartupError::Database { url: session_store::mask_url(&config.database_url), source };
+        let store_url = config.session_store_url.clone().unwrap_or_else(|| config.database_url.clone());
+        let engine = match &config.session_store {
+            Some(store) => SessionEngine::new(store.clone()),
+            None if store_url.starts_with("cookie:") => {
+                // Sessions sealed in the cookie; keys and revocation marks in the database.
+                let keys = db.cookie_sealing_keys().await.map_err(database_error)?;
+                let keys = keys.into_iter().map(|(id, bytes)| SealingKey::from_bytes(id, bytes)).collect();
+                let sealer = CookieSealer::new(&config.cookie.cookie_name(), keys)
+                    .map_err(|e| SessionStoreUrlError::Unreachable { url: store_url.clone(), reason: e.to_string() })?;
+                SessionEngine::sealed(Arc::new(sealer), Arc::new(db.clone()))
             }
+            None => SessionEngine::new(session_store::open(&store_url).await?),
         };
-        let csrf_secret = db
-            .secret("csrf")
-            .await
-            .map_err(|source| StartupError::Database { url: session_store::mask_url(&config.database_url), source })?;
-        let engine = SessionEngine::new(store)
+        let csrf_secret = db.secret("csrf").await.map_err(database_error)?;
+        let engine = engine
             .with_expiry(config.expiry)
             .with_cookie(config.cookie.clone())
             .with_clock(config.clock.clone())

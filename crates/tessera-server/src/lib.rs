@@ -19,6 +19,7 @@ pub mod flash;
 pub mod health;
 pub mod pages;
 pub mod password_policy;
+pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
 pub mod static_files;
