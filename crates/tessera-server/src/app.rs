@@ -4,10 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use tessera::password::PasswordHasher;
 use tessera::{Clock, CookieConfig, ExpiryPolicy, SessionEngine, SessionStore, SystemClock};
 use tessera_axum::{CsrfKey, SessionLayer};
@@ -25,6 +23,7 @@ use crate::pages::{
 use crate::password_policy::PasswordPolicy;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
+use crate::static_files;
 
 /// Everything the server can be told.
 #[derive(Clone)]
@@ -243,7 +242,7 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // Probes and static files never touch the session.
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
-        .route("/static/style.css", get(stylesheet))
+        .merge(static_files::routes())
         .layer(middleware::from_fn_with_state(state.clone(), render_errors))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
     for layer in security_headers::layers() {
@@ -253,13 +252,6 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         router = router.layer(security_headers::hsts());
     }
     router.with_state(state)
-}
-
-async fn stylesheet() -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/css; charset=utf-8"), (CACHE_CONTROL, "public, max-age=3600")],
-        include_str!("../static/style.css"),
-    )
 }
 
 async fn purge_periodically(engine: SessionEngine, every: Duration) {

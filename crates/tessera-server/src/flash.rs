@@ -18,6 +18,8 @@ pub enum Flash {
     LoggedOut,
     /// After registration.
     Welcome,
+    /// After logging in.
+    LoggedIn,
     /// After a password change.
     PasswordChanged,
     /// After revoking one other session.
@@ -33,6 +35,7 @@ impl Flash {
         match self {
             Flash::LoggedOut => "logged-out",
             Flash::Welcome => "welcome",
+            Flash::LoggedIn => "logged-in",
             Flash::PasswordChanged => "password-changed",
             Flash::SessionSignedOut => "session-signed-out",
             Flash::OthersSignedOut => "others-signed-out",
@@ -44,6 +47,7 @@ impl Flash {
         match code {
             "logged-out" => Some(Flash::LoggedOut),
             "welcome" => Some(Flash::Welcome),
+            "logged-in" => Some(Flash::LoggedIn),
             "password-changed" => Some(Flash::PasswordChanged),
             "session-signed-out" => Some(Flash::SessionSignedOut),
             "others-signed-out" => Some(Flash::OthersSignedOut),
@@ -57,6 +61,7 @@ impl Flash {
         match self {
             Flash::LoggedOut => "You are logged out.",
             Flash::Welcome => "Welcome! Your account is ready and you are logged in.",
+            Flash::LoggedIn => "Welcome back! You are logged in.",
             Flash::PasswordChanged => "Password changed; other devices were signed out.",
             Flash::SessionSignedOut => "That session was signed out.",
             Flash::OthersSignedOut => "All other devices were signed out.",

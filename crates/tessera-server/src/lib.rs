@@ -24,6 +24,7 @@ pub mod reauthentication;
 pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
+pub mod static_files;
 pub mod tls;
 
 pub use app::{App, AppConfig, AppState, StartupError};

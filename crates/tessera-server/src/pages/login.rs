@@ -12,6 +12,7 @@ use crate::accounts::LoginOutcome;
 use crate::app::AppState;
 use crate::audit::AuditKind;
 use crate::error_pages::ServerError;
+use crate::flash::Flash;
 use crate::reauthentication;
 
 /// Shown for every failed login, whatever the reason.
@@ -66,7 +67,9 @@ pub async fn submit(State(state): State<AppState>, ctx: PageContext, CsrfForm(fo
             ctx.session.login(user.id.to_string());
             reauthentication::mark(&ctx.session, now);
             let _ = database.audit(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
-            Redirect::to(next.as_deref().unwrap_or("/profile")).into_response()
+            let mut response = Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
+            Flash::LoggedIn.set(state.engine.cookie_config(), response.headers_mut());
+            response
         }
         Ok(LoginOutcome::Failed { known_user }) => {
             let _ = database.audit(AuditKind::LoginFailed, known_user, &ctx.device, now).await;

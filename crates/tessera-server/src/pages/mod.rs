@@ -13,7 +13,9 @@ pub mod register;
 use askama::Template;
 use axum::extract::FromRequestParts;
 use axum::response::{Html, IntoResponse, Response};
+use http::header::CACHE_CONTROL;
 use http::request::Parts;
+use http::HeaderValue;
 use http::StatusCode;
 use tessera_axum::{CsrfToken, Session};
 
@@ -55,8 +57,13 @@ impl PageContext {
     }
 
     /// Renders `template` with `status`, clearing a flash that was shown.
+    ///
+    /// Pages are never stored by the browser (`no-store`): they carry a CSRF
+    /// token and, once logged in, the user's data, which the back button
+    /// must not show again after logout.
     pub fn render(&self, status: StatusCode, template: &impl Template) -> Response {
         let mut response = render(status, template);
+        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.flash.is_some() {
             Flash::clear(self.state.engine.cookie_config(), response.headers_mut());
         }

@@ -73,6 +73,7 @@ pub async fn submit(
         Err(RegisterError::Unavailable(error)) => ServerError::unavailable(error).into_response(),
         Err(error) => {
             let mut view = page(&ctx, &state, form.username.clone());
+            let mut field = "user name";
             let status = match &error {
                 RegisterError::InvalidUsername(message) => {
                     view.username_error = Some((*message).to_owned());
@@ -80,6 +81,7 @@ pub async fn submit(
                 }
                 RegisterError::InvalidPassword(message) => {
                     view.password_error = Some(message.clone());
+                    field = "password";
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
                 RegisterError::UsernameTaken => {
@@ -88,7 +90,7 @@ pub async fn submit(
                 }
                 RegisterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
-            view.form_error = Some("Please correct the highlighted field.".to_owned());
+            view.form_error = Some(format!("Please correct the {field} below."));
             ctx.render(status, &view)
         }
     }
