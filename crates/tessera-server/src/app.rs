@@ -11,10 +11,13 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use tessera::password::PasswordHasher;
 use tessera::{Clock, CookieConfig, ExpiryPolicy, SessionEngine, SessionStore, SystemClock};
 use tessera_axum::{CsrfKey, SessionLayer};
+use tessera_token::TokenSettings;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::accounts::Accounts;
+use crate::api;
+use crate::api::tokens::TokenService;
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::health;
@@ -51,6 +54,10 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
+    /// Access tokens: issuer, audience, lifetime (default 15 minutes).
+    pub tokens: TokenSettings,
+    /// How long an unused refresh token stays valid.
+    pub refresh_token_ttl: Duration,
 }
 
 impl Default for AppConfig {
@@ -68,6 +75,8 @@ impl Default for AppConfig {
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
             test_routes: false,
+            tokens: TokenSettings::new("tessera", "tessera-api"),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -107,6 +116,12 @@ pub struct AppState {
     pub password_policy: PasswordPolicy,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
+    /// Access and refresh tokens for the API.
+    pub tokens: Arc<TokenService>,
+    /// The clock (expiry, timestamps).
+    pub clock: Arc<dyn Clock>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
 }
 
 /// A built server, ready to serve.
@@ -140,12 +155,22 @@ impl App {
             .with_cookie(config.cookie.clone())
             .with_clock(config.clock.clone())
             .with_store_timeout(config.store_timeout);
+        let tokens =
+            TokenService::open(db.clone(), config.clock.clone(), config.tokens.clone(), config.refresh_token_ttl)
+                .await
+                .map_err(|source| StartupError::Database {
+                    url: session_store::mask_url(&config.database_url),
+                    source,
+                })?;
         let accounts = Accounts::new(db, config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
             engine: engine.clone(),
             password_policy: config.password_policy,
             store_timeout: config.store_timeout,
+            tokens: Arc::new(tokens),
+            clock: config.clock.clone(),
+            max_body_bytes: config.max_body_bytes,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
@@ -174,7 +199,8 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/register", get(register::show).post(register::submit))
         .route("/login", get(login::show).post(login::submit))
         .route("/profile", get(profile::show))
-        .route("/logout", post(logout::submit));
+        .route("/logout", post(logout::submit))
+        .merge(api::router());
     if config.test_routes {
         pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));
     }
@@ -185,8 +211,10 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/static/style.css", get(stylesheet))
-        .layer(middleware::from_fn_with_state(state.clone(), render_errors))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
+        // The limit sits inside render_errors so its 413 becomes a page or
+        // a problem document like every other error.
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), render_errors));
     for layer in security_headers::layers() {
         router = router.layer(layer);
     }

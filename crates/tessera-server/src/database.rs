@@ -56,7 +56,7 @@ pub struct User {
 /// The users database.
 #[derive(Clone, Debug)]
 pub struct Database {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
 }
 
 impl Database {

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod database;
@@ -19,7 +20,9 @@ pub mod flash;
 pub mod health;
 pub mod pages;
 pub mod password_policy;
+pub mod product_store;
 pub mod security_headers;
 pub mod session_store;
+pub mod token_store;
 
 pub use app::{App, AppConfig, AppState, StartupError};
