@@ -53,7 +53,7 @@ pub fn is_api_path(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/") || path.starts_with("/.well-known/")
 }
 
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-05-01T12:00:00.123Z`.
+/// RFC 3339 in UTC, to the millisecond, e.g. `2026-05-01T12:00:00.123Z`.
 pub fn rfc3339(timestamp: Timestamp) -> String {
     let nanos = i128::from(timestamp.as_millis()) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
