@@ -25,6 +25,9 @@
 //! #[derive(serde::Deserialize)]
 //! struct Login { username: String }
 //!
+//! #[derive(serde::Deserialize)]
+//! struct Logout {}
+//!
 //! async fn login(session: Session, CsrfForm(form): CsrfForm<Login>) -> Redirect {
 //!     // Check the password first (see `tessera::password`), then:
 //!     session.login(form.username); // new session ID: no fixation
@@ -36,7 +39,7 @@
 //!     format!("{user}: visit {visits}")
 //! }
 //!
-//! async fn logout(session: Session, _: CsrfForm<()>) -> Redirect {
+//! async fn logout(session: Session, _: CsrfForm<Logout>) -> Redirect {
 //!     session.logout();
 //!     Redirect::to("/login")
 //! }
@@ -54,6 +57,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// The README's library example, compiled and run as a doc test.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod csrf;
 mod extract;
 mod layer;
@@ -62,8 +70,8 @@ mod next_path;
 mod rejection;
 
 pub use csrf::{verify_csrf_header, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, CSRF_HEADER};
-pub use extract::{ClientIp, MaybeUser, RequireUser, Session};
-pub use layer::{SessionLayer, SessionService};
+pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
+pub use layer::{client_device, SessionLayer, SessionService};
 pub use negotiation::wants_json;
 pub use next_path::safe_next;
 pub use rejection::{CsrfRejection, Problem, SessionUnavailable, Unauthenticated};

@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod database;
 pub mod error_pages;
@@ -21,8 +22,11 @@ pub mod health;
 pub mod pages;
 pub mod password_policy;
 pub mod product_store;
+pub mod reauthentication;
+pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
+pub mod tls;
 pub mod token_store;
 
 pub use app::{App, AppConfig, AppState, StartupError};

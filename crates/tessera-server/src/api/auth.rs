@@ -9,7 +9,7 @@ use super::identity::ApiUser;
 use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::rfc3339;
 use super::tokens::{RefreshError, TokenPair};
-use crate::accounts::RegisterError;
+use crate::accounts::{LoginOutcome, RegisterError};
 use crate::app::AppState;
 use crate::database::User;
 
@@ -95,13 +95,11 @@ pub async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<Creden
     )
 )]
 pub async fn signin(State(state): State<AppState>, ApiJson(body): ApiJson<Credentials>) -> Result<Response, ApiError> {
-    let user =
-        state.accounts.authenticate(&body.username, &body.password).await.map_err(ApiError::unavailable)?.ok_or_else(
-            || {
-                tracing::info!("API sign-in failed");
-                ApiError::InvalidCredentials
-            },
-        )?;
+    let outcome = state.accounts.authenticate(&body.username, &body.password).await.map_err(ApiError::unavailable)?;
+    let LoginOutcome::Succeeded(user) = outcome else {
+        tracing::info!("API sign-in failed");
+        return Err(ApiError::InvalidCredentials);
+    };
     let pair = state.tokens.issue_pair(user.id).await?;
     tracing::info!(user_id = user.id, "API sign-in");
     Ok(json_response(StatusCode::OK, &pair))
