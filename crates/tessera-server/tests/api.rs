@@ -672,3 +672,25 @@ async fn the_openapi_document_covers_every_route() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_password_change_on_the_site_revokes_api_refresh_tokens() {
+    let (server, _dir) = server().await;
+    let name = unique_name("changer");
+    let mut browser = server.browser();
+    assert_eq!(browser.register(&name, PASSWORD).await.status, 303);
+    let api = Api::new(&server);
+    let pair = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.json;
+    let token = browser.get("/account/password").await.csrf();
+    let changed = browser
+        .post_form(
+            "/account/password",
+            &[("csrf_token", &token), ("current_password", PASSWORD), ("new_password", "a brand new passphrase")],
+        )
+        .await;
+    assert_eq!(changed.status, 303, "{}", changed.body);
+    api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&pair)}))
+        .await
+        .assert_problem(401, "invalid-refresh-token");
+    server.stop().await;
+}
