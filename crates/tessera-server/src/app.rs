@@ -10,10 +10,13 @@ use tessera::password::PasswordHasher;
 use tessera::{Clock, CookieConfig, ExpiryPolicy, SessionEngine, SessionStore, SystemClock};
 use tessera_axum::{CsrfKey, SessionLayer};
 use tessera_store_cookie::{CookieSealer, SealingKey};
+use tessera_token::TokenSettings;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::accounts::Accounts;
+use crate::api;
+use crate::api::tokens::TokenService;
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::health;
@@ -58,6 +61,10 @@ pub struct AppConfig {
     pub hsts: bool,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
+    /// Access tokens: issuer, audience, lifetime (default 15 minutes).
+    pub tokens: TokenSettings,
+    /// How long an unused refresh token stays valid.
+    pub refresh_token_ttl: Duration,
 }
 
 impl Default for AppConfig {
@@ -77,6 +84,8 @@ impl Default for AppConfig {
             reauth_window: Duration::from_secs(10 * 60),
             hsts: false,
             test_routes: false,
+            tokens: TokenSettings::new("tessera", "tessera-api"),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -116,17 +125,22 @@ pub struct AppState {
     pub password_policy: PasswordPolicy,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
+    /// Access and refresh tokens for the API.
+    pub tokens: Arc<TokenService>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
     /// See [`AppConfig::reauth_window`].
     pub reauth_window: Duration,
 }
 
 impl AppState {
     /// Revokes every API refresh-token family of the user (password change,
-    /// account deletion, log out everywhere).
-    pub async fn revoke_api_tokens(&self, _user_id: i64) -> Result<(), crate::database::DatabaseError> {
-        Ok(())
+    /// account deletion, log out everywhere). Access tokens already issued
+    /// expire on their own within their lifetime (15 minutes by default).
+    pub async fn revoke_api_tokens(&self, user_id: i64) -> Result<(), crate::database::DatabaseError> {
+        self.tokens.revoke_all_refresh_families(user_id).await.map(|_| ())
     }
 }
 
@@ -166,13 +180,22 @@ impl App {
             .with_cookie(config.cookie.clone())
             .with_clock(config.clock.clone())
             .with_store_timeout(config.store_timeout);
+        let tokens =
+            TokenService::open(db.clone(), config.clock.clone(), config.tokens.clone(), config.refresh_token_ttl)
+                .await
+                .map_err(|source| StartupError::Database {
+                    url: session_store::mask_url(&config.database_url),
+                    source,
+                })?;
         let accounts = Accounts::new(db, config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
             engine: engine.clone(),
             password_policy: config.password_policy,
             store_timeout: config.store_timeout,
+            tokens: Arc::new(tokens),
             clock: config.clock.clone(),
+            max_body_bytes: config.max_body_bytes,
             reauth_window: config.reauth_window,
         };
         let router =
@@ -232,7 +255,8 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/account/sessions", get(account_sessions::show))
         .route("/account/sessions/revoke", post(account_sessions::revoke))
         .route("/account/password", get(account_password::show).post(account_password::submit))
-        .route("/account/activity", get(account_activity::show));
+        .route("/account/activity", get(account_activity::show))
+        .merge(api::router());
     if config.test_routes {
         pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));
     }
@@ -243,8 +267,10 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .merge(static_files::routes())
-        .layer(middleware::from_fn_with_state(state.clone(), render_errors))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
+        // The limit sits inside render_errors so its 413 becomes a page or
+        // a problem document like every other error.
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), render_errors));
     for layer in security_headers::layers() {
         router = router.layer(layer);
     }

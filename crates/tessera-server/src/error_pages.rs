@@ -109,7 +109,8 @@ struct ErrorPage<'a> {
 /// Renders every error answer in the site's look, or as a problem document
 /// for JSON clients, and turns a panic into a 500 without a stack trace.
 pub async fn render_errors(State(_state): State<AppState>, request: Request, next: Next) -> Response {
-    let json = wants_json(request.headers());
+    // API paths always answer in problem documents, whatever Accept says.
+    let json = wants_json(request.headers()) || crate::api::is_api_path(request.uri().path());
     let retry = (request.method() == http::Method::GET)
         .then(|| request.uri().path_and_query().map(|p| p.as_str().to_owned()))
         .flatten()
