@@ -18,8 +18,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::accounts::Accounts;
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
+use crate::forward_auth::{self, ForwardAuthConfig};
 use crate::health;
-use crate::pages::{home, login, logout, profile, register};
+use crate::oidc::{self, Oidc, OidcProviderConfig};
+use crate::pages::{account, home, login, logout, profile, register};
 use crate::password_policy::PasswordPolicy;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
@@ -52,6 +54,15 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
+    /// The address browsers use for tessera (`https://auth.example.com`):
+    /// OpenID Connect callbacks and forward-auth login redirects.
+    pub public_url: Option<String>,
+    /// OpenID Connect providers users can log in with.
+    pub oidc_providers: Vec<OidcProviderConfig>,
+    /// Shortest time between two JWKS fetches caused by an unknown signing key.
+    pub oidc_jwks_min_refresh: Duration,
+    /// `/auth/verify` for reverse proxies.
+    pub forward_auth: ForwardAuthConfig,
 }
 
 impl Default for AppConfig {
@@ -69,6 +80,10 @@ impl Default for AppConfig {
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
             test_routes: false,
+            public_url: None,
+            oidc_providers: Vec::new(),
+            oidc_jwks_min_refresh: Duration::from_secs(30),
+            forward_auth: ForwardAuthConfig::default(),
         }
     }
 }
@@ -87,6 +102,9 @@ pub enum StartupError {
     /// The session store could not be opened.
     #[error(transparent)]
     SessionStore(#[from] SessionStoreUrlError),
+    /// The OpenID Connect configuration is unusable.
+    #[error("OpenID Connect: {0}")]
+    Oidc(String),
     /// The listen address could not be bound.
     #[error("--listen {address}: {source}")]
     Listen {
@@ -108,6 +126,12 @@ pub struct AppState {
     pub password_policy: PasswordPolicy,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
+    /// OpenID Connect providers.
+    pub oidc: Arc<Oidc>,
+    /// Forward-auth settings (also used for the login page's `next`).
+    pub forward_auth: Arc<ForwardAuthConfig>,
+    /// The public base URL, if configured.
+    pub public_url: Option<String>,
 }
 
 /// A built server, ready to serve.
@@ -146,12 +170,26 @@ impl App {
             .with_cookie(config.cookie.clone())
             .with_clock(config.clock.clone())
             .with_store_timeout(config.store_timeout);
+        let flow_secret = db.secret("oidc-flow").await.map_err(database_error)?;
+        let oidc = Oidc::new(
+            &config.oidc_providers,
+            config.public_url.as_deref(),
+            flow_secret,
+            &config.cookie,
+            config.clock.clone(),
+            config.oidc_jwks_min_refresh,
+        )
+        .map_err(StartupError::Oidc)?;
+        oidc.warm_up();
         let accounts = Accounts::new(db, config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
             engine: engine.clone(),
             password_policy: config.password_policy,
             store_timeout: config.store_timeout,
+            oidc: Arc::new(oidc),
+            forward_auth: Arc::new(config.forward_auth.clone()),
+            public_url: config.public_url.clone(),
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
@@ -180,7 +218,12 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/register", get(register::show).post(register::submit))
         .route("/login", get(login::show).post(login::submit))
         .route("/profile", get(profile::show))
-        .route("/logout", post(logout::submit));
+        .route("/logout", post(logout::submit))
+        .route("/account", get(account::show))
+        .route("/account/identities/unlink", post(account::unlink))
+        .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
+        .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))
+        .route("/auth/verify", get(forward_auth::verify));
     if config.test_routes {
         pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));
     }

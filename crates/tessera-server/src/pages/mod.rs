@@ -1,5 +1,6 @@
 //! Server-rendered pages: the membership flow in the browser.
 
+pub mod account;
 pub mod home;
 pub mod login;
 pub mod logout;
