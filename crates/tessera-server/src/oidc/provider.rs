@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
+    TokenResponse,
 };
 
 use super::config::OidcProviderConfig;
@@ -201,18 +202,37 @@ impl Provider {
             let verifier = client.id_token_verifier();
             id_token.claims(&verifier, &nonce).map(identity)
         };
-        match verified {
-            Ok(identity) => Ok(identity),
+        let mut identity = match verified {
+            Ok(identity) => identity,
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 // Keys rotated since discovery: fetch them again, once.
                 let min_refresh = self.min_refresh;
                 let fresh = self.refresh(|c| c.fetched.elapsed() < min_refresh).await?;
                 let client = self.client(fresh);
                 let verifier = client.id_token_verifier();
-                id_token.claims(&verifier, &nonce).map(identity).map_err(|e| ProviderError::IdToken(e.to_string()))
+                id_token.claims(&verifier, &nonce).map(identity).map_err(|e| ProviderError::IdToken(e.to_string()))?
             }
-            Err(error) => Err(ProviderError::IdToken(error.to_string())),
+            Err(error) => return Err(ProviderError::IdToken(error.to_string())),
+        };
+        if identity.any_email.is_none() && identity.preferred_username.is_none() {
+            // Many providers put profile claims in UserInfo only. Its `sub`
+            // must match the ID token's; a failure here is not fatal.
+            let subject = openidconnect::SubjectIdentifier::new(identity.subject.clone());
+            if let Ok(request) = client.user_info(response.access_token().clone(), Some(subject)) {
+                match request.request_async::<openidconnect::EmptyAdditionalClaims, _, openidconnect::core::CoreGenderClaim>(&self.http).await {
+                    Ok(info) => {
+                        let email = info.email().map(|e| e.as_str().to_owned());
+                        identity.verified_email = email.clone().filter(|_| info.email_verified() == Some(true));
+                        identity.preferred_username = info.preferred_username().map(|u| u.as_str().to_owned());
+                        identity.any_email = email;
+                    }
+                    Err(error) => {
+                        tracing::info!(provider = %self.config.id, error = %error_chain(&error), "OIDC userinfo failed; using the ID token's claims")
+                    }
+                }
+            }
         }
+        Ok(identity)
     }
 }
 
