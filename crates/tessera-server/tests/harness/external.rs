@@ -187,7 +187,7 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let caddyfile = format!(
-            "{{\n  admin off\n  auto_https off\n  persist_config off\n}}\n{}\n",
+            "{{\n  admin off\n  auto_https off\n}}\n{}\n",
             site.replace("{PORT}", &port.to_string())
         );
         std::fs::write(dir.path().join("Caddyfile"), caddyfile).unwrap();
