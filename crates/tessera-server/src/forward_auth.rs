@@ -217,10 +217,7 @@ pub async fn verify(
         login.push_str("?next=");
         login.extend(utf8_percent_encode(next, NON_ALPHANUMERIC));
     }
-    let browser = headers
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
+    let browser = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"));
     let location = HeaderValue::from_str(&login).ok();
     let mut response = if browser && query.status != Some(401) {
         StatusCode::FOUND.into_response()
@@ -250,7 +247,10 @@ mod tests {
 
     fn config() -> ForwardAuthConfig {
         ForwardAuthConfig {
-            trusted_proxies: vec![parse_trusted_proxy("127.0.0.1").unwrap(), parse_trusted_proxy("10.0.0.0/8").unwrap()],
+            trusted_proxies: vec![
+                parse_trusted_proxy("127.0.0.1").unwrap(),
+                parse_trusted_proxy("10.0.0.0/8").unwrap(),
+            ],
             protected_hosts: vec!["app.example.com".into(), "*.corp.example".into(), "localhost:8080".into()],
             ..ForwardAuthConfig::default()
         }

@@ -13,7 +13,6 @@ use tessera_server::AppConfig;
 use tokio::net::TcpListener;
 
 const PASSWORD: &str = "correct horse battery";
-const HTML: &str = "text/html,application/xhtml+xml";
 
 async fn start_server(configure: impl FnOnce(&mut AppConfig)) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -72,7 +71,8 @@ async fn verify_answers_by_session_client_kind_and_proxy_trust() {
         browser_page.location(),
         Some(format!("{public}/login?next=https%3A%2F%2Fapp%2Eexample%2Etest%2Fwiki%3Fpage%3D1").as_str())
     );
-    let nginx_style = anonymous.get_with("/auth/verify?status=401", &[("x-original-url", "http://localhost:1/x")]).await;
+    let nginx_style =
+        anonymous.get_with("/auth/verify?status=401", &[("x-original-url", "http://localhost:1/x")]).await;
     assert_eq!(nginx_style.status, 401);
     assert_eq!(nginx_style.location(), Some(format!("{public}/login?next=http%3A%2F%2Flocalhost%3A1%2Fx").as_str()));
     let unprotected = anonymous.get_with("/auth/verify", &[("x-original-url", "https://evil.example/")]).await;
@@ -88,7 +88,12 @@ async fn verify_answers_by_session_client_kind_and_proxy_trust() {
     let done = browser
         .post_form(
             "/login",
-            &[("csrf_token", &token), ("username", &name), ("password", PASSWORD), ("next", "https://app.example.test/wiki?page=1")],
+            &[
+                ("csrf_token", &token),
+                ("username", &name),
+                ("password", PASSWORD),
+                ("next", "https://app.example.test/wiki?page=1"),
+            ],
         )
         .await;
     assert_eq!(done.location(), Some("https://app.example.test/wiki?page=1"));
@@ -119,7 +124,10 @@ async fn cookie_domain_uses_the_secure_prefix_and_still_verifies() {
     let mut browser = server.browser();
     let registered = browser.register(&unique_name("mia"), PASSWORD).await;
     let cookie = registered.set_cookies.iter().find(|c| c.starts_with("__Secure-id=")).expect("__Secure-id cookie");
-    assert!(cookie.contains("Domain=localhost") && cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(
+        cookie.contains("Domain=localhost") && cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     assert_eq!(browser.get("/auth/verify").await.status, 200);
     server.stop().await;
 }
@@ -203,7 +211,10 @@ async fn behind_a_proxy(kind: &str) {
     assert!(form.body.contains(&format!("name=\"next\" value=\"{expected_next}\"")), "{kind}: next kept");
     let token = form.csrf();
     let done = tessera
-        .post_form("/login", &[("csrf_token", &token), ("username", &name), ("password", PASSWORD), ("next", &expected_next)])
+        .post_form(
+            "/login",
+            &[("csrf_token", &token), ("username", &name), ("password", PASSWORD), ("next", &expected_next)],
+        )
         .await;
     assert_eq!(done.location(), Some(expected_next.as_str()), "{kind}");
 

@@ -120,7 +120,10 @@ async fn login_creates_a_password_less_account_and_logs_in_like_a_password_login
     assert_eq!(user.password_hash, None);
     let identities = db.identities_of(user.id).await.unwrap();
     assert_eq!(identities.len(), 1);
-    assert_eq!((identities[0].issuer.as_str(), identities[0].subject.as_str()), (setup.provider.issuer.as_str(), "sub-alice"));
+    assert_eq!(
+        (identities[0].issuer.as_str(), identities[0].subject.as_str()),
+        (setup.provider.issuer.as_str(), "sub-alice")
+    );
 
     // The same identity again: the same account, and a second person whose
     // preferred_username is taken gets a suffixed name.

@@ -135,8 +135,9 @@ mod tests {
 
     #[test]
     fn parses_and_validates() {
-        let ok = parse_provider(r#"{"id":"corp","issuer":"https://id.corp.example","client_id":"c","client_secret":"s"}"#)
-            .unwrap();
+        let ok =
+            parse_provider(r#"{"id":"corp","issuer":"https://id.corp.example","client_id":"c","client_secret":"s"}"#)
+                .unwrap();
         assert_eq!(ok.secret(), Ok(Some("s".to_owned())));
         assert!(!format!("{ok:?}").contains("\"s\""), "the secret never shows in Debug");
         assert!(parse_provider(r#"{"id":"Bad Id","issuer":"https://x","client_id":"c"}"#).is_err());

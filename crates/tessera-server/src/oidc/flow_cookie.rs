@@ -174,7 +174,8 @@ mod tests {
 
     #[test]
     fn strict_session_cookies_still_get_a_lax_flow_cookie() {
-        let config = CookieConfig { same_site: SameSite::Strict, domain: Some("example.com".into()), ..Default::default() };
+        let config =
+            CookieConfig { same_site: SameSite::Strict, domain: Some("example.com".into()), ..Default::default() };
         let sealer = FlowSealer::new([1; 32], &config);
         let mut headers = HeaderMap::new();
         sealer.set(&flow(1), &mut headers).unwrap();

@@ -176,8 +176,7 @@ async fn finish(
         }
     }
     let link_by_email = provider.config.link_by_verified_email;
-    let outcome =
-        resolve(state.accounts.database(), &identity, flow.link_user, link_by_email, Timestamp(now)).await;
+    let outcome = resolve(state.accounts.database(), &identity, flow.link_user, link_by_email, Timestamp(now)).await;
     let user = match outcome {
         Ok(Outcome::Existing(user)) | Ok(Outcome::Linked(user)) => user,
         Ok(Outcome::Created(user)) => {

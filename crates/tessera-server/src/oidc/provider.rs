@@ -219,7 +219,12 @@ impl Provider {
             // must match the ID token's; a failure here is not fatal.
             let subject = openidconnect::SubjectIdentifier::new(identity.subject.clone());
             if let Ok(request) = client.user_info(response.access_token().clone(), Some(subject)) {
-                match request.request_async::<openidconnect::EmptyAdditionalClaims, _, openidconnect::core::CoreGenderClaim>(&self.http).await {
+                match request
+                    .request_async::<openidconnect::EmptyAdditionalClaims, _, openidconnect::core::CoreGenderClaim>(
+                        &self.http,
+                    )
+                    .await
+                {
                     Ok(info) => {
                         let email = info.email().map(|e| e.as_str().to_owned());
                         identity.verified_email = email.clone().filter(|_| info.email_verified() == Some(true));

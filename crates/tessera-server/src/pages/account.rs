@@ -104,7 +104,8 @@ pub async fn unlink(
             Redirect::to("/account").into_response()
         }
         Ok(false) => {
-            let message = "That identity cannot be unlinked: it is not linked to this account, or it is your only way to log in.";
+            let message =
+                "That identity cannot be unlinked: it is not linked to this account, or it is your only way to log in.";
             render_account(&state, &ctx, user, Some(message)).await
         }
         Err(error) => ServerError::unavailable(error).into_response(),

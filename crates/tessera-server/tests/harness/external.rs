@@ -116,11 +116,8 @@ impl OidcProvider {
     /// `login_hint` automatically) until the redirect back to `callback_prefix`,
     /// and returns that callback URL.
     pub async fn authorize(&self, authorize_url: &str, login_hint: &str, callback_prefix: &str) -> String {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .cookie_store(true)
-            .build()
-            .unwrap();
+        let client =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).build().unwrap();
         let mut url = format!("{authorize_url}&login_hint={login_hint}");
         for _ in 0..10 {
             let response = client.get(&url).send().await.expect("provider answers");
@@ -186,10 +183,8 @@ impl Proxy {
         };
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let caddyfile = format!(
-            "{{\n  admin off\n  auto_https off\n}}\n{}\n",
-            site.replace("{PORT}", &port.to_string())
-        );
+        let caddyfile =
+            format!("{{\n  admin off\n  auto_https off\n}}\n{}\n", site.replace("{PORT}", &port.to_string()));
         std::fs::write(dir.path().join("Caddyfile"), caddyfile).unwrap();
         let log = dir.path().join("caddy.log");
         let child = Command::new(caddy)
