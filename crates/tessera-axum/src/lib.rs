@@ -68,8 +68,8 @@ mod next_path;
 mod rejection;
 
 pub use csrf::{CsrfForm, CsrfKey, CsrfToken};
-pub use extract::{ClientIp, MaybeUser, RequireUser, Session};
-pub use layer::{SessionLayer, SessionService};
+pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
+pub use layer::{client_device, SessionLayer, SessionService};
 pub use negotiation::wants_json;
 pub use next_path::safe_next;
 pub use rejection::{CsrfRejection, Problem, SessionUnavailable, Unauthenticated};

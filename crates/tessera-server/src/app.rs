@@ -21,7 +21,9 @@ use crate::error_pages::{not_found, render_errors};
 use crate::forward_auth::{self, ForwardAuthConfig};
 use crate::health;
 use crate::oidc::{self, Oidc, OidcProviderConfig};
-use crate::pages::{account, home, login, logout, profile, register};
+use crate::pages::{
+    account, account_activity, account_password, account_sessions, home, login, logout, profile, register,
+};
 use crate::password_policy::PasswordPolicy;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
@@ -52,6 +54,11 @@ pub struct AppConfig {
     pub purge_interval: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long after typing a password sensitive actions need no re-entry.
+    pub reauth_window: Duration,
+    /// Send `Strict-Transport-Security` (on when serving TLS, or when a
+    /// TLS-terminating proxy is in front).
+    pub hsts: bool,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
     /// The address browsers use for tessera (`https://auth.example.com`):
@@ -79,6 +86,8 @@ impl Default for AppConfig {
             password_policy: PasswordPolicy::default(),
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
+            reauth_window: Duration::from_secs(10 * 60),
+            hsts: false,
             test_routes: false,
             public_url: None,
             oidc_providers: Vec::new(),
@@ -132,6 +141,18 @@ pub struct AppState {
     pub forward_auth: Arc<ForwardAuthConfig>,
     /// The public base URL, if configured.
     pub public_url: Option<String>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// See [`AppConfig::reauth_window`].
+    pub reauth_window: Duration,
+}
+
+impl AppState {
+    /// Revokes every API refresh-token family of the user (password change,
+    /// account deletion, log out everywhere).
+    pub async fn revoke_api_tokens(&self, _user_id: i64) -> Result<(), crate::database::DatabaseError> {
+        Ok(())
+    }
 }
 
 /// A built server, ready to serve.
@@ -190,6 +211,8 @@ impl App {
             oidc: Arc::new(oidc),
             forward_auth: Arc::new(config.forward_auth.clone()),
             public_url: config.public_url.clone(),
+            clock: config.clock.clone(),
+            reauth_window: config.reauth_window,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
@@ -204,6 +227,30 @@ impl App {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves TLS on `listener` with `tls` (see [`crate::tls`]).
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` support.
+        let listener = axum::serve::ListenerExt::tap_io(crate::tls::TlsListener::new(listener, tls)?, |_| {});
+        self.serve_on(listener, shutdown).await
+    }
+
+    async fn serve_on<L>(
+        self,
+        listener: L,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()>
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+        SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
         self.purge_task.abort();
@@ -220,6 +267,11 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/profile", get(profile::show))
         .route("/logout", post(logout::submit))
         .route("/account", get(account::show))
+        .route("/account/delete", post(account::delete))
+        .route("/account/sessions", get(account_sessions::show))
+        .route("/account/sessions/revoke", post(account_sessions::revoke))
+        .route("/account/password", get(account_password::show).post(account_password::submit))
+        .route("/account/activity", get(account_activity::show))
         .route("/account/identities/unlink", post(account::unlink))
         .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
         .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))
@@ -238,6 +290,9 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
     for layer in security_headers::layers() {
         router = router.layer(layer);
+    }
+    if config.hsts {
+        router = router.layer(security_headers::hsts());
     }
     router.with_state(state)
 }

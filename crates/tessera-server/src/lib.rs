@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod database;
 pub mod error_pages;
@@ -21,8 +22,10 @@ pub mod health;
 pub mod oidc;
 pub mod pages;
 pub mod password_policy;
+pub mod reauthentication;
 pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
+pub mod tls;
 
 pub use app::{App, AppConfig, AppState, StartupError};

@@ -10,8 +10,10 @@ use tessera_axum::{CsrfForm, Problem};
 use super::flow_cookie::{random_id, Flow, FLOW_LIFETIME};
 use super::identities::{resolve, Outcome, ResolveError};
 use crate::app::AppState;
+use crate::audit::AuditKind;
 use crate::error_pages::ServerError;
 use crate::pages::PageContext;
+use crate::reauthentication;
 
 /// The start form: its CSRF token and where to go after login.
 #[derive(Debug, Deserialize)]
@@ -201,17 +203,26 @@ async fn finish(
         }
         Err(ResolveError::Database(error)) => return ServerError::unavailable(error).into_response(),
     };
+    let now = Timestamp(now);
     if flow.link_user.is_some() {
         if current != Some(user.id) {
-            ctx.session.login(user.id.to_string());
+            log_in(state, ctx, &user, now).await;
         }
         tracing::info!(user_id = user.id, provider = %provider_id, "OIDC identity linked");
         return Redirect::to("/account").into_response();
     }
-    ctx.session.login(user.id.to_string());
+    log_in(state, ctx, &user, now).await;
     tracing::info!(user_id = user.id, provider = %provider_id, "login succeeded (OIDC)");
     let next = state.forward_auth.checked_next(flow.next);
     Redirect::to(next.as_deref().unwrap_or("/profile")).into_response()
+}
+
+/// Exactly what a password login does: a new session ID for the user, a
+/// fresh authentication mark, an audit entry.
+async fn log_in(state: &AppState, ctx: &PageContext, user: &crate::database::User, now: Timestamp) {
+    ctx.session.login(user.id.to_string());
+    reauthentication::mark(&ctx.session, now);
+    let _ = state.accounts.database().audit(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

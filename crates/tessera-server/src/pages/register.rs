@@ -10,8 +10,10 @@ use tessera_axum::CsrfForm;
 use super::{Chrome, PageContext};
 use crate::accounts::RegisterError;
 use crate::app::AppState;
+use crate::audit::AuditKind;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
+use crate::reauthentication;
 
 #[derive(Template)]
 #[template(path = "register.html")]
@@ -60,8 +62,10 @@ pub async fn submit(
 ) -> Response {
     match state.accounts.register(&form.username, &form.password).await {
         Ok(user) => {
+            let now = state.clock.now();
             ctx.session.login(user.id.to_string());
-            tracing::info!(user_id = user.id, "user registered");
+            reauthentication::mark(&ctx.session, now);
+            let _ = state.accounts.database().audit(AuditKind::SignUp, Some(user.id), &ctx.device, now).await;
             let mut response = Redirect::to("/profile").into_response();
             Flash::Welcome.set(state.engine.cookie_config(), response.headers_mut());
             response

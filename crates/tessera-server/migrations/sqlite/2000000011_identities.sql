@@ -1,3 +1,4 @@
+-- Version 2000000011: 2000000010 is taken by the throttle migration (hardening).
 -- Identities at OpenID Connect providers linked to accounts, keyed by
 -- (issuer, subject) and never by email. `email` holds the address only when
 -- the provider asserted it verified.
