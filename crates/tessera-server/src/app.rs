@@ -19,7 +19,9 @@ use crate::api;
 use crate::api::tokens::TokenService;
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
+use crate::forward_auth::{self, ForwardAuthConfig};
 use crate::health;
+use crate::oidc::{self, Oidc, OidcProviderConfig};
 use crate::pages::{
     account, account_activity, account_password, account_sessions, home, login, logout, profile, register,
 };
@@ -65,6 +67,15 @@ pub struct AppConfig {
     pub tokens: TokenSettings,
     /// How long an unused refresh token stays valid.
     pub refresh_token_ttl: Duration,
+    /// The address browsers use for tessera (`https://auth.example.com`):
+    /// OpenID Connect callbacks and forward-auth login redirects.
+    pub public_url: Option<String>,
+    /// OpenID Connect providers users can log in with.
+    pub oidc_providers: Vec<OidcProviderConfig>,
+    /// Shortest time between two JWKS fetches caused by an unknown signing key.
+    pub oidc_jwks_min_refresh: Duration,
+    /// `/auth/verify` for reverse proxies.
+    pub forward_auth: ForwardAuthConfig,
 }
 
 impl Default for AppConfig {
@@ -86,6 +97,10 @@ impl Default for AppConfig {
             test_routes: false,
             tokens: TokenSettings::new("tessera", "tessera-api"),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            public_url: None,
+            oidc_providers: Vec::new(),
+            oidc_jwks_min_refresh: Duration::from_secs(30),
+            forward_auth: ForwardAuthConfig::default(),
         }
     }
 }
@@ -104,6 +119,9 @@ pub enum StartupError {
     /// The session store could not be opened.
     #[error(transparent)]
     SessionStore(#[from] SessionStoreUrlError),
+    /// The OpenID Connect configuration is unusable.
+    #[error("OpenID Connect: {0}")]
+    Oidc(String),
     /// The listen address could not be bound.
     #[error("--listen {address}: {source}")]
     Listen {
@@ -127,6 +145,12 @@ pub struct AppState {
     pub store_timeout: Duration,
     /// Access and refresh tokens for the API.
     pub tokens: Arc<TokenService>,
+    /// OpenID Connect providers.
+    pub oidc: Arc<Oidc>,
+    /// Forward-auth settings (also used for the login page's `next`).
+    pub forward_auth: Arc<ForwardAuthConfig>,
+    /// The public base URL, if configured.
+    pub public_url: Option<String>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Largest request body accepted.
@@ -187,6 +211,17 @@ impl App {
                     url: session_store::mask_url(&config.database_url),
                     source,
                 })?;
+        let flow_secret = db.secret("oidc-flow").await.map_err(database_error)?;
+        let oidc = Oidc::new(
+            &config.oidc_providers,
+            config.public_url.as_deref(),
+            flow_secret,
+            &config.cookie,
+            config.clock.clone(),
+            config.oidc_jwks_min_refresh,
+        )
+        .map_err(StartupError::Oidc)?;
+        oidc.warm_up();
         let accounts = Accounts::new(db, config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
@@ -194,6 +229,9 @@ impl App {
             password_policy: config.password_policy,
             store_timeout: config.store_timeout,
             tokens: Arc::new(tokens),
+            oidc: Arc::new(oidc),
+            forward_auth: Arc::new(config.forward_auth.clone()),
+            public_url: config.public_url.clone(),
             clock: config.clock.clone(),
             max_body_bytes: config.max_body_bytes,
             reauth_window: config.reauth_window,
@@ -256,6 +294,10 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/account/sessions/revoke", post(account_sessions::revoke))
         .route("/account/password", get(account_password::show).post(account_password::submit))
         .route("/account/activity", get(account_activity::show))
+        .route("/account/identities/unlink", post(account::unlink))
+        .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
+        .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))
+        .route("/auth/verify", get(forward_auth::verify))
         .merge(api::router());
     if config.test_routes {
         pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));

@@ -3,6 +3,10 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::forward_auth::{parse_forward_header, parse_trusted_proxy, ForwardHeader};
+use crate::oidc::{parse_provider, parse_provider_list, OidcProviderConfig, OidcProviderList};
 
 /// tessera: a session and authentication service.
 #[derive(Debug, Parser)]
@@ -113,6 +117,55 @@ pub struct ServeArgs {
     /// The `iss` claim of access tokens, usually the server's public URL.
     #[arg(long, env = "TESSERA_TOKEN_ISSUER", default_value = "tessera")]
     pub token_issuer: String,
+
+    /// Share the session cookie with sibling hosts (e.g. example.com for
+    /// app.example.com and wiki.example.com behind forward-auth). The cookie
+    /// is then named __Secure-id instead of __Host-id, which forbids a Domain.
+    #[arg(long, env = "TESSERA_COOKIE_DOMAIN")]
+    pub cookie_domain: Option<String>,
+
+    /// The address browsers use for tessera, e.g. https://auth.example.com.
+    /// Needed for OpenID Connect (callback URLs) and used for forward-auth
+    /// login redirects.
+    #[arg(long, env = "TESSERA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// An OpenID Connect provider as a JSON object, e.g.
+    /// '{"id":"corp","issuer":"https://id.corp.example","client_id":"tessera","client_secret_env":"CORP_SECRET"}'.
+    /// Repeat for several.
+    #[arg(long = "oidc-provider", value_parser = parse_provider)]
+    pub oidc_provider: Vec<OidcProviderConfig>,
+
+    /// OpenID Connect providers as a JSON array of the same objects.
+    #[arg(long, env = "TESSERA_OIDC_PROVIDERS", value_parser = parse_provider_list, hide_env_values = true)]
+    pub oidc_providers: Option<OidcProviderList>,
+
+    /// A reverse proxy (IP or CIDR) whose X-Forwarded-* / X-Original-URL
+    /// headers /auth/verify believes. Repeat, or separate with commas.
+    #[arg(long = "trusted-proxy", env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// A host behind forward-auth that the login page may send users back to
+    /// (app.example.com, app.example.com:8443, or *.example.com). Repeat, or
+    /// separate with commas.
+    #[arg(long = "protected-host", env = "TESSERA_PROTECTED_HOSTS", value_delimiter = ',')]
+    pub protected_hosts: Vec<String>,
+
+    /// An extra header of /auth/verify answers: NAME=FIELD with FIELD one of
+    /// username, id, email (e.g. X-Remote-User=username). Repeatable.
+    #[arg(long = "forward-auth-header", value_parser = parse_forward_header)]
+    pub forward_auth_headers: Vec<ForwardHeader>,
+}
+
+impl ServeArgs {
+    /// Every configured OpenID Connect provider: the flags, then the variable.
+    pub fn all_oidc_providers(&self) -> Vec<OidcProviderConfig> {
+        let mut all = self.oidc_provider.clone();
+        if let Some(list) = &self.oidc_providers {
+            all.extend(list.0.iter().cloned());
+        }
+        all
+    }
 }
 
 /// Parses human durations such as `2s`, `30m`, `12h`.
@@ -136,5 +189,29 @@ mod tests {
         assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn oidc_and_forward_auth_flags() {
+        let cli = Cli::try_parse_from([
+            "tessera",
+            "--oidc-provider",
+            r#"{"id":"a","issuer":"https://a.example","client_id":"c","client_secret":"s"}"#,
+            "--trusted-proxy",
+            "127.0.0.1,10.0.0.0/8",
+            "--protected-host",
+            "app.example.com",
+            "--forward-auth-header",
+            "X-Remote-User=username",
+            "--cookie-domain",
+            "example.com",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.all_oidc_providers().len(), 1);
+        assert_eq!(cli.serve.trusted_proxies.len(), 2);
+        assert_eq!(cli.serve.protected_hosts, ["app.example.com"]);
+        assert_eq!(cli.serve.forward_auth_headers.len(), 1);
+        assert_eq!(cli.serve.cookie_domain.as_deref(), Some("example.com"));
+        assert!(Cli::try_parse_from(["tessera", "--oidc-provider", "{}"]).is_err());
     }
 }

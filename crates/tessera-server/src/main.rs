@@ -51,6 +51,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     config.tokens.issuer = args.token_issuer.clone();
     config.cookie.secure = args.cookie_secure;
     config.cookie.same_site = if args.cookie_same_site == "strict" { SameSite::Strict } else { SameSite::Lax };
+    config.cookie.domain = args.cookie_domain.clone().filter(|d| !d.is_empty());
+    config.public_url = args.public_url.clone();
+    config.oidc_providers = args.all_oidc_providers();
+    config.forward_auth.trusted_proxies = args.trusted_proxies.clone();
+    config.forward_auth.protected_hosts = args.protected_hosts.clone();
+    config.forward_auth.headers.extend(args.forward_auth_headers.iter().cloned());
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(|e| e.to_string())?),
         _ => None,
