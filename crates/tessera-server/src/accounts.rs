@@ -64,7 +64,7 @@ impl Accounts {
     /// Registers a user.
     pub async fn register(&self, username: &str, password: &str) -> Result<User, RegisterError> {
         let username_key = check_username(username).map_err(RegisterError::InvalidUsername)?;
-        self.policy.check(password).map_err(RegisterError::InvalidPassword)?;
+        self.policy.check(password, username).map_err(|why| RegisterError::InvalidPassword(why.to_string()))?;
         if self.db.user_by_name(&username_key).await.map_err(AccountsUnavailable::from)?.is_some() {
             return Err(RegisterError::UsernameTaken);
         }

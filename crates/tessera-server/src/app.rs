@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::accounts::Accounts;
+use crate::client_ip::{set_client_ip, TrustedProxies};
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::health;
@@ -23,6 +24,7 @@ use crate::pages::{home, login, logout, profile, register};
 use crate::password_policy::PasswordPolicy;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
+use crate::throttle::{Throttle, ThrottleConfig};
 
 /// Everything the server can be told.
 #[derive(Clone)]
@@ -44,8 +46,12 @@ pub struct AppConfig {
     pub clock: Arc<dyn Clock>,
     /// Password hashing (tests use cheap parameters).
     pub hasher: PasswordHasher,
-    /// Password rules.
+    /// Password rules (`--min-password-length` sets `min_chars`).
     pub password_policy: PasswordPolicy,
+    /// Failed-login throttling.
+    pub throttle: ThrottleConfig,
+    /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
     /// How often expired sessions are purged from stores without native expiry.
     pub purge_interval: Duration,
     /// Largest request body accepted.
@@ -66,6 +72,8 @@ impl Default for AppConfig {
             clock: Arc::new(SystemClock),
             hasher: PasswordHasher::new(),
             password_policy: PasswordPolicy::default(),
+            throttle: ThrottleConfig::default(),
+            trusted_proxies: TrustedProxies::default(),
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
             test_routes: false,
@@ -106,6 +114,8 @@ pub struct AppState {
     pub engine: SessionEngine,
     /// Password rules, for forms.
     pub password_policy: PasswordPolicy,
+    /// Failed-login counters.
+    pub throttle: Throttle,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
 }
@@ -146,16 +156,19 @@ impl App {
             .with_cookie(config.cookie.clone())
             .with_clock(config.clock.clone())
             .with_store_timeout(config.store_timeout);
+        let device_secret = db.secret("device-cookie").await.map_err(database_error)?;
+        let throttle = Throttle::new(db.clone(), config.throttle, config.clock.clone(), device_secret);
         let accounts = Accounts::new(db, config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
             engine: engine.clone(),
             password_policy: config.password_policy,
+            throttle: throttle.clone(),
             store_timeout: config.store_timeout,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
-        let purge_task = tokio::spawn(purge_periodically(engine, config.purge_interval));
+        let purge_task = tokio::spawn(purge_periodically(engine, throttle, config.purge_interval));
         Ok(App { router, state, purge_task })
     }
 
@@ -192,7 +205,9 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/readyz", get(health::ready))
         .route("/static/style.css", get(stylesheet))
         .layer(middleware::from_fn_with_state(state.clone(), render_errors))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        // Outside the session layer, which records the address with the session.
+        .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), set_client_ip));
     for layer in security_headers::layers() {
         router = router.layer(layer);
     }
@@ -206,7 +221,7 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
-async fn purge_periodically(engine: SessionEngine, every: Duration) {
+async fn purge_periodically(engine: SessionEngine, throttle: Throttle, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -215,6 +230,9 @@ async fn purge_periodically(engine: SessionEngine, every: Duration) {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "purged expired sessions"),
             Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
+        }
+        if let Err(error) = throttle.purge().await {
+            tracing::warn!(%error, "purging old login throttle counters failed");
         }
     }
 }

@@ -61,6 +61,19 @@ pub struct ServeArgs {
     /// SameSite policy of the session cookie: lax or strict.
     #[arg(long, env = "TESSERA_COOKIE_SAME_SITE", default_value = "lax", value_parser = ["lax", "strict"])]
     pub cookie_same_site: String,
+
+    /// Fewest characters a new password may have (8 to 64; passwords of 64
+    /// characters are always long enough).
+    #[arg(long, env = "TESSERA_MIN_PASSWORD_LENGTH", default_value_t = crate::password_policy::DEFAULT_MIN_CHARS,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(8..=64), usize::from))]
+    pub min_password_length: usize,
+
+    /// A reverse proxy whose X-Forwarded-For header is believed: an address
+    /// or a CIDR network. Repeat for several; without it the header is ignored
+    /// and the socket's peer address is the client.
+    #[arg(long = "trusted-proxy", env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = crate::client_ip::parse_trusted_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Parses human durations such as `2s`, `30m`, `12h`.
@@ -84,5 +97,27 @@ mod tests {
         assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn password_length_and_trusted_proxies() {
+        let cli = Cli::try_parse_from(["tessera"]).unwrap();
+        assert_eq!(cli.serve.min_password_length, 12);
+        assert!(cli.serve.trusted_proxies.is_empty());
+        let cli = Cli::try_parse_from([
+            "tessera",
+            "--min-password-length",
+            "15",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.min_password_length, 15);
+        assert_eq!(cli.serve.trusted_proxies.len(), 2);
+        for bad in [["--min-password-length", "7"], ["--min-password-length", "65"], ["--trusted-proxy", "nope"]] {
+            assert!(Cli::try_parse_from(["tessera", bad[0], bad[1]]).is_err(), "{bad:?}");
+        }
     }
 }

@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod app;
 pub mod cli;
+pub mod client_ip;
 pub mod database;
 pub mod error_pages;
 pub mod flash;
@@ -22,5 +23,6 @@ pub mod password_policy;
 pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
+pub mod throttle;
 
 pub use app::{App, AppConfig, AppState, StartupError};

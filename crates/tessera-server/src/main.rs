@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tessera::{ExpiryPolicy, SameSite};
 use tessera_server::cli::{Cli, Command, ServeArgs};
+use tessera_server::client_ip::TrustedProxies;
+use tessera_server::password_policy::PasswordPolicy;
 use tessera_server::{App, AppConfig};
 use tokio::net::TcpListener;
 
@@ -40,6 +42,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         session_store_url: args.session_store.clone(),
         expiry: ExpiryPolicy::new(args.session_idle_timeout, args.session_absolute_timeout),
         store_timeout: args.store_timeout,
+        password_policy: PasswordPolicy::new(args.min_password_length),
+        trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
         ..AppConfig::default()
     };
     config.cookie.secure = args.cookie_secure;
