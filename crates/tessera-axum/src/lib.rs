@@ -68,6 +68,8 @@ mod next_path;
 mod rejection;
 
 pub use csrf::{CsrfForm, CsrfKey, CsrfToken};
+pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
+pub use layer::{client_device, SessionLayer, SessionService};
 
 /// Entry points for the fuzz targets in `fuzz/`: the parsers that read
 /// untrusted request bytes. Not a stable API.
@@ -90,8 +92,6 @@ pub mod fuzzing {
         crate::csrf::token_field(body).map_err(|e| e.to_string())
     }
 }
-pub use extract::{ClientIp, MaybeUser, RequireUser, Session};
-pub use layer::{SessionLayer, SessionService};
 pub use negotiation::wants_json;
 pub use next_path::safe_next;
 pub use rejection::{CsrfRejection, Problem, SessionUnavailable, Unauthenticated};

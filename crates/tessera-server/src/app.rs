@@ -4,10 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use tessera::password::PasswordHasher;
 use tessera::{Clock, CookieConfig, ExpiryPolicy, SessionEngine, SessionStore, SystemClock};
 use tessera_axum::{CsrfKey, SessionLayer};
@@ -20,10 +18,13 @@ use crate::client_ip::{set_client_ip, TrustedProxies};
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::health;
-use crate::pages::{home, login, logout, profile, register};
+use crate::pages::{
+    account, account_activity, account_password, account_sessions, home, login, logout, profile, register,
+};
 use crate::password_policy::PasswordPolicy;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
+use crate::static_files;
 use crate::throttle::{Throttle, ThrottleConfig};
 
 /// Everything the server can be told.
@@ -56,6 +57,11 @@ pub struct AppConfig {
     pub purge_interval: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long after typing a password sensitive actions need no re-entry.
+    pub reauth_window: Duration,
+    /// Send `Strict-Transport-Security` (on when serving TLS, or when a
+    /// TLS-terminating proxy is in front).
+    pub hsts: bool,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
 }
@@ -76,6 +82,8 @@ impl Default for AppConfig {
             trusted_proxies: TrustedProxies::default(),
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
+            reauth_window: Duration::from_secs(10 * 60),
+            hsts: false,
             test_routes: false,
         }
     }
@@ -118,6 +126,18 @@ pub struct AppState {
     pub throttle: Throttle,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// See [`AppConfig::reauth_window`].
+    pub reauth_window: Duration,
+}
+
+impl AppState {
+    /// Revokes every API refresh-token family of the user (password change,
+    /// account deletion, log out everywhere).
+    pub async fn revoke_api_tokens(&self, _user_id: i64) -> Result<(), crate::database::DatabaseError> {
+        Ok(())
+    }
 }
 
 /// A built server, ready to serve.
@@ -165,6 +185,8 @@ impl App {
             password_policy: config.password_policy,
             throttle: throttle.clone(),
             store_timeout: config.store_timeout,
+            clock: config.clock.clone(),
+            reauth_window: config.reauth_window,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
@@ -179,6 +201,30 @@ impl App {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves TLS on `listener` with `tls` (see [`crate::tls`]).
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` support.
+        let listener = axum::serve::ListenerExt::tap_io(crate::tls::TlsListener::new(listener, tls)?, |_| {});
+        self.serve_on(listener, shutdown).await
+    }
+
+    async fn serve_on<L>(
+        self,
+        listener: L,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()>
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+        SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
         self.purge_task.abort();
@@ -193,7 +239,13 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/register", get(register::show).post(register::submit))
         .route("/login", get(login::show).post(login::submit))
         .route("/profile", get(profile::show))
-        .route("/logout", post(logout::submit));
+        .route("/logout", post(logout::submit))
+        .route("/account", get(account::show))
+        .route("/account/delete", post(account::delete))
+        .route("/account/sessions", get(account_sessions::show))
+        .route("/account/sessions/revoke", post(account_sessions::revoke))
+        .route("/account/password", get(account_password::show).post(account_password::submit))
+        .route("/account/activity", get(account_activity::show));
     if config.test_routes {
         pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));
     }
@@ -203,7 +255,7 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // Probes and static files never touch the session.
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
-        .route("/static/style.css", get(stylesheet))
+        .merge(static_files::routes())
         .layer(middleware::from_fn_with_state(state.clone(), render_errors))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         // Outside the session layer, which records the address with the session.
@@ -211,14 +263,10 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
     for layer in security_headers::layers() {
         router = router.layer(layer);
     }
+    if config.hsts {
+        router = router.layer(security_headers::hsts());
+    }
     router.with_state(state)
-}
-
-async fn stylesheet() -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/css; charset=utf-8"), (CACHE_CONTROL, "public, max-age=3600")],
-        include_str!("../static/style.css"),
-    )
 }
 
 async fn purge_periodically(engine: SessionEngine, throttle: Throttle, every: Duration) {

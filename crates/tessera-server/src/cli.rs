@@ -58,6 +58,19 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
 
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Send Strict-Transport-Security even without --tls-cert (when a
+    /// TLS-terminating proxy is in front). Always on with --tls-cert.
+    #[arg(long, env = "TESSERA_HSTS", default_value_t = false)]
+    pub hsts: bool,
+
     /// SameSite policy of the session cookie: lax or strict.
     #[arg(long, env = "TESSERA_COOKIE_SAME_SITE", default_value = "lax", value_parser = ["lax", "strict"])]
     pub cookie_same_site: String,

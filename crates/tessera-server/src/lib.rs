@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod client_ip;
 pub mod database;
@@ -20,9 +21,12 @@ pub mod flash;
 pub mod health;
 pub mod pages;
 pub mod password_policy;
+pub mod reauthentication;
 pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
+pub mod static_files;
 pub mod throttle;
+pub mod tls;
 
 pub use app::{App, AppConfig, AppState, StartupError};

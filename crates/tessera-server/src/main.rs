@@ -8,7 +8,7 @@ use tessera::{ExpiryPolicy, SameSite};
 use tessera_server::cli::{Cli, Command, ServeArgs};
 use tessera_server::client_ip::TrustedProxies;
 use tessera_server::password_policy::PasswordPolicy;
-use tessera_server::{App, AppConfig};
+use tessera_server::{tls, App, AppConfig};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -48,11 +48,24 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     config.cookie.secure = args.cookie_secure;
     config.cookie.same_site = if args.cookie_same_site == "strict" { SameSite::Strict } else { SameSite::Lax };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(|e| e.to_string())?),
+        _ => None,
+    };
+    config.hsts = args.hsts || tls.is_some();
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| format!("--listen {}: {e}", args.listen))?;
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(args.listen.clone());
-    tracing::info!(%address, "tessera listening on http://{address}");
-    app.serve(listener, shutdown_signal()).await.map_err(|e| e.to_string())?;
+    match tls {
+        Some(tls) => {
+            tracing::info!(%address, "tessera listening on https://{address}");
+            app.serve_tls(listener, tls, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        }
+        None => {
+            tracing::info!(%address, "tessera listening on http://{address}");
+            app.serve(listener, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        }
+    }
     tracing::info!("tessera stopped");
     Ok(())
 }

@@ -11,10 +11,14 @@ use serde::Deserialize;
 use tessera_axum::{safe_next, CsrfForm};
 
 use super::{Chrome, PageContext};
+use crate::accounts::LoginOutcome;
 use crate::app::AppState;
+use crate::audit::AuditKind;
 use crate::client_ip::ClientAddress;
 use crate::error_pages::ServerError;
+use crate::flash::Flash;
 use crate::password_policy::check_username;
+use crate::reauthentication;
 
 /// Shown for every failed login, whatever the reason.
 const GENERIC_ERROR: &str = "Wrong user name or password.";
@@ -72,6 +76,8 @@ pub async fn submit(
     CsrfForm(form): CsrfForm<LoginForm>,
 ) -> Response {
     let next = checked_next(form.next);
+    let now = state.clock.now();
+    let database = state.accounts.database();
     let cookie_config = state.engine.cookie_config();
     let username_key = check_username(&form.username).ok();
     let keys = state.throttle.keys(username_key.as_deref(), ip, &headers, cookie_config);
@@ -84,20 +90,22 @@ pub async fn submit(
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
     match state.accounts.authenticate(&form.username, &form.password).await {
-        Ok(Some(user)) => {
+        Ok(LoginOutcome::Succeeded(user)) => {
             if let Err(error) = state.throttle.record_success(&keys).await {
                 tracing::warn!(%error, "clearing the login throttle failed");
             }
             ctx.session.login(user.id.to_string());
-            tracing::info!(user_id = user.id, "login succeeded");
+            reauthentication::mark(&ctx.session, now);
+            let _ = database.audit(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
             let mut response = Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
+            Flash::LoggedIn.set(cookie_config, response.headers_mut());
             if let Some(key) = &username_key {
                 state.throttle.set_device_cookie(response.headers_mut(), cookie_config, key);
             }
             response
         }
-        Ok(None) => {
-            tracing::info!("login failed");
+        Ok(LoginOutcome::Failed { known_user }) => {
+            let _ = database.audit(AuditKind::LoginFailed, known_user, &ctx.device, now).await;
             match state.throttle.record_failure(&keys).await {
                 // This failure started a block: say so now rather than on the next try.
                 Ok(Some(wait)) => throttled(&ctx, form.username, next, wait),
