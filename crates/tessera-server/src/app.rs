@@ -17,6 +17,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::accounts::Accounts;
 use crate::api;
 use crate::api::tokens::TokenService;
+use crate::client_ip::{set_client_ip, TrustedProxies};
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::forward_auth::{self, ForwardAuthConfig};
@@ -29,6 +30,7 @@ use crate::password_policy::PasswordPolicy;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
 use crate::static_files;
+use crate::throttle::{Throttle, ThrottleConfig};
 
 /// Everything the server can be told.
 #[derive(Clone)]
@@ -50,8 +52,12 @@ pub struct AppConfig {
     pub clock: Arc<dyn Clock>,
     /// Password hashing (tests use cheap parameters).
     pub hasher: PasswordHasher,
-    /// Password rules.
+    /// Password rules (`--min-password-length` sets `min_chars`).
     pub password_policy: PasswordPolicy,
+    /// Failed-login throttling.
+    pub throttle: ThrottleConfig,
+    /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
     /// How often expired sessions are purged from stores without native expiry.
     pub purge_interval: Duration,
     /// Largest request body accepted.
@@ -90,6 +96,8 @@ impl Default for AppConfig {
             clock: Arc::new(SystemClock),
             hasher: PasswordHasher::new(),
             password_policy: PasswordPolicy::default(),
+            throttle: ThrottleConfig::default(),
+            trusted_proxies: TrustedProxies::default(),
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
             reauth_window: Duration::from_secs(10 * 60),
@@ -141,6 +149,8 @@ pub struct AppState {
     pub engine: SessionEngine,
     /// Password rules, for forms.
     pub password_policy: PasswordPolicy,
+    /// Failed-login counters.
+    pub throttle: Throttle,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
     /// Access and refresh tokens for the API.
@@ -222,11 +232,14 @@ impl App {
         )
         .map_err(StartupError::Oidc)?;
         oidc.warm_up();
+        let device_secret = db.secret("device-cookie").await.map_err(database_error)?;
+        let throttle = Throttle::new(db.clone(), config.throttle, config.clock.clone(), device_secret);
         let accounts = Accounts::new(db, config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
             engine: engine.clone(),
             password_policy: config.password_policy,
+            throttle: throttle.clone(),
             store_timeout: config.store_timeout,
             tokens: Arc::new(tokens),
             oidc: Arc::new(oidc),
@@ -238,7 +251,7 @@ impl App {
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
-        let purge_task = tokio::spawn(purge_periodically(engine, config.purge_interval));
+        let purge_task = tokio::spawn(purge_periodically(engine, throttle, config.purge_interval));
         Ok(App { router, state, purge_task })
     }
 
@@ -312,7 +325,9 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // The limit sits inside render_errors so its 413 becomes a page or
         // a problem document like every other error.
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), render_errors));
+        .layer(middleware::from_fn_with_state(state.clone(), render_errors))
+        // Outside the session layer, which records the address with the session.
+        .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), set_client_ip));
     for layer in security_headers::layers() {
         router = router.layer(layer);
     }
@@ -322,7 +337,7 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
     router.with_state(state)
 }
 
-async fn purge_periodically(engine: SessionEngine, every: Duration) {
+async fn purge_periodically(engine: SessionEngine, throttle: Throttle, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -331,6 +346,9 @@ async fn purge_periodically(engine: SessionEngine, every: Duration) {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "purged expired sessions"),
             Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
+        }
+        if let Err(error) = throttle.purge().await {
+            tracing::warn!(%error, "purging old login throttle counters failed");
         }
     }
 }

@@ -140,8 +140,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_OIDC_PROVIDERS", value_parser = parse_provider_list, hide_env_values = true)]
     pub oidc_providers: Option<OidcProviderList>,
 
-    /// A reverse proxy (IP or CIDR) whose X-Forwarded-* / X-Original-URL
-    /// headers /auth/verify believes. Repeat, or separate with commas.
+    /// A reverse proxy (IP or CIDR) whose X-Forwarded-For, X-Forwarded-* and
+    /// X-Original-URL headers are believed: client addresses (throttling,
+    /// device lists) and original URLs (/auth/verify). Repeat, or separate
+    /// with commas; without it those headers are ignored.
     #[arg(long = "trusted-proxy", env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
     pub trusted_proxies: Vec<IpNet>,
 
@@ -155,6 +157,12 @@ pub struct ServeArgs {
     /// username, id, email (e.g. X-Remote-User=username). Repeatable.
     #[arg(long = "forward-auth-header", value_parser = parse_forward_header)]
     pub forward_auth_headers: Vec<ForwardHeader>,
+
+    /// Fewest characters a new password may have (8 to 64; passwords of 64
+    /// characters are always long enough).
+    #[arg(long, env = "TESSERA_MIN_PASSWORD_LENGTH", default_value_t = crate::password_policy::DEFAULT_MIN_CHARS,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(8..=64), usize::from))]
+    pub min_password_length: usize,
 }
 
 impl ServeArgs {
@@ -213,5 +221,27 @@ mod tests {
         assert_eq!(cli.serve.forward_auth_headers.len(), 1);
         assert_eq!(cli.serve.cookie_domain.as_deref(), Some("example.com"));
         assert!(Cli::try_parse_from(["tessera", "--oidc-provider", "{}"]).is_err());
+    }
+
+    #[test]
+    fn password_length_and_trusted_proxies() {
+        let cli = Cli::try_parse_from(["tessera"]).unwrap();
+        assert_eq!(cli.serve.min_password_length, 12);
+        assert!(cli.serve.trusted_proxies.is_empty());
+        let cli = Cli::try_parse_from([
+            "tessera",
+            "--min-password-length",
+            "15",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.min_password_length, 15);
+        assert_eq!(cli.serve.trusted_proxies.len(), 2);
+        for bad in [["--min-password-length", "7"], ["--min-password-length", "65"], ["--trusted-proxy", "nope"]] {
+            assert!(Cli::try_parse_from(["tessera", bad[0], bad[1]]).is_err(), "{bad:?}");
+        }
     }
 }

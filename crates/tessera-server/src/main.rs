@@ -7,7 +7,9 @@ use clap::Parser;
 use tessera::{ExpiryPolicy, SameSite};
 use tessera_server::api::tokens::TokenService;
 use tessera_server::cli::{Cli, Command, DatabaseArgs, KeysCommand, ServeArgs};
+use tessera_server::client_ip::TrustedProxies;
 use tessera_server::database::Database;
+use tessera_server::password_policy::PasswordPolicy;
 use tessera_server::{tls, App, AppConfig};
 use tokio::net::TcpListener;
 
@@ -45,6 +47,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         store_timeout: args.store_timeout,
         max_body_bytes: args.max_body_bytes,
         refresh_token_ttl: args.refresh_token_ttl,
+        password_policy: PasswordPolicy::new(args.min_password_length),
+        trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
         ..AppConfig::default()
     };
     config.tokens.access_ttl = args.access_token_ttl;
