@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Fallible;
 
@@ -22,7 +22,7 @@ pub(crate) struct Request {
 }
 
 /// What `wrk` reported for one run (its Lua `done` hook prints these).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct WrkResult {
     pub(crate) requests: u64,
     pub(crate) duration_us: u64,

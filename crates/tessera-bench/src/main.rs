@@ -34,6 +34,10 @@ struct Cli {
     /// Where to write benchmarks.md, benchmarks.json and benchmarks.svg.
     #[arg(long, default_value = "docs")]
     out: PathBuf,
+    /// Measure nothing: render benchmarks.md and the chart again from this
+    /// JSON file of an earlier run (after editing findings.md, say).
+    #[arg(long)]
+    render: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,7 +60,10 @@ fn main() {
         Some(Command::Serve(args)) => apps::serve(args),
         Some(Command::IdleSessions(args)) => idle::run(args),
         Some(Command::HashTime { iterations }) => idle::hash_time(iterations),
-        None => orchestrate::run(cli.quick, &cli.out),
+        None => match cli.render {
+            Some(json) => report::render(&json, &cli.out),
+            None => orchestrate::run(cli.quick, &cli.out),
+        },
     };
     if let Err(error) = result {
         eprintln!("tessera-bench: {error}");

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::idle::IdleResult;
 use crate::load::{self, Request, WrkResult};
@@ -15,7 +15,7 @@ use crate::services::{self, Postgres, Redis};
 use crate::Fallible;
 
 /// One measured run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Run {
     pub(crate) app: String,
     pub(crate) route: Route,
@@ -33,14 +33,14 @@ pub(crate) struct Run {
 }
 
 /// An app that was not measured, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Skipped {
     pub(crate) app: String,
     pub(crate) reason: String,
 }
 
 /// The argon2id login measurements.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LoginFlood {
     pub(crate) cores: usize,
     pub(crate) hash_seconds: f64,
@@ -56,7 +56,7 @@ pub(crate) struct LoginFlood {
 }
 
 /// Everything one benchmark run produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Results {
     pub(crate) settings: Settings,
     pub(crate) machine: String,

@@ -87,6 +87,12 @@ fn find<'a>(rows: &'a [Row], app: &str, route: Route) -> Option<&'a Row> {
     rows.iter().find(|row| row.app == app && row.route == route)
 }
 
+/// Renders the report again from an earlier run's JSON.
+pub(crate) fn render(json: &Path, out: &Path) -> Fallible {
+    let results: Results = serde_json::from_slice(&std::fs::read(json)?)?;
+    write(&results, out)
+}
+
 pub(crate) fn write(results: &Results, out: &Path) -> Fallible {
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("benchmarks.json"), serde_json::to_string_pretty(results)?)?;
@@ -281,7 +287,7 @@ fn memory(md: &mut String, results: &Results) {
                  | | |\n|---|---:|\n\
                  | RSS before | {:.1} MiB |\n| RSS with every session stored | {:.1} MiB |\n\
                  | **RSS per session** | **{:.0} B** |\n\
-                 | sessions left {} s after the last deadline, store untouched | {} |\n\
+                 | sessions left after their deadline, store untouched (waiting up to {} s) | {} |\n\
                  | freed within | {} |\n| RSS after they were freed | {:.1} MiB |\n\n\
                  RSS after freeing stays above the baseline: the allocator keeps freed pages for reuse by new sessions.\n",
                 idle.sessions,
