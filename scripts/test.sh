@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
+scripts/browser-deps.sh
 if [ -n "${CI:-}" ]; then export TESSERA_REQUIRE_SERVICES=1; fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

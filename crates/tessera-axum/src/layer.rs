@@ -129,8 +129,8 @@ impl SessionSlot {
         let Some(session) = self.session.get() else { return };
         match self.config.engine.commit(session).await {
             Ok(CookieUpdate::Keep) => {}
-            Ok(CookieUpdate::Set { id, max_age }) => {
-                let cookie = self.config.engine.cookie_config().session_cookie(id.encode(), Some(max_age));
+            Ok(CookieUpdate::Set { value, max_age }) => {
+                let cookie = self.config.engine.cookie_config().session_cookie(value, Some(max_age));
                 append_cookie(response.headers_mut(), &cookie.to_string());
                 // A response that carries a session cookie must never be cached.
                 response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -138,6 +138,17 @@ impl SessionSlot {
             Ok(CookieUpdate::Remove) => {
                 let cookie = self.config.engine.cookie_config().removal_cookie();
                 append_cookie(response.headers_mut(), &cookie.to_string());
+            }
+            Err(StoreError::TooLarge { size, limit }) => {
+                // A programming error of the application, not an outage.
+                tracing::error!(size, limit, "session data too large for a sealed cookie; answering 500");
+                *response = crate::rejection::problem(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "session-too-large",
+                    "Something went wrong",
+                    "The session grew larger than a cookie can hold; nothing was saved.",
+                    self.json,
+                );
             }
             Err(error) => {
                 log_commit_failure(&error);
@@ -155,6 +166,17 @@ fn append_cookie(headers: &mut HeaderMap, cookie: &str) {
     if let Ok(value) = HeaderValue::from_str(cookie) {
         headers.append(SET_COOKIE, value);
     }
+}
+
+/// The client's device as the layer records it: the IP from [`ClientIp`]
+/// (or the socket's peer address) and the `User-Agent` header.
+pub fn client_device(extensions: &http::Extensions, headers: &HeaderMap) -> DeviceInfo {
+    let ip = extensions
+        .get::<ClientIp>()
+        .map(|ip| ip.0)
+        .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    let user_agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+    DeviceInfo::new(ip.map(|ip| ip.to_string()), user_agent)
 }
 
 /// The value of cookie `name` in the request, preferring one that looks like

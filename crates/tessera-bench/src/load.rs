@@ -104,9 +104,10 @@ pub(crate) fn spawn_wrk(
 pub(crate) fn finish_wrk(child: Child) -> Fallible<WrkResult> {
     let output = child.wait_with_output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().find(|line| line.starts_with("BENCH ")).ok_or_else(|| {
-        format!("wrk printed no result: {}{}", stdout, String::from_utf8_lossy(&output.stderr))
-    })?;
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("BENCH "))
+        .ok_or_else(|| format!("wrk printed no result: {}{}", stdout, String::from_utf8_lossy(&output.stderr)))?;
     let mut result = WrkResult::default();
     for pair in line.split_whitespace().skip(1) {
         let Some((key, value)) = pair.split_once('=') else { continue };

@@ -95,9 +95,6 @@ pub(crate) fn run(quick: bool, out: &Path) -> Fallible {
     let postgres = Postgres::start(&scratch)
         .map_err(|error| note(&mut skipped, &["tessera-postgres"], &format!("PostgreSQL: {error}")))
         .ok();
-    if !crate::apps::cookie_store_available() {
-        note(&mut skipped, &["tessera-cookie"], crate::apps::cookie_store_missing());
-    }
     let backends = Backends { redis, postgres, scratch: scratch.clone() };
     let skipped_apps: Vec<&str> = skipped.iter().map(|s: &Skipped| s.app.as_str()).collect();
     let estimated_secs = settings.estimate_secs(&skipped_apps);
@@ -161,10 +158,18 @@ fn note(skipped: &mut Vec<Skipped>, apps: &[&str], reason: &str) {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let kernel = Command::new("uname").arg("-r").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     format!("{cores} × {cpu}, Linux {kernel}")
 }
 

@@ -11,9 +11,8 @@ pub(crate) fn cpu_micros(pid: u32) -> Fallible<u64> {
     // counted from the closing one. utime and stime are fields 14 and 15.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or("malformed /proc/PID/stat")?;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |index: usize| -> Fallible<u64> {
-        Ok(fields.get(index).ok_or("short /proc/PID/stat")?.parse::<u64>()?)
-    };
+    let ticks =
+        |index: usize| -> Fallible<u64> { Ok(fields.get(index).ok_or("short /proc/PID/stat")?.parse::<u64>()?) };
     let total = ticks(11)? + ticks(12)?;
     Ok(total * 1_000_000 / clock_ticks_per_second())
 }

@@ -115,7 +115,8 @@ fn markdown(results: &Results, rows: &[Row], baseline: Option<f64>) -> String {
         if s.quick { " -- --quick" } else { "" }
     );
     if s.quick {
-        let _ = writeln!(md, "> **Quick mode**: {} s runs, 1 repetition — a smoke test, not a measurement.\n", s.run_secs);
+        let _ =
+            writeln!(md, "> **Quick mode**: {} s runs, 1 repetition — a smoke test, not a measurement.\n", s.run_secs);
     }
     let _ = writeln!(
         md,
@@ -146,7 +147,7 @@ fn method(md: &mut String, s: &crate::plan::Settings) {
 - **Apps**, all built in release mode from this repository, one process each, the same four routes: \
 `bare` (axum, `GET /hello` only: the ceiling); `tessera-<store>` (axum + `tessera-axum`'s `SessionLayer` \
 with the default engine: 30 min idle, touch at most every 3 min, 12 h absolute, SHA-256-hashed IDs, \
-compare-and-swap commits); `tower-sessions-<store>` (axum + tower-sessions 0.14, 30 min inactivity expiry).\n\
+compare-and-swap commits; `tessera-cookie` is the sealed-cookie backend, XChaCha20-Poly1305, revocation marks in memory); `tower-sessions-<store>` (axum + tower-sessions 0.14, 30 min inactivity expiry).\n\
 - **Routes**: `GET /hello` (no session); `POST /login` (a new session holding `{{user_id: 42, name: \"bench\"}}`, \
 no password hashing; tessera's `login` also records the owner and issues a fresh ID, tower-sessions cycles the ID); \
 `GET /me` (reads `user_id`, 401 without); `GET /counter` (tessera: `session.update(..)`, replayed on a \
@@ -160,7 +161,8 @@ than connections, so that concurrent requests rarely share a session). Percentil
 - **Repetitions**: apps are interleaved (repetition 1 of every app, then repetition 2, …), {n} repetitions of \
 the rows that carry a target and their peers, medians with min–max. `GET /hello` never touches a session, so \
 it is measured once per family (tessera on the memory store, tower-sessions on its memory store) and {n}× on \
-`bare`; rows without a target (SQLite, PostgreSQL, logins on Redis, tower-sessions on Redis) run once. \
+`bare`; rows without a target (SQLite, PostgreSQL, the cookie store, logins on Redis, tower-sessions on Redis) run once; \
+the tower-sessions memory rows twice. \
 This keeps the whole benchmark, release build included, under 15 minutes on a clean clone.\n\
 - **Figures**: req/s and latency from wrk; **server CPU µs per request** = the server's utime + stime from \
 `/proc/PID/stat` over the measured run ÷ requests; **overhead** = that minus the CPU µs per request of \
@@ -234,7 +236,7 @@ fn targets(md: &mut String, results: &Results, rows: &[Row], baseline: Option<f6
             verdict(measured.map(|m| m <= limit))
         );
     }
-    for app in ["tessera-postgres", "tessera-sqlite"] {
+    for app in ["tessera-postgres", "tessera-sqlite", "tessera-cookie"] {
         let _ = writeln!(
             md,
             "| GET /me {} overhead | report | {} | – | reported |",

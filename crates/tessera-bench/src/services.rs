@@ -137,7 +137,19 @@ impl Postgres {
 
     pub(crate) fn psql(&self, sql: &str) -> Fallible {
         run(Command::new("psql")
-            .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-p", &self.port.to_string(), "-c", sql])
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                sql,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null()))
     }

@@ -4,24 +4,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use tessera::password::PasswordHasher;
 use tessera::{Clock, CookieConfig, ExpiryPolicy, SessionEngine, SessionStore, SystemClock};
 use tessera_axum::{CsrfKey, SessionLayer};
+use tessera_store_cookie::{CookieSealer, SealingKey};
+use tessera_token::TokenSettings;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::accounts::Accounts;
+use crate::api;
+use crate::api::tokens::TokenService;
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::health;
-use crate::pages::{home, login, logout, profile, register};
+use crate::pages::{
+    account, account_activity, account_password, account_sessions, home, login, logout, profile, register,
+};
 use crate::password_policy::PasswordPolicy;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
+use crate::static_files;
 
 /// Everything the server can be told.
 #[derive(Clone)]
@@ -49,8 +54,17 @@ pub struct AppConfig {
     pub purge_interval: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long after typing a password sensitive actions need no re-entry.
+    pub reauth_window: Duration,
+    /// Send `Strict-Transport-Security` (on when serving TLS, or when a
+    /// TLS-terminating proxy is in front).
+    pub hsts: bool,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
+    /// Access tokens: issuer, audience, lifetime (default 15 minutes).
+    pub tokens: TokenSettings,
+    /// How long an unused refresh token stays valid.
+    pub refresh_token_ttl: Duration,
 }
 
 impl Default for AppConfig {
@@ -67,7 +81,11 @@ impl Default for AppConfig {
             password_policy: PasswordPolicy::default(),
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
+            reauth_window: Duration::from_secs(10 * 60),
+            hsts: false,
             test_routes: false,
+            tokens: TokenSettings::new("tessera", "tessera-api"),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -107,6 +125,23 @@ pub struct AppState {
     pub password_policy: PasswordPolicy,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
+    /// Access and refresh tokens for the API.
+    pub tokens: Arc<TokenService>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// See [`AppConfig::reauth_window`].
+    pub reauth_window: Duration,
+}
+
+impl AppState {
+    /// Revokes every API refresh-token family of the user (password change,
+    /// account deletion, log out everywhere). Access tokens already issued
+    /// expire on their own within their lifetime (15 minutes by default).
+    pub async fn revoke_api_tokens(&self, user_id: i64) -> Result<(), crate::database::DatabaseError> {
+        self.tokens.revoke_all_refresh_families(user_id).await.map(|_| ())
+    }
 }
 
 /// A built server, ready to serve.
@@ -124,28 +159,44 @@ impl App {
         let db = Database::connect(&config.database_url)
             .await
             .map_err(|source| StartupError::Database { url: session_store::mask_url(&config.database_url), source })?;
-        let store = match &config.session_store {
-            Some(store) => store.clone(),
-            None => {
-                let url = config.session_store_url.clone().unwrap_or_else(|| config.database_url.clone());
-                session_store::open(&url).await?
+        let database_error =
+            |source| StartupError::Database { url: session_store::mask_url(&config.database_url), source };
+        let store_url = config.session_store_url.clone().unwrap_or_else(|| config.database_url.clone());
+        let engine = match &config.session_store {
+            Some(store) => SessionEngine::new(store.clone()),
+            None if store_url.starts_with("cookie:") => {
+                // Sessions sealed in the cookie; keys and revocation marks in the database.
+                let keys = db.cookie_sealing_keys().await.map_err(database_error)?;
+                let keys = keys.into_iter().map(|(id, bytes)| SealingKey::from_bytes(id, bytes)).collect();
+                let sealer = CookieSealer::new(&config.cookie.cookie_name(), keys)
+                    .map_err(|e| SessionStoreUrlError::Unreachable { url: store_url.clone(), reason: e.to_string() })?;
+                SessionEngine::sealed(Arc::new(sealer), Arc::new(db.clone()))
             }
+            None => SessionEngine::new(session_store::open(&store_url).await?),
         };
-        let csrf_secret = db
-            .secret("csrf")
-            .await
-            .map_err(|source| StartupError::Database { url: session_store::mask_url(&config.database_url), source })?;
-        let engine = SessionEngine::new(store)
+        let csrf_secret = db.secret("csrf").await.map_err(database_error)?;
+        let engine = engine
             .with_expiry(config.expiry)
             .with_cookie(config.cookie.clone())
             .with_clock(config.clock.clone())
             .with_store_timeout(config.store_timeout);
+        let tokens =
+            TokenService::open(db.clone(), config.clock.clone(), config.tokens.clone(), config.refresh_token_ttl)
+                .await
+                .map_err(|source| StartupError::Database {
+                    url: session_store::mask_url(&config.database_url),
+                    source,
+                })?;
         let accounts = Accounts::new(db, config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
             engine: engine.clone(),
             password_policy: config.password_policy,
             store_timeout: config.store_timeout,
+            tokens: Arc::new(tokens),
+            clock: config.clock.clone(),
+            max_body_bytes: config.max_body_bytes,
+            reauth_window: config.reauth_window,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
@@ -160,6 +211,30 @@ impl App {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves TLS on `listener` with `tls` (see [`crate::tls`]).
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` support.
+        let listener = axum::serve::ListenerExt::tap_io(crate::tls::TlsListener::new(listener, tls)?, |_| {});
+        self.serve_on(listener, shutdown).await
+    }
+
+    async fn serve_on<L>(
+        self,
+        listener: L,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()>
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+        SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
         self.purge_task.abort();
@@ -174,7 +249,14 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/register", get(register::show).post(register::submit))
         .route("/login", get(login::show).post(login::submit))
         .route("/profile", get(profile::show))
-        .route("/logout", post(logout::submit));
+        .route("/logout", post(logout::submit))
+        .route("/account", get(account::show))
+        .route("/account/delete", post(account::delete))
+        .route("/account/sessions", get(account_sessions::show))
+        .route("/account/sessions/revoke", post(account_sessions::revoke))
+        .route("/account/password", get(account_password::show).post(account_password::submit))
+        .route("/account/activity", get(account_activity::show))
+        .merge(api::router());
     if config.test_routes {
         pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));
     }
@@ -184,20 +266,18 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // Probes and static files never touch the session.
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
-        .route("/static/style.css", get(stylesheet))
-        .layer(middleware::from_fn_with_state(state.clone(), render_errors))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
+        .merge(static_files::routes())
+        // The limit sits inside render_errors so its 413 becomes a page or
+        // a problem document like every other error.
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), render_errors));
     for layer in security_headers::layers() {
         router = router.layer(layer);
     }
+    if config.hsts {
+        router = router.layer(security_headers::hsts());
+    }
     router.with_state(state)
-}
-
-async fn stylesheet() -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/css; charset=utf-8"), (CACHE_CONTROL, "public, max-age=3600")],
-        include_str!("../static/style.css"),
-    )
 }
 
 async fn purge_periodically(engine: SessionEngine, every: Duration) {

@@ -20,7 +20,30 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the web server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Manage the keys that sign API access tokens.
+    Keys {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+/// `tessera keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a new signing key. New access tokens carry its kid; the old
+    /// public keys stay in the JWKS and keep verifying until the tokens they
+    /// signed have expired. Running servers pick the new key up within 30 s.
+    Rotate(DatabaseArgs),
+}
+
+/// Just the database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// sqlite://FILE or postgres://USER@HOST/DB, as for `serve`.
+    #[arg(long, env = "TESSERA_DATABASE_URL", default_value = "sqlite://tessera.db")]
+    pub database: String,
 }
 
 /// Flags of `tessera serve`.
@@ -58,9 +81,38 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
 
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Send Strict-Transport-Security even without --tls-cert (when a
+    /// TLS-terminating proxy is in front). Always on with --tls-cert.
+    #[arg(long, env = "TESSERA_HSTS", default_value_t = false)]
+    pub hsts: bool,
+
     /// SameSite policy of the session cookie: lax or strict.
     #[arg(long, env = "TESSERA_COOKIE_SAME_SITE", default_value = "lax", value_parser = ["lax", "strict"])]
     pub cookie_same_site: String,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "TESSERA_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Lifetime of API access tokens (e.g. 15m).
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// An API refresh token unused this long expires (e.g. 30d).
+    #[arg(long, env = "TESSERA_REFRESH_TOKEN_TTL", default_value = "30days", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+
+    /// The `iss` claim of access tokens, usually the server's public URL.
+    #[arg(long, env = "TESSERA_TOKEN_ISSUER", default_value = "tessera")]
+    pub token_issuer: String,
 }
 
 /// Parses human durations such as `2s`, `30m`, `12h`.

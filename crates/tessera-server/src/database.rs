@@ -56,7 +56,7 @@ pub struct User {
 /// The users database.
 #[derive(Clone, Debug)]
 pub struct Database {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
 }
 
 impl Database {
@@ -173,6 +173,41 @@ impl Database {
             sqlx::query("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
         let value: Vec<u8> = row.try_get(0)?;
         value.try_into().map_err(|_| DatabaseError::Unavailable(format!("stored secret {name:?} is not 32 bytes")))
+    }
+
+    /// The sealing keys of cookie sessions, newest first: `(id, key)`.
+    /// Generated on first use; `rotate_cookie_key` adds a newer one.
+    pub async fn cookie_sealing_keys(&self) -> Result<Vec<(u32, [u8; 32])>, DatabaseError> {
+        let mut keys = self.cookie_key_rows().await?;
+        if keys.is_empty() {
+            self.secret("cookie-seal:1").await?;
+            keys = self.cookie_key_rows().await?;
+        }
+        Ok(keys)
+    }
+
+    /// Adds a new newest cookie sealing key; older keys keep opening cookies.
+    pub async fn rotate_cookie_key(&self) -> Result<u32, DatabaseError> {
+        let next = self.cookie_key_rows().await?.first().map(|(id, _)| id + 1).unwrap_or(1);
+        self.secret(&format!("cookie-seal:{next}")).await?;
+        Ok(next)
+    }
+
+    async fn cookie_key_rows(&self) -> Result<Vec<(u32, [u8; 32])>, DatabaseError> {
+        let rows = sqlx::query("SELECT name, value FROM server_secrets WHERE name LIKE 'cookie-seal:%'")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let name: String = row.try_get(0)?;
+            let value: Vec<u8> = row.try_get(1)?;
+            let id = name.trim_start_matches("cookie-seal:").parse::<u32>().ok();
+            if let (Some(id), Ok(key)) = (id, <[u8; 32]>::try_from(value)) {
+                keys.push((id, key));
+            }
+        }
+        keys.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        Ok(keys)
     }
 
     /// A round trip, for readiness checks.

@@ -11,7 +11,9 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod api;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod database;
 pub mod error_pages;
@@ -19,7 +21,13 @@ pub mod flash;
 pub mod health;
 pub mod pages;
 pub mod password_policy;
+pub mod product_store;
+pub mod reauthentication;
+pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
+pub mod static_files;
+pub mod tls;
+pub mod token_store;
 
 pub use app::{App, AppConfig, AppState, StartupError};

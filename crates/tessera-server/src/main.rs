@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tessera::{ExpiryPolicy, SameSite};
-use tessera_server::cli::{Cli, Command, ServeArgs};
-use tessera_server::{App, AppConfig};
+use tessera_server::api::tokens::TokenService;
+use tessera_server::cli::{Cli, Command, DatabaseArgs, KeysCommand, ServeArgs};
+use tessera_server::database::Database;
+use tessera_server::{tls, App, AppConfig};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -19,7 +21,8 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
+        Some(Command::Keys { action: KeysCommand::Rotate(args) }) => rotate_keys(args).await,
         None => serve(cli.serve).await,
     };
     match result {
@@ -40,16 +43,43 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         session_store_url: args.session_store.clone(),
         expiry: ExpiryPolicy::new(args.session_idle_timeout, args.session_absolute_timeout),
         store_timeout: args.store_timeout,
+        max_body_bytes: args.max_body_bytes,
+        refresh_token_ttl: args.refresh_token_ttl,
         ..AppConfig::default()
     };
+    config.tokens.access_ttl = args.access_token_ttl;
+    config.tokens.issuer = args.token_issuer.clone();
     config.cookie.secure = args.cookie_secure;
     config.cookie.same_site = if args.cookie_same_site == "strict" { SameSite::Strict } else { SameSite::Lax };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(|e| e.to_string())?),
+        _ => None,
+    };
+    config.hsts = args.hsts || tls.is_some();
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(&args.listen).await.map_err(|e| format!("--listen {}: {e}", args.listen))?;
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(args.listen.clone());
-    tracing::info!(%address, "tessera listening on http://{address}");
-    app.serve(listener, shutdown_signal()).await.map_err(|e| e.to_string())?;
+    match tls {
+        Some(tls) => {
+            tracing::info!(%address, "tessera listening on https://{address}");
+            app.serve_tls(listener, tls, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        }
+        None => {
+            tracing::info!(%address, "tessera listening on http://{address}");
+            app.serve(listener, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        }
+    }
     tracing::info!("tessera stopped");
+    Ok(())
+}
+
+async fn rotate_keys(args: DatabaseArgs) -> Result<(), String> {
+    let masked = tessera_server::session_store::mask_url(&args.database);
+    let db = Database::connect(&args.database).await.map_err(|e| format!("--database {masked:?}: {e}"))?;
+    let kid = TokenService::rotate_keys(&db, tessera::Timestamp::now()).await.map_err(|e| e.to_string())?;
+    db.close().await;
+    // Only the public key ID: the private key never leaves the database.
+    println!("new signing key {kid}; running servers switch to it within 30 seconds");
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use tessera::SessionStore;
 pub enum SessionStoreUrlError {
     /// The URL's scheme is not one tessera knows.
     #[error(
-        "--session-store {0:?}: unsupported URL; expected memory://, sqlite://FILE, postgres://…, redis://… or redis+cluster://…"
+        "--session-store {0:?}: unsupported URL; expected memory://, sqlite://FILE, postgres://…, redis://…, redis+cluster://… or cookie://"
     )]
     Unsupported(String),
     /// The store named by the URL could not be opened.

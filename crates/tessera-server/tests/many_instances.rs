@@ -117,3 +117,25 @@ async fn redis_cluster_sessions() {
     .await;
     run_all(first, second).await;
 }
+
+/// Sessions sealed in cookies: any instance sharing the database (and so the
+/// sealing keys and revocation marks) accepts them, and logout on one makes
+/// the cookie worthless on the other. The exact-counter check does not apply:
+/// concurrent requests cannot be merged when the browser holds the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cookie_sessions_across_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    let (first, second, _dir) = pair(url, |config| config.session_store_url = Some("cookie://".into())).await;
+    sessions_cross_instances(&first, &second).await;
+    // The cookie holds the session itself, yet carries no readable data.
+    let mut browser = first.browser();
+    let name = unique_name("sealed");
+    browser.register(&name, PASSWORD).await;
+    let cookie = browser.session_id().unwrap();
+    assert!(!cookie.contains(&name) && cookie.len() > 100, "sealed, not signed-in-the-clear: {cookie}");
+    assert_eq!(browser.get("/profile").await.element_text("visits").as_deref(), Some("1"));
+    assert_eq!(browser.get("/profile").await.element_text("visits").as_deref(), Some("2"));
+    first.stop().await;
+    second.stop().await;
+}

@@ -18,6 +18,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod engine_checks;
+
+pub use engine_checks::run_engine;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +59,8 @@ pub async fn run_with(store: Arc<dyn SessionStore>, options: Options) {
     data_round_trips(s).await;
     concurrent_writers_one_winner(s).await;
     engine_counter_loses_nothing(store.clone()).await;
+    let clock = tessera::ManualClock::new();
+    run_engine(SessionEngine::new(store.clone()).with_clock(Arc::new(clock.clone())), clock).await;
     expiry(s, &options).await;
 }
 
@@ -289,7 +295,7 @@ async fn engine_counter_loses_nothing(store: Arc<dyn SessionStore>) {
     let seed = engine.load(None, DeviceInfo::default()).await.unwrap();
     seed.insert("counter", &0i64).unwrap();
     let cookie = match engine.commit(&seed).await.unwrap() {
-        tessera::CookieUpdate::Set { id, .. } => id.encode(),
+        tessera::CookieUpdate::Set { value, .. } => value,
         other => panic!("engine counter: a new session with data must set a cookie, got {other:?}"),
     };
     let tasks = (0..50).map(|_| {

@@ -270,7 +270,9 @@ impl SessionStore for MemoryStore {
         let (a, b) = (Inner::shard_of(old_key), Inner::shard_of(&record.key));
         if a == b {
             let mut shard = lock(&inner.shards[a]);
-            return inner.counted(&mut shard, |shard| regenerate_in(shard, None, old_key, expected_version, record, value, now));
+            return inner.counted(&mut shard, |shard| {
+                regenerate_in(shard, None, old_key, expected_version, record, value, now)
+            });
         }
         // Two shards, locked in a fixed order so that two regenerations
         // never wait on each other.
@@ -417,7 +419,9 @@ mod tests {
     #[tokio::test]
     async fn expired_sessions_are_freed_and_unindexed() {
         let store = MemoryStore::new();
-        let ttl = Duration::from_millis(300);
+        // Long enough that creating 10,000 sessions on a loaded machine in a
+        // debug build finishes well before the first one expires.
+        let ttl = Duration::from_secs(4);
         let mut keys = Vec::new();
         for i in 0..10_000 {
             let user = format!("user-{}", i % 500);

@@ -148,9 +148,10 @@ impl Shard {
             self.slots[i as usize] = slot;
             i
         } else {
-            let i = u32::try_from(self.slots.len()).ok().filter(|&i| i != NIL).ok_or_else(|| {
-                StoreError::Unavailable("memory store shard is full (4 billion sessions)".into())
-            })?;
+            let i = u32::try_from(self.slots.len())
+                .ok()
+                .filter(|&i| i != NIL)
+                .ok_or_else(|| StoreError::Unavailable("memory store shard is full (4 billion sessions)".into()))?;
             self.slots.push(slot);
             i
         };
@@ -324,7 +325,9 @@ impl Shard {
         }
         let victim = victim.map(|(_, i)| i).or_else(|| {
             let start = (state % len) as usize;
-            (0..self.slots.len()).map(|k| ((start + k) % self.slots.len()) as u32).find(|&i| self.slots[i as usize].value.is_some())
+            (0..self.slots.len())
+                .map(|k| ((start + k) % self.slots.len()) as u32)
+                .find(|&i| self.slots[i as usize].value.is_some())
         });
         match victim {
             Some(i) => {

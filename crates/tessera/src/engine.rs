@@ -13,7 +13,8 @@ use crate::error::StoreError;
 use crate::expiry::ExpiryPolicy;
 use crate::id::{SessionHandle, SessionId, SessionKey};
 use crate::record::{DeviceInfo, SessionRecord};
-use crate::session::{replay, Session, SessionState};
+use crate::sealed::{CookieSealer, RevocationMarks, SealedSession};
+use crate::session::{replay, Change, Session, SessionState};
 use crate::store::{SessionStore, WriteOutcome};
 
 /// What the web layer must do with the session cookie after a commit.
@@ -21,15 +22,24 @@ use crate::store::{SessionStore, WriteOutcome};
 pub enum CookieUpdate {
     /// Leave the browser's cookie as it is.
     Keep,
-    /// Send this session ID, to be kept for `max_age`.
+    /// Send this cookie value (a session ID, or a sealed session), to be kept for `max_age`.
     Set {
-        /// The new session ID.
-        id: SessionId,
+        /// The cookie's new value.
+        value: String,
         /// How long the browser should keep it: the rest of the absolute time-out.
         max_age: Duration,
     },
     /// Tell the browser to delete the cookie.
     Remove,
+}
+
+/// Where the engine keeps sessions.
+#[derive(Clone)]
+enum Backend {
+    /// Records in a server-side store, the cookie holding only the ID.
+    Store(Arc<dyn SessionStore>),
+    /// The whole session sealed in the cookie, with server-side revocation marks.
+    Sealed { sealer: Arc<dyn CookieSealer>, marks: Arc<dyn RevocationMarks> },
 }
 
 /// The session engine: one per application, cheap to clone.
@@ -43,7 +53,7 @@ pub enum CookieUpdate {
 /// ```
 #[derive(Clone)]
 pub struct SessionEngine {
-    store: Arc<dyn SessionStore>,
+    backend: Backend,
     expiry: ExpiryPolicy,
     cookie: CookieConfig,
     clock: Arc<dyn Clock>,
@@ -65,8 +75,23 @@ impl SessionEngine {
     /// An engine over `store` with the default policy: 30 minutes idle,
     /// 12 hours absolute, secure cookie settings, 3 s store time-out.
     pub fn new(store: Arc<dyn SessionStore>) -> Self {
+        Self::with_backend(Backend::Store(store))
+    }
+
+    /// An engine that keeps each session wholly in its cookie, sealed by
+    /// `sealer`, with logout and revocation made real by `marks`.
+    ///
+    /// Differences from server-side stores, by nature: concurrent requests
+    /// cannot be merged (the browser keeps whichever cookie it received
+    /// last), sessions cannot be listed, and revocation is per user — logout
+    /// ends every cookie of that user issued before it.
+    pub fn sealed(sealer: Arc<dyn CookieSealer>, marks: Arc<dyn RevocationMarks>) -> Self {
+        Self::with_backend(Backend::Sealed { sealer, marks })
+    }
+
+    fn with_backend(backend: Backend) -> Self {
         SessionEngine {
-            store,
+            backend,
             expiry: ExpiryPolicy::default(),
             cookie: CookieConfig::default(),
             clock: Arc::new(SystemClock),
@@ -110,9 +135,17 @@ impl SessionEngine {
         &self.cookie
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
+    /// The server-side store, unless sessions are sealed in cookies.
+    pub fn store(&self) -> Option<&Arc<dyn SessionStore>> {
+        match &self.backend {
+            Backend::Store(store) => Some(store),
+            Backend::Sealed { .. } => None,
+        }
+    }
+
+    /// Whether sessions live wholly in sealed cookies.
+    pub fn is_sealed(&self) -> bool {
+        matches!(self.backend, Backend::Sealed { .. })
     }
 
     /// The engine's clock.
@@ -137,40 +170,110 @@ impl SessionEngine {
             destroyed: None,
             stale_cookie,
             device,
+            issued_at: None,
+            reseal: false,
+            current_id: None,
+            destroyed_user: None,
         })
     }
 
     /// Loads the session named by a cookie value.
     ///
-    /// A missing, malformed, unknown or expired cookie gives a fresh, empty
-    /// session (never an error); an expired or undecodable record is deleted.
-    /// Only a store failure is an error, so that a store outage is never
-    /// mistaken for a logged-out user.
+    /// A missing, malformed, unknown, tampered or expired cookie gives a
+    /// fresh, empty session (never an error); an expired or undecodable record
+    /// is deleted. Only a store failure is an error, so that a store outage is
+    /// never mistaken for a logged-out user.
     pub async fn load(&self, cookie_value: Option<&str>, device: DeviceInfo) -> Result<Session, StoreError> {
+        match &self.backend {
+            Backend::Store(store) => self.load_stored(store, cookie_value, device).await,
+            Backend::Sealed { sealer, marks } => self.load_sealed(&**sealer, &**marks, cookie_value, device).await,
+        }
+    }
+
+    async fn load_stored(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        cookie_value: Option<&str>,
+        device: DeviceInfo,
+    ) -> Result<Session, StoreError> {
         let now = self.clock.now();
         let Some(id) = cookie_value.and_then(SessionId::parse) else {
             return Ok(self.fresh(cookie_value.is_some(), device));
         };
         let key = id.key();
-        match self.call(self.store.load(&key)).await {
-            Ok(Some(record)) if !self.expiry.is_expired(&record, now) => Ok(Session::new(SessionState {
-                data: record.data.clone(),
-                user_id: record.user_id.clone(),
-                base: Some(record),
-                changes: Vec::new(),
-                next_id: None,
-                destroyed: None,
-                stale_cookie: false,
-                device,
-            })),
+        match self.call(store.load(&key)).await {
+            Ok(Some(record)) if !self.expiry.is_expired(&record, now) => {
+                Ok(self.existing(record, Some(id), device, None, false))
+            }
             Ok(Some(_)) | Err(StoreError::Corrupt(_)) => {
                 // Best effort: the store forgets it by itself eventually.
-                let _ = self.call(self.store.destroy(&key)).await;
+                let _ = self.call(store.destroy(&key)).await;
                 Ok(self.fresh(true, device))
             }
             Ok(None) => Ok(self.fresh(true, device)),
             Err(error) => Err(error),
         }
+    }
+
+    async fn load_sealed(
+        &self,
+        sealer: &dyn CookieSealer,
+        marks: &dyn RevocationMarks,
+        cookie_value: Option<&str>,
+        device: DeviceInfo,
+    ) -> Result<Session, StoreError> {
+        let now = self.clock.now();
+        let Some(value) = cookie_value else { return Ok(self.fresh(false, device)) };
+        let Some(opened) = sealer.open(value) else { return Ok(self.fresh(true, device)) };
+        let Ok(sealed) = serde_json::from_slice::<SealedSession>(&opened.payload) else {
+            return Ok(self.fresh(true, device));
+        };
+        let Some(sid) = SessionId::parse(&sealed.sid) else { return Ok(self.fresh(true, device)) };
+        let record = SessionRecord {
+            key: sid.key(),
+            version: 0,
+            user_id: sealed.user_id,
+            data: sealed.data,
+            created_at: sealed.created_at,
+            last_active: sealed.last_active,
+            expires_at: self.expiry.expires_at(sealed.created_at, sealed.last_active),
+            device: DeviceInfo::default(),
+        };
+        if self.expiry.is_expired(&record, now) {
+            return Ok(self.fresh(true, device));
+        }
+        if let Some(user) = &record.user_id {
+            if let Some(mark) = self.call(marks.valid_after(user)).await? {
+                if sealed.issued_at <= mark {
+                    return Ok(self.fresh(true, device));
+                }
+            }
+        }
+        Ok(self.existing(record, Some(sid), device, Some(sealed.issued_at), opened.stale_key))
+    }
+
+    fn existing(
+        &self,
+        record: SessionRecord,
+        current_id: Option<SessionId>,
+        device: DeviceInfo,
+        issued_at: Option<Timestamp>,
+        reseal: bool,
+    ) -> Session {
+        Session::new(SessionState {
+            data: record.data.clone(),
+            user_id: record.user_id.clone(),
+            base: Some(record),
+            changes: Vec::new(),
+            next_id: None,
+            destroyed: None,
+            stale_cookie: false,
+            device,
+            issued_at,
+            reseal,
+            current_id,
+            destroyed_user: None,
+        })
     }
 
     /// Writes what the request changed and says what to do with the cookie.
@@ -183,40 +286,55 @@ impl SessionEngine {
     /// - A session destroyed or regenerated by someone else meanwhile stays
     ///   dead: this request's changes are dropped and the cookie cleared.
     pub async fn commit(&self, session: &Session) -> Result<CookieUpdate, StoreError> {
-        let now = self.clock.now();
-        // Fast path for the commonest request: a stored session that was only
-        // read. Nothing is cloned; at most a touch is due.
-        let read_only = {
-            let state = session.state();
-            match &state.base {
-                Some(base) if state.changes.is_empty() && state.next_id.is_none() => {
-                    let cookie = if state.stale_cookie { CookieUpdate::Remove } else { CookieUpdate::Keep };
-                    Some((cookie, self.expiry.touch_due(base, now).then_some((base.key, base.created_at))))
+        if let Backend::Store(store) = &self.backend {
+            // Fast path for the commonest request: a stored session that was
+            // only read. Nothing is cloned; at most a touch is due.
+            let now = self.clock.now();
+            let read_only = {
+                let state = session.state();
+                match &state.base {
+                    Some(base) if state.changes.is_empty() && state.next_id.is_none() && state.destroyed.is_none() => {
+                        let cookie = if state.stale_cookie { CookieUpdate::Remove } else { CookieUpdate::Keep };
+                        Some((cookie, self.expiry.touch_due(base, now).then_some((base.key, base.created_at))))
+                    }
+                    _ => None,
                 }
-                _ => None,
+            };
+            if let Some((cookie, touch)) = read_only {
+                if let Some((key, created_at)) = touch {
+                    let expires_at = self.expiry.expires_at(created_at, now);
+                    self.call(store.touch(&key, now, expires_at)).await?;
+                }
+                return Ok(cookie);
             }
-        };
-        if let Some((cookie, touch)) = read_only {
-            if let Some((key, created_at)) = touch {
-                let expires_at = self.expiry.expires_at(created_at, now);
-                self.call(self.store.touch(&key, now, expires_at)).await?;
-            }
-            return Ok(cookie);
         }
-        let (base, changes, next_id, destroyed, stale_cookie, device) = {
+        let plan = {
             let state = session.state();
-            (
-                state.base.clone(),
-                state.changes.clone(),
-                state.next_id.clone(),
-                state.destroyed,
-                state.stale_cookie,
-                state.device.clone(),
-            )
+            CommitPlan {
+                base: state.base.clone(),
+                changes: state.changes.clone(),
+                next_id: state.next_id.clone(),
+                destroyed: state.destroyed,
+                destroyed_user: state.destroyed_user.clone(),
+                current_id: state.current_id.clone(),
+                stale_cookie: state.stale_cookie,
+                device: state.device.clone(),
+                issued_at: state.issued_at,
+                reseal: state.reseal,
+            }
         };
+        match &self.backend {
+            Backend::Store(store) => self.commit_stored(store, plan).await,
+            Backend::Sealed { sealer, marks } => self.commit_sealed(&**sealer, &**marks, plan).await,
+        }
+    }
+
+    async fn commit_stored(&self, store: &Arc<dyn SessionStore>, plan: CommitPlan) -> Result<CookieUpdate, StoreError> {
+        let CommitPlan { base, changes, next_id, destroyed, stale_cookie, device, .. } = plan;
+        let now = self.clock.now();
         let mut cookie = if stale_cookie { CookieUpdate::Remove } else { CookieUpdate::Keep };
         if let Some(old) = destroyed {
-            self.call(self.store.destroy(&old)).await?;
+            self.call(store.destroy(&old)).await?;
             cookie = CookieUpdate::Remove;
         }
         match base {
@@ -239,8 +357,8 @@ impl SessionEngine {
                 // A taken key means a 256-bit collision; retrying is only
                 // here so that a broken RNG fails loudly instead of looping.
                 for _ in 0..3 {
-                    if self.call(self.store.create(&record)).await? == WriteOutcome::Written {
-                        return Ok(self.set_cookie(id, record.created_at, now));
+                    if self.call(store.create(&record)).await? == WriteOutcome::Written {
+                        return Ok(self.set_cookie(id.encode(), record.created_at, now));
                     }
                     id = SessionId::generate();
                     record.key = id.key();
@@ -249,40 +367,41 @@ impl SessionEngine {
             }
             Some(mut base) => {
                 if changes.is_empty() && next_id.is_none() {
-                    self.touch_if_due(&base, now).await?;
+                    self.touch_if_due(store, &base, now).await?;
                     return Ok(cookie);
                 }
                 for attempt in 1..=self.max_attempts {
                     let (data, user_id) = replay(&changes, base.data.clone(), base.user_id.clone());
                     let regenerate = next_id.as_ref();
                     if regenerate.is_none() && data == base.data && user_id == base.user_id {
-                        self.touch_if_due(&base, now).await?;
+                        self.touch_if_due(store, &base, now).await?;
                         return Ok(cookie);
                     }
+                    let last_active = now.max(base.last_active);
                     let record = SessionRecord {
                         key: regenerate.map(SessionId::key).unwrap_or(base.key),
                         version: base.version + 1,
                         user_id,
                         data,
                         created_at: base.created_at,
-                        last_active: now.max(base.last_active),
-                        expires_at: self.expiry.expires_at(base.created_at, now.max(base.last_active)),
+                        last_active,
+                        expires_at: self.expiry.expires_at(base.created_at, last_active),
                         device: if regenerate.is_some() { device.clone() } else { base.device.clone() },
                     };
                     let outcome = match regenerate {
-                        Some(_) => self.call(self.store.regenerate(&base.key, base.version, &record)).await?,
-                        None => self.call(self.store.save(&record, base.version)).await?,
+                        Some(_) => self.call(store.regenerate(&base.key, base.version, &record)).await?,
+                        None => self.call(store.save(&record, base.version)).await?,
                     };
                     match outcome {
                         WriteOutcome::Written => {
                             return Ok(match regenerate {
-                                Some(id) => self.set_cookie(id.clone(), record.created_at, now),
+                                Some(id) => self.set_cookie(id.encode(), record.created_at, now),
                                 None => cookie,
                             });
                         }
                         WriteOutcome::Missing => return Ok(CookieUpdate::Remove),
                         WriteOutcome::Conflict => {
-                            match self.call(self.store.load(&base.key)).await? {
+                            match self.call(store.load(&base.key)).await? {
                                 Some(fresh) if !self.expiry.is_expired(&fresh, now) => base = fresh,
                                 _ => return Ok(CookieUpdate::Remove),
                             }
@@ -295,23 +414,90 @@ impl SessionEngine {
         }
     }
 
-    async fn touch_if_due(&self, base: &SessionRecord, now: Timestamp) -> Result<(), StoreError> {
+    async fn commit_sealed(
+        &self,
+        sealer: &dyn CookieSealer,
+        marks: &dyn RevocationMarks,
+        plan: CommitPlan,
+    ) -> Result<CookieUpdate, StoreError> {
+        let now = self.clock.now();
+        let mut cookie = if plan.stale_cookie { CookieUpdate::Remove } else { CookieUpdate::Keep };
+        if let Some(user) = &plan.destroyed_user {
+            // The old cookie cannot be deleted from the browser of a thief:
+            // make every cookie of this user issued until now worthless.
+            self.call(marks.revoke_before(user, now)).await?;
+        }
+        if plan.destroyed.is_some() {
+            cookie = CookieUpdate::Remove;
+        }
+        let (base_data, base_user, created_at, last_active) = match &plan.base {
+            Some(base) => (base.data.clone(), base.user_id.clone(), base.created_at, base.last_active),
+            None => (SessionData::new(), None, now, now),
+        };
+        let (data, user_id) = replay(&plan.changes, base_data, base_user);
+        let changed = match &plan.base {
+            Some(base) => data != base.data || user_id != base.user_id,
+            None => !data.is_empty() || user_id.is_some(),
+        };
+        let regenerate = plan.next_id.is_some() && (plan.base.is_some() || changed);
+        let touch = plan.base.as_ref().is_some_and(|base| self.expiry.touch_due(base, now));
+        if !(changed || regenerate || touch || plan.reseal) {
+            return Ok(cookie);
+        }
+        let sid = match (&plan.next_id, &plan.current_id) {
+            (Some(id), _) | (None, Some(id)) => id.encode(),
+            (None, None) => SessionId::generate().encode(),
+        };
+        let issued_at = match (&plan.base, plan.issued_at) {
+            (Some(_), Some(issued_at)) if !regenerate => issued_at,
+            // A new identity must postdate the user's revocation mark, even
+            // within the millisecond of a logout.
+            _ => match &user_id {
+                Some(user) => match self.call(marks.valid_after(user)).await? {
+                    Some(mark) => now.max(Timestamp(mark.as_millis().saturating_add(1))),
+                    None => now,
+                },
+                None => now,
+            },
+        };
+        let sealed = SealedSession { sid, user_id, data, created_at, last_active: now.max(last_active), issued_at };
+        self.seal(sealer, &sealed)
+    }
+
+    fn seal(&self, sealer: &dyn CookieSealer, sealed: &SealedSession) -> Result<CookieUpdate, StoreError> {
+        let payload = serde_json::to_vec(sealed).map_err(StoreError::corrupt)?;
+        let value = sealer.seal(&payload);
+        let size = self.cookie.cookie_name().len() + value.len() + COOKIE_ATTRIBUTES_ALLOWANCE;
+        if size > MAX_COOKIE_BYTES {
+            return Err(StoreError::TooLarge { size, limit: MAX_COOKIE_BYTES });
+        }
+        Ok(self.set_cookie(value, sealed.created_at, self.clock.now()))
+    }
+
+    async fn touch_if_due(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        base: &SessionRecord,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         if self.expiry.touch_due(base, now) {
             let expires_at = self.expiry.expires_at(base.created_at, now);
-            self.call(self.store.touch(&base.key, now, expires_at)).await?;
+            self.call(store.touch(&base.key, now, expires_at)).await?;
         }
         Ok(())
     }
 
-    fn set_cookie(&self, id: SessionId, created_at: Timestamp, now: Timestamp) -> CookieUpdate {
+    fn set_cookie(&self, value: String, created_at: Timestamp, now: Timestamp) -> CookieUpdate {
         let max_age = self.expiry.absolute_deadline(created_at).since(now);
-        CookieUpdate::Set { id, max_age }
+        CookieUpdate::Set { value, max_age }
     }
 
-    /// The live sessions of a user, newest activity first.
+    /// The live sessions of a user, newest activity first. Sealed-cookie
+    /// sessions are not known to the server: the list is empty.
     pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let Backend::Store(store) = &self.backend else { return Ok(Vec::new()) };
         let now = self.clock.now();
-        let mut records = self.call(self.store.list_for_user(user_id)).await?;
+        let mut records = self.call(store.list_for_user(user_id)).await?;
         records.retain(|record| !self.expiry.is_expired(record, now));
         records.sort_by_key(|record| std::cmp::Reverse(record.last_active));
         Ok(records)
@@ -319,35 +505,70 @@ impl SessionEngine {
 
     /// Ends the session of `user_id` whose public handle is `handle`.
     /// Returns whether one was found; a handle of another user's session
-    /// matches nothing.
+    /// matches nothing. Sealed-cookie sessions cannot be ended one by one.
     pub async fn revoke(&self, user_id: &str, handle: &str) -> Result<bool, StoreError> {
-        let records = self.call(self.store.list_for_user(user_id)).await?;
+        let Backend::Store(store) = &self.backend else { return Ok(false) };
+        let records = self.call(store.list_for_user(user_id)).await?;
         let target = records.iter().find(|record| record.key.handle().matches(handle));
         match target {
-            Some(record) => self.call(self.store.destroy(&record.key)).await,
+            Some(record) => self.call(store.destroy(&record.key)).await,
             None => Ok(false),
         }
     }
 
-    /// Ends every session of `user_id` except `keep`. Returns how many ended.
+    /// Ends every session of `user_id` except `keep`. Returns how many ended
+    /// (for sealed cookies, which cannot be counted, 0 — and `keep` cannot be
+    /// spared: the caller re-issues its own session, e.g. by regenerating).
     pub async fn revoke_all(&self, user_id: &str, keep: Option<&SessionKey>) -> Result<u64, StoreError> {
-        self.call(self.store.destroy_for_user(user_id, keep)).await
+        match &self.backend {
+            Backend::Store(store) => self.call(store.destroy_for_user(user_id, keep)).await,
+            Backend::Sealed { marks, .. } => {
+                self.call(marks.revoke_before(user_id, self.clock.now())).await?;
+                Ok(0)
+            }
+        }
     }
 
     /// Frees expired records (for stores without native expiry).
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.call(self.store.purge_expired()).await
+        match &self.backend {
+            Backend::Store(store) => self.call(store.purge_expired()).await,
+            Backend::Sealed { .. } => Ok(0),
+        }
     }
 
-    /// Whether the store answers, within the time-out.
+    /// Whether the store (or the revocation marks) answers, within the time-out.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call(self.store.ping()).await
+        match &self.backend {
+            Backend::Store(store) => self.call(store.ping()).await,
+            Backend::Sealed { marks, .. } => self.call(marks.ping()).await,
+        }
     }
 
     /// The handle of a record, for device lists.
     pub fn handle_of(record: &SessionRecord) -> SessionHandle {
         record.key.handle()
     }
+}
+
+/// Browsers keep cookies of at most 4096 bytes (name, value and attributes).
+const MAX_COOKIE_BYTES: usize = 4096;
+/// Room kept for `; HttpOnly; Secure; SameSite=…; Path=/; Max-Age=…; Domain=…`.
+const COOKIE_ATTRIBUTES_ALLOWANCE: usize = 96;
+
+/// What a commit works from, copied out of the session so no lock is held
+/// across store calls.
+struct CommitPlan {
+    base: Option<SessionRecord>,
+    changes: Vec<Change>,
+    next_id: Option<SessionId>,
+    current_id: Option<SessionId>,
+    destroyed: Option<SessionKey>,
+    destroyed_user: Option<String>,
+    stale_cookie: bool,
+    device: DeviceInfo,
+    issued_at: Option<Timestamp>,
+    reseal: bool,
 }
 
 /// Jittered back-off after a lost compare-and-swap, so that a crowd of

@@ -16,6 +16,14 @@ pub enum StoreError {
     /// session as gone and deletes it.
     #[error("session record is corrupt: {0}")]
     Corrupt(String),
+    /// A session sealed in a cookie would exceed what browsers keep.
+    #[error("session too large for a cookie: {size} bytes, the limit is {limit}")]
+    TooLarge {
+        /// The cookie's size with its attributes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Too many concurrent writers kept winning the compare-and-swap race.
     #[error("session write contention: gave up after {0} attempts")]
     Contention(u32),

@@ -28,6 +28,7 @@ mod expiry;
 mod id;
 pub mod password;
 mod record;
+mod sealed;
 mod session;
 mod store;
 
@@ -39,5 +40,6 @@ pub use error::{SessionDataError, StoreError};
 pub use expiry::ExpiryPolicy;
 pub use id::{SessionHandle, SessionId, SessionKey};
 pub use record::{DeviceInfo, SessionRecord};
+pub use sealed::{CookieSealer, Opened, RevocationMarks};
 pub use session::Session;
 pub use store::{SessionStore, WriteOutcome};

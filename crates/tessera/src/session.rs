@@ -80,6 +80,14 @@ pub(crate) struct SessionState {
     pub stale_cookie: bool,
     /// The client of this request.
     pub device: DeviceInfo,
+    /// Sealed-cookie sessions only: when the cookie's identity was issued.
+    pub issued_at: Option<Timestamp>,
+    /// Sealed-cookie sessions only: the cookie must be re-sealed (older key).
+    pub reseal: bool,
+    /// The ID the request presented, when it named a live session.
+    pub current_id: Option<SessionId>,
+    /// The owner of a session this request destroyed (sealed cookies revoke by user).
+    pub destroyed_user: Option<String>,
 }
 
 /// A request's session.
@@ -220,7 +228,9 @@ impl Session {
         let mut state = self.state();
         if let Some(base) = state.base.take() {
             state.destroyed = Some(base.key);
+            state.destroyed_user = base.user_id;
         }
+        state.current_id = None;
         state.data = SessionData::new();
         state.user_id = None;
         state.changes.clear();

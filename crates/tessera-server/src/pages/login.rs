@@ -8,8 +8,12 @@ use serde::Deserialize;
 use tessera_axum::{safe_next, CsrfForm};
 
 use super::{Chrome, PageContext};
+use crate::accounts::LoginOutcome;
 use crate::app::AppState;
+use crate::audit::AuditKind;
 use crate::error_pages::ServerError;
+use crate::flash::Flash;
+use crate::reauthentication;
 
 /// Shown for every failed login, whatever the reason.
 const GENERIC_ERROR: &str = "Wrong user name or password.";
@@ -56,14 +60,19 @@ pub async fn show(ctx: PageContext, Query(query): Query<NextQuery>) -> Response 
 /// (303) to a safe `next` or the profile.
 pub async fn submit(State(state): State<AppState>, ctx: PageContext, CsrfForm(form): CsrfForm<LoginForm>) -> Response {
     let next = checked_next(form.next);
+    let now = state.clock.now();
+    let database = state.accounts.database();
     match state.accounts.authenticate(&form.username, &form.password).await {
-        Ok(Some(user)) => {
+        Ok(LoginOutcome::Succeeded(user)) => {
             ctx.session.login(user.id.to_string());
-            tracing::info!(user_id = user.id, "login succeeded");
-            Redirect::to(next.as_deref().unwrap_or("/profile")).into_response()
+            reauthentication::mark(&ctx.session, now);
+            let _ = database.audit(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
+            let mut response = Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
+            Flash::LoggedIn.set(state.engine.cookie_config(), response.headers_mut());
+            response
         }
-        Ok(None) => {
-            tracing::info!("login failed");
+        Ok(LoginOutcome::Failed { known_user }) => {
+            let _ = database.audit(AuditKind::LoginFailed, known_user, &ctx.device, now).await;
             let view =
                 LoginPage { page: ctx.chrome("Log in"), username: form.username, next, error: Some(GENERIC_ERROR) };
             ctx.render(StatusCode::UNAUTHORIZED, &view)
