@@ -1,7 +1,7 @@
 //! The tower layer: finds the session cookie, lends the session to handlers,
 //! commits their changes and sets the cookie.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -92,7 +92,10 @@ pub struct SessionService<S> {
 pub(crate) struct SessionSlot {
     pub(crate) config: Arc<LayerConfig>,
     cookie_value: Option<String>,
-    device: Mutex<Option<DeviceInfo>>,
+    /// The client's address and user agent, turned into [`DeviceInfo`] only
+    /// if the session is loaded: routes that never ask for it pay nothing.
+    client_ip: Option<IpAddr>,
+    user_agent: Option<HeaderValue>,
     session: OnceCell<Session>,
     pub(crate) json: bool,
     /// The pre-session CSRF secret the browser sent, if any.
@@ -106,7 +109,8 @@ impl SessionSlot {
     pub(crate) async fn session(&self) -> Result<&Session, SessionUnavailable> {
         self.session
             .get_or_try_init(|| async {
-                let device = self.device.lock().ok().and_then(|mut d| d.take()).unwrap_or_default();
+                let user_agent = self.user_agent.as_ref().and_then(|v| v.to_str().ok());
+                let device = DeviceInfo::new(self.client_ip.map(|ip| ip.to_string()), user_agent);
                 self.config.engine.load(self.cookie_value.as_deref(), device).await
             })
             .await
@@ -215,11 +219,16 @@ where
         let cookie_value =
             find_cookie(headers, &self.config.session_cookie, |v| tessera::SessionId::parse(v).is_some());
         let pre_session_secret = find_cookie(headers, &self.config.pre_session_cookie, crate::csrf::valid_secret);
-        let device = client_device(request.extensions(), headers);
+        let ip = request
+            .extensions()
+            .get::<ClientIp>()
+            .map(|ip| ip.0)
+            .or_else(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
         let slot = Arc::new(SessionSlot {
             config: self.config.clone(),
             cookie_value,
-            device: Mutex::new(Some(device)),
+            client_ip: ip,
+            user_agent: headers.get(USER_AGENT).cloned(),
             session: OnceCell::new(),
             json: wants_json(headers),
             pre_session_secret,

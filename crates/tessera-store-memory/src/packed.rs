@@ -1,182 +1,183 @@
 //! The compact in-memory form of a record.
 //!
-//! A session held in memory costs what its representation costs, multiplied by
-//! every session the process holds. `SessionRecord` carries a `serde_json` map,
-//! three `String`s and their allocations; here a record is one shared
-//! allocation: a fixed header followed by the user ID, the compact JSON of the
-//! data and the device strings. The key is not repeated: the cache holds it.
-
-use std::sync::Arc;
+//! A session held in memory costs what its representation costs, multiplied
+//! by every session the process holds. `SessionRecord` carries a `serde_json`
+//! map, three `String`s and their allocations; here everything but the key
+//! and the deadline (which the slot holds) is one exactly-sized allocation:
+//! varint header (version, created_at, last_active as a delta from it, field
+//! lengths), then the user ID, the compact JSON of the data and the device
+//! strings. A typical logged-in session fits in 64 bytes of heap.
 
 use tessera::{DeviceInfo, SessionData, SessionKey, SessionRecord, StoreError, Timestamp};
 
-/// Marks an absent optional string in a length slot.
-const NONE: u32 = u32::MAX;
-
-const VERSION: usize = 0;
-const CREATED_AT: usize = 8;
-const LAST_ACTIVE: usize = 16;
-const EXPIRES_AT: usize = 24;
-const STAMP: usize = 32;
-const USER_LEN: usize = 40;
-const DATA_LEN: usize = 44;
-const IP_LEN: usize = 48;
-const UA_LEN: usize = 52;
-const HEADER: usize = 56;
-
-/// One stored record, packed into a single reference-counted buffer.
+/// One stored record without its key and `expires_at`.
 ///
-/// Cloning is a reference-count increment, which matters because the cache
-/// hands out clones on every read. Every value is built by [`Packed::encode`]
-/// or [`Packed::touched`], so the buffer always holds a complete header and the
-/// lengths in it always describe the bytes that follow: the fixed-offset reads
-/// below rely on that.
-#[derive(Clone)]
-pub(crate) struct Packed(Arc<[u8]>);
+/// Every value is built by [`Packed::encode`], so the header always parses
+/// and the lengths in it always describe the bytes that follow; the reads
+/// below still fail softly (as corrupt) rather than panic if they did not.
+pub(crate) struct Packed(Box<[u8]>);
+
+/// The header fields, in order.
+struct Header {
+    version: u64,
+    created_at: i64,
+    last_active: i64,
+    /// Where the last-active delta starts and ends, for [`Packed::touched`].
+    last_active_at: usize,
+    lengths_at: usize,
+    user: Option<usize>,
+    data: usize,
+    ip: Option<usize>,
+    ua: Option<usize>,
+    /// Where the payload starts.
+    payload: usize,
+}
 
 impl Packed {
-    /// Packs `record`. `stamp` tells this write apart from every other write,
-    /// so that the user index can ignore late notifications about values that
-    /// were already replaced.
-    pub(crate) fn encode(record: &SessionRecord, stamp: u64) -> Result<Self, StoreError> {
+    /// Packs `record` (all of it but the key and `expires_at`).
+    pub(crate) fn encode(record: &SessionRecord) -> Result<Self, StoreError> {
         let data = record.data.to_json();
         let user = record.user_id.as_deref().map(str::as_bytes);
         let ip = record.device.ip.as_deref().map(str::as_bytes);
         let ua = record.device.user_agent.as_deref().map(str::as_bytes);
         let payload = data.len() + [user, ip, ua].iter().flatten().map(|part| part.len()).sum::<usize>();
-
-        let mut buf = Vec::with_capacity(HEADER + payload);
-        buf.extend_from_slice(&record.version.to_le_bytes());
-        buf.extend_from_slice(&record.created_at.as_millis().to_le_bytes());
-        buf.extend_from_slice(&record.last_active.as_millis().to_le_bytes());
-        buf.extend_from_slice(&record.expires_at.as_millis().to_le_bytes());
-        buf.extend_from_slice(&stamp.to_le_bytes());
-        buf.extend_from_slice(&optional_len(user)?.to_le_bytes());
-        buf.extend_from_slice(&len(&data)?.to_le_bytes());
-        buf.extend_from_slice(&optional_len(ip)?.to_le_bytes());
-        buf.extend_from_slice(&optional_len(ua)?.to_le_bytes());
+        let mut buf = Vec::with_capacity(40 + payload);
+        put_varint(&mut buf, record.version);
+        put_varint(&mut buf, zigzag(record.created_at.as_millis()));
+        put_varint(&mut buf, zigzag(record.last_active.as_millis().wrapping_sub(record.created_at.as_millis())));
+        put_varint(&mut buf, optional_len(user));
+        put_varint(&mut buf, data.len() as u64);
+        put_varint(&mut buf, optional_len(ip));
+        put_varint(&mut buf, optional_len(ua));
         buf.extend_from_slice(user.unwrap_or_default());
         buf.extend_from_slice(&data);
         buf.extend_from_slice(ip.unwrap_or_default());
         buf.extend_from_slice(ua.unwrap_or_default());
-        Ok(Packed(buf.into()))
+        Ok(Packed(buf.into_boxed_slice()))
     }
 
-    /// A copy with new activity times and stamp, for `touch`: the data bytes
-    /// are copied as they are, never re-encoded.
-    pub(crate) fn touched(&self, last_active: Timestamp, expires_at: Timestamp, stamp: u64) -> Self {
-        let mut buf = self.0.to_vec();
-        buf[LAST_ACTIVE..LAST_ACTIVE + 8].copy_from_slice(&last_active.as_millis().to_le_bytes());
-        buf[EXPIRES_AT..EXPIRES_AT + 8].copy_from_slice(&expires_at.as_millis().to_le_bytes());
-        buf[STAMP..STAMP + 8].copy_from_slice(&stamp.to_le_bytes());
-        Packed(buf.into())
+    fn header(&self) -> Option<Header> {
+        let mut at = 0;
+        let version = get_varint(&self.0, &mut at)?;
+        let created_at = unzigzag(get_varint(&self.0, &mut at)?);
+        let last_active_at = at;
+        let delta = unzigzag(get_varint(&self.0, &mut at)?);
+        let lengths_at = at;
+        let optional = |v: u64| v.checked_sub(1).map(|len| len as usize);
+        let user = optional(get_varint(&self.0, &mut at)?);
+        let data = get_varint(&self.0, &mut at)? as usize;
+        let ip = optional(get_varint(&self.0, &mut at)?);
+        let ua = optional(get_varint(&self.0, &mut at)?);
+        let total = at + user.unwrap_or(0) + data + ip.unwrap_or(0) + ua.unwrap_or(0);
+        if total != self.0.len() {
+            return None;
+        }
+        Some(Header {
+            version,
+            created_at,
+            last_active: created_at.wrapping_add(delta),
+            last_active_at,
+            lengths_at,
+            user,
+            data,
+            ip,
+            ua,
+            payload: at,
+        })
     }
 
-    pub(crate) fn version(&self) -> u64 {
-        self.u64_at(VERSION)
+    pub(crate) fn version(&self) -> Option<u64> {
+        self.header().map(|h| h.version)
     }
 
-    pub(crate) fn last_active(&self) -> Timestamp {
-        Timestamp(self.u64_at(LAST_ACTIVE) as i64)
+    pub(crate) fn last_active(&self) -> Option<Timestamp> {
+        self.header().map(|h| Timestamp(h.last_active))
     }
 
-    pub(crate) fn expires_at(&self) -> Timestamp {
-        Timestamp(self.u64_at(EXPIRES_AT) as i64)
-    }
-
-    pub(crate) fn stamp(&self) -> u64 {
-        self.u64_at(STAMP)
-    }
-
-    /// Whether the record is live at `now`: `expires_at` is the first instant
-    /// at which it is dead.
-    pub(crate) fn is_live(&self, now: Timestamp) -> bool {
-        self.expires_at() > now
+    /// A copy with `last_active` moved (for `touch`): the data bytes are
+    /// copied as they are, never re-encoded.
+    pub(crate) fn touched(&self, last_active: Timestamp) -> Option<Self> {
+        let header = self.header()?;
+        let mut buf = Vec::with_capacity(self.0.len() + 10);
+        buf.extend_from_slice(&self.0[..header.last_active_at]);
+        put_varint(&mut buf, zigzag(last_active.as_millis().wrapping_sub(header.created_at)));
+        buf.extend_from_slice(&self.0[header.lengths_at..]);
+        Some(Packed(buf.into_boxed_slice()))
     }
 
     /// The owner, as raw bytes (valid UTF-8, since it was a `String`).
     pub(crate) fn user_bytes(&self) -> Option<&[u8]> {
-        self.parts().user
-    }
-
-    /// The owner, if the bytes are what [`Packed::encode`] wrote.
-    pub(crate) fn user_id(&self) -> Option<&str> {
-        self.user_bytes().and_then(|bytes| std::str::from_utf8(bytes).ok())
+        let header = self.header()?;
+        let len = header.user?;
+        self.0.get(header.payload..header.payload + len)
     }
 
     /// Rebuilds the full record.
-    pub(crate) fn decode(&self, key: SessionKey) -> Result<SessionRecord, StoreError> {
-        let Parts { user, data, ip, ua } = self.parts();
+    pub(crate) fn decode(&self, key: SessionKey, expires_at: Timestamp) -> Result<SessionRecord, StoreError> {
+        let header = self.header().ok_or_else(|| StoreError::Corrupt("malformed packed session".into()))?;
+        let mut rest = &self.0[header.payload..];
+        let mut take = |len: usize| {
+            let (part, tail) = rest.split_at(len);
+            rest = tail;
+            part
+        };
+        let user = header.user.map(&mut take);
+        let data = take(header.data);
+        let ip = header.ip.map(&mut take);
+        let ua = header.ua.map(&mut take);
         let text = |bytes: Option<&[u8]>| {
             bytes.map(|bytes| String::from_utf8(bytes.to_vec()).map_err(StoreError::corrupt)).transpose()
         };
         Ok(SessionRecord {
             key,
-            version: self.version(),
+            version: header.version,
             user_id: text(user)?,
             data: SessionData::from_json(data).map_err(StoreError::corrupt)?,
-            created_at: Timestamp(self.u64_at(CREATED_AT) as i64),
-            last_active: self.last_active(),
-            expires_at: self.expires_at(),
+            created_at: Timestamp(header.created_at),
+            last_active: Timestamp(header.last_active),
+            expires_at,
             device: DeviceInfo { ip: text(ip)?, user_agent: text(ua)? },
         })
     }
 
-    /// Bytes held by the value itself (not counting the cache's bookkeeping).
+    /// Bytes of the value itself.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
-
-    fn u64_at(&self, offset: usize) -> u64 {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&self.0[offset..offset + 8]);
-        u64::from_le_bytes(bytes)
-    }
-
-    fn u32_at(&self, offset: usize) -> u32 {
-        let mut bytes = [0u8; 4];
-        bytes.copy_from_slice(&self.0[offset..offset + 4]);
-        u32::from_le_bytes(bytes)
-    }
-
-    /// Splits the payload into user ID, data, IP and user agent.
-    fn parts(&self) -> Parts<'_> {
-        let mut rest = &self.0[HEADER..];
-        let mut take = |slot: usize| {
-            let len = self.u32_at(slot);
-            if len == NONE {
-                return None;
-            }
-            let (part, tail) = rest.split_at(len as usize);
-            rest = tail;
-            Some(part)
-        };
-        let user = take(USER_LEN);
-        let data = take(DATA_LEN).unwrap_or_default();
-        let ip = take(IP_LEN);
-        let ua = take(UA_LEN);
-        Parts { user, data, ip, ua }
-    }
 }
 
-/// The variable-length fields of a [`Packed`] record, borrowed.
-struct Parts<'a> {
-    user: Option<&'a [u8]>,
-    data: &'a [u8],
-    ip: Option<&'a [u8]>,
-    ua: Option<&'a [u8]>,
+fn optional_len(bytes: Option<&[u8]>) -> u64 {
+    bytes.map_or(0, |bytes| bytes.len() as u64 + 1)
 }
 
-fn len(bytes: &[u8]) -> Result<u32, StoreError> {
-    match u32::try_from(bytes.len()) {
-        Ok(len) if len != NONE => Ok(len),
-        _ => Err(StoreError::Unavailable(format!("session field of {} bytes is too large to store", bytes.len()))),
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
     }
+    buf.push(value as u8);
 }
 
-fn optional_len(bytes: Option<&[u8]>) -> Result<u32, StoreError> {
-    bytes.map_or(Ok(NONE), len)
+fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -211,30 +212,41 @@ mod tests {
                 DeviceInfo::new(Some("10.0.0.1".into()), Some("Mozilla/5.0")),
             ] {
                 let record = sample(user, device);
-                let packed = Packed::encode(&record, 99).unwrap();
-                assert_eq!(packed.decode(record.key).unwrap(), record);
-                assert_eq!(packed.user_id(), user);
-                assert_eq!(packed.stamp(), 99);
-                assert_eq!(packed.version(), 7);
+                let packed = Packed::encode(&record).unwrap();
+                assert_eq!(packed.decode(record.key, record.expires_at).unwrap(), record);
+                assert_eq!(packed.user_bytes(), user.map(str::as_bytes));
+                assert_eq!(packed.version(), Some(7));
             }
         }
     }
 
     #[test]
-    fn touch_changes_only_times() {
+    fn extreme_times_round_trip() {
+        let mut record = sample(Some("x"), DeviceInfo::default());
+        for (created, active) in [(i64::MIN, i64::MAX), (0, -5), (-1, 1), (i64::MAX, 0)] {
+            record.created_at = Timestamp(created);
+            record.last_active = Timestamp(active);
+            let packed = Packed::encode(&record).unwrap();
+            assert_eq!(packed.decode(record.key, record.expires_at).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn touch_changes_only_last_active() {
         let record = sample(Some("bob"), DeviceInfo::new(Some("::1".into()), Some("ua")));
-        let packed = Packed::encode(&record, 1).unwrap();
-        let touched = packed.touched(Timestamp(5), Timestamp(6), 2);
-        let decoded = touched.decode(record.key).unwrap();
+        let packed = Packed::encode(&record).unwrap().touched(Timestamp(5)).unwrap();
+        let decoded = packed.decode(record.key, record.expires_at).unwrap();
         assert_eq!(decoded.last_active, Timestamp(5));
-        assert_eq!(decoded.expires_at, Timestamp(6));
-        assert_eq!(touched.stamp(), 2);
-        assert_eq!(SessionRecord { last_active: record.last_active, expires_at: record.expires_at, ..decoded }, record);
+        assert_eq!(SessionRecord { last_active: record.last_active, ..decoded }, record);
     }
 
     #[test]
     fn small_session_is_small() {
-        let packed = Packed::encode(&sample(None, DeviceInfo::default()), 1).unwrap();
-        assert_eq!(packed.len(), HEADER + r#"{"name":"bench","user_id":42}"#.len());
+        let record = sample(Some("42"), DeviceInfo::new(Some("127.0.0.1".into()), None));
+        let packed = Packed::encode(&record).unwrap();
+        // 1 (version) + 6 (created_at) + 2 (last_active, 1 s later) + 4 (lengths) + payload.
+        let payload = 2 + r#"{"name":"bench","user_id":42}"#.len() + "127.0.0.1".len();
+        assert_eq!(packed.len(), 13 + payload);
+        assert!(packed.len() + 8 <= 64, "fits a 64-byte allocator chunk");
     }
 }

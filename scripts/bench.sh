@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The benchmark command: installs what it needs from Debian's packages when
+# missing (wrk, redis-server, PostgreSQL), builds in release mode and runs
+# every measurement, writing docs/benchmarks.md, docs/benchmarks.json and
+# docs/benchmarks.svg. Takes under 15 minutes from a clean clone on the
+# 2-core machine; `scripts/bench.sh --quick` is a 3-minute smoke test.
+# Method and figures: docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v redis-server >/dev/null || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v taskset >/dev/null || missing+=(util-linux)
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then echo "bench.sh: need root to apt-get install ${missing[*]}" >&2; exit 1; fi
+    echo "bench.sh: installing ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --release -p tessera-bench
+exec cargo run --release -q -p tessera-bench -- "$@"
