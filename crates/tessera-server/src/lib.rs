@@ -11,16 +11,21 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod activity_stats;
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod database;
 pub mod error_pages;
 pub mod flash;
 pub mod health;
+pub mod metrics;
 pub mod pages;
+pub mod request_id;
 pub mod password_policy;
 pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
+pub mod settings;
 
 pub use app::{App, AppConfig, AppState, StartupError};

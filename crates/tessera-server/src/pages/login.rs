@@ -59,10 +59,14 @@ pub async fn submit(State(state): State<AppState>, ctx: PageContext, CsrfForm(fo
     match state.accounts.authenticate(&form.username, &form.password).await {
         Ok(Some(user)) => {
             ctx.session.login(user.id.to_string());
+            crate::metrics::login(true);
+            state.activity.login(true);
             tracing::info!(user_id = user.id, "login succeeded");
             Redirect::to(next.as_deref().unwrap_or("/profile")).into_response()
         }
         Ok(None) => {
+            crate::metrics::login(false);
+            state.activity.login(false);
             tracing::info!("login failed");
             let view =
                 LoginPage { page: ctx.chrome("Log in"), username: form.username, next, error: Some(GENERIC_ERROR) };
