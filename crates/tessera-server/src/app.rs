@@ -170,6 +170,8 @@ pub struct App {
     pub router: Router,
     /// The shared state.
     pub state: AppState,
+    /// The session store underneath the engine (server-side stores only).
+    pub store: Option<OpenedStore>,
     background: Vec<tokio::task::JoinHandle<()>>,
     close_store: Option<Closer>,
     shutdown_timeout: Duration,
@@ -269,7 +271,14 @@ impl App {
             }
         }
         let close_store = backends.store.as_ref().and_then(|s| s.close.clone());
-        Ok(App { router, state, background, close_store, shutdown_timeout: config.shutdown_timeout })
+        Ok(App {
+            router,
+            state,
+            store: backends.store.clone(),
+            background,
+            close_store,
+            shutdown_timeout: config.shutdown_timeout,
+        })
     }
 
     /// Serves on `listener` until `shutdown` completes; then stops accepting,
