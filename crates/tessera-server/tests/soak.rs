@@ -157,6 +157,8 @@ async fn soak(store: &'static str, url: String) -> Report {
                     session.insert("n", &n).unwrap();
                     session.insert("cart", &[1u32, 2, 3, 4, 5, 6, 7, 8]).unwrap();
                     engine.commit(&session).await.expect("commit");
+                    // The memory store never waits: let the live requests in.
+                    tokio::task::yield_now().await;
                     if n > 0 && n % (total / 4).max(1) == 0 {
                         rss.lock().unwrap().push(rss_mib());
                     }
@@ -220,12 +222,15 @@ async fn soak(store: &'static str, url: String) -> Report {
     report
 }
 
-fn check(report: &Report, purges_itself: bool) {
+/// `purged_by_purge`: the store relies on `purge_expired` (SQLite,
+/// PostgreSQL); the memory store and Redis expire records themselves.
+fn check(report: &Report, purged_by_purge: bool) {
     assert_eq!(report.request_errors, 0, "live requests failed during the soak: {report:?}");
     assert!(report.requests > 20, "{report:?}");
-    if purges_itself {
-        let left = report.left_over.unwrap_or(0);
-        assert!(left <= 5, "expired sessions left behind: {report:?}");
+    // Only the live user's session (and perhaps a straggler) remains.
+    let left = report.left_over.unwrap_or(0);
+    assert!(left <= 5, "expired sessions left behind: {report:?}");
+    if purged_by_purge {
         assert!(report.purged + 5 >= report.sessions, "purge removed what expired: {report:?}");
     }
     // No drift: the last window's p99 stays near the first's (generous, for
@@ -249,7 +254,7 @@ async fn soak_memory() {
         return;
     }
     let report = soak("memory", "memory://".into()).await;
-    check(&report, true);
+    check(&report, false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
