@@ -176,10 +176,7 @@ const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█
 
 fn sparkline(values: &[i64]) -> String {
     let max = values.iter().copied().max().unwrap_or(0).max(1);
-    values
-        .iter()
-        .map(|v| if *v <= 0 { ' ' } else { SPARKS[((*v * 7 + max - 1) / max).clamp(0, 7) as usize] })
-        .collect()
+    values.iter().map(|v| if *v <= 0 { ' ' } else { SPARKS[((*v * 7 + max - 1) / max).clamp(0, 7) as usize] }).collect()
 }
 
 fn hour_label(hour: i64) -> String {

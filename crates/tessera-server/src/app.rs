@@ -18,17 +18,17 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::accounts::Accounts;
 use crate::activity_stats::ActivityStats;
-use crate::metrics::{MeteredStore, MetricsSource};
-use crate::request_id::{self, TrustedProxies};
-use crate::session_store::{ActiveCounter, Closer, OpenedStore};
-use crate::settings::{IpRange, SameSiteSetting, Settings};
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::health;
+use crate::metrics::{MeteredStore, MetricsSource};
 use crate::pages::{home, login, logout, profile, register};
 use crate::password_policy::PasswordPolicy;
+use crate::request_id::{self, TrustedProxies};
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
+use crate::session_store::{ActiveCounter, Closer, OpenedStore};
+use crate::settings::{IpRange, SameSiteSetting, Settings};
 
 /// Everything the server can be told.
 #[derive(Clone)]
@@ -240,10 +240,10 @@ impl App {
         let backends = Backends::open(&config, Some(activity.clone())).await?;
         let db = backends.db.clone();
         let engine = backends.engine.clone();
-        let csrf_secret = db.secret("csrf").await.map_err(|source| StartupError::Database {
-            url: session_store::mask_url(&config.database_url),
-            source,
-        })?;
+        let csrf_secret = db
+            .secret("csrf")
+            .await
+            .map_err(|source| StartupError::Database { url: session_store::mask_url(&config.database_url), source })?;
         let accounts = Accounts::new(db.clone(), config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,

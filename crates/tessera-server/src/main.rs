@@ -125,9 +125,8 @@ async fn run_server(settings: Settings) -> Result<(), String> {
     };
     let metrics_task = if settings.metrics.enabled && !settings.metrics.listen.is_empty() {
         let metrics_listen = &settings.metrics.listen;
-        let metrics_listener = TcpListener::bind(metrics_listen)
-            .await
-            .map_err(|e| format!("metrics.listen {metrics_listen}: {e}"))?;
+        let metrics_listener =
+            TcpListener::bind(metrics_listen).await.map_err(|e| format!("metrics.listen {metrics_listen}: {e}"))?;
         let metrics_address = metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or(metrics_listen.clone());
         tracing::info!(address = %metrics_address, "metrics on http://{metrics_address}/metrics");
         let router = metrics::router(app.state.metrics.clone());

@@ -30,8 +30,7 @@ use tessera::{SessionKey, SessionRecord, SessionStore, StoreError, Timestamp, Wr
 use crate::activity_stats::ActivityStats;
 
 /// Buckets of request and store latency histograms, in seconds.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -376,7 +376,10 @@ impl Settings {
             && self.metrics.listen.parse::<SocketAddr>().is_err()
             && !self.metrics.listen.contains(':')
         {
-            return bad("metrics.listen", format!("{:?} is not an address such as 127.0.0.1:9300", self.metrics.listen));
+            return bad(
+                "metrics.listen",
+                format!("{:?} is not an address such as 127.0.0.1:9300", self.metrics.listen),
+            );
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return bad("log.filter", error.to_string());

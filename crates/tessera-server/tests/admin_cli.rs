@@ -69,8 +69,7 @@ async fn admin_commands_manage_users_sessions_and_keys() {
     assert_eq!(Browser::new(&server.base).login("alice", PASSWORD).await.status, 303);
 
     // Reset password: bob's session ends, the old password stops working.
-    let (code, out, _) =
-        admin(&db, &["user", "reset-password", "bob", "--password-stdin"], "a brand new passphrase\n");
+    let (code, out, _) = admin(&db, &["user", "reset-password", "bob", "--password-stdin"], "a brand new passphrase\n");
     assert_eq!(code, 0);
     assert!(out.contains("ended 1 session(s)"), "{out}");
     assert_eq!(bob.get("/profile").await.status, 303);

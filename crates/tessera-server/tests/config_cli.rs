@@ -40,11 +40,7 @@ fn file_then_environment_then_flags() {
     // Environment beats the file, in both the new and the old spelling.
     let (code, out, _) = check(
         &[],
-        &[
-            ("TESSERA_CONFIG", config),
-            ("TESSERA_SESSIONS__IDLE_TIMEOUT", "20m"),
-            ("TESSERA_LISTEN", "127.0.0.1:4002"),
-        ],
+        &[("TESSERA_CONFIG", config), ("TESSERA_SESSIONS__IDLE_TIMEOUT", "20m"), ("TESSERA_LISTEN", "127.0.0.1:4002")],
     );
     assert_eq!(code, 0);
     assert!(out.contains("idle_timeout = \"20m\"") && out.contains("127.0.0.1:4002"), "{out}");

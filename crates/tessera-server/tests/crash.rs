@@ -79,7 +79,10 @@ type PageFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = harness
 
 /// Runs a browser step, or `None` if the server died meanwhile (the
 /// harness panics on connection errors, so run it in a task).
-async fn try_page(browser: &mut Browser, step: impl FnOnce(&mut Browser) -> PageFuture<'_> + Send + 'static) -> Option<u16> {
+async fn try_page(
+    browser: &mut Browser,
+    step: impl FnOnce(&mut Browser) -> PageFuture<'_> + Send + 'static,
+) -> Option<u16> {
     let mut owned = browser.clone();
     let task = tokio::spawn(async move {
         let page = step(&mut owned).await;
@@ -128,10 +131,8 @@ async fn crash_and_check(database: String) {
         let server = Server::start(dir.path(), &database, &[], &[]);
         let dead = Arc::new(AtomicBool::new(false));
         let states: Vec<Arc<Mutex<Acked>>> = (0..WORKERS).map(|_| Arc::default()).collect();
-        let tasks: Vec<_> = states
-            .iter()
-            .map(|state| tokio::spawn(worker(server.base.clone(), state.clone(), dead.clone())))
-            .collect();
+        let tasks: Vec<_> =
+            states.iter().map(|state| tokio::spawn(worker(server.base.clone(), state.clone(), dead.clone()))).collect();
         // Let the stream run, then kill -9 in the middle of it.
         tokio::time::sleep(Duration::from_millis(2500 + 300 * (round as u64 % 3))).await;
         server.signal("-KILL");
@@ -169,7 +170,9 @@ async fn crash_and_check(database: String) {
         }
         drop(server);
     }
-    eprintln!("crash: {rounds} kill -9, {total_writes} acknowledged session writes, {checked_sessions} sessions checked");
+    eprintln!(
+        "crash: {rounds} kill -9, {total_writes} acknowledged session writes, {checked_sessions} sessions checked"
+    );
     assert!(total_writes > 0 && checked_sessions > 0);
 }
 

@@ -192,7 +192,8 @@ async fn soak(store: &'static str, url: String) -> Report {
         .map(|w| {
             let (from, to) =
                 (creation_seconds * w as f64 / windows as f64, creation_seconds * (w + 1) as f64 / windows as f64);
-            let mut window: Vec<f64> = samples.iter().filter(|(at, _, _)| *at >= from && *at < to).map(|s| s.1).collect();
+            let mut window: Vec<f64> =
+                samples.iter().filter(|(at, _, _)| *at >= from && *at < to).map(|s| s.1).collect();
             window.sort_by(|a, b| a.total_cmp(b));
             percentile(&window, 0.99)
         })

@@ -177,4 +177,3 @@ async fn redis_connections_cut_and_restored_under_load() {
     let proxy = Proxy::start("127.0.0.1:6379").await;
     fault_run(format!("redis://127.0.0.1:{}", proxy.port), &proxy).await;
 }
-

@@ -93,7 +93,9 @@ pub async fn run(
         AdminCommand::User(UserCommand::Create { username, password_stdin }) => {
             users::create(context, username, *password_stdin, input, out).await
         }
-        AdminCommand::User(UserCommand::Disable { username }) => users::set_enabled(context, username, false, out).await,
+        AdminCommand::User(UserCommand::Disable { username }) => {
+            users::set_enabled(context, username, false, out).await
+        }
         AdminCommand::User(UserCommand::Enable { username }) => users::set_enabled(context, username, true, out).await,
         AdminCommand::User(UserCommand::ResetPassword { username, password_stdin }) => {
             users::reset_password(context, username, *password_stdin, input, out).await
