@@ -27,7 +27,7 @@ use serde_json::Value;
 pub const ENV_PREFIX: &str = "TESSERA_";
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// The public HTTP listener and the request lifecycle.
@@ -243,21 +243,6 @@ impl Default for LogSettings {
 impl Default for StatsSettings {
     fn default() -> Self {
         StatsSettings { flush_interval: Duration::from_secs(10) }
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            server: ServerSettings::default(),
-            database: DatabaseSettings::default(),
-            sessions: SessionSettings::default(),
-            cookie: CookieSettings::default(),
-            passwords: PasswordSettings::default(),
-            metrics: MetricsSettings::default(),
-            log: LogSettings::default(),
-            stats: StatsSettings::default(),
-        }
     }
 }
 

@@ -46,7 +46,7 @@ async fn worker(base: String, acked: Arc<Mutex<Acked>>, dead: Arc<AtomicBool>) {
     let mut round = 0u64;
     while !dead.load(Ordering::Relaxed) {
         round += 1;
-        if round % 7 == 0 {
+        if round.is_multiple_of(7) {
             // Log out and in again: the session changes key.
             acked.lock().unwrap().session_change_in_flight = true;
             let Some(out) = try_page(&mut browser, |b| Box::pin(b.logout())).await else { return };

@@ -159,7 +159,7 @@ async fn soak(store: &'static str, url: String) -> Report {
                     engine.commit(&session).await.expect("commit");
                     // The memory store never waits: let the live requests in.
                     tokio::task::yield_now().await;
-                    if n > 0 && n % (total / 4).max(1) == 0 {
+                    if n > 0 && n.is_multiple_of((total / 4).max(1)) {
                         rss.lock().unwrap().push(rss_mib());
                     }
                 }
