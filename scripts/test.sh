@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
+scripts/browser-deps.sh
+scripts/proxy-deps.sh  # nginx, Caddy and the OpenID Connect test provider (npm ci)
 if [ -n "${CI:-}" ]; then export TESSERA_REQUIRE_SERVICES=1; fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

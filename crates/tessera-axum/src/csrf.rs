@@ -166,6 +166,42 @@ pub(crate) async fn verify(parts: &Parts, submitted: Option<&str>) -> Result<(),
     }
 }
 
+/// The header scripts send the CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Verifies the `X-CSRF-Token` header of a request that the session cookie
+/// authenticates, with the same rules as [`CsrfForm`]: the token must match
+/// the session (or pre-session) binding, and cross-site requests are refused
+/// first. For JSON APIs, where the body is not a form.
+///
+/// Requests authenticated otherwise (a bearer token, which browsers never
+/// attach on their own) need no CSRF token and should not call this.
+///
+/// Rejection: `403` (`/problems/csrf`), or `503` if the session store is down.
+pub async fn verify_csrf_header(parts: &Parts) -> Result<(), Response> {
+    let submitted = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    verify(parts, submitted).await
+}
+
+/// An extractor that succeeds only when [`verify_csrf_header`] does.
+///
+/// ```no_run
+/// use tessera_axum::{CsrfHeader, RequireUser};
+/// async fn delete_thing(_user: RequireUser, _csrf: CsrfHeader) -> &'static str {
+///     "deleted"
+/// }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct CsrfHeader;
+
+impl<S: Send + Sync> FromRequestParts<S> for CsrfHeader {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        verify_csrf_header(parts).await.map(|()| CsrfHeader)
+    }
+}
+
 #[derive(Deserialize)]
 struct TokenField {
     csrf_token: Option<String>,

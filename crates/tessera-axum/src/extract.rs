@@ -100,3 +100,16 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeUser {
 /// the layer uses the socket's peer address (`ConnectInfo`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
+
+/// The client's device (IP address and user agent) as the session layer
+/// records it, for audit trails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientDevice(pub tessera::DeviceInfo);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientDevice {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientDevice(crate::layer::client_device(&parts.extensions, &parts.headers)))
+    }
+}

@@ -164,6 +164,17 @@ fn append_cookie(headers: &mut HeaderMap, cookie: &str) {
     }
 }
 
+/// The client's device as the layer records it: the IP from [`ClientIp`]
+/// (or the socket's peer address) and the `User-Agent` header.
+pub fn client_device(extensions: &http::Extensions, headers: &HeaderMap) -> DeviceInfo {
+    let ip = extensions
+        .get::<ClientIp>()
+        .map(|ip| ip.0)
+        .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    let user_agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+    DeviceInfo::new(ip.map(|ip| ip.to_string()), user_agent)
+}
+
 /// The value of cookie `name` in the request, preferring one that looks like
 /// a session ID when several are sent.
 pub(crate) fn find_cookie(headers: &HeaderMap, name: &str, valid: impl Fn(&str) -> bool) -> Option<String> {
@@ -204,13 +215,7 @@ where
         let cookie_value =
             find_cookie(headers, &self.config.session_cookie, |v| tessera::SessionId::parse(v).is_some());
         let pre_session_secret = find_cookie(headers, &self.config.pre_session_cookie, crate::csrf::valid_secret);
-        let ip = request
-            .extensions()
-            .get::<ClientIp>()
-            .map(|ip| ip.0)
-            .or_else(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
-        let user_agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
-        let device = DeviceInfo::new(ip.map(|ip| ip.to_string()), user_agent);
+        let device = client_device(request.extensions(), headers);
         let slot = Arc::new(SessionSlot {
             config: self.config.clone(),
             cookie_value,

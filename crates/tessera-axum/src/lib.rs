@@ -8,7 +8,9 @@
 //!   (browsers) / `401` (JSON clients);
 //! - [`MaybeUser`] — the user's ID if logged in;
 //! - [`CsrfToken`] — the token to embed in forms, and [`CsrfForm`] — a form
-//!   body whose `csrf_token` field has been verified (`403` otherwise).
+//!   body whose `csrf_token` field has been verified (`403` otherwise);
+//!   [`CsrfHeader`] / [`verify_csrf_header`] — the same check on an
+//!   `X-CSRF-Token` header, for JSON requests authenticated by the cookie.
 //!
 //! Changes to the session are committed after the handler answers, with one
 //! conditional write; a store failure turns the answer into a `503`, never
@@ -67,9 +69,9 @@ mod negotiation;
 mod next_path;
 mod rejection;
 
-pub use csrf::{CsrfForm, CsrfKey, CsrfToken};
-pub use extract::{ClientIp, MaybeUser, RequireUser, Session};
-pub use layer::{SessionLayer, SessionService};
+pub use csrf::{verify_csrf_header, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, CSRF_HEADER};
+pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
+pub use layer::{client_device, SessionLayer, SessionService};
 pub use negotiation::wants_json;
 pub use next_path::safe_next;
 pub use rejection::{CsrfRejection, Problem, SessionUnavailable, Unauthenticated};

@@ -41,6 +41,19 @@ impl From<PasswordError> for AccountsUnavailable {
     }
 }
 
+/// The result of a login attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// The credentials match an enabled account.
+    Succeeded(User),
+    /// They do not. `known_user` is for the audit trail only and must not
+    /// change the answer.
+    Failed {
+        /// The account the name belongs to, if any.
+        known_user: Option<i64>,
+    },
+}
+
 /// User accounts: the database plus password hashing and policy.
 #[derive(Clone)]
 pub struct Accounts {
@@ -76,28 +89,49 @@ impl Accounts {
         }
     }
 
-    /// The user if `username` and `password` match an enabled account.
+    /// Whether `password` is `user`'s current password (for re-authentication).
+    pub async fn verify_password(&self, user: &User, password: &str) -> Result<bool, AccountsUnavailable> {
+        if password.len() > tessera::password::MAX_PASSWORD_BYTES {
+            return Ok(false);
+        }
+        let verdict = self.hasher.verify(password.to_owned(), user.password_hash.clone()).await?;
+        Ok(verdict.valid)
+    }
+
+    /// Replaces `user`'s password after checking the policy.
+    pub async fn change_password(&self, user: &User, new_password: &str) -> Result<(), RegisterError> {
+        self.policy.check(new_password).map_err(RegisterError::InvalidPassword)?;
+        let hash = self.hasher.hash(new_password.to_owned()).await.map_err(AccountsUnavailable::from)?;
+        self.db.set_password_hash(user.id, &hash).await.map_err(AccountsUnavailable::from)?;
+        Ok(())
+    }
+
+    /// Checks `username` and `password`.
     ///
     /// Unknown names, malformed names, disabled accounts and wrong passwords
-    /// all cost one argon2 verification and all return `None`, so neither the
-    /// answer nor its timing tells which it was. A hash made with outdated
-    /// parameters is replaced while the plaintext is at hand.
-    pub async fn authenticate(&self, username: &str, password: &str) -> Result<Option<User>, AccountsUnavailable> {
-        if password.len() > tessera::password::MAX_PASSWORD_BYTES {
-            // Refused before hashing; the same "wrong credentials" answer.
-            return Ok(None);
-        }
+    /// all cost one argon2 verification and all fail alike, so neither the
+    /// answer nor its timing tells which it was (the outcome names the user
+    /// only for the audit trail). A hash made with outdated parameters is
+    /// replaced while the plaintext is at hand.
+    pub async fn authenticate(&self, username: &str, password: &str) -> Result<LoginOutcome, AccountsUnavailable> {
         let user = match check_username(username) {
             Ok(key) => self.db.user_by_name(&key).await?,
             Err(_) => None,
         };
+        let known_user = user.as_ref().map(|u| u.id);
+        if password.len() > tessera::password::MAX_PASSWORD_BYTES {
+            // Refused before hashing; the same "wrong credentials" answer.
+            return Ok(LoginOutcome::Failed { known_user });
+        }
         let stored = user.as_ref().and_then(|u| u.password_hash.clone());
         let verdict = self.hasher.verify(password.to_owned(), stored).await?;
-        let Some(user) = user.filter(|u| verdict.valid && u.disabled_at.is_none()) else { return Ok(None) };
+        let Some(user) = user.filter(|u| verdict.valid && u.disabled_at.is_none()) else {
+            return Ok(LoginOutcome::Failed { known_user });
+        };
         if verdict.needs_rehash {
             let hash = self.hasher.hash(password.to_owned()).await?;
             self.db.set_password_hash(user.id, &hash).await?;
         }
-        Ok(Some(user))
+        Ok(LoginOutcome::Succeeded(user))
     }
 }

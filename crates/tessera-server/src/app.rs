@@ -5,30 +5,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use tessera::password::PasswordHasher;
 use tessera::{Clock, CookieConfig, ExpiryPolicy, SameSite, SessionEngine, SessionStore, SystemClock};
 use tessera_axum::{CsrfKey, SessionLayer};
 use tessera_store_cookie::{CookieSealer, SealingKey};
+use tessera_token::TokenSettings;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::accounts::Accounts;
 use crate::activity_stats::ActivityStats;
+use crate::api;
+use crate::api::tokens::TokenService;
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
+use crate::forward_auth::{self, ForwardAuthConfig};
 use crate::health;
 use crate::metrics::{MeteredStore, MetricsSource};
-use crate::pages::{home, login, logout, profile, register};
+use crate::oidc::{self, Oidc, OidcProviderConfig};
+use crate::pages::{
+    account, account_activity, account_password, account_sessions, home, login, logout, profile, register,
+};
 use crate::password_policy::PasswordPolicy;
 use crate::request_id::{self, TrustedProxies};
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
 use crate::session_store::{ActiveCounter, Closer, OpenedStore};
 use crate::settings::{IpRange, SameSiteSetting, Settings};
+use crate::static_files;
 
 /// Everything the server can be told.
 #[derive(Clone)]
@@ -56,6 +62,11 @@ pub struct AppConfig {
     pub purge_interval: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long after typing a password sensitive actions need no re-entry.
+    pub reauth_window: Duration,
+    /// Send `Strict-Transport-Security` (on when serving TLS, or when a
+    /// TLS-terminating proxy is in front).
+    pub hsts: bool,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
     /// Whose `x-request-id` header is believed.
@@ -69,6 +80,19 @@ pub struct AppConfig {
     pub stats_flush_interval: Duration,
     /// How often live sessions are counted (where cheap) for metrics.
     pub active_sessions_interval: Duration,
+    /// Access tokens: issuer, audience, lifetime (default 15 minutes).
+    pub tokens: TokenSettings,
+    /// How long an unused refresh token stays valid.
+    pub refresh_token_ttl: Duration,
+    /// The address browsers use for tessera (`https://auth.example.com`):
+    /// OpenID Connect callbacks and forward-auth login redirects.
+    pub public_url: Option<String>,
+    /// OpenID Connect providers users can log in with.
+    pub oidc_providers: Vec<OidcProviderConfig>,
+    /// Shortest time between two JWKS fetches caused by an unknown signing key.
+    pub oidc_jwks_min_refresh: Duration,
+    /// `/auth/verify` for reverse proxies.
+    pub forward_auth: ForwardAuthConfig,
 }
 
 impl Default for AppConfig {
@@ -85,12 +109,20 @@ impl Default for AppConfig {
             password_policy: PasswordPolicy::default(),
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
+            reauth_window: Duration::from_secs(10 * 60),
+            hsts: false,
             test_routes: false,
             trusted_proxies: Vec::new(),
             metrics_on_public_listener: false,
             shutdown_timeout: Duration::from_secs(30),
             stats_flush_interval: Duration::from_secs(10),
             active_sessions_interval: Duration::from_secs(30),
+            tokens: TokenSettings::new("tessera", "tessera-api"),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            public_url: None,
+            oidc_providers: Vec::new(),
+            oidc_jwks_min_refresh: Duration::from_secs(30),
+            forward_auth: ForwardAuthConfig::default(),
         }
     }
 }
@@ -137,6 +169,9 @@ pub enum StartupError {
     /// The session store could not be opened.
     #[error(transparent)]
     SessionStore(#[from] SessionStoreUrlError),
+    /// The OpenID Connect configuration is unusable.
+    #[error("OpenID Connect: {0}")]
+    Oidc(String),
     /// The listen address could not be bound.
     #[error("--listen {address}: {source}")]
     Listen {
@@ -162,6 +197,29 @@ pub struct AppState {
     pub activity: ActivityStats,
     /// What `/metrics` renders.
     pub metrics: MetricsSource,
+    /// Access and refresh tokens for the API.
+    pub tokens: Arc<TokenService>,
+    /// OpenID Connect providers.
+    pub oidc: Arc<Oidc>,
+    /// Forward-auth settings (also used for the login page's `next`).
+    pub forward_auth: Arc<ForwardAuthConfig>,
+    /// The public base URL, if configured.
+    pub public_url: Option<String>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// See [`AppConfig::reauth_window`].
+    pub reauth_window: Duration,
+}
+
+impl AppState {
+    /// Revokes every API refresh-token family of the user (password change,
+    /// account deletion, log out everywhere). Access tokens already issued
+    /// expire on their own within their lifetime (15 minutes by default).
+    pub async fn revoke_api_tokens(&self, user_id: i64) -> Result<(), crate::database::DatabaseError> {
+        self.tokens.revoke_all_refresh_families(user_id).await.map(|_| ())
+    }
 }
 
 /// A built server, ready to serve.
@@ -240,10 +298,27 @@ impl App {
         let backends = Backends::open(&config, Some(activity.clone())).await?;
         let db = backends.db.clone();
         let engine = backends.engine.clone();
-        let csrf_secret = db
-            .secret("csrf")
-            .await
-            .map_err(|source| StartupError::Database { url: session_store::mask_url(&config.database_url), source })?;
+        let database_error =
+            |source| StartupError::Database { url: session_store::mask_url(&config.database_url), source };
+        let csrf_secret = db.secret("csrf").await.map_err(database_error)?;
+        let tokens =
+            TokenService::open(db.clone(), config.clock.clone(), config.tokens.clone(), config.refresh_token_ttl)
+                .await
+                .map_err(|source| StartupError::Database {
+                    url: session_store::mask_url(&config.database_url),
+                    source,
+                })?;
+        let flow_secret = db.secret("oidc-flow").await.map_err(database_error)?;
+        let oidc = Oidc::new(
+            &config.oidc_providers,
+            config.public_url.as_deref(),
+            flow_secret,
+            &config.cookie,
+            config.clock.clone(),
+            config.oidc_jwks_min_refresh,
+        )
+        .map_err(StartupError::Oidc)?;
+        oidc.warm_up();
         let accounts = Accounts::new(db.clone(), config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
@@ -252,6 +327,13 @@ impl App {
             store_timeout: config.store_timeout,
             activity: activity.clone(),
             metrics: MetricsSource::new(config.hasher.clone()),
+            tokens: Arc::new(tokens),
+            oidc: Arc::new(oidc),
+            forward_auth: Arc::new(config.forward_auth.clone()),
+            public_url: config.public_url.clone(),
+            clock: config.clock.clone(),
+            max_body_bytes: config.max_body_bytes,
+            reauth_window: config.reauth_window,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
@@ -290,6 +372,30 @@ impl App {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves TLS on `listener` with `tls` (see [`crate::tls`]).
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` support.
+        let listener = axum::serve::ListenerExt::tap_io(crate::tls::TlsListener::new(listener, tls)?, |_| {});
+        self.serve_on(listener, shutdown).await
+    }
+
+    async fn serve_on<L>(
+        self,
+        listener: L,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()>
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+        SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    {
         let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
         let graceful = {
             let mut rx = signalled_tx.subscribe();
@@ -337,7 +443,18 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/register", get(register::show).post(register::submit))
         .route("/login", get(login::show).post(login::submit))
         .route("/profile", get(profile::show))
-        .route("/logout", post(logout::submit));
+        .route("/logout", post(logout::submit))
+        .route("/account", get(account::show))
+        .route("/account/delete", post(account::delete))
+        .route("/account/sessions", get(account_sessions::show))
+        .route("/account/sessions/revoke", post(account_sessions::revoke))
+        .route("/account/password", get(account_password::show).post(account_password::submit))
+        .route("/account/activity", get(account_activity::show))
+        .route("/account/identities/unlink", post(account::unlink))
+        .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
+        .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))
+        .route("/auth/verify", get(forward_auth::verify))
+        .merge(api::router());
     if config.test_routes {
         pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));
     }
@@ -347,16 +464,21 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // Probes and static files never touch the session.
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
-        .route("/static/style.css", get(stylesheet));
+        .merge(static_files::routes());
     if config.metrics_on_public_listener {
         let source = state.metrics.clone();
         router = router.route("/metrics", get(move || async move { crate::metrics::endpoint(State(source)).await }));
     }
     let mut router = router
-        .layer(middleware::from_fn_with_state(state.clone(), render_errors))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
+        // The limit sits inside render_errors so its 413 becomes a page or
+        // a problem document like every other error.
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), render_errors));
     for layer in security_headers::layers() {
         router = router.layer(layer);
+    }
+    if config.hsts {
+        router = router.layer(security_headers::hsts());
     }
     router
         .layer(middleware::from_fn(crate::metrics::track))
@@ -365,13 +487,6 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
             request_id::assign,
         ))
         .with_state(state)
-}
-
-async fn stylesheet() -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/css; charset=utf-8"), (CACHE_CONTROL, "public, max-age=3600")],
-        include_str!("../static/style.css"),
-    )
 }
 
 async fn count_active_periodically(

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use serde_json::Value;
+
+use crate::forward_auth::{parse_forward_header, parse_trusted_proxy, ForwardHeader};
+use crate::oidc::{parse_provider, parse_provider_list, OidcProviderConfig, OidcProviderList};
 
 /// tessera: a session and authentication service.
 #[derive(Debug, Parser)]
@@ -37,7 +41,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the web server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Manage the keys that sign API access tokens.
+    Keys {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Check or document the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -48,12 +58,29 @@ pub enum Command {
     Admin(AdminArgs),
 }
 
+/// `tessera keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a new signing key. New access tokens carry its kid; the old
+    /// public keys stay in the JWKS and keep verifying until the tokens they
+    /// signed have expired. Running servers pick the new key up within 30 s.
+    Rotate(DatabaseArgs),
+}
+
+/// Just the database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// sqlite://FILE or postgres://USER@HOST/DB, as for `serve`.
+    #[arg(long, env = "TESSERA_DATABASE_URL", default_value = "sqlite://tessera.db")]
+    pub database: String,
+}
+
 /// `tessera config …`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration (file, environment, flags) and print the
     /// effective one, passwords masked. Exit code 0 if valid, 2 if not.
-    Check(ServeArgs),
+    Check(Box<ServeArgs>),
     /// Print the reference of every setting as Markdown (docs/configuration.md).
     Reference,
 }
@@ -180,7 +207,7 @@ pub struct StoreArgs {
 }
 
 /// Flags of `tessera serve`.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on. [config: server.listen; default: 127.0.0.1:3000]
     #[arg(long, env = "TESSERA_LISTEN")]
@@ -225,6 +252,86 @@ pub struct ServeArgs {
     /// [config: server.shutdown_timeout; default: 30s]
     #[arg(long, env = "TESSERA_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    /// [config: server.max_body_bytes; default: 65536]
+    #[arg(long, env = "TESSERA_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Send Strict-Transport-Security even without --tls-cert (when a
+    /// TLS-terminating proxy is in front). Always on with --tls-cert.
+    #[arg(long, env = "TESSERA_HSTS", default_value_t = false)]
+    pub hsts: bool,
+
+    /// Lifetime of API access tokens (e.g. 15m).
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// An API refresh token unused this long expires (e.g. 30d).
+    #[arg(long, env = "TESSERA_REFRESH_TOKEN_TTL", default_value = "30days", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+
+    /// The `iss` claim of access tokens, usually the server's public URL.
+    #[arg(long, env = "TESSERA_TOKEN_ISSUER", default_value = "tessera")]
+    pub token_issuer: String,
+
+    /// Share the session cookie with sibling hosts (e.g. example.com for
+    /// app.example.com and wiki.example.com behind forward-auth). The cookie
+    /// is then named __Secure-id instead of __Host-id, which forbids a Domain.
+    #[arg(long, env = "TESSERA_COOKIE_DOMAIN")]
+    pub cookie_domain: Option<String>,
+
+    /// The address browsers use for tessera, e.g. https://auth.example.com.
+    /// Needed for OpenID Connect (callback URLs) and used for forward-auth
+    /// login redirects.
+    #[arg(long, env = "TESSERA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// An OpenID Connect provider as a JSON object, e.g.
+    /// '{"id":"corp","issuer":"https://id.corp.example","client_id":"tessera","client_secret_env":"CORP_SECRET"}'.
+    /// Repeat for several.
+    #[arg(long = "oidc-provider", value_parser = parse_provider)]
+    pub oidc_provider: Vec<OidcProviderConfig>,
+
+    /// OpenID Connect providers as a JSON array of the same objects.
+    #[arg(long, env = "TESSERA_OIDC_PROVIDERS", value_parser = parse_provider_list, hide_env_values = true)]
+    pub oidc_providers: Option<OidcProviderList>,
+
+    /// A reverse proxy (IP or CIDR) whose X-Forwarded-* / X-Original-URL
+    /// headers /auth/verify believes, and whose x-request-id is kept.
+    /// Repeat, or separate with commas. Adds to server.trusted_proxies.
+    #[arg(long = "trusted-proxy", env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// A host behind forward-auth that the login page may send users back to
+    /// (app.example.com, app.example.com:8443, or *.example.com). Repeat, or
+    /// separate with commas.
+    #[arg(long = "protected-host", env = "TESSERA_PROTECTED_HOSTS", value_delimiter = ',')]
+    pub protected_hosts: Vec<String>,
+
+    /// An extra header of /auth/verify answers: NAME=FIELD with FIELD one of
+    /// username, id, email (e.g. X-Remote-User=username). Repeatable.
+    #[arg(long = "forward-auth-header", value_parser = parse_forward_header)]
+    pub forward_auth_headers: Vec<ForwardHeader>,
+}
+
+impl ServeArgs {
+    /// Every configured OpenID Connect provider: the flags, then the variable.
+    pub fn all_oidc_providers(&self) -> Vec<OidcProviderConfig> {
+        let mut all = self.oidc_provider.clone();
+        if let Some(list) = &self.oidc_providers {
+            all.extend(list.0.iter().cloned());
+        }
+        all
+    }
 }
 
 /// Which flag (and the environment variable clap reads for it) sets which
@@ -243,6 +350,7 @@ pub fn flag_settings() -> Vec<(String, String, Option<String>)> {
         ("cookie_same_site", "cookie.same_site"),
         ("metrics_listen", "metrics.listen"),
         ("shutdown_timeout", "server.shutdown_timeout"),
+        ("max_body_bytes", "server.max_body_bytes"),
         ("log_format", "log.format"),
     ];
     keys.iter()
@@ -298,6 +406,9 @@ impl ServeArgs {
         if let Some(d) = &self.shutdown_timeout {
             out.push(("server.shutdown_timeout", text(d)));
         }
+        if let Some(bytes) = self.max_body_bytes {
+            out.push(("server.max_body_bytes", Value::from(bytes)));
+        }
         out
     }
 }
@@ -326,9 +437,33 @@ mod tests {
     }
 
     #[test]
+    fn oidc_and_forward_auth_flags() {
+        let cli = Cli::try_parse_from([
+            "tessera",
+            "--oidc-provider",
+            r#"{"id":"a","issuer":"https://a.example","client_id":"c","client_secret":"s"}"#,
+            "--trusted-proxy",
+            "127.0.0.1,10.0.0.0/8",
+            "--protected-host",
+            "app.example.com",
+            "--forward-auth-header",
+            "X-Remote-User=username",
+            "--cookie-domain",
+            "example.com",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.all_oidc_providers().len(), 1);
+        assert_eq!(cli.serve.trusted_proxies.len(), 2);
+        assert_eq!(cli.serve.protected_hosts, ["app.example.com"]);
+        assert_eq!(cli.serve.forward_auth_headers.len(), 1);
+        assert_eq!(cli.serve.cookie_domain.as_deref(), Some("example.com"));
+        assert!(Cli::try_parse_from(["tessera", "--oidc-provider", "{}"]).is_err());
+    }
+
+    #[test]
     fn every_flag_names_a_real_setting() {
         let flags = flag_settings();
-        assert_eq!(flags.len(), 11, "{flags:?}");
+        assert_eq!(flags.len(), 12, "{flags:?}");
         let keys = crate::settings::setting_keys();
         for (key, _, _) in flags {
             assert!(keys.contains(&key), "{key}");

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
-use tessera_axum::{wants_json, Problem};
+use tessera_axum::{safe_next, wants_json, Problem};
 
 use crate::app::AppState;
 use crate::pages::{render, Chrome};
@@ -102,12 +102,19 @@ struct ErrorPage<'a> {
     status: u16,
     heading: &'a str,
     detail: &'a str,
+    /// Where "Try again" goes: the same address, for a failed `GET`.
+    retry: Option<String>,
 }
 
 /// Renders every error answer in the site's look, or as a problem document
 /// for JSON clients, and turns a panic into a 500 without a stack trace.
 pub async fn render_errors(State(_state): State<AppState>, request: Request, next: Next) -> Response {
-    let json = wants_json(request.headers());
+    // API paths always answer in problem documents, whatever Accept says.
+    let json = wants_json(request.headers()) || crate::api::is_api_path(request.uri().path());
+    let retry = (request.method() == http::Method::GET)
+        .then(|| request.uri().path_and_query().map(|p| p.as_str().to_owned()))
+        .flatten()
+        .filter(|path| safe_next(path).is_some());
     let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,
         Err(_) => {
@@ -145,6 +152,7 @@ pub async fn render_errors(State(_state): State<AppState>, request: Request, nex
             status: status.as_u16(),
             heading: &problem.title,
             detail: &problem.detail,
+            retry: retry.filter(|_| status.is_server_error()),
         };
         render(status, &page)
     };

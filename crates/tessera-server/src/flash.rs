@@ -18,6 +18,16 @@ pub enum Flash {
     LoggedOut,
     /// After registration.
     Welcome,
+    /// After logging in.
+    LoggedIn,
+    /// After a password change.
+    PasswordChanged,
+    /// After revoking one other session.
+    SessionSignedOut,
+    /// After revoking every other session.
+    OthersSignedOut,
+    /// After deleting the account.
+    AccountDeleted,
 }
 
 impl Flash {
@@ -25,6 +35,11 @@ impl Flash {
         match self {
             Flash::LoggedOut => "logged-out",
             Flash::Welcome => "welcome",
+            Flash::LoggedIn => "logged-in",
+            Flash::PasswordChanged => "password-changed",
+            Flash::SessionSignedOut => "session-signed-out",
+            Flash::OthersSignedOut => "others-signed-out",
+            Flash::AccountDeleted => "account-deleted",
         }
     }
 
@@ -32,6 +47,11 @@ impl Flash {
         match code {
             "logged-out" => Some(Flash::LoggedOut),
             "welcome" => Some(Flash::Welcome),
+            "logged-in" => Some(Flash::LoggedIn),
+            "password-changed" => Some(Flash::PasswordChanged),
+            "session-signed-out" => Some(Flash::SessionSignedOut),
+            "others-signed-out" => Some(Flash::OthersSignedOut),
+            "account-deleted" => Some(Flash::AccountDeleted),
             _ => None,
         }
     }
@@ -41,6 +61,11 @@ impl Flash {
         match self {
             Flash::LoggedOut => "You are logged out.",
             Flash::Welcome => "Welcome! Your account is ready and you are logged in.",
+            Flash::LoggedIn => "Welcome back! You are logged in.",
+            Flash::PasswordChanged => "Password changed; other devices were signed out.",
+            Flash::SessionSignedOut => "That session was signed out.",
+            Flash::OthersSignedOut => "All other devices were signed out.",
+            Flash::AccountDeleted => "Your account was deleted. Goodbye.",
         }
     }
 

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use tessera_server::admin::{self, AdminContext};
 use tessera_server::app::Backends;
-use tessera_server::cli::{Cli, Command, ConfigCommand, ServeArgs, SessionsCommand, StatsArgs};
+use tessera_server::api::tokens::TokenService;
+use tessera_server::cli::{Cli, Command, ConfigCommand, DatabaseArgs, KeysCommand, ServeArgs, SessionsCommand, StatsArgs};
+use tessera_server::settings::IpRange;
 use tessera_server::settings::{LogFormat, Settings};
-use tessera_server::{activity_stats, cli, database::Database, metrics, App, AppConfig};
+use tessera_server::{activity_stats, cli, database::Database, metrics, tls, App, AppConfig};
 use tokio::net::TcpListener;
 
 /// Exit code of a configuration that cannot be used.
@@ -20,7 +22,7 @@ async fn main() -> ExitCode {
     let overrides = match &cli.command {
         None => cli.serve.overrides(),
         Some(Command::Serve(args)) | Some(Command::Config(ConfigCommand::Check(args))) => args.overrides(),
-        Some(Command::Config(ConfigCommand::Reference)) => Vec::new(),
+        Some(Command::Config(ConfigCommand::Reference)) | Some(Command::Keys { .. }) => Vec::new(),
         Some(Command::Sessions(SessionsCommand::Stats(args))) => args.stores.overrides(),
         Some(Command::Admin(args)) => args.stores.overrides(),
     };
@@ -40,7 +42,14 @@ async fn main() -> ExitCode {
     init_logging(&settings);
     match cli.command {
         None => serve(cli.serve, settings).await,
-        Some(Command::Serve(args)) => serve(args, settings).await,
+        Some(Command::Serve(args)) => serve(*args, settings).await,
+        Some(Command::Keys { action: KeysCommand::Rotate(args) }) => match rotate_keys(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("tessera: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Config(ConfigCommand::Check(_))) => match settings.to_masked_toml() {
             Ok(text) => {
                 println!("# configuration is valid; effective settings (passwords masked):\n");
@@ -100,8 +109,8 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-async fn serve(_args: ServeArgs, settings: Settings) -> ExitCode {
-    match run_server(settings).await {
+async fn serve(args: ServeArgs, settings: Settings) -> ExitCode {
+    match run_server(args, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("tessera: {message}");
@@ -110,8 +119,34 @@ async fn serve(_args: ServeArgs, settings: Settings) -> ExitCode {
     }
 }
 
-async fn run_server(settings: Settings) -> Result<(), String> {
-    let config = AppConfig::from_settings(&settings)?;
+async fn run_server(args: ServeArgs, settings: Settings) -> Result<(), String> {
+    let mut config = AppConfig::from_settings(&settings)?;
+    // Flags that are not (yet) settings of the configuration file.
+    config.refresh_token_ttl = args.refresh_token_ttl;
+    config.tokens.access_ttl = args.access_token_ttl;
+    config.tokens.issuer = args.token_issuer.clone();
+    config.cookie.domain = args.cookie_domain.clone().filter(|d| !d.is_empty());
+    config.public_url = args.public_url.clone();
+    config.oidc_providers = args.all_oidc_providers();
+    // One notion of trusted proxies: forward-auth headers and request IDs.
+    config.forward_auth.trusted_proxies = args.trusted_proxies.clone();
+    for proxy in &settings.server.trusted_proxies {
+        let net = proxy
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| proxy.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| format!("server.trusted_proxies: {proxy:?} is not an IP address or range"))?;
+        config.forward_auth.trusted_proxies.push(net);
+    }
+    for net in &args.trusted_proxies {
+        config.trusted_proxies.extend(IpRange::parse(&net.to_string()));
+    }
+    config.forward_auth.protected_hosts = args.protected_hosts.clone();
+    config.forward_auth.headers.extend(args.forward_auth_headers.iter().cloned());
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(|e| e.to_string())?),
+        _ => None,
+    };
+    config.hsts = args.hsts || tls.is_some();
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let listen = &settings.server.listen;
     let listener = TcpListener::bind(listen).await.map_err(|e| format!("server.listen {listen}: {e}"))?;
@@ -139,17 +174,35 @@ async fn run_server(settings: Settings) -> Result<(), String> {
     } else {
         None
     };
-    tracing::info!(%address, "tessera listening on http://{address}");
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal received");
         let _ = stop_tx.send(true);
     });
-    app.serve(listener, stopped()).await.map_err(|e| e.to_string())?;
+    match tls {
+        Some(tls) => {
+            tracing::info!(%address, "tessera listening on https://{address}");
+            app.serve_tls(listener, tls, stopped()).await.map_err(|e| e.to_string())?;
+        }
+        None => {
+            tracing::info!(%address, "tessera listening on http://{address}");
+            app.serve(listener, stopped()).await.map_err(|e| e.to_string())?;
+        }
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }
     tracing::info!("tessera stopped");
+    Ok(())
+}
+
+async fn rotate_keys(args: DatabaseArgs) -> Result<(), String> {
+    let masked = tessera_server::session_store::mask_url(&args.database);
+    let db = Database::connect(&args.database).await.map_err(|e| format!("--database {masked:?}: {e}"))?;
+    let kid = TokenService::rotate_keys(&db, tessera::Timestamp::now()).await.map_err(|e| e.to_string())?;
+    db.close().await;
+    // Only the public key ID: the private key never leaves the database.
+    println!("new signing key {kid}; running servers switch to it within 30 seconds");
     Ok(())
 }
 

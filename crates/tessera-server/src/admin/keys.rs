@@ -4,8 +4,8 @@ use std::io::Write;
 
 use super::{say, AdminContext, AdminError};
 
-/// Rotates every key the server owns: today the cookie sealing key; JWT
-/// signing keys join through [`rotate_jwt_signing_keys`].
+/// Rotates every key the server owns: the cookie sealing key and the JWT
+/// signing keys through [`rotate_jwt_signing_keys`].
 pub async fn rotate(context: &AdminContext, out: &mut dyn Write) -> Result<(), AdminError> {
     rotate_cookie_sealing_key(context, out).await?;
     rotate_jwt_signing_keys(context, out).await?;
@@ -23,8 +23,12 @@ pub async fn rotate_cookie_sealing_key(context: &AdminContext, out: &mut dyn Wri
     Ok(())
 }
 
-/// JWT signing key rotation: the place where it will be called once JWT
-/// signing keys exist. Does nothing today.
-pub async fn rotate_jwt_signing_keys(_context: &AdminContext, _out: &mut dyn Write) -> Result<(), AdminError> {
+/// Adds a new JWT signing key for API access tokens (the same as `tessera
+/// keys rotate`); old public keys keep verifying until their tokens expire.
+pub async fn rotate_jwt_signing_keys(context: &AdminContext, out: &mut dyn Write) -> Result<(), AdminError> {
+    let kid = crate::api::tokens::TokenService::rotate_keys(&context.backends.db, context.config.clock.now())
+        .await
+        .map_err(|e| AdminError::Failed(e.to_string()))?;
+    say(out, format!("JWT signing key rotated: new key {kid}; running servers switch to it within 30 seconds"));
     Ok(())
 }

@@ -4,22 +4,31 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use tessera_axum::{CsrfForm, Session};
+use tessera_axum::{ClientDevice, CsrfForm, Session};
 
 use crate::app::AppState;
+use crate::audit::AuditKind;
 use crate::flash::Flash;
+use http::HeaderValue;
 
 /// The logout form carries only its CSRF token.
 #[derive(Deserialize)]
 pub struct LogoutForm {}
 
 /// Destroys the session, clears the cookie and goes to the login page.
-pub async fn submit(State(state): State<AppState>, session: Session, _: CsrfForm<LogoutForm>) -> Response {
-    if let Some(user_id) = session.user_id() {
-        tracing::info!(user_id = %user_id, "logout");
+pub async fn submit(
+    State(state): State<AppState>,
+    session: Session,
+    ClientDevice(device): ClientDevice,
+    _: CsrfForm<LogoutForm>,
+) -> Response {
+    if let Some(user_id) = session.user_id().and_then(|id| id.parse::<i64>().ok()) {
+        let _ = state.accounts.database().audit(AuditKind::Logout, Some(user_id), &device, state.clock.now()).await;
     }
     session.logout();
     let mut response = Redirect::to("/login").into_response();
+    // Whatever the browser cached or stored for this site goes with the session.
+    response.headers_mut().insert("clear-site-data", HeaderValue::from_static("\"cache\", \"storage\""));
     Flash::LoggedOut.set(state.engine.cookie_config(), response.headers_mut());
     response
 }

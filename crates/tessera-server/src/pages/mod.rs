@@ -1,5 +1,9 @@
 //! Server-rendered pages: the membership flow in the browser.
 
+pub mod account;
+pub mod account_activity;
+pub mod account_password;
+pub mod account_sessions;
 pub mod home;
 pub mod login;
 pub mod logout;
@@ -9,7 +13,9 @@ pub mod register;
 use askama::Template;
 use axum::extract::FromRequestParts;
 use axum::response::{Html, IntoResponse, Response};
+use http::header::CACHE_CONTROL;
 use http::request::Parts;
+use http::HeaderValue;
 use http::StatusCode;
 use tessera_axum::{CsrfToken, Session};
 
@@ -37,6 +43,8 @@ pub struct PageContext {
     pub user: Option<User>,
     /// The session.
     pub session: Session,
+    /// The client, for audit events.
+    pub device: tessera::DeviceInfo,
     csrf: String,
     flash: Option<Flash>,
     state: AppState,
@@ -49,13 +57,29 @@ impl PageContext {
     }
 
     /// Renders `template` with `status`, clearing a flash that was shown.
+    ///
+    /// Pages are never stored by the browser (`no-store`): they carry a CSRF
+    /// token and, once logged in, the user's data, which the back button
+    /// must not show again after logout.
     pub fn render(&self, status: StatusCode, template: &impl Template) -> Response {
         let mut response = render(status, template);
+        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.flash.is_some() {
             Flash::clear(self.state.engine.cookie_config(), response.headers_mut());
         }
         response
     }
+}
+
+/// A time for people ("21 November 2026, 22:05 UTC") and for machines (RFC 3339).
+pub fn display_time(at: tessera::Timestamp) -> (String, String) {
+    let time = time::OffsetDateTime::from_unix_timestamp(at.as_millis().div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let human = time
+        .format(time::macros::format_description!("[day padding:none] [month repr:long] [year], [hour]:[minute] UTC"))
+        .unwrap_or_default();
+    let iso = time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    (human, iso)
 }
 
 /// Renders a template, or a plain 500 if rendering itself fails.
@@ -86,6 +110,7 @@ impl FromRequestParts<AppState> for PageContext {
             None => None,
         };
         let flash = Flash::read(state.engine.cookie_config(), &parts.headers);
-        Ok(PageContext { user, session, csrf: csrf.as_str().to_owned(), flash, state: state.clone() })
+        let device = tessera_axum::client_device(&parts.extensions, &parts.headers);
+        Ok(PageContext { user, session, device, csrf: csrf.as_str().to_owned(), flash, state: state.clone() })
     }
 }

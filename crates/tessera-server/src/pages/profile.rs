@@ -26,16 +26,8 @@ pub async fn show(RequireUser(_): RequireUser, ctx: PageContext) -> Response {
         return Redirect::to("/login").into_response();
     };
     let visits = ctx.session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).unwrap_or(0);
-    let created = time::OffsetDateTime::from_unix_timestamp(user.created_at.as_millis() / 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let view = ProfilePage {
-        page: ctx.chrome("Your profile"),
-        username: user.username,
-        created_at: created
-            .format(time::macros::format_description!("[day] [month repr:long] [year], [hour]:[minute] UTC"))
-            .unwrap_or_default(),
-        created_at_iso: created.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        visits,
-    };
+    let (created_at, created_at_iso) = super::display_time(user.created_at);
+    let view =
+        ProfilePage { page: ctx.chrome("Your profile"), username: user.username, created_at, created_at_iso, visits };
     ctx.render(StatusCode::OK, &view)
 }

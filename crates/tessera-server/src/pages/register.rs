@@ -10,8 +10,10 @@ use tessera_axum::CsrfForm;
 use super::{Chrome, PageContext};
 use crate::accounts::RegisterError;
 use crate::app::AppState;
+use crate::audit::AuditKind;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
+use crate::reauthentication;
 
 #[derive(Template)]
 #[template(path = "register.html")]
@@ -60,8 +62,10 @@ pub async fn submit(
 ) -> Response {
     match state.accounts.register(&form.username, &form.password).await {
         Ok(user) => {
+            let now = state.clock.now();
             ctx.session.login(user.id.to_string());
-            tracing::info!(user_id = user.id, "user registered");
+            reauthentication::mark(&ctx.session, now);
+            let _ = state.accounts.database().audit(AuditKind::SignUp, Some(user.id), &ctx.device, now).await;
             let mut response = Redirect::to("/profile").into_response();
             Flash::Welcome.set(state.engine.cookie_config(), response.headers_mut());
             response
@@ -69,6 +73,7 @@ pub async fn submit(
         Err(RegisterError::Unavailable(error)) => ServerError::unavailable(error).into_response(),
         Err(error) => {
             let mut view = page(&ctx, &state, form.username.clone());
+            let mut field = "user name";
             let status = match &error {
                 RegisterError::InvalidUsername(message) => {
                     view.username_error = Some((*message).to_owned());
@@ -76,6 +81,7 @@ pub async fn submit(
                 }
                 RegisterError::InvalidPassword(message) => {
                     view.password_error = Some(message.clone());
+                    field = "password";
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
                 RegisterError::UsernameTaken => {
@@ -84,7 +90,7 @@ pub async fn submit(
                 }
                 RegisterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
-            view.form_error = Some("Please correct the highlighted field.".to_owned());
+            view.form_error = Some(format!("Please correct the {field} below."));
             ctx.render(status, &view)
         }
     }

@@ -1,6 +1,8 @@
 //! A real tessera server on a loopback port, and a cookie-keeping client.
 #![allow(dead_code)]
 
+pub mod external;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,8 +38,14 @@ pub fn test_config(dir: &std::path::Path, clock: &ManualClock) -> AppConfig {
 
 impl TestServer {
     pub async fn start(config: AppConfig, clock: ManualClock) -> TestServer {
-        let app = App::build(config).await.expect("server builds");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(config, clock, listener).await
+    }
+
+    /// Starts on an already bound listener (when the port must be known
+    /// before the configuration, e.g. for `public_url`).
+    pub async fn start_on(config: AppConfig, clock: ManualClock, listener: TcpListener) -> TestServer {
+        let app = App::build(config).await.expect("server builds");
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let app_state = app.state.clone();

@@ -1,0 +1,169 @@
+//! Accounts and tokens: sign up, sign in, refresh, sign out, who am I.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::identity::ApiUser;
+use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
+use super::rfc3339;
+use super::tokens::{RefreshError, TokenPair};
+use crate::accounts::{LoginOutcome, RegisterError};
+use crate::app::AppState;
+use crate::database::User;
+
+/// A user name and password.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct Credentials {
+    /// 3–64 characters: letters, digits, `.`, `_`, `-`; case-insensitive.
+    pub username: String,
+    /// At least 8 characters, at most 1024 bytes.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+/// A refresh token presented by the client.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct RefreshRequest {
+    /// The refresh token from sign-in or the last refresh.
+    pub refresh_token: String,
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    /// Numeric ID.
+    pub id: i64,
+    /// The name as registered.
+    pub username: String,
+    /// Registration time, RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> Self {
+        UserView { id: user.id, username: user.username.clone(), created_at: rfc3339(user.created_at) }
+    }
+}
+
+/// `POST /api/signup`: creates an account.
+#[utoipa::path(
+    post,
+    path = "/api/signup",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 400, description = "Malformed JSON or invalid UTF-8", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "User name taken", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid user name or password; the detail says why", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<Credentials>) -> Result<Response, ApiError> {
+    match state.accounts.register(&body.username, &body.password).await {
+        Ok(user) => {
+            tracing::info!(user_id = user.id, "API sign-up");
+            Ok(json_response(StatusCode::CREATED, &UserView::from(&user)))
+        }
+        Err(RegisterError::InvalidUsername(reason)) => Err(ApiError::Validation(reason.into())),
+        Err(RegisterError::InvalidPassword(reason)) => Err(ApiError::Validation(reason)),
+        Err(RegisterError::UsernameTaken) => Err(ApiError::UsernameTaken),
+        Err(RegisterError::Unavailable(error)) => Err(ApiError::unavailable(error)),
+    }
+}
+
+/// `POST /api/signin`: a token pair for valid credentials.
+#[utoipa::path(
+    post,
+    path = "/api/signin",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Signed in", body = TokenPair),
+        (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong user name or password (one message for every reason)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Fields missing or of the wrong type", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn signin(State(state): State<AppState>, ApiJson(body): ApiJson<Credentials>) -> Result<Response, ApiError> {
+    let outcome = state.accounts.authenticate(&body.username, &body.password).await.map_err(ApiError::unavailable)?;
+    let LoginOutcome::Succeeded(user) = outcome else {
+        tracing::info!("API sign-in failed");
+        return Err(ApiError::InvalidCredentials);
+    };
+    let pair = state.tokens.issue_pair(user.id).await?;
+    tracing::info!(user_id = user.id, "API sign-in");
+    Ok(json_response(StatusCode::OK, &pair))
+}
+
+/// `POST /api/token/refresh`: a new pair for a refresh token, which is
+/// used up. Presenting a used token again revokes its whole family.
+#[utoipa::path(
+    post,
+    path = "/api/token/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new pair; the presented refresh token is now used", body = TokenPair),
+        (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "`refresh_token` missing", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    match state.tokens.refresh(&body.refresh_token).await {
+        Ok(pair) => Ok(json_response(StatusCode::OK, &pair)),
+        Err(RefreshError::Refused) => Err(ApiError::InvalidRefreshToken),
+        Err(RefreshError::Unavailable(error)) => Err(ApiError::unavailable(error)),
+    }
+}
+
+/// `POST /api/signout`: revokes the refresh token's family. Answers 204
+/// whether or not the token was known, so it reveals nothing.
+#[utoipa::path(
+    post,
+    path = "/api/signout",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "The family is revoked (or never existed)"),
+        (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "`refresh_token` missing", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn signout(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    state.tokens.sign_out(&body.refresh_token).await.map_err(ApiError::unavailable)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/me`: the authenticated user.
+#[utoipa::path(
+    get,
+    path = "/api/me",
+    tag = "auth",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The current user", body = UserView),
+        (status = 401, description = "No valid token or session", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn me(caller: ApiUser) -> Response {
+    json_response(StatusCode::OK, &UserView::from(&caller.user))
+}

@@ -1,0 +1,63 @@
+//! The JSON API under `/api`, plus `/.well-known/jwks.json`.
+//!
+//! One module per concept: [`auth`] (accounts and tokens), [`products`],
+//! [`tokens`] (keys and token pairs), [`identity`] (bearer-or-cookie
+//! callers), [`problem`] (errors and JSON bodies), [`openapi`].
+
+pub mod auth;
+pub mod identity;
+pub mod openapi;
+pub mod problem;
+pub mod products;
+pub mod tokens;
+
+use axum::routing::MethodRouter;
+use axum::Router;
+use tessera::Timestamp;
+
+use crate::app::AppState;
+
+/// Declares the routes once: both the router and [`ROUTES`] come from here.
+macro_rules! api_routes {
+    ($( $path:literal => { $( $method:ident => $handler:path ),+ $(,)? } ),+ $(,)?) => {
+        /// Every `(method, path)` the API serves, for documentation checks.
+        pub const ROUTES: &[(&str, &str)] = &[ $( $( (stringify!($method), $path), )+ )+ ];
+
+        /// The API's routes. Mount inside the session layer: cookie callers
+        /// need it.
+        pub fn router() -> Router<AppState> {
+            Router::new() $( .route($path, MethodRouter::new() $( .$method($handler) )+ ) )+
+        }
+    };
+}
+
+api_routes! {
+    "/api/signup" => { post => auth::signup },
+    "/api/signin" => { post => auth::signin },
+    "/api/token/refresh" => { post => auth::refresh },
+    "/api/signout" => { post => auth::signout },
+    "/api/me" => { get => auth::me },
+    "/api/products" => { get => products::list, post => products::create },
+    "/api/products/{id}" => {
+        get => products::show,
+        put => products::replace,
+        patch => products::patch,
+        delete => products::delete,
+    },
+    "/api/openapi.json" => { get => openapi::document },
+    "/.well-known/jwks.json" => { get => tokens::jwks },
+}
+
+/// Whether errors on `path` must be problem documents whatever `Accept` says.
+pub fn is_api_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/") || path.starts_with("/.well-known/")
+}
+
+/// RFC 3339 in UTC, to the millisecond, e.g. `2026-05-01T12:00:00.123Z`.
+pub fn rfc3339(timestamp: Timestamp) -> String {
+    let nanos = i128::from(timestamp.as_millis()) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,242 @@
+//! Errors of the JSON API as RFC 9457 problem documents, and the JSON body
+//! extractor whose every refusal is a 4xx problem.
+
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::app::AppState;
+
+/// Everything an API handler can refuse with. Each variant has a stable
+/// problem `type`, `/problems/<kind>`.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 `malformed-json`: the body is not JSON.
+    MalformedJson(String),
+    /// 400 `invalid-utf8`: the body is not UTF-8.
+    InvalidUtf8,
+    /// 400 `invalid-query`: the query string does not parse.
+    InvalidQuery(String),
+    /// 415 `unsupported-media-type`: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 413 `payload-too-large`.
+    PayloadTooLarge,
+    /// 422 `validation`: JSON of the wrong shape or with invalid values.
+    Validation(String),
+    /// 409 `username-taken`.
+    UsernameTaken,
+    /// 401 `unauthenticated`: no credentials.
+    Unauthenticated,
+    /// 401 `invalid-credentials`: sign-in failed, whatever the reason.
+    InvalidCredentials,
+    /// 401 `invalid-token`: the bearer token was refused, whatever the reason.
+    InvalidToken,
+    /// 401 `invalid-refresh-token`: unknown, expired, revoked or reused.
+    InvalidRefreshToken,
+    /// 404 `not-found`.
+    NotFound,
+    /// 503 `service-unavailable`; the text goes to the log only.
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// Wraps the failure of a dependency.
+    pub fn unavailable(error: impl std::fmt::Display) -> Self {
+        ApiError::Unavailable(error.to_string())
+    }
+
+    /// Status, kind, title and detail.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+        use ApiError::*;
+        match self {
+            MalformedJson(detail) => (
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                format!("The body is not valid JSON: {detail}."),
+            ),
+            InvalidUtf8 => {
+                (StatusCode::BAD_REQUEST, "invalid-utf8", "Invalid UTF-8", "The body is not valid UTF-8.".into())
+            }
+            InvalidQuery(detail) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "Invalid query",
+                format!("The query string is invalid: {detail}."),
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "Send the body as application/json.".into(),
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request too large",
+                "The request body is larger than this server accepts.".into(),
+            ),
+            Validation(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid input", detail.clone()),
+            UsernameTaken => {
+                (StatusCode::CONFLICT, "username-taken", "User name taken", "That user name is taken.".into())
+            }
+            Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+                "Send a valid bearer token, or log in.".into(),
+            ),
+            InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "Sign-in failed",
+                "Wrong user name or password.".into(),
+            ),
+            InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-token",
+                "Invalid access token",
+                "The access token is invalid or expired. Refresh it, or sign in again.".into(),
+            ),
+            InvalidRefreshToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-refresh-token",
+                "Invalid refresh token",
+                "The refresh token is invalid, expired or revoked. Sign in again.".into(),
+            ),
+            NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "There is no such resource.".into()),
+            Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service-unavailable",
+                "Temporarily unavailable",
+                "A service tessera depends on is not answering. Nothing was changed; please try again in a moment."
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemDocument {
+    /// Stable per kind of error: `/problems/<kind>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened in this case.
+    pub detail: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Unavailable(error) = &self {
+            tracing::warn!(%error, "dependency unavailable; answering 503");
+        }
+        let (status, kind, title, detail) = self.parts();
+        let document =
+            ProblemDocument { kind: format!("/problems/{kind}"), title: title.into(), status: status.as_u16(), detail };
+        let body = serde_json::to_string(&document).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            ApiError::Unauthenticated | ApiError::InvalidCredentials => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidToken => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            }
+            ApiError::Unavailable(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// A JSON request body. Refusals: 415 unless the content type is
+/// `application/json` (or `…+json`), 413 over the body limit, 400 for
+/// invalid UTF-8 or malformed JSON, 422 for JSON of the wrong shape.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+/// Whether `content_type` is JSON: `application/json`, `application/*+json`,
+/// with any parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !is_json(content_type) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        // The server-wide RequestBodyLimitLayer refuses bodies that announce
+        // a larger Content-Length; this bounds chunked ones too.
+        let bytes = axum::body::to_bytes(request.into_body(), state.max_body_bytes)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?;
+        if std::str::from_utf8(&bytes).is_err() {
+            return Err(ApiError::InvalidUtf8);
+        }
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON: syntax errors are 400, shape errors 422.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::Validation(capitalize(&error.to_string())),
+        _ => ApiError::MalformedJson(error.to_string()),
+    })
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A JSON answer with `Cache-Control: no-store` (API answers are personal).
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(error) => ApiError::Unavailable(format!("serializing a response failed: {error}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for ok in
+            ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"]
+        {
+            assert!(is_json(ok), "{ok}");
+        }
+        for bad in ["", "text/plain", "application/x-www-form-urlencoded", "text/json", "application/jsonx"] {
+            assert!(!is_json(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The server side of tokens: the key ring kept in the database, access and
+//! refresh token pairs, refresh rotation with reuse detection, and the JWKS.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use http::header::CACHE_CONTROL;
+use http::{HeaderValue, StatusCode};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::Serialize;
+use tessera::{Clock, Timestamp};
+use tessera_token::refresh::{self, RefreshToken};
+use tessera_token::{Jwks, KeyPair, KeyRing, TokenError, TokenSettings};
+
+use super::problem::{json_response, ApiError};
+use crate::app::AppState;
+use crate::database::{Database, DatabaseError};
+use crate::token_store::RefreshUse;
+
+/// How often the key ring is re-read from the database, so that a key
+/// rotated by `tessera keys rotate` (or another instance) starts signing.
+const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// Least time between reloads forced by an unknown `kid`, so junk tokens
+/// cannot turn into a database query each.
+const UNKNOWN_KID_RELOAD_GAP: Duration = Duration::from_secs(2);
+
+/// An access token and its refresh token, as the API returns them.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    /// A signed JWT (EdDSA), sent as `Authorization: Bearer …`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Opaque and single use: exchange it at `/api/token/refresh`.
+    pub refresh_token: String,
+}
+
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
+}
+
+/// Why a refresh was refused.
+#[derive(Debug)]
+pub enum RefreshError {
+    /// Unknown, expired, revoked, or reused (then the family is revoked).
+    Refused,
+    /// The database failed.
+    Unavailable(DatabaseError),
+}
+
+impl From<DatabaseError> for RefreshError {
+    fn from(error: DatabaseError) -> Self {
+        RefreshError::Unavailable(error)
+    }
+}
+
+/// Tokens for the API.
+pub struct TokenService {
+    db: Database,
+    clock: Arc<dyn Clock>,
+    settings: TokenSettings,
+    refresh_ttl: Duration,
+    ring: RwLock<Arc<KeyRing>>,
+    loaded_at: Mutex<Instant>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn seconds(timestamp: Timestamp) -> i64 {
+    timestamp.as_millis().div_euclid(1000)
+}
+
+impl TokenService {
+    /// Loads the keys, generating the first one if there is none.
+    pub async fn open(
+        db: Database,
+        clock: Arc<dyn Clock>,
+        settings: TokenSettings,
+        refresh_ttl: Duration,
+    ) -> Result<Self, DatabaseError> {
+        let now = clock.now();
+        if !db.signing_keys().await?.iter().any(|key| key.retired_at.is_none() && key.private_key.is_some()) {
+            let pair = KeyPair::generate();
+            db.add_first_signing_key(pair.kid(), &pair.private_key_bytes(), &pair.public_key_bytes(), now).await?;
+            tracing::info!(kid = pair.kid(), "generated the first token signing key");
+        }
+        let ring = load_ring(&db, now, settings.access_ttl).await?;
+        Ok(TokenService {
+            db,
+            clock,
+            settings,
+            refresh_ttl,
+            ring: RwLock::new(Arc::new(ring)),
+            loaded_at: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Generates a new signing key; the previous ones keep verifying the
+    /// tokens they signed until those expire. Returns the new `kid`.
+    pub async fn rotate_keys(db: &Database, now: Timestamp) -> Result<String, DatabaseError> {
+        let pair = KeyPair::generate();
+        db.rotate_signing_key(pair.kid(), &pair.private_key_bytes(), &pair.public_key_bytes(), now).await?;
+        Ok(pair.kid().to_owned())
+    }
+
+    /// Re-reads the keys from the database now.
+    pub async fn reload(&self) -> Result<(), DatabaseError> {
+        let ring = load_ring(&self.db, self.clock.now(), self.settings.access_ttl).await?;
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        *self.loaded_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<KeyRing> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn loaded_ago(&self) -> Duration {
+        self.loaded_at.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+
+    /// The ring, re-read if it is older than [`RELOAD_EVERY`]. A failed
+    /// reload keeps the ring we have: tokens keep working while the
+    /// database hiccups.
+    async fn ring(&self) -> Arc<KeyRing> {
+        if self.loaded_ago() > RELOAD_EVERY {
+            if let Err(error) = self.reload().await {
+                tracing::warn!(%error, "reloading token keys failed; keeping the current ones");
+            }
+        }
+        self.current()
+    }
+
+    /// The token settings.
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    /// The user ID in a valid access token.
+    pub async fn verify_access(&self, token: &str) -> Result<i64, ApiError> {
+        let now = seconds(self.clock.now());
+        let mut result = self.ring().await.verify(&self.settings, token, now);
+        if result == Err(TokenError::UnknownKey) && self.loaded_ago() > UNKNOWN_KID_RELOAD_GAP {
+            // Perhaps a key another instance just made.
+            self.reload().await.map_err(ApiError::unavailable)?;
+            result = self.current().verify(&self.settings, token, now);
+        }
+        match result {
+            Ok(claims) => claims.sub.parse().map_err(|_| ApiError::InvalidToken),
+            Err(reason) => {
+                // The reason is for operators; the token itself is never logged.
+                tracing::debug!(%reason, "access token refused");
+                Err(ApiError::InvalidToken)
+            }
+        }
+    }
+
+    fn access_token(&self, ring: &KeyRing, user_id: i64) -> Result<(String, u64), ApiError> {
+        let issued = ring
+            .issue(&self.settings, &user_id.to_string(), seconds(self.clock.now()))
+            .map_err(ApiError::unavailable)?;
+        Ok((issued.token, issued.expires_in))
+    }
+
+    /// A new pair for a user who just signed in: a new refresh family.
+    pub async fn issue_pair(&self, user_id: i64) -> Result<TokenPair, ApiError> {
+        let ring = self.ring().await;
+        let (access_token, expires_in) = self.access_token(&ring, user_id)?;
+        let refresh_token = RefreshToken::generate();
+        let mut family = [0u8; 16];
+        OsRng.fill_bytes(&mut family);
+        let now = self.clock.now();
+        self.db
+            .insert_refresh_token(
+                &refresh_token.digest(),
+                &URL_SAFE_NO_PAD.encode(family),
+                user_id,
+                now,
+                now.plus(self.refresh_ttl),
+            )
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(TokenPair {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            refresh_token: refresh_token.as_str().to_owned(),
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair in the same family. A token
+    /// presented twice revokes its family: one of the two presenters stole it.
+    /// Owners that were deleted or disabled get nothing.
+    pub async fn refresh(&self, presented: &str) -> Result<TokenPair, RefreshError> {
+        let Some(digest) = refresh::digest(presented) else { return Err(RefreshError::Refused) };
+        let successor = RefreshToken::generate();
+        let now = self.clock.now();
+        match self.db.use_refresh_token(&digest, &successor.digest(), now, now.plus(self.refresh_ttl)).await? {
+            RefreshUse::Rotated { user_id, .. } => {
+                let allowed = self.db.user_by_id(user_id).await?.is_some_and(|user| user.disabled_at.is_none());
+                if !allowed {
+                    self.db.revoke_refresh_family_of(&successor.digest(), now).await?;
+                    return Err(RefreshError::Refused);
+                }
+                let ring = self.ring().await;
+                let (access_token, expires_in) = self
+                    .access_token(&ring, user_id)
+                    .map_err(|e| RefreshError::Unavailable(DatabaseError::Unavailable(format!("{e:?}"))))?;
+                Ok(TokenPair {
+                    access_token,
+                    token_type: "Bearer",
+                    expires_in,
+                    refresh_token: successor.as_str().to_owned(),
+                })
+            }
+            RefreshUse::Reused { user_id } => {
+                tracing::warn!(user_id, "a used refresh token was presented again; its family is revoked");
+                Err(RefreshError::Refused)
+            }
+            RefreshUse::Invalid => Err(RefreshError::Refused),
+        }
+    }
+
+    /// Revokes the family of `presented`; unknown tokens are ignored.
+    pub async fn sign_out(&self, presented: &str) -> Result<(), DatabaseError> {
+        if let Some(digest) = refresh::digest(presented) {
+            self.db.revoke_refresh_family_of(&digest, self.clock.now()).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes every refresh family of `user_id` (for a password change or
+    /// "log out everywhere"); returns how many tokens were newly revoked.
+    /// Access tokens already issued stay valid until they expire (15 minutes
+    /// by default).
+    pub async fn revoke_all_refresh_families(&self, user_id: i64) -> Result<u64, DatabaseError> {
+        self.db.revoke_all_refresh_tokens(user_id, self.clock.now()).await
+    }
+
+    /// The public keys.
+    pub async fn jwks(&self) -> Jwks {
+        self.ring().await.jwks()
+    }
+}
+
+/// The ring from the stored keys: the newest unretired key signs; retired
+/// keys verify until every token they could have signed has expired.
+async fn load_ring(db: &Database, now: Timestamp, access_ttl: Duration) -> Result<KeyRing, DatabaseError> {
+    let keys = db.signing_keys().await?;
+    let mut ring = KeyRing::new();
+    for key in keys.iter().rev() {
+        let still_verifies = key.retired_at.is_none_or(|retired| retired.plus(access_ttl) > now);
+        if !still_verifies {
+            continue;
+        }
+        // A corrupt row is an operator's problem to see, not one to skip
+        // silently: refuse to start (or keep the previous ring on reload).
+        ring = ring.with_verification_key(&key.public_key).map_err(|error| {
+            DatabaseError::Unavailable(format!("stored public key {} is unusable: {error}", key.kid))
+        })?;
+    }
+    // `keys` is newest first: the first unretired key with its private half signs.
+    let signer = keys.iter().find(|k| k.retired_at.is_none()).and_then(|k| k.private_key.as_deref());
+    match signer.map(KeyPair::from_private_key_bytes) {
+        Some(Ok(pair)) => ring = ring.with_signing_key(pair),
+        Some(Err(error)) => return Err(DatabaseError::Unavailable(format!("stored signing key is unusable: {error}"))),
+        None => return Err(DatabaseError::Unavailable("no token signing key; restart to generate one".into())),
+    }
+    Ok(ring)
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "tokens",
+    responses((status = 200, description = "The JSON Web Key Set (Ed25519 keys, `kty` OKP)", body = Object))
+)]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = json_response(StatusCode::OK, &state.tokens.jwks().await);
+    // Verifiers may cache it briefly; rotation keeps old keys listed anyway.
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.into_response()
+}

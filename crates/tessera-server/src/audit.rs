@@ -1,0 +1,146 @@
+//! The audit trail: every authentication event is a structured `tracing`
+//! event and a row the user can see on `/account/activity`.
+//!
+//! Events carry who, what, when and from where — never a password, session
+//! ID, token or CSRF value. User-supplied text (the user agent) is stored as
+//! data and escaped when shown.
+
+use sqlx::Row;
+use tessera::{DeviceInfo, Timestamp};
+
+use crate::database::{Database, DatabaseError};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    /// An account was created.
+    SignUp,
+    /// A password login succeeded.
+    LoginSucceeded,
+    /// A password login failed (wrong password; unknown users are logged
+    /// without a user).
+    LoginFailed,
+    /// A login attempt was refused by throttling.
+    LoginThrottled,
+    /// The user logged out.
+    Logout,
+    /// The password was changed.
+    PasswordChanged,
+    /// One of the user's sessions was revoked.
+    SessionRevoked,
+    /// All the user's other sessions were revoked.
+    OtherSessionsRevoked,
+    /// A used refresh token was presented again: its family was revoked.
+    TokenReuseDetected,
+    /// The account was deleted.
+    AccountDeleted,
+}
+
+impl AuditKind {
+    /// The stable name stored and logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::SignUp => "sign_up",
+            AuditKind::LoginSucceeded => "login_succeeded",
+            AuditKind::LoginFailed => "login_failed",
+            AuditKind::LoginThrottled => "login_throttled",
+            AuditKind::Logout => "logout",
+            AuditKind::PasswordChanged => "password_changed",
+            AuditKind::SessionRevoked => "session_revoked",
+            AuditKind::OtherSessionsRevoked => "other_sessions_revoked",
+            AuditKind::TokenReuseDetected => "token_reuse_detected",
+            AuditKind::AccountDeleted => "account_deleted",
+        }
+    }
+
+    /// Words for the activity page.
+    pub fn describe(name: &str) -> &'static str {
+        match name {
+            "sign_up" => "Account created",
+            "login_succeeded" => "Logged in",
+            "login_failed" => "Failed login attempt",
+            "login_throttled" => "Login attempts slowed down",
+            "logout" => "Logged out",
+            "password_changed" => "Password changed",
+            "session_revoked" => "A session was signed out",
+            "other_sessions_revoked" => "All other sessions were signed out",
+            "token_reuse_detected" => "A reused API token was refused; its sign-in was revoked",
+            "account_deleted" => "Account deleted",
+            _ => "Other event",
+        }
+    }
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// The stable kind name.
+    pub kind: String,
+    /// Client address, if known.
+    pub ip: Option<String>,
+    /// Client user agent, if known.
+    pub user_agent: Option<String>,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+impl Database {
+    /// Records an event for `user_id` (or for no known user), and logs it.
+    pub async fn audit(
+        &self,
+        kind: AuditKind,
+        user_id: Option<i64>,
+        device: &DeviceInfo,
+        at: Timestamp,
+    ) -> Result<(), DatabaseError> {
+        tracing::info!(
+            target: "tessera::audit",
+            event = kind.as_str(),
+            user_id,
+            ip = device.ip.as_deref().unwrap_or("-"),
+            "authentication event"
+        );
+        sqlx::query("INSERT INTO audit_events (user_id, kind, ip, user_agent, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(user_id)
+            .bind(kind.as_str())
+            .bind(device.ip.clone())
+            .bind(device.user_agent.clone())
+            .bind(at.as_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user's most recent events, newest first.
+    pub async fn audit_events(&self, user_id: i64, limit: i64) -> Result<Vec<AuditEvent>, DatabaseError> {
+        let rows = sqlx::query(
+            "SELECT kind, ip, user_agent, created_at FROM audit_events WHERE user_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(AuditEvent {
+                    kind: row.try_get(0)?,
+                    ip: row.try_get(1)?,
+                    user_agent: row.try_get(2)?,
+                    created_at: Timestamp(row.try_get(3)?),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a user and their events: the user asked to be forgotten. A
+    /// revocation mark, if any, stays, so sealed cookies of the deleted
+    /// account remain dead.
+    pub async fn delete_user(&self, user_id: i64) -> Result<(), DatabaseError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM audit_events WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

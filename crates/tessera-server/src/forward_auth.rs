@@ -1,0 +1,309 @@
+//! Forward-auth for applications behind a reverse proxy (nginx
+//! `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth`):
+//! `GET /auth/verify` answers 200 with headers naming the user when the
+//! request carries a valid session cookie, and otherwise 401 for API clients
+//! or a redirect to the login page for browsers.
+//!
+//! The original URL (for the login page's `next`) is read from
+//! `X-Original-URL` or `X-Forwarded-Proto`/`-Host`/`-Uri` only when the
+//! socket peer is a configured trusted proxy, and only kept when its host is
+//! one of the configured protected hosts. See `docs/forward-auth.md`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{ACCEPT, CACHE_CONTROL, LOCATION};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use ipnet::IpNet;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde::Deserialize;
+use tessera_axum::{safe_next, Problem, Session};
+
+use crate::app::AppState;
+use crate::database::User;
+use crate::error_pages::ServerError;
+
+/// What `/auth/verify` can say about the user in a response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserField {
+    /// The user name.
+    Username,
+    /// The numeric user ID.
+    UserId,
+    /// A verified email address from a linked identity (omitted if none).
+    Email,
+}
+
+impl FromStr for UserField {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "username" => Ok(UserField::Username),
+            "id" | "user_id" => Ok(UserField::UserId),
+            "email" => Ok(UserField::Email),
+            other => Err(format!("unknown user field {other:?}: expected username, id or email")),
+        }
+    }
+}
+
+/// A response header of `/auth/verify` and what it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardHeader {
+    /// The header name.
+    pub name: HeaderName,
+    /// Its value.
+    pub field: UserField,
+}
+
+/// Parses `NAME=FIELD`, e.g. `X-Remote-User=username` (the
+/// `--forward-auth-header` flag).
+pub fn parse_forward_header(text: &str) -> Result<ForwardHeader, String> {
+    let (name, field) = text.split_once('=').ok_or("expected NAME=FIELD, e.g. X-Remote-User=username")?;
+    let name = HeaderName::from_str(name.trim()).map_err(|e| format!("header name {name:?}: {e}"))?;
+    Ok(ForwardHeader { name, field: field.trim().parse()? })
+}
+
+/// Forward-auth settings.
+#[derive(Debug, Clone)]
+pub struct ForwardAuthConfig {
+    /// Peers whose `X-Forwarded-*` / `X-Original-URL` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Hosts (`app.example.com`, `app.example.com:8443`, or `*.example.com`
+    /// for every subdomain) the login page may send users back to.
+    pub protected_hosts: Vec<String>,
+    /// Headers of a 200 answer; default `X-Auth-User` (user name) and
+    /// `X-Auth-User-Id`.
+    pub headers: Vec<ForwardHeader>,
+}
+
+impl Default for ForwardAuthConfig {
+    fn default() -> Self {
+        ForwardAuthConfig {
+            trusted_proxies: Vec::new(),
+            protected_hosts: Vec::new(),
+            headers: vec![
+                ForwardHeader { name: HeaderName::from_static("x-auth-user"), field: UserField::Username },
+                ForwardHeader { name: HeaderName::from_static("x-auth-user-id"), field: UserField::UserId },
+            ],
+        }
+    }
+}
+
+/// Parses an IP address or CIDR block (`10.0.0.0/8`, `127.0.0.1`, `::1`).
+pub fn parse_trusted_proxy(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net);
+    }
+    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("{text:?} is not an IP address or CIDR block"))
+}
+
+impl ForwardAuthConfig {
+    /// Whether `peer` is a trusted proxy.
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+
+    /// Whether the absolute URL `next` may be redirected to after login:
+    /// http(s), no user info, and a host in the protected list.
+    pub fn allows_absolute(&self, next: &str) -> bool {
+        if next.len() > 2048 || next.chars().any(|c| c.is_control() || c == '\\') {
+            return false;
+        }
+        let Ok(url) = url::Url::parse(next) else { return false };
+        if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
+            return false;
+        }
+        let Some(host) = url.host_str() else { return false };
+        let host = host.to_ascii_lowercase();
+        let with_port = url.port().map(|port| format!("{host}:{port}"));
+        self.protected_hosts.iter().any(|allowed| {
+            let allowed = allowed.to_ascii_lowercase();
+            if let Some(suffix) = allowed.strip_prefix("*.") {
+                return host.ends_with(&format!(".{suffix}"));
+            }
+            allowed == host || with_port.as_deref() == Some(allowed.as_str())
+        })
+    }
+
+    /// `next` if it is a safe relative path ([`safe_next`]) or an absolute
+    /// URL on a protected host; else `None`.
+    pub fn checked_next(&self, next: Option<String>) -> Option<String> {
+        next.filter(|n| safe_next(n).is_some() || self.allows_absolute(n))
+    }
+}
+
+/// `?status=401`: answer 401 (with the login URL in `Location`) instead of
+/// redirecting, for nginx, whose `auth_request` accepts only 2xx, 401 and 403.
+#[derive(Debug, Deserialize)]
+pub struct VerifyQuery {
+    status: Option<u16>,
+}
+
+/// The original URL the proxy is asking about, from a trusted proxy only.
+fn original_url(headers: &HeaderMap) -> Option<String> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    if let Some(url) = get("x-original-url") {
+        return Some(url.to_owned());
+    }
+    let host = get("x-forwarded-host")?;
+    let proto = get("x-forwarded-proto").unwrap_or("https");
+    let uri = get("x-forwarded-uri").unwrap_or("/");
+    if !matches!(proto, "http" | "https") || !uri.starts_with('/') {
+        return None;
+    }
+    Some(format!("{proto}://{host}{uri}"))
+}
+
+async fn user_header_value(state: &AppState, user: &User, field: UserField) -> Result<Option<String>, ServerError> {
+    Ok(match field {
+        UserField::Username => Some(user.username.clone()),
+        UserField::UserId => Some(user.id.to_string()),
+        UserField::Email => state
+            .accounts
+            .database()
+            .identities_of(user.id)
+            .await
+            .map_err(ServerError::unavailable)?
+            .into_iter()
+            .find_map(|identity| identity.email),
+    })
+}
+
+/// `GET /auth/verify`.
+pub async fn verify(
+    State(state): State<AppState>,
+    session: Session,
+    extensions: http::Extensions,
+    Query(query): Query<VerifyQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
+        Some(id) => match state.accounts.database().user_by_id(id).await {
+            Ok(user) => user.filter(|u| u.disabled_at.is_none()),
+            Err(error) => return ServerError::unavailable(error).into_response(),
+        },
+        None => None,
+    };
+    let config = &state.forward_auth;
+    if let Some(user) = user {
+        let mut response = StatusCode::OK.into_response();
+        for header in &config.headers {
+            match user_header_value(&state, &user, header.field).await {
+                Ok(Some(value)) => {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        response.headers_mut().insert(header.name.clone(), value);
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => return error.into_response(),
+            }
+        }
+        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return response;
+    }
+
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+    let trusted = peer.is_some_and(|ip| config.is_trusted(ip));
+    let next = if trusted { original_url(&headers).filter(|url| config.allows_absolute(url)) } else { None };
+    let mut login = format!("{}/login", state.public_url.as_deref().unwrap_or("").trim_end_matches('/'));
+    if let Some(next) = &next {
+        login.push_str("?next=");
+        login.extend(utf8_percent_encode(next, NON_ALPHANUMERIC));
+    }
+    let browser = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"));
+    let location = HeaderValue::from_str(&login).ok();
+    let mut response = if browser && query.status != Some(401) {
+        StatusCode::FOUND.into_response()
+    } else {
+        let problem = Problem {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "unauthenticated".into(),
+            title: "Log in first".into(),
+            detail: "This address needs a tessera session.".into(),
+        };
+        let mut response = StatusCode::UNAUTHORIZED.into_response();
+        response.extensions_mut().insert(problem);
+        response
+    };
+    if browser {
+        if let Some(location) = location {
+            response.headers_mut().insert(LOCATION, location);
+        }
+    }
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ForwardAuthConfig {
+        ForwardAuthConfig {
+            trusted_proxies: vec![
+                parse_trusted_proxy("127.0.0.1").unwrap(),
+                parse_trusted_proxy("10.0.0.0/8").unwrap(),
+            ],
+            protected_hosts: vec!["app.example.com".into(), "*.corp.example".into(), "localhost:8080".into()],
+            ..ForwardAuthConfig::default()
+        }
+    }
+
+    #[test]
+    fn protected_hosts_only() {
+        let c = config();
+        for good in [
+            "https://app.example.com/x?y=1",
+            "http://APP.example.com/",
+            "https://wiki.corp.example/page",
+            "http://localhost:8080/",
+        ] {
+            assert!(c.allows_absolute(good), "{good}");
+        }
+        for bad in [
+            "https://evil.example/",
+            "https://app.example.com.evil.example/",
+            "https://corp.example/",
+            "https://user@app.example.com/",
+            "javascript:alert(1)",
+            "http://localhost:9090/",
+            "ftp://app.example.com/",
+            "https://app.example.com/\\x",
+        ] {
+            assert!(!c.allows_absolute(bad), "{bad}");
+        }
+        assert_eq!(c.checked_next(Some("/profile".into())).as_deref(), Some("/profile"));
+        assert_eq!(c.checked_next(Some("//evil".into())), None);
+    }
+
+    #[test]
+    fn trusted_proxies_and_headers() {
+        let c = config();
+        assert!(c.is_trusted("127.0.0.1".parse().unwrap()));
+        assert!(c.is_trusted("10.1.2.3".parse().unwrap()));
+        assert!(c.is_trusted("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!c.is_trusted("192.0.2.1".parse().unwrap()));
+        assert!(parse_trusted_proxy("nope").is_err());
+        assert_eq!(parse_forward_header("X-Remote-Email=email").unwrap().field, UserField::Email);
+        assert!(parse_forward_header("X-Remote-Email").is_err());
+        assert!(parse_forward_header("X-A=password").is_err());
+    }
+
+    #[test]
+    fn original_url_from_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", HeaderValue::from_static("app.example.com"));
+        h.insert("x-forwarded-uri", HeaderValue::from_static("/a?b=1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        assert_eq!(original_url(&h).as_deref(), Some("http://app.example.com/a?b=1"));
+        h.insert("x-original-url", HeaderValue::from_static("https://app.example.com/z"));
+        assert_eq!(original_url(&h).as_deref(), Some("https://app.example.com/z"));
+    }
+}

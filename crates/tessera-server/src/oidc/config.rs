@@ -1,0 +1,149 @@
+//! How an OpenID Connect provider is configured.
+//!
+//! One [`OidcProviderConfig`] per provider. It deserializes from JSON (the
+//! `TESSERA_OIDC_PROVIDERS` variable holds an array of them, each
+//! `--oidc-provider` flag one object) and from any serde format, so the
+//! configuration file can embed it as it is.
+
+use serde::{Deserialize, Serialize};
+
+/// One OpenID Connect provider users can log in with.
+///
+/// ```
+/// use tessera_server::oidc::OidcProviderConfig;
+/// let provider: OidcProviderConfig = serde_json::from_str(r#"{
+///     "id": "example", "issuer": "https://id.example.com",
+///     "client_id": "tessera", "client_secret_env": "EXAMPLE_SECRET",
+///     "display_name": "Example ID"
+/// }"#).unwrap();
+/// assert_eq!(provider.scopes, ["openid", "email", "profile"]);
+/// assert!(!provider.link_by_verified_email);
+/// ```
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// Short name used in URLs (`/auth/oidc/{id}/start`): lowercase ASCII
+    /// letters, digits and `-`.
+    pub id: String,
+    /// The issuer URL; discovery reads `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The client ID registered at the provider.
+    pub client_id: String,
+    /// The client secret. Prefer `client_secret_env` outside of tests: flags
+    /// and JSON in the environment are visible to other local users.
+    #[serde(default, skip_serializing)]
+    pub client_secret: Option<String>,
+    /// The name of an environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Scopes requested; `openid` is always added.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The button label on the login page (default: the `id`).
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Whether a first login with an email address this provider asserts as
+    /// verified may join the account that already has an identity with that
+    /// same verified address. Off by default: enable it only for providers
+    /// whose verified addresses you trust.
+    #[serde(default)]
+    pub link_by_verified_email: bool,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()]
+}
+
+impl std::fmt::Debug for OidcProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProviderConfig")
+            .field("id", &self.id)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field("client_secret_env", &self.client_secret_env)
+            .field("scopes", &self.scopes)
+            .field("display_name", &self.display_name)
+            .field("link_by_verified_email", &self.link_by_verified_email)
+            .finish()
+    }
+}
+
+impl OidcProviderConfig {
+    /// The button label.
+    pub fn label(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The client secret, from `client_secret` or the variable named by
+    /// `client_secret_env`.
+    pub fn secret(&self) -> Result<Option<String>, String> {
+        match (&self.client_secret, &self.client_secret_env) {
+            (Some(secret), _) => Ok(Some(secret.clone())),
+            (None, Some(name)) => std::env::var(name)
+                .map(Some)
+                .map_err(|_| format!("OIDC provider {:?}: environment variable {name} is not set", self.id)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Checks the fields that can be checked without the network.
+    pub fn validate(&self) -> Result<(), String> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 32
+            && self.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !id_ok {
+            return Err(format!("OIDC provider id {:?}: use 1-32 lowercase letters, digits or '-'", self.id));
+        }
+        let issuer = url::Url::parse(&self.issuer)
+            .map_err(|e| format!("OIDC provider {:?}: issuer {:?}: {e}", self.id, self.issuer))?;
+        if !matches!(issuer.scheme(), "https" | "http") {
+            return Err(format!("OIDC provider {:?}: the issuer must be an https:// URL", self.id));
+        }
+        if self.client_id.is_empty() {
+            return Err(format!("OIDC provider {:?}: client_id is empty", self.id));
+        }
+        self.secret()?;
+        Ok(())
+    }
+}
+
+/// Parses one provider from JSON (the `--oidc-provider` flag).
+pub fn parse_provider(json: &str) -> Result<OidcProviderConfig, String> {
+    let provider: OidcProviderConfig = serde_json::from_str(json).map_err(|e| format!("not a provider object: {e}"))?;
+    provider.validate()?;
+    Ok(provider)
+}
+
+/// A JSON array of providers (the `TESSERA_OIDC_PROVIDERS` variable).
+#[derive(Debug, Clone, Default)]
+pub struct OidcProviderList(pub Vec<OidcProviderConfig>);
+
+/// Parses a JSON array of providers.
+pub fn parse_provider_list(json: &str) -> Result<OidcProviderList, String> {
+    let providers: Vec<OidcProviderConfig> =
+        serde_json::from_str(json).map_err(|e| format!("not a JSON array of providers: {e}"))?;
+    for provider in &providers {
+        provider.validate()?;
+    }
+    Ok(OidcProviderList(providers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_validates() {
+        let ok =
+            parse_provider(r#"{"id":"corp","issuer":"https://id.corp.example","client_id":"c","client_secret":"s"}"#)
+                .unwrap();
+        assert_eq!(ok.secret(), Ok(Some("s".to_owned())));
+        assert!(!format!("{ok:?}").contains("\"s\""), "the secret never shows in Debug");
+        assert!(parse_provider(r#"{"id":"Bad Id","issuer":"https://x","client_id":"c"}"#).is_err());
+        assert!(parse_provider(r#"{"id":"x","issuer":"not a url","client_id":"c"}"#).is_err());
+        assert!(parse_provider(r#"{"id":"x","issuer":"https://x","client_id":"c","typo":1}"#).is_err());
+        let list = parse_provider_list(r#"[{"id":"a","issuer":"https://a","client_id":"c"}]"#).unwrap();
+        assert_eq!(list.0.len(), 1);
+    }
+}

@@ -1,0 +1,142 @@
+//! `GET /account/sessions` (the device list) and `POST /account/sessions/revoke`.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::StatusCode;
+use serde::Deserialize;
+use tessera::SessionRecord;
+use tessera_axum::{CsrfForm, RequireUser};
+
+use super::{display_time, Chrome, PageContext};
+use crate::app::AppState;
+use crate::audit::AuditKind;
+use crate::error_pages::ServerError;
+use crate::flash::Flash;
+use crate::reauthentication;
+
+/// One row of the device list.
+struct Device {
+    handle: String,
+    label: String,
+    ip: String,
+    created: String,
+    created_iso: String,
+    last_seen: String,
+    last_seen_iso: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account_sessions.html")]
+struct SessionsPage {
+    page: Chrome,
+    devices: Vec<Device>,
+    others: usize,
+    needs_password: bool,
+    error: Option<&'static str>,
+}
+
+/// "Chrome on Linux" from a user agent string.
+fn readable_user_agent(user_agent: Option<&str>) -> String {
+    let Some(user_agent) = user_agent else { return "Unknown device".to_owned() };
+    match woothee::parser::Parser::new().parse(user_agent) {
+        Some(parsed) if parsed.name != "UNKNOWN" && parsed.os != "UNKNOWN" => {
+            format!("{} on {}", parsed.name, parsed.os)
+        }
+        Some(parsed) if parsed.name != "UNKNOWN" => parsed.name.to_owned(),
+        _ => "Unknown device".to_owned(),
+    }
+}
+
+fn device(record: &SessionRecord, current: Option<tessera::SessionKey>) -> Device {
+    let (created, created_iso) = display_time(record.created_at);
+    let (last_seen, last_seen_iso) = display_time(record.last_active);
+    Device {
+        handle: record.key.handle().to_string(),
+        label: readable_user_agent(record.device.user_agent.as_deref()),
+        ip: record.device.ip.clone().unwrap_or_else(|| "unknown".to_owned()),
+        created,
+        created_iso,
+        last_seen,
+        last_seen_iso,
+        current: Some(record.key) == current,
+    }
+}
+
+async fn page(state: &AppState, ctx: &PageContext, user_id: &str, error: Option<&'static str>) -> Response {
+    let records = match state.engine.sessions_of(user_id).await {
+        Ok(records) => records,
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    };
+    let current = ctx.session.key();
+    let devices: Vec<Device> = records.iter().map(|record| device(record, current)).collect();
+    let others = devices.iter().filter(|d| !d.current).count();
+    let needs_password = !reauthentication::is_recent(&ctx.session, state.clock.now(), state.reauth_window);
+    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    ctx.render(
+        status,
+        &SessionsPage { page: ctx.chrome("Devices and sessions"), devices, others, needs_password, error },
+    )
+}
+
+/// The device list.
+pub async fn show(State(state): State<AppState>, RequireUser(user_id): RequireUser, ctx: PageContext) -> Response {
+    page(&state, &ctx, &user_id, None).await
+}
+
+/// The revocation form: one session by its public handle, or all others.
+#[derive(Deserialize)]
+pub struct RevokeForm {
+    session: Option<String>,
+    all_others: Option<String>,
+    current_password: Option<String>,
+}
+
+/// Revokes one session or every other one. Needs a recent authentication;
+/// otherwise the current password must come with the form.
+pub async fn revoke(
+    State(state): State<AppState>,
+    RequireUser(user_id): RequireUser,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<RevokeForm>,
+) -> Response {
+    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    let now = state.clock.now();
+    if !reauthentication::is_recent(&ctx.session, now, state.reauth_window) {
+        let password = form.current_password.unwrap_or_default();
+        match state.accounts.verify_password(&user, &password).await {
+            Ok(true) => reauthentication::mark(&ctx.session, now),
+            Ok(false) => return page(&state, &ctx, &user_id, Some("Confirm with your current password.")).await,
+            Err(error) => return ServerError::unavailable(error).into_response(),
+        }
+    }
+    let device = ctx.device.clone();
+    let database = state.accounts.database();
+    let flash = if form.all_others.as_deref() == Some("1") {
+        if let Err(error) = state.engine.revoke_all(&user_id, ctx.session.key().as_ref()).await {
+            return ServerError::unavailable(error).into_response();
+        }
+        if state.engine.is_sealed() {
+            // Sealed cookies are revoked by time: re-issue this one after the mark.
+            ctx.session.regenerate();
+        }
+        let _ = database.audit(AuditKind::OtherSessionsRevoked, Some(user.id), &device, now).await;
+        Flash::OthersSignedOut
+    } else {
+        let handle = form.session.unwrap_or_default();
+        if ctx.session.handle().is_some_and(|own| own.matches(&handle)) {
+            return page(&state, &ctx, &user_id, Some("To end this session, log out.")).await;
+        }
+        match state.engine.revoke(&user_id, &handle).await {
+            Ok(true) => {}
+            Ok(false) => return page(&state, &ctx, &user_id, Some("That session no longer exists.")).await,
+            Err(error) => return ServerError::unavailable(error).into_response(),
+        }
+        let _ = database.audit(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
+        Flash::SessionSignedOut
+    };
+    let mut response = Redirect::to("/account/sessions").into_response();
+    Flash::set(flash, state.engine.cookie_config(), response.headers_mut());
+    response
+}

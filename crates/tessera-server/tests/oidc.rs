@@ -1,0 +1,350 @@
+//! Logging in through a real OpenID Connect provider (the `oidc-provider`
+//! npm package, started on a loopback port): login, account creation, link,
+//! unlink, key rotation, and the refusals — replayed callback, callback in
+//! another browser or without the flow cookie, tampered state, wrong nonce.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::external::{OidcProvider, CLIENT_ID, CLIENT_SECRET};
+use harness::{test_config, unique_name, Browser, Page, TestServer};
+use tessera::ManualClock;
+use tessera_server::oidc::OidcProviderConfig;
+use tokio::net::TcpListener;
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Setup {
+    server: TestServer,
+    provider: OidcProvider,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn callback_prefix(&self) -> String {
+        format!("{}/auth/oidc/test/callback", self.server.base)
+    }
+
+    /// Starts a login (or a link) from `form_path` and returns the provider's authorization URL.
+    async fn start(&self, browser: &mut Browser, form_path: &str, next: Option<&str>) -> String {
+        let token = browser.get(form_path).await.csrf();
+        let mut fields = vec![("csrf_token", token.as_str())];
+        if let Some(next) = next {
+            fields.push(("next", next));
+        }
+        let started = browser.post_form("/auth/oidc/test/start", &fields).await;
+        assert_eq!(started.status, 303, "start redirects to the provider: {}", started.body);
+        assert!(
+            started.set_cookies.iter().any(|c| c.starts_with("__Host-oidc-flow=") && c.contains("SameSite=Lax")),
+            "flow cookie set: {:?}",
+            started.set_cookies
+        );
+        let location = started.location().unwrap().to_owned();
+        assert!(location.starts_with(&format!("{}/auth?", self.provider.issuer)), "{location}");
+        for parameter in ["code_challenge_method=S256", "code_challenge=", "state=", "nonce=", "response_type=code"] {
+            assert!(location.contains(parameter), "{parameter} missing in {location}");
+        }
+        location
+    }
+
+    /// A whole login as `hint`; returns the callback's answer.
+    async fn login(&self, browser: &mut Browser, hint: &str) -> Page {
+        let authorize = self.start(browser, "/login", None).await;
+        let callback = self.provider.authorize(&authorize, hint, &self.callback_prefix()).await;
+        browser.get(path_of(&callback)).await
+    }
+
+    async fn stop(self) {
+        self.server.stop().await;
+        drop(self.provider);
+    }
+}
+
+fn path_of(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
+    &after_scheme[after_scheme.find('/').unwrap_or(after_scheme.len())..]
+}
+
+async fn setup(test: &str, link_by_verified_email: bool) -> Option<Setup> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let provider = OidcProvider::start(&[format!("{base}/auth/oidc/test/callback")], test).await?;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.public_url = Some(base);
+    config.oidc_jwks_min_refresh = Duration::ZERO;
+    config.oidc_providers = vec![OidcProviderConfig {
+        id: "test".into(),
+        issuer: provider.issuer.clone(),
+        client_id: CLIENT_ID.into(),
+        client_secret: Some(CLIENT_SECRET.into()),
+        client_secret_env: None,
+        scopes: vec!["openid".into(), "email".into(), "profile".into()],
+        display_name: Some("Test ID".into()),
+        link_by_verified_email,
+    }];
+    let server = TestServer::start_on(config, clock, listener).await;
+    Some(Setup { server, provider, _dir: dir })
+}
+
+#[tokio::test]
+async fn login_creates_a_password_less_account_and_logs_in_like_a_password_login() {
+    let Some(setup) = setup("oidc login", false).await else { return };
+    let mut browser = setup.server.browser();
+    let login_page = browser.get("/login").await;
+    assert!(login_page.body.contains("action=\"/auth/oidc/test/start\""), "a button per provider");
+    assert!(login_page.body.contains("Test ID"));
+
+    // A planted session ID is never adopted.
+    let planted = tessera::SessionId::generate().encode();
+    browser.cookies.insert("__Host-id".into(), planted.clone());
+    let done = setup.login(&mut browser, "alice").await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.location(), Some("/profile"));
+    let session = done.session_cookie().expect("a session cookie").clone();
+    assert!(session.contains("HttpOnly") && session.contains("Secure") && session.contains("SameSite=Lax"));
+    assert_ne!(browser.session_id().unwrap(), planted);
+    assert!(done.set_cookies.iter().any(|c| c.starts_with("__Host-oidc-flow=;") && c.contains("Max-Age=0")));
+    let profile = browser.get("/profile").await;
+    assert_eq!(profile.element_text("username").as_deref(), Some("alice"));
+
+    let account = browser.get("/account").await;
+    assert_eq!(account.status, 200);
+    assert_eq!(account.element_text("password-state").as_deref(), Some("none"));
+    assert!(account.body.contains("alice@example.test"), "verified email listed");
+    assert!(account.body.contains("cannot be unlinked"), "the only way to log in stays");
+    let db = setup.server.app_state.accounts.database();
+    let user = db.user_by_name("alice").await.unwrap().unwrap();
+    assert_eq!(user.password_hash, None);
+    let identities = db.identities_of(user.id).await.unwrap();
+    assert_eq!(identities.len(), 1);
+    assert_eq!(
+        (identities[0].issuer.as_str(), identities[0].subject.as_str()),
+        (setup.provider.issuer.as_str(), "sub-alice")
+    );
+
+    // The same identity again: the same account, and a second person whose
+    // preferred_username is taken gets a suffixed name.
+    browser.logout().await;
+    let again = setup.login(&mut browser, "alice").await;
+    assert_eq!(again.status, 303);
+    assert_eq!(browser.get("/profile").await.element_text("username").as_deref(), Some("alice"));
+    setup.server.browser().register("bob", PASSWORD).await;
+    let mut other = setup.server.browser();
+    setup.login(&mut other, "bob").await;
+    assert_eq!(other.get("/profile").await.element_text("username").as_deref(), Some("bob-2"));
+
+    // The password account "bob" cannot log in with it: no password on bob-2.
+    assert_eq!(setup.server.browser().login("bob-2", PASSWORD).await.status, 401);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn replayed_cross_browser_tampered_and_wrong_nonce_callbacks_are_refused() {
+    let Some(setup) = setup("oidc refusals", false).await else { return };
+    let prefix = setup.callback_prefix();
+
+    // Replayed: the same callback twice in the same browser, even with the
+    // flow cookie put back.
+    let mut browser = setup.server.browser();
+    let authorize = setup.start(&mut browser, "/login", None).await;
+    let flow_cookie = browser.cookies.get("__Host-oidc-flow").cloned().unwrap();
+    let callback = setup.provider.authorize(&authorize, "carol", &prefix).await;
+    assert_eq!(browser.get(path_of(&callback)).await.status, 303);
+    let replay = browser.get(path_of(&callback)).await;
+    assert_eq!(replay.status, 400);
+    assert!(replay.body.contains("This sign-in was not started here"), "{}", replay.body);
+    browser.cookies.insert("__Host-oidc-flow".into(), flow_cookie);
+    let replay = browser.get(path_of(&callback)).await;
+    assert_eq!(replay.status, 400);
+    assert!(replay.body.contains("This sign-in was already used"), "{}", replay.body);
+
+    // Another browser (no flow cookie) with a fresh, unused callback.
+    let mut starter = setup.server.browser();
+    let authorize = setup.start(&mut starter, "/login", None).await;
+    let callback = setup.provider.authorize(&authorize, "dave", &prefix).await;
+    let mut elsewhere = setup.server.browser();
+    let refused = elsewhere.get(path_of(&callback)).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("started in another browser"));
+    assert!(elsewhere.session_id().is_none());
+    // ...and a flow cookie of another flow does not fit either.
+    let mut mixed = setup.server.browser();
+    setup.start(&mut mixed, "/login", None).await;
+    let refused = mixed.get(path_of(&callback)).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("does not belong to the sign-in this browser started"));
+    // The rightful browser still finishes (nothing above consumed its flow).
+    assert_eq!(starter.get(path_of(&callback)).await.status, 303);
+
+    // Tampered state.
+    let mut browser = setup.server.browser();
+    let authorize = setup.start(&mut browser, "/login", None).await;
+    let callback = setup.provider.authorize(&authorize, "erin", &prefix).await;
+    let tampered = callback.replacen("state=", "state=x", 1);
+    let refused = browser.get(path_of(&tampered)).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("Sign-in refused"));
+    assert!(browser.session_id().is_none());
+
+    // Tampered flow cookie.
+    let mut browser = setup.server.browser();
+    let authorize = setup.start(&mut browser, "/login", None).await;
+    let callback = setup.provider.authorize(&authorize, "erin", &prefix).await;
+    let cookie = browser.cookies.get_mut("__Host-oidc-flow").unwrap();
+    let last = cookie.pop().unwrap();
+    cookie.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(browser.get(path_of(&callback)).await.status, 400);
+
+    // Wrong nonce: the authorization request is altered on its way to the
+    // provider, so the ID token carries another nonce than the flow expects.
+    let mut browser = setup.server.browser();
+    let authorize = setup.start(&mut browser, "/login", None).await;
+    let nonce_at = authorize.find("nonce=").unwrap() + "nonce=".len();
+    let altered = format!("{}evil{}", &authorize[..nonce_at], &authorize[nonce_at..]);
+    let callback = setup.provider.authorize(&altered, "frank", &prefix).await;
+    let refused = browser.get(path_of(&callback)).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("could not be verified"), "{}", refused.body);
+    assert!(browser.session_id().is_none());
+    assert!(setup.server.app_state.accounts.database().user_by_name("frank").await.unwrap().is_none());
+
+    // The provider's own refusal.
+    let mut browser = setup.server.browser();
+    setup.start(&mut browser, "/login", None).await;
+    let refused = browser.get("/auth/oidc/test/callback?error=access_denied&state=x").await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("access_denied"));
+
+    // An expired flow (ten minutes).
+    let mut browser = setup.server.browser();
+    let authorize = setup.start(&mut browser, "/login", None).await;
+    let callback = setup.provider.authorize(&authorize, "gina", &prefix).await;
+    setup.server.clock.advance(Duration::from_secs(601));
+    assert_eq!(browser.get(path_of(&callback)).await.status, 400);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn link_to_a_password_account_then_unlink() {
+    let Some(setup) = setup("oidc link/unlink", false).await else { return };
+    let name = unique_name("heidi");
+    let mut browser = setup.server.browser();
+    browser.register(&name, PASSWORD).await;
+    let before = browser.get("/account").await;
+    assert!(before.body.contains("id=\"no-identities\""));
+    assert!(before.body.contains("id=\"link-test\""));
+
+    let authorize = setup.start(&mut browser, "/account", None).await;
+    let callback = setup.provider.authorize(&authorize, "heidi-oidc", &setup.callback_prefix()).await;
+    let linked = browser.get(path_of(&callback)).await;
+    assert_eq!(linked.status, 303, "{}", linked.body);
+    assert_eq!(linked.location(), Some("/account"));
+    let account = browser.get("/account").await;
+    assert!(account.body.contains("data-subject=\"sub-heidi-oidc\""), "listed");
+    assert!(account.body.contains("Unlink"), "a password remains, so unlinking is offered");
+
+    // The identity now logs into this account.
+    let mut elsewhere = setup.server.browser();
+    setup.login(&mut elsewhere, "heidi-oidc").await;
+    assert_eq!(elsewhere.get("/profile").await.element_text("username").as_deref(), Some(name.as_str()));
+
+    // Another account cannot take it.
+    let mut intruder = setup.server.browser();
+    intruder.register(&unique_name("ivan"), PASSWORD).await;
+    let authorize = setup.start(&mut intruder, "/account", None).await;
+    let callback = setup.provider.authorize(&authorize, "heidi-oidc", &setup.callback_prefix()).await;
+    let refused = intruder.get(path_of(&callback)).await;
+    assert_eq!(refused.status, 409);
+    assert!(refused.body.contains("belongs to another account"));
+
+    // Unlink.
+    let token = account.csrf();
+    let issuer = setup.provider.issuer.clone();
+    let unlinked = browser
+        .post_form(
+            "/account/identities/unlink",
+            &[("csrf_token", &token), ("issuer", &issuer), ("subject", "sub-heidi-oidc")],
+        )
+        .await;
+    assert_eq!(unlinked.status, 303);
+    assert!(browser.get("/account").await.body.contains("id=\"no-identities\""));
+    // Logging in with it now creates a new account.
+    let mut fresh = setup.server.browser();
+    setup.login(&mut fresh, "heidi-oidc").await;
+    assert_eq!(fresh.get("/profile").await.element_text("username").as_deref(), Some("heidi-oidc"));
+
+    // An OIDC-only account cannot unlink its last identity, but can once it
+    // has a second one.
+    let account = fresh.get("/account").await;
+    let token = account.csrf();
+    let refused = fresh
+        .post_form(
+            "/account/identities/unlink",
+            &[("csrf_token", &token), ("issuer", &issuer), ("subject", "sub-heidi-oidc")],
+        )
+        .await;
+    assert_eq!(refused.status, 409);
+    let authorize = setup.start(&mut fresh, "/account", None).await;
+    let callback = setup.provider.authorize(&authorize, "heidi-second", &setup.callback_prefix()).await;
+    assert_eq!(fresh.get(path_of(&callback)).await.location(), Some("/account"));
+    let token = fresh.get("/account").await.csrf();
+    let ok = fresh
+        .post_form(
+            "/account/identities/unlink",
+            &[("csrf_token", &token), ("issuer", &issuer), ("subject", "sub-heidi-oidc")],
+        )
+        .await;
+    assert_eq!(ok.status, 303);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn email_linking_only_when_enabled_and_verified_and_keys_rotate() {
+    let Some(setup) = setup("oidc email linking", true).await else { return };
+    // "judy" gets an identity with a verified address.
+    let mut first = setup.server.browser();
+    setup.login(&mut first, "judy").await;
+    let judy = setup.server.app_state.accounts.database().user_by_name("judy").await.unwrap().unwrap();
+    // judy's account also has an identity elsewhere whose verified address
+    // is dan@example.test (linked directly in the database); the provider's
+    // "dan" asserts that same address as verified, so his first login joins
+    // judy's account.
+    let db = setup.server.app_state.accounts.database();
+    let twin = tessera_server::oidc::provider::VerifiedIdentity {
+        issuer: "https://other-issuer.example".into(),
+        subject: "someone".into(),
+        verified_email: Some("dan@example.test".into()),
+        preferred_username: Some("dan".into()),
+        any_email: Some("dan@example.test".into()),
+    };
+    db.link_identity(judy.id, &twin, tessera::Timestamp(0)).await.unwrap();
+    let mut dan = setup.server.browser();
+    setup.login(&mut dan, "dan").await;
+    assert_eq!(dan.get("/profile").await.element_text("username").as_deref(), Some("judy"), "joined by verified email");
+    // An unverified address never links.
+    let unverified = tessera_server::oidc::provider::VerifiedIdentity {
+        issuer: "https://other-issuer.example".into(),
+        subject: "someone-else".into(),
+        verified_email: Some("unverified-kim@example.test".into()),
+        preferred_username: None,
+        any_email: None,
+    };
+    db.link_identity(judy.id, &unverified, tessera::Timestamp(0)).await.unwrap();
+    let mut kim = setup.server.browser();
+    setup.login(&mut kim, "unverified-kim").await;
+    assert_eq!(kim.get("/profile").await.element_text("username").as_deref(), Some("unverified-kim"));
+
+    // Key rotation: the provider restarts with a new signing key; the cached
+    // JWKS lacks its kid, tessera fetches discovery again and accepts it.
+    let Setup { server, provider, _dir } = setup;
+    let provider = provider.restart_with_new_keys().await;
+    let setup = Setup { server, provider, _dir };
+    let mut after = setup.server.browser();
+    let done = setup.login(&mut after, "judy").await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(after.get("/profile").await.element_text("username").as_deref(), Some("judy"));
+    setup.stop().await;
+}
