@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tessera_server::admin::{self, AdminContext};
-use tessera_server::app::Backends;
 use tessera_server::api::tokens::TokenService;
-use tessera_server::cli::{Cli, Command, ConfigCommand, DatabaseArgs, KeysCommand, ServeArgs, SessionsCommand, StatsArgs};
+use tessera_server::app::Backends;
+use tessera_server::cli::{
+    Cli, Command, ConfigCommand, DatabaseArgs, KeysCommand, ServeArgs, SessionsCommand, StatsArgs,
+};
 use tessera_server::settings::IpRange;
 use tessera_server::settings::{LogFormat, Settings};
 use tessera_server::{activity_stats, cli, database::Database, metrics, tls, App, AppConfig};
