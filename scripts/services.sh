@@ -33,3 +33,12 @@ redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG || { echo "services.sh: Redis
 
 # Redis Cluster for the cluster tests
 "$here/redis-cluster.sh" start
+
+# Tests work in throw-away PostgreSQL schemas; under CI (which runs alone)
+# drop the ones earlier runs left behind.
+if [ -n "${CI:-}" ]; then
+    PGOPTIONS="-c client_min_messages=warning" psql -q "postgres://postgres@127.0.0.1:5432/test" -c "DO \$\$ DECLARE s text; BEGIN
+        FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tessera\_t\_%' OR nspname LIKE 'tessera\_test\_%' LOOP
+            EXECUTE 'DROP SCHEMA ' || quote_ident(s) || ' CASCADE';
+        END LOOP; END \$\$;" >/dev/null || echo "services.sh: could not drop old test schemas (continuing)"
+fi

@@ -207,6 +207,12 @@ struct TokenField {
     csrf_token: Option<String>,
 }
 
+/// The `csrf_token` field of a URL-encoded body, decoded before the rest of
+/// the form so that a forged request is refused before its fields are read.
+pub(crate) fn token_field(body: &[u8]) -> Result<Option<String>, serde_urlencoded::de::Error> {
+    serde_urlencoded::from_bytes::<TokenField>(body).map(|field| field.csrf_token)
+}
+
 /// A URL-encoded form whose `csrf_token` field was verified.
 ///
 /// Rejections: `415` for another content type, `413` over 64 KiB, `400` for
@@ -235,9 +241,8 @@ where
         let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
             .await
             .map_err(|_| reject(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."))?;
-        let token: TokenField = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|_| reject(StatusCode::BAD_REQUEST, "The form is malformed."))?;
-        verify(&parts, token.csrf_token.as_deref()).await?;
+        let token = token_field(&bytes).map_err(|_| reject(StatusCode::BAD_REQUEST, "The form is malformed."))?;
+        verify(&parts, token.as_deref()).await?;
         let form = serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| reject(StatusCode::BAD_REQUEST, &format!("The form is malformed: {e}.")))?;
         Ok(CsrfForm(form))

@@ -72,6 +72,28 @@ mod rejection;
 pub use csrf::{verify_csrf_header, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, CSRF_HEADER};
 pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
 pub use layer::{client_device, SessionLayer, SessionService};
+
+/// Entry points for the fuzz targets in `fuzz/`: the parsers that read
+/// untrusted request bytes. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::HeaderMap;
+
+    /// The session cookie the layer would pick from these `Cookie` headers.
+    pub fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+        crate::layer::find_cookie(headers, name, |value| tessera::SessionId::parse(value).is_some())
+    }
+
+    /// The pre-session CSRF cookie the layer would pick from these headers.
+    pub fn pre_session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+        crate::layer::find_cookie(headers, name, crate::csrf::valid_secret)
+    }
+
+    /// The `csrf_token` field of a URL-encoded form body, as `CsrfForm` reads it.
+    pub fn csrf_token_field(body: &[u8]) -> Result<Option<String>, String> {
+        crate::csrf::token_field(body).map_err(|e| e.to_string())
+    }
+}
 pub use negotiation::wants_json;
 pub use next_path::safe_next;
 pub use rejection::{CsrfRejection, Problem, SessionUnavailable, Unauthenticated};

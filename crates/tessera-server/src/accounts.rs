@@ -77,7 +77,7 @@ impl Accounts {
     /// Registers a user.
     pub async fn register(&self, username: &str, password: &str) -> Result<User, RegisterError> {
         let username_key = check_username(username).map_err(RegisterError::InvalidUsername)?;
-        self.policy.check(password).map_err(RegisterError::InvalidPassword)?;
+        self.policy.check(password, username).map_err(|why| RegisterError::InvalidPassword(why.to_string()))?;
         if self.db.user_by_name(&username_key).await.map_err(AccountsUnavailable::from)?.is_some() {
             return Err(RegisterError::UsernameTaken);
         }
@@ -100,7 +100,9 @@ impl Accounts {
 
     /// Replaces `user`'s password after checking the policy.
     pub async fn change_password(&self, user: &User, new_password: &str) -> Result<(), RegisterError> {
-        self.policy.check(new_password).map_err(RegisterError::InvalidPassword)?;
+        self.policy
+            .check(new_password, &user.username)
+            .map_err(|why| RegisterError::InvalidPassword(why.to_string()))?;
         let hash = self.hasher.hash(new_password.to_owned()).await.map_err(AccountsUnavailable::from)?;
         self.db.set_password_hash(user.id, &hash).await.map_err(AccountsUnavailable::from)?;
         Ok(())

@@ -19,6 +19,7 @@ use crate::accounts::Accounts;
 use crate::activity_stats::ActivityStats;
 use crate::api;
 use crate::api::tokens::TokenService;
+use crate::client_ip::{set_client_ip, TrustedProxies};
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::forward_auth::{self, ForwardAuthConfig};
@@ -29,12 +30,13 @@ use crate::pages::{
     account, account_activity, account_password, account_sessions, home, login, logout, profile, register,
 };
 use crate::password_policy::PasswordPolicy;
-use crate::request_id::{self, TrustedProxies};
+use crate::request_id;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
 use crate::session_store::{ActiveCounter, Closer, OpenedStore};
-use crate::settings::{IpRange, SameSiteSetting, Settings};
+use crate::settings::{SameSiteSetting, Settings};
 use crate::static_files;
+use crate::throttle::{Throttle, ThrottleConfig};
 
 /// Everything the server can be told.
 #[derive(Clone)]
@@ -56,8 +58,12 @@ pub struct AppConfig {
     pub clock: Arc<dyn Clock>,
     /// Password hashing (tests use cheap parameters).
     pub hasher: PasswordHasher,
-    /// Password rules.
+    /// Password rules (`--min-password-length` sets `min_chars`).
     pub password_policy: PasswordPolicy,
+    /// Failed-login throttling.
+    pub throttle: ThrottleConfig,
+    /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
     /// How often expired sessions are purged from stores without native expiry.
     pub purge_interval: Duration,
     /// Largest request body accepted.
@@ -69,8 +75,6 @@ pub struct AppConfig {
     pub hsts: bool,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
-    /// Whose `x-request-id` header is believed.
-    pub trusted_proxies: Vec<IpRange>,
     /// Also answer `GET /metrics` on the public listener.
     pub metrics_on_public_listener: bool,
     /// How long in-flight requests may take to finish after the shutdown
@@ -107,12 +111,13 @@ impl Default for AppConfig {
             clock: Arc::new(SystemClock),
             hasher: PasswordHasher::new(),
             password_policy: PasswordPolicy::default(),
+            throttle: ThrottleConfig::default(),
+            trusted_proxies: TrustedProxies::default(),
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
             reauth_window: Duration::from_secs(10 * 60),
             hsts: false,
             test_routes: false,
-            trusted_proxies: Vec::new(),
             metrics_on_public_listener: false,
             shutdown_timeout: Duration::from_secs(30),
             stats_flush_interval: Duration::from_secs(10),
@@ -137,10 +142,10 @@ impl AppConfig {
             expiry: ExpiryPolicy::new(settings.sessions.idle_timeout, settings.sessions.absolute_timeout),
             store_timeout: settings.sessions.store_timeout,
             hasher: PasswordHasher::with_params(params),
-            password_policy: PasswordPolicy { min_chars: settings.passwords.min_chars },
+            password_policy: PasswordPolicy::new(settings.passwords.min_chars),
             purge_interval: settings.sessions.purge_interval,
             max_body_bytes: settings.server.max_body_bytes,
-            trusted_proxies: settings.trusted_proxies(),
+            trusted_proxies: TrustedProxies::new(settings.trusted_proxy_networks()),
             metrics_on_public_listener: settings.metrics.enabled && settings.metrics.on_public_listener,
             shutdown_timeout: settings.server.shutdown_timeout,
             stats_flush_interval: settings.stats.flush_interval,
@@ -191,6 +196,8 @@ pub struct AppState {
     pub engine: SessionEngine,
     /// Password rules, for forms.
     pub password_policy: PasswordPolicy,
+    /// Failed-login counters.
+    pub throttle: Throttle,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
     /// Hourly activity counters.
@@ -319,11 +326,14 @@ impl App {
         )
         .map_err(StartupError::Oidc)?;
         oidc.warm_up();
+        let device_secret = db.secret("device-cookie").await.map_err(database_error)?;
+        let throttle = Throttle::new(db.clone(), config.throttle, config.clock.clone(), device_secret);
         let accounts = Accounts::new(db.clone(), config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
             engine: engine.clone(),
             password_policy: config.password_policy,
+            throttle: throttle.clone(),
             store_timeout: config.store_timeout,
             activity: activity.clone(),
             metrics: MetricsSource::new(config.hasher.clone()),
@@ -338,7 +348,7 @@ impl App {
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
         let mut background = vec![
-            tokio::spawn(purge_periodically(engine, config.purge_interval)),
+            tokio::spawn(purge_periodically(engine, throttle, config.purge_interval)),
             tokio::spawn(activity.clone().flush_periodically(db, config.stats_flush_interval)),
             tokio::spawn(crate::metrics::upkeep_periodically(Duration::from_secs(5))),
         ];
@@ -473,7 +483,9 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // The limit sits inside render_errors so its 413 becomes a page or
         // a problem document like every other error.
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), render_errors));
+        .layer(middleware::from_fn_with_state(state.clone(), render_errors))
+        // Outside the session layer, which records the address with the session.
+        .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), set_client_ip));
     for layer in security_headers::layers() {
         router = router.layer(layer);
     }
@@ -482,10 +494,7 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
     }
     router
         .layer(middleware::from_fn(crate::metrics::track))
-        .layer(middleware::from_fn_with_state(
-            TrustedProxies(Arc::new(config.trusted_proxies.clone())),
-            request_id::assign,
-        ))
+        .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), request_id::assign))
         .with_state(state)
 }
 
@@ -510,7 +519,7 @@ async fn count_active_periodically(
     }
 }
 
-async fn purge_periodically(engine: SessionEngine, every: Duration) {
+async fn purge_periodically(engine: SessionEngine, throttle: Throttle, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -519,6 +528,9 @@ async fn purge_periodically(engine: SessionEngine, every: Duration) {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "purged expired sessions"),
             Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
+        }
+        if let Err(error) = throttle.purge().await {
+            tracing::warn!(%error, "purging old login throttle counters failed");
         }
     }
 }

@@ -305,9 +305,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_OIDC_PROVIDERS", value_parser = parse_provider_list, hide_env_values = true)]
     pub oidc_providers: Option<OidcProviderList>,
 
-    /// A reverse proxy (IP or CIDR) whose X-Forwarded-* / X-Original-URL
-    /// headers /auth/verify believes, and whose x-request-id is kept.
-    /// Repeat, or separate with commas. Adds to server.trusted_proxies.
+    /// A reverse proxy (IP or CIDR) whose X-Forwarded-For, X-Forwarded-* and
+    /// X-Original-URL headers are believed: client addresses (throttling,
+    /// device lists) and original URLs (/auth/verify). Repeat, or separate
+    /// with commas; without it those headers are ignored. Adds to
+    /// server.trusted_proxies (which also decides whose x-request-id is kept).
     #[arg(long = "trusted-proxy", env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
     pub trusted_proxies: Vec<IpNet>,
 
@@ -321,6 +323,13 @@ pub struct ServeArgs {
     /// username, id, email (e.g. X-Remote-User=username). Repeatable.
     #[arg(long = "forward-auth-header", value_parser = parse_forward_header)]
     pub forward_auth_headers: Vec<ForwardHeader>,
+
+    /// Fewest characters a new password may have (8 to 64; passwords of 64
+    /// characters are always long enough).
+    /// [config: passwords.min_chars; default: 12]
+    #[arg(long, env = "TESSERA_MIN_PASSWORD_LENGTH",
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(8..=64), usize::from))]
+    pub min_password_length: Option<usize>,
 }
 
 impl ServeArgs {
@@ -351,6 +360,7 @@ pub fn flag_settings() -> Vec<(String, String, Option<String>)> {
         ("metrics_listen", "metrics.listen"),
         ("shutdown_timeout", "server.shutdown_timeout"),
         ("max_body_bytes", "server.max_body_bytes"),
+        ("min_password_length", "passwords.min_chars"),
         ("log_format", "log.format"),
     ];
     keys.iter()
@@ -405,6 +415,9 @@ impl ServeArgs {
         }
         if let Some(d) = &self.shutdown_timeout {
             out.push(("server.shutdown_timeout", text(d)));
+        }
+        if let Some(chars) = self.min_password_length {
+            out.push(("passwords.min_chars", Value::from(chars)));
         }
         if let Some(bytes) = self.max_body_bytes {
             out.push(("server.max_body_bytes", Value::from(bytes)));
@@ -463,10 +476,32 @@ mod tests {
     #[test]
     fn every_flag_names_a_real_setting() {
         let flags = flag_settings();
-        assert_eq!(flags.len(), 12, "{flags:?}");
+        assert_eq!(flags.len(), 13, "{flags:?}");
         let keys = crate::settings::setting_keys();
         for (key, _, _) in flags {
             assert!(keys.contains(&key), "{key}");
+        }
+    }
+
+    #[test]
+    fn password_length_and_trusted_proxies() {
+        let cli = Cli::try_parse_from(["tessera"]).unwrap();
+        assert_eq!(cli.serve.min_password_length, None, "the default comes from the settings (12)");
+        assert!(cli.serve.trusted_proxies.is_empty());
+        let cli = Cli::try_parse_from([
+            "tessera",
+            "--min-password-length",
+            "15",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.min_password_length, Some(15));
+        assert_eq!(cli.serve.trusted_proxies.len(), 2);
+        for bad in [["--min-password-length", "7"], ["--min-password-length", "65"], ["--trusted-proxy", "nope"]] {
+            assert!(Cli::try_parse_from(["tessera", bad[0], bad[1]]).is_err(), "{bad:?}");
         }
     }
 }

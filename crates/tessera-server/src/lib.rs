@@ -17,6 +17,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod client_ip;
 pub mod database;
 pub mod error_pages;
 pub mod flash;
@@ -34,6 +35,7 @@ pub mod security_headers;
 pub mod session_store;
 pub mod settings;
 pub mod static_files;
+pub mod throttle;
 pub mod tls;
 pub mod token_store;
 

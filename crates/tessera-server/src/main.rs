@@ -10,7 +10,7 @@ use tessera_server::app::Backends;
 use tessera_server::cli::{
     Cli, Command, ConfigCommand, DatabaseArgs, KeysCommand, ServeArgs, SessionsCommand, StatsArgs,
 };
-use tessera_server::settings::IpRange;
+use tessera_server::client_ip::TrustedProxies;
 use tessera_server::settings::{LogFormat, Settings};
 use tessera_server::{activity_stats, cli, database::Database, metrics, tls, App, AppConfig};
 use tokio::net::TcpListener;
@@ -130,18 +130,12 @@ async fn run_server(args: ServeArgs, settings: Settings) -> Result<(), String> {
     config.cookie.domain = args.cookie_domain.clone().filter(|d| !d.is_empty());
     config.public_url = args.public_url.clone();
     config.oidc_providers = args.all_oidc_providers();
-    // One notion of trusted proxies: forward-auth headers and request IDs.
-    config.forward_auth.trusted_proxies = args.trusted_proxies.clone();
-    for proxy in &settings.server.trusted_proxies {
-        let net = proxy
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| proxy.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| format!("server.trusted_proxies: {proxy:?} is not an IP address or range"))?;
-        config.forward_auth.trusted_proxies.push(net);
-    }
-    for net in &args.trusted_proxies {
-        config.trusted_proxies.extend(IpRange::parse(&net.to_string()));
-    }
+    // One list of trusted proxies (configuration, then flags): client
+    // addresses, forward-auth headers and request IDs.
+    let mut proxies = settings.trusted_proxy_networks();
+    proxies.extend(args.trusted_proxies.iter().cloned());
+    config.trusted_proxies = TrustedProxies::new(proxies.clone());
+    config.forward_auth.trusted_proxies = proxies;
     config.forward_auth.protected_hosts = args.protected_hosts.clone();
     config.forward_auth.headers.extend(args.forward_auth_headers.iter().cloned());
     let tls = match (&args.tls_cert, &args.tls_key) {

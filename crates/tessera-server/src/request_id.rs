@@ -3,7 +3,6 @@
 //! every log line of the request has it) and returned in the response.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -13,7 +12,7 @@ use http::HeaderValue;
 use rand::RngCore;
 use tracing::Instrument;
 
-use crate::settings::IpRange;
+use crate::client_ip::TrustedProxies;
 
 /// The header carrying the ID, both ways.
 pub const HEADER: &str = "x-request-id";
@@ -22,15 +21,9 @@ pub const HEADER: &str = "x-request-id";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
-/// Whose `x-request-id` to believe.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(pub Arc<Vec<IpRange>>);
-
-impl TrustedProxies {
-    /// Whether `peer` is one of them.
-    pub fn trusts(&self, peer: Option<SocketAddr>) -> bool {
-        peer.is_some_and(|peer| self.0.iter().any(|range| range.contains(peer.ip())))
-    }
+/// Whether `peer` is one of the trusted proxies.
+fn trusts(trusted: &TrustedProxies, peer: Option<SocketAddr>) -> bool {
+    peer.is_some_and(|peer| trusted.contains(peer.ip()))
 }
 
 /// A fresh ID: 16 random bytes in hex.
@@ -52,7 +45,7 @@ pub async fn assign(State(trusted): State<TrustedProxies>, mut request: Request,
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let incoming = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).filter(|v| acceptable(v));
     let id = match incoming {
-        Some(id) if trusted.trusts(peer) => id.to_owned(),
+        Some(id) if trusts(&trusted, peer) => id.to_owned(),
         _ => generate(),
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -94,9 +87,9 @@ mod tests {
         let id = generate();
         assert_eq!(id.len(), 32);
         assert_ne!(id, generate());
-        let trusted = TrustedProxies(Arc::new(vec![IpRange::parse("10.0.0.0/8").unwrap()]));
-        assert!(trusted.trusts(Some("10.1.1.1:5".parse().unwrap())));
-        assert!(!trusted.trusts(Some("127.0.0.1:5".parse().unwrap())));
-        assert!(!trusted.trusts(None));
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        assert!(trusts(&trusted, Some("10.1.1.1:5".parse().unwrap())));
+        assert!(!trusts(&trusted, Some("127.0.0.1:5".parse().unwrap())));
+        assert!(!trusts(&trusted, None));
     }
 }

@@ -131,7 +131,8 @@ pub enum SameSiteSetting {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PasswordSettings {
-    /// Fewest characters a new password may have.
+    /// Fewest characters a new password may have (8 to 64; passwords of 64
+    /// characters are always long enough).
     pub min_chars: usize,
     /// argon2id memory cost in KiB (OWASP: 19456).
     pub argon2_memory_kib: u32,
@@ -224,7 +225,12 @@ impl Default for CookieSettings {
 
 impl Default for PasswordSettings {
     fn default() -> Self {
-        PasswordSettings { min_chars: 8, argon2_memory_kib: 19_456, argon2_iterations: 2, argon2_parallelism: 1 }
+        PasswordSettings {
+            min_chars: crate::password_policy::DEFAULT_MIN_CHARS,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
     }
 }
 
@@ -353,6 +359,9 @@ impl Settings {
         if self.sessions.absolute_timeout < self.sessions.idle_timeout {
             return bad("sessions.absolute_timeout", "must not be shorter than sessions.idle_timeout".into());
         }
+        if !(8..=64).contains(&self.passwords.min_chars) {
+            return bad("passwords.min_chars", format!("{} is not between 8 and 64", self.passwords.min_chars));
+        }
         if let Err(error) = self.argon2_params() {
             return bad("passwords.argon2_memory_kib", format!("invalid argon2 parameters: {error}"));
         }
@@ -383,9 +392,18 @@ impl Settings {
         .map_err(|e| e.to_string())
     }
 
-    /// The trusted proxies, parsed (validated by [`Settings::validate`]).
-    pub fn trusted_proxies(&self) -> Vec<IpRange> {
-        self.server.trusted_proxies.iter().filter_map(|p| IpRange::parse(p).ok()).collect()
+    /// The trusted proxies as networks (validated by [`Settings::validate`]).
+    pub fn trusted_proxy_networks(&self) -> Vec<ipnet::IpNet> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| {
+                p.trim()
+                    .parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| p.trim().parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+            })
+            .collect()
     }
 
     /// The effective configuration as TOML, with passwords in URLs masked.

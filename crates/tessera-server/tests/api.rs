@@ -155,7 +155,7 @@ async fn api_flow(server: &TestServer) {
     assert!(bad_name.json["detail"].as_str().unwrap().contains("User names"), "{bad_name:?}");
     let short = api.post("/api/signup", json!({"username": unique_name("x"), "password": "short"})).await;
     short.assert_problem(422, "validation");
-    assert!(short.json["detail"].as_str().unwrap().contains("at least 8 characters"));
+    assert!(short.json["detail"].as_str().unwrap().contains("at least 12 characters"), "{short:?}");
     let missing = api.post("/api/signup", json!({"username": unique_name("x")})).await;
     missing.assert_problem(422, "validation");
     assert!(missing.json["detail"].as_str().unwrap().contains("password"), "{missing:?}");
@@ -692,5 +692,92 @@ async fn a_password_change_on_the_site_revokes_api_refresh_tokens() {
     api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&pair)}))
         .await
         .assert_problem(401, "invalid-refresh-token");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn account_operations_in_the_api() {
+    let (server, _dir) = server().await;
+    let name = unique_name("apiacct");
+    let api = Api::new(&server);
+    let pair = api.signup_and_signin(&name).await;
+    let me = api.with_bearer(access(&pair));
+    // Two browser sessions of the same user.
+    let mut laptop = server.browser();
+    assert_eq!(laptop.login(&name, PASSWORD).await.status, 303);
+    let mut phone = server.browser();
+    assert_eq!(phone.login(&name, PASSWORD).await.status, 303);
+
+    let sessions = me.get("/api/sessions").await;
+    assert_eq!(sessions.status, 200, "{sessions:?}");
+    let list = sessions.json.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|s| s["current"] == json!(false)), "a bearer caller owns no cookie session");
+    let handle = list[0]["handle"].as_str().unwrap().to_owned();
+    assert!(laptop.session_id().unwrap() != handle && phone.session_id().unwrap() != handle);
+
+    // Sensitive operations need the current password.
+    me.send("DELETE", &format!("/api/sessions/{handle}"), Some(json!({"current_password": "wrong password here"})))
+        .await
+        .assert_problem(401, "invalid-credentials");
+    me.send("DELETE", "/api/sessions/not-a-handle", Some(json!({"current_password": PASSWORD})))
+        .await
+        .assert_problem(404, "not-found");
+    let ended =
+        me.send("DELETE", &format!("/api/sessions/{handle}"), Some(json!({"current_password": PASSWORD}))).await;
+    assert_eq!(ended.status, 204, "{ended:?}");
+    assert_eq!(me.get("/api/sessions").await.json.as_array().unwrap().len(), 1);
+    let others = me.post("/api/sessions/revoke-others", json!({"current_password": PASSWORD})).await;
+    assert_eq!(others.status, 200, "{others:?}");
+    assert_eq!(others.json["revoked"], json!(1));
+    assert_eq!(laptop.get("/profile").await.status, 303);
+    assert_eq!(phone.get("/profile").await.status, 303);
+
+    // Password change: policy refusals say why; success revokes refresh tokens.
+    let weak = me.post("/api/password", json!({"current_password": PASSWORD, "new_password": "short"})).await;
+    weak.assert_problem(422, "validation");
+    let changed =
+        me.post("/api/password", json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"})).await;
+    assert_eq!(changed.status, 204, "{changed:?}");
+    api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&pair)}))
+        .await
+        .assert_problem(401, "invalid-refresh-token");
+    api.post("/api/signin", json!({"username": name, "password": PASSWORD}))
+        .await
+        .assert_problem(401, "invalid-credentials");
+
+    // Delete the account.
+    let fresh = api.post("/api/signin", json!({"username": name, "password": "a brand new passphrase"})).await;
+    assert_eq!(fresh.status, 200);
+    let me = api.with_bearer(access(&fresh.json));
+    let deleted = me.send("DELETE", "/api/account", Some(json!({"current_password": "a brand new passphrase"}))).await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    me.get("/api/me").await.assert_problem(401, "invalid-token");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn api_sign_in_is_throttled_with_retry_after() {
+    let (server, _dir) = server().await;
+    let name = unique_name("hammered");
+    let api = Api::new(&server);
+    api.signup_and_signin(&name).await;
+    let mut last = None;
+    for _ in 0..12 {
+        let reply = api.post("/api/signin", json!({"username": name, "password": "not the right one"})).await;
+        if reply.status == 429 {
+            last = Some(reply);
+            break;
+        }
+        reply.assert_problem(401, "invalid-credentials");
+    }
+    let throttled = last.expect("repeated failures are throttled");
+    throttled.assert_problem(429, "throttled");
+    let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    // Even the right password waits until the back-off has passed.
+    api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.assert_problem(429, "throttled");
+    server.clock.advance(std::time::Duration::from_secs(retry));
+    assert_eq!(api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.status, 200);
     server.stop().await;
 }

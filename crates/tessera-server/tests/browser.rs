@@ -404,3 +404,49 @@ async fn every_page_is_clean_and_screenshotted_on_desktop_phone_and_dark() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn device_list_and_revoking_another_browser() {
+    if !chromium::available() {
+        return;
+    }
+    let (server, _dir) = server().await;
+    let driver = Chromedriver::start().await;
+    let laptop = driver.chromium(DESKTOP).await;
+    let phone = driver.chromium(PHONE).await;
+    let name = unique_name("devices");
+
+    register(&laptop, &server.base, &name, PASSWORD).await;
+    phone.open(&format!("{}/login", server.base)).await;
+    log_in_here(&phone, &name, PASSWORD).await;
+    assert_eq!(phone.path().await, "/profile");
+
+    laptop.open(&format!("{}/account/sessions", server.base)).await;
+    let handles =
+        laptop.eval("return [...document.querySelectorAll('[data-session-id]')].map(e => e.dataset.sessionId);").await;
+    let handles = handles.as_array().unwrap().clone();
+    assert_eq!(handles.len(), 2, "two devices: {handles:?}");
+    let own_cookie = laptop.cookie("__Host-id").await.unwrap().value().to_owned();
+    assert!(handles.iter().all(|h| h.as_str() != Some(own_cookie.as_str())), "handles are not session IDs");
+    assert!(laptop.text(".session.current").await.contains("This device"));
+    assert_page_is_clean(&laptop, "device list").await;
+    laptop.screenshot("account-sessions-desktop").await;
+
+    // Sign the phone out from the laptop.
+    laptop.click_and_wait(".session:not(.current) form button[type=submit]").await;
+    assert_eq!(laptop.path().await, "/account/sessions");
+    assert!(laptop.text("#flash").await.contains("signed out"));
+    assert_eq!(
+        laptop.eval("return document.querySelectorAll('[data-session-id]').length;").await,
+        json!(1),
+        "one device left"
+    );
+    phone.open(&format!("{}/profile", server.base)).await;
+    assert_eq!(phone.path().await, "/login?next=%2Fprofile", "the phone was signed out");
+    laptop.open(&format!("{}/profile", server.base)).await;
+    assert_eq!(laptop.path().await, "/profile", "the laptop was not");
+
+    laptop.close().await;
+    phone.close().await;
+    server.stop().await;
+}

@@ -311,7 +311,7 @@ async fn input_rules_and_clear_errors() {
 
     let short = other.register(&unique_name("lee"), "short").await;
     assert_eq!(short.status, 422);
-    assert!(short.body.contains("at least 8 characters"));
+    assert!(short.body.contains("at least 12 characters"), "the 12-character minimum: {}", short.body);
     let long = "p".repeat(1025);
     let too_long = other.register(&unique_name("lee"), &long).await;
     assert_eq!(too_long.status, 422);

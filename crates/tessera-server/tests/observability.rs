@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use harness::{test_config, unique_name, Browser, TestServer};
 use tessera::ManualClock;
-use tessera_server::settings::IpRange;
+use tessera_server::client_ip::TrustedProxies;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -27,7 +27,7 @@ async fn request_ids_are_generated_unless_a_trusted_proxy_sent_one() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), &clock);
-    config.trusted_proxies = vec![IpRange::parse("127.0.0.0/8").unwrap(), IpRange::parse("::1").unwrap()];
+    config.trusted_proxies = TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
     let server = TestServer::start(config, clock).await;
     let mut browser = server.browser();
     let page = browser.get_with("/login", &[("x-request-id", "edge-1234")]).await;

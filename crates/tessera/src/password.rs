@@ -1,5 +1,10 @@
 //! Password hashing: argon2id, PHC strings, a bounded pool off the async threads.
 //!
+//! Passwords are normalised to Unicode NFKC before hashing and before
+//! verification (NIST SP 800-63B), so the same password typed on a keyboard
+//! that produces another normal form (a precomposed `é` or `e` + combining
+//! accent, a full-width digit) still matches.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use tessera::password::PasswordHasher;
@@ -12,17 +17,29 @@
 //! # }
 //! ```
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Longest password accepted, in bytes. Longer ones are refused before any
 /// hashing, so a megabyte "password" cannot be used to burn CPU; nothing is
 /// ever truncated.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// The NFKC form of `password`, the form that is hashed and checked
+/// against password rules. Borrowed when the input is already normalised
+/// (the common, ASCII case).
+pub fn normalize_password(password: &str) -> Cow<'_, str> {
+    match is_nfkc_quick(password.chars()) {
+        IsNormalized::Yes => Cow::Borrowed(password),
+        _ => Cow::Owned(password.nfkc().collect()),
+    }
+}
 
 /// Why hashing or verifying failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +111,16 @@ impl PasswordHasher {
         self.pool.available_permits()
     }
 
-    /// Hashes a password into a PHC string with a fresh random salt.
+    /// Hashes the NFKC form of a password into a PHC string with a fresh
+    /// random salt. [`PasswordError::TooLong`] if the password or its
+    /// normal form is longer than [`MAX_PASSWORD_BYTES`].
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(PasswordError::TooLong);
+        }
+        let password = normalize_password(&password).into_owned();
+        // NFKC can expand (one ligature becomes several letters): the bound
+        // holds for what is actually hashed.
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(PasswordError::TooLong);
         }
@@ -106,6 +131,12 @@ impl PasswordHasher {
     /// Verifies `password` against `stored` (a PHC string). With `stored =
     /// None` (unknown user) it verifies against a dummy hash and reports
     /// failure, so both cases take the same time.
+    ///
+    /// The NFKC form is checked first. A hash made before normalisation was
+    /// introduced may hold a non-normalised password: when the input is not
+    /// in NFKC and the normal form does not match, the input as typed is
+    /// tried too and a match asks for a rehash. The second try depends only
+    /// on the password typed, never on whether the account exists.
     pub async fn verify(&self, password: String, stored: Option<String>) -> Result<Verification, PasswordError> {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(PasswordError::TooLong);
@@ -116,8 +147,15 @@ impl PasswordHasher {
         self.run(move || {
             let parsed = PasswordHash::new(&phc).map_err(|e| PasswordError::MalformedHash(e.to_string()))?;
             let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-            let valid = argon.verify_password(password.as_bytes(), &parsed).is_ok() && known;
-            let needs_rehash = valid && !uses_params(&parsed, &params);
+            let normalized = normalize_password(&password);
+            let mut valid = argon.verify_password(normalized.as_bytes(), &parsed).is_ok();
+            let mut legacy = false;
+            if !valid && normalized != password.as_str() {
+                legacy = argon.verify_password(password.as_bytes(), &parsed).is_ok();
+                valid = legacy;
+            }
+            let valid = valid && known;
+            let needs_rehash = valid && (legacy || !uses_params(&parsed, &params));
             Ok(Verification { valid, needs_rehash })
         })
         .await?
@@ -181,10 +219,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn normal_forms_match_each_other() {
+        let hasher = cheap();
+        // "é" precomposed (NFC) and as "e" + combining acute (NFD); a
+        // full-width "１" is "1" in NFKC.
+        let phc = hasher.hash("caf\u{e9} \u{ff11}23 longer phrase".into()).await.unwrap();
+        for typed in ["caf\u{e9} 123 longer phrase", "cafe\u{301} \u{ff11}23 longer phrase"] {
+            assert!(hasher.verify(typed.into(), Some(phc.clone())).await.unwrap().valid, "{typed:?}");
+        }
+        assert!(!hasher.verify("cafe 123 longer phrase".into(), Some(phc)).await.unwrap().valid);
+        assert_eq!(normalize_password("plain ascii"), Cow::Borrowed("plain ascii"));
+    }
+
+    #[tokio::test]
+    async fn hashes_of_unnormalised_passwords_still_verify_and_ask_for_a_rehash() {
+        let hasher = cheap();
+        let typed = "cafe\u{301} \u{ff11}23 longer phrase";
+        // What a hash made before normalisation looks like.
+        let legacy = hash_blocking(&hasher.params, typed.as_bytes()).unwrap();
+        let verdict = hasher.verify(typed.into(), Some(legacy)).await.unwrap();
+        assert!(verdict.valid && verdict.needs_rehash);
+    }
+
+    #[tokio::test]
     async fn refuses_long_passwords_and_bad_hashes() {
         let hasher = cheap();
         assert!(matches!(hasher.hash("x".repeat(1025)).await, Err(PasswordError::TooLong)));
         assert!(hasher.hash("x".repeat(1024)).await.is_ok());
+        // 300 × U+FDFA is 900 bytes as typed; each expands to 33 bytes in NFKC.
+        assert!(matches!(hasher.hash("\u{fdfa}".repeat(300)).await, Err(PasswordError::TooLong)));
         assert!(matches!(
             hasher.verify("x".into(), Some("not a phc".into())).await,
             Err(PasswordError::MalformedHash(_))

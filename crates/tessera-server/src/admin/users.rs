@@ -35,6 +35,12 @@ fn accounts(context: &AdminContext) -> Accounts {
     )
 }
 
+/// Revokes every API refresh-token family of the user; access tokens already
+/// issued expire on their own.
+async fn revoke_api_tokens(context: &AdminContext, user_id: i64) -> Result<u64, AdminError> {
+    Ok(context.backends.db.revoke_all_refresh_tokens(user_id, context.config.clock.now()).await?)
+}
+
 /// Creates a user.
 pub async fn create(
     context: &AdminContext,
@@ -72,7 +78,11 @@ pub async fn set_enabled(
         say(out, format!("enabled user {:?}", user.username));
     } else {
         let ended = context.backends.engine.revoke_all(&user.id.to_string(), None).await?;
-        say(out, format!("disabled user {:?}; ended {ended} session(s)", user.username));
+        let tokens = revoke_api_tokens(context, user.id).await?;
+        say(
+            out,
+            format!("disabled user {:?}; ended {ended} session(s) and {tokens} API refresh token(s)", user.username),
+        );
     }
     Ok(())
 }
@@ -87,11 +97,19 @@ pub async fn reset_password(
 ) -> Result<(), AdminError> {
     let user = context.user(username).await?;
     let (password, generated) = obtain_password(password_stdin, input)?;
-    context.config.password_policy.check(&password).map_err(AdminError::Refused)?;
+    context
+        .config
+        .password_policy
+        .check(&password, &user.username)
+        .map_err(|why| AdminError::Refused(why.to_string()))?;
     let hash = context.config.hasher.hash(password.clone()).await.map_err(|e| AdminError::Failed(e.to_string()))?;
     context.backends.db.set_password_hash(user.id, &hash).await?;
     let ended = context.backends.engine.revoke_all(&user.id.to_string(), None).await?;
-    say(out, format!("password of {:?} reset; ended {ended} session(s)", user.username));
+    let tokens = revoke_api_tokens(context, user.id).await?;
+    say(
+        out,
+        format!("password of {:?} reset; ended {ended} session(s) and {tokens} API refresh token(s)", user.username),
+    );
     if generated {
         say(out, format!("password: {password}"));
         say(out, "(shown once; pass --password-stdin to choose one)");

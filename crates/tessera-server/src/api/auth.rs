@@ -11,7 +11,11 @@ use super::rfc3339;
 use super::tokens::{RefreshError, TokenPair};
 use crate::accounts::{LoginOutcome, RegisterError};
 use crate::app::AppState;
+use crate::audit::AuditKind;
+use crate::client_ip::ClientAddress;
 use crate::database::User;
+use crate::password_policy::check_username;
+use tessera_axum::ClientDevice;
 
 /// A user name and password.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -92,14 +96,39 @@ pub async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<Creden
         (status = 401, description = "Wrong user name or password (one message for every reason)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Fields missing or of the wrong type", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed sign-ins for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn signin(State(state): State<AppState>, ApiJson(body): ApiJson<Credentials>) -> Result<Response, ApiError> {
+pub async fn signin(
+    State(state): State<AppState>,
+    ClientAddress(ip): ClientAddress,
+    ClientDevice(device): ClientDevice,
+    headers: http::HeaderMap,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    // The same throttle as the login page, checked before any hashing.
+    let username_key = check_username(&body.username).ok();
+    let keys = state.throttle.keys(username_key.as_deref(), ip, &headers, state.engine.cookie_config());
+    if let Some(wait) = state.throttle.retry_after(&keys).await.map_err(ApiError::unavailable)? {
+        return Err(ApiError::Throttled(wait));
+    }
+    let now = state.clock.now();
+    let database = state.accounts.database();
     let outcome = state.accounts.authenticate(&body.username, &body.password).await.map_err(ApiError::unavailable)?;
-    let LoginOutcome::Succeeded(user) = outcome else {
-        tracing::info!("API sign-in failed");
-        return Err(ApiError::InvalidCredentials);
+    let user = match outcome {
+        LoginOutcome::Succeeded(user) => user,
+        LoginOutcome::Failed { known_user } => {
+            let _ = database.audit(AuditKind::LoginFailed, known_user, &device, now).await;
+            if let Some(wait) = state.throttle.record_failure(&keys).await.map_err(ApiError::unavailable)? {
+                return Err(ApiError::Throttled(wait));
+            }
+            return Err(ApiError::InvalidCredentials);
+        }
     };
+    if let Err(error) = state.throttle.record_success(&keys).await {
+        tracing::warn!(%error, "clearing the login throttle failed");
+    }
+    let _ = database.audit(AuditKind::LoginSucceeded, Some(user.id), &device, now).await;
     let pair = state.tokens.issue_pair(user.id).await?;
     tracing::info!(user_id = user.id, "API sign-in");
     Ok(json_response(StatusCode::OK, &pair))

@@ -4,6 +4,7 @@
 //! [`tokens`] (keys and token pairs), [`identity`] (bearer-or-cookie
 //! callers), [`problem`] (errors and JSON bodies), [`openapi`].
 
+pub mod account;
 pub mod auth;
 pub mod identity;
 pub mod openapi;
@@ -37,6 +38,11 @@ api_routes! {
     "/api/token/refresh" => { post => auth::refresh },
     "/api/signout" => { post => auth::signout },
     "/api/me" => { get => auth::me },
+    "/api/sessions" => { get => account::list },
+    "/api/sessions/revoke-others" => { post => account::revoke_others },
+    "/api/sessions/{handle}" => { delete => account::revoke },
+    "/api/password" => { post => account::change_password },
+    "/api/account" => { delete => account::delete },
     "/api/products" => { get => products::list, post => products::create },
     "/api/products/{id}" => {
         get => products::show,

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::problem::{json_response, ProblemDocument};
-use super::{auth, products, tokens};
+use super::{account, auth, products, tokens};
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -24,6 +24,11 @@ use super::{auth, products, tokens};
         auth::refresh,
         auth::signout,
         auth::me,
+        account::list,
+        account::revoke,
+        account::revoke_others,
+        account::change_password,
+        account::delete,
         products::list,
         products::create,
         products::show,
@@ -37,6 +42,7 @@ use super::{auth, products, tokens};
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Sign up, sign in, tokens"),
+        (name = "account", description = "Sessions, password, deletion; sensitive operations need the current password"),
         (name = "products", description = "Products; bearer token or session cookie (+ X-CSRF-Token for unsafe methods)"),
         (name = "tokens", description = "Public keys"),
         (name = "meta", description = "This document"),

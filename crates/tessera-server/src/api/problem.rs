@@ -38,6 +38,10 @@ pub enum ApiError {
     InvalidRefreshToken,
     /// 404 `not-found`.
     NotFound,
+    /// 429 `throttled`: too many failed sign-ins; retry after the duration.
+    Throttled(std::time::Duration),
+    /// 403 `forbidden`: the caller may not do this (with the reason).
+    Forbidden(&'static str),
     /// 503 `service-unavailable`; the text goes to the log only.
     Unavailable(String),
 }
@@ -107,6 +111,13 @@ impl ApiError {
                 "Invalid refresh token",
                 "The refresh token is invalid, expired or revoked. Sign in again.".into(),
             ),
+            Throttled(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "Too many attempts",
+                format!("Too many failed sign-ins. Retry after {} seconds.", retry_seconds(*wait)),
+            ),
+            Forbidden(reason) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed", (*reason).to_owned()),
             NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "There is no such resource.".into()),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -133,6 +144,11 @@ pub struct ProblemDocument {
     pub detail: String,
 }
 
+/// Whole seconds to wait, rounded up so that waiting exactly that long works.
+fn retry_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Unavailable(error) = &self {
@@ -155,6 +171,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::Throttled(wait) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_seconds(wait)));
             }
             _ => {}
         }

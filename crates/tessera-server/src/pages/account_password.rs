@@ -30,7 +30,7 @@ fn view(ctx: &PageContext, state: &AppState, username: String) -> PasswordPage {
     PasswordPage {
         page: ctx.chrome("Change password"),
         username,
-        min_password: state.password_policy.min_chars,
+        min_password: state.password_policy.effective_min_chars(),
         form_error: None,
         current_error: None,
         new_error: None,

@@ -1,9 +1,12 @@
-//! `GET/POST /login`: one generic error, a new session ID on success.
+//! `GET/POST /login`: one generic error, a new session ID on success, and
+//! brute-force throttling (`429` with `Retry-After`) checked before any
+//! password is verified.
 
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use http::StatusCode;
+use http::header::RETRY_AFTER;
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use tessera_axum::CsrfForm;
 
@@ -11,9 +14,11 @@ use super::{Chrome, PageContext};
 use crate::accounts::LoginOutcome;
 use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::client_ip::ClientAddress;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::oidc::ProviderButton;
+use crate::password_policy::check_username;
 use crate::reauthentication;
 
 /// Shown for every failed login, whatever the reason.
@@ -25,7 +30,7 @@ struct LoginPage {
     page: Chrome,
     username: String,
     next: Option<String>,
-    error: Option<&'static str>,
+    error: Option<String>,
     providers: Vec<ProviderButton>,
 }
 
@@ -64,34 +69,90 @@ pub async fn show(State(state): State<AppState>, ctx: PageContext, Query(query):
 
 /// Checks the credentials; on success rotates the session ID and redirects
 /// (303) to a safe `next` or the profile.
-pub async fn submit(State(state): State<AppState>, ctx: PageContext, CsrfForm(form): CsrfForm<LoginForm>) -> Response {
+///
+/// The throttle is consulted first: a blocked account, device or address
+/// gets `429` with `Retry-After` and no password verification at all. The
+/// same happens for known and unknown user names, so throttling tells
+/// nothing about which names exist.
+pub async fn submit(
+    State(state): State<AppState>,
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<LoginForm>,
+) -> Response {
     let next = state.forward_auth.checked_next(form.next);
     let now = state.clock.now();
     let database = state.accounts.database();
+    let cookie_config = state.engine.cookie_config();
+    let username_key = check_username(&form.username).ok();
+    let keys = state.throttle.keys(username_key.as_deref(), ip, &headers, cookie_config);
+    match state.throttle.retry_after(&keys).await {
+        Ok(Some(wait)) => {
+            tracing::info!(wait_secs = wait.as_secs(), "login refused: throttled");
+            return throttled(&ctx, form.username, next, wait);
+        }
+        Ok(None) => {}
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    }
     match state.accounts.authenticate(&form.username, &form.password).await {
         Ok(LoginOutcome::Succeeded(user)) => {
+            if let Err(error) = state.throttle.record_success(&keys).await {
+                tracing::warn!(%error, "clearing the login throttle failed");
+            }
             ctx.session.login(user.id.to_string());
             crate::metrics::login(true);
             state.activity.login(true);
             reauthentication::mark(&ctx.session, now);
             let _ = database.audit(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
             let mut response = Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
-            Flash::LoggedIn.set(state.engine.cookie_config(), response.headers_mut());
+            Flash::LoggedIn.set(cookie_config, response.headers_mut());
+            if let Some(key) = &username_key {
+                state.throttle.set_device_cookie(response.headers_mut(), cookie_config, key);
+            }
             response
         }
         Ok(LoginOutcome::Failed { known_user }) => {
             crate::metrics::login(false);
             state.activity.login(false);
             let _ = database.audit(AuditKind::LoginFailed, known_user, &ctx.device, now).await;
-            let view = LoginPage {
-                page: ctx.chrome("Log in"),
-                username: form.username,
-                next,
-                error: Some(GENERIC_ERROR),
-                providers: state.oidc.buttons(),
-            };
-            ctx.render(StatusCode::UNAUTHORIZED, &view)
+            match state.throttle.record_failure(&keys).await {
+                // This failure started a block: say so now rather than on the next try.
+                Ok(Some(wait)) => throttled(&ctx, form.username, next, wait),
+                Ok(None) => {
+                    let view = LoginPage {
+                        page: ctx.chrome("Log in"),
+                        username: form.username,
+                        next,
+                        error: Some(GENERIC_ERROR.to_owned()),
+                        providers: state.oidc.buttons(),
+                    };
+                    ctx.render(StatusCode::UNAUTHORIZED, &view)
+                }
+                Err(error) => ServerError::unavailable(error).into_response(),
+            }
         }
         Err(error) => ServerError::unavailable(error).into_response(),
     }
+}
+
+/// `429` with the login form, a message and `Retry-After` in whole seconds
+/// (rounded up, so a client that waits exactly that long gets through).
+fn throttled(ctx: &PageContext, username: String, next: Option<String>, wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let message = format!(
+        "Too many failed login attempts. Please wait {} before trying again.",
+        humantime::format_duration(std::time::Duration::from_secs(seconds))
+    );
+    let view = LoginPage {
+        page: ctx.chrome("Log in"),
+        username,
+        next,
+        error: Some(message),
+        providers: ctx.state.oidc.buttons(),
+    };
+    let mut response = ctx.render(StatusCode::TOO_MANY_REQUESTS, &view);
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }

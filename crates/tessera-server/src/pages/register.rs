@@ -42,7 +42,7 @@ fn page(ctx: &PageContext, state: &AppState, username: String) -> RegisterPage {
         form_error: None,
         username_error: None,
         password_error: None,
-        min_password: state.password_policy.min_chars,
+        min_password: state.password_policy.effective_min_chars(),
     }
 }
 

@@ -1,8 +1,23 @@
 //! Where the real PostgreSQL and Redis are, and what to do when they are not.
 #![allow(dead_code)]
 
-/// The PostgreSQL URL for tests.
+/// A PostgreSQL URL whose connections work in a fresh schema of their own,
+/// so that tests never see tables or migration records left by other runs
+/// (or by other branches' migrations in the shared database).
 pub fn postgres_url() -> String {
+    let base = base_postgres_url();
+    let schema = format!("tessera_t_{:016x}", rand::random::<u64>());
+    let status = std::process::Command::new("psql")
+        .args([base.as_str(), "-q", "-c", &format!("CREATE SCHEMA {schema}")])
+        .status()
+        .expect("psql runs");
+    assert!(status.success(), "creating schema {schema}");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// The PostgreSQL URL of the test database itself.
+fn base_postgres_url() -> String {
     std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 

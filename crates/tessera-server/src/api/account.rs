@@ -1,0 +1,235 @@
+//! The account operations of the pages, for API clients: the device list,
+//! revoking sessions, changing the password, deleting the account.
+//!
+//! Each needs the current password (or, for listing, just authentication),
+//! so a stolen access token alone cannot lock the owner out.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tessera_axum::{ClientDevice, Session};
+
+use super::identity::{ApiUser, AuthMethod};
+use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
+use super::rfc3339;
+use crate::accounts::RegisterError;
+use crate::app::AppState;
+use crate::audit::AuditKind;
+
+/// One session (device) of the user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// The public handle (never the session ID).
+    pub handle: String,
+    /// When it began, RFC 3339.
+    pub created_at: String,
+    /// Last recorded activity, RFC 3339.
+    pub last_seen: String,
+    /// Client address when it began.
+    pub ip: Option<String>,
+    /// Client user agent when it began.
+    pub user_agent: Option<String>,
+    /// Whether this request came with this session's cookie.
+    pub current: bool,
+}
+
+/// The current password, to confirm a sensitive operation.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct PasswordConfirmation {
+    /// The current password.
+    pub current_password: String,
+}
+
+/// A password change.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct PasswordChange {
+    /// The current password.
+    pub current_password: String,
+    /// The new password (the site's policy applies).
+    pub new_password: String,
+}
+
+/// What revocation did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    /// How many sessions ended.
+    pub revoked: u64,
+}
+
+async fn confirm(state: &AppState, caller: &ApiUser, password: &str) -> Result<(), ApiError> {
+    match state.accounts.verify_password(&caller.user, password).await.map_err(ApiError::unavailable)? {
+        true => Ok(()),
+        false => Err(ApiError::InvalidCredentials),
+    }
+}
+
+/// The cookie session of a cookie-authenticated caller (none for bearer callers).
+fn own_session(caller: &ApiUser, session: &Session) -> Option<tessera::SessionKey> {
+    match caller.method {
+        AuthMethod::Cookie => session.key(),
+        AuthMethod::Bearer => None,
+    }
+}
+
+/// `GET /api/sessions`: the user's active sessions.
+#[utoipa::path(
+    get,
+    path = "/api/sessions",
+    tag = "account",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Active sessions, most recently used first", body = [SessionView]),
+        (status = 401, description = "No valid token or session", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(State(state): State<AppState>, caller: ApiUser, session: Session) -> Result<Response, ApiError> {
+    let current = own_session(&caller, &session);
+    let records = state.engine.sessions_of(&caller.user.id.to_string()).await.map_err(ApiError::unavailable)?;
+    let views: Vec<SessionView> = records
+        .iter()
+        .map(|record| SessionView {
+            handle: record.key.handle().to_string(),
+            created_at: rfc3339(record.created_at),
+            last_seen: rfc3339(record.last_active),
+            ip: record.device.ip.clone(),
+            user_agent: record.device.user_agent.clone(),
+            current: Some(record.key) == current,
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &views))
+}
+
+/// `DELETE /api/sessions/{handle}`: ends one session (not the caller's own:
+/// sign out for that). Needs the current password.
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{handle}",
+    tag = "account",
+    security(("bearer" = []), ("cookie" = [])),
+    params(("handle" = String, Path, description = "The session's public handle")),
+    request_body = PasswordConfirmation,
+    responses(
+        (status = 204, description = "The session ended"),
+        (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "The caller's own session", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "No such session of this user", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: ApiUser,
+    session: Session,
+    ClientDevice(device): ClientDevice,
+    Path(handle): Path<String>,
+    ApiJson(body): ApiJson<PasswordConfirmation>,
+) -> Result<Response, ApiError> {
+    confirm(&state, &caller, &body.current_password).await?;
+    if own_session(&caller, &session).is_some_and(|key| key.handle().matches(&handle)) {
+        return Err(ApiError::Forbidden("This is the session of this request; sign out instead."));
+    }
+    if !state.engine.revoke(&caller.user.id.to_string(), &handle).await.map_err(ApiError::unavailable)? {
+        return Err(ApiError::NotFound);
+    }
+    let database = state.accounts.database();
+    let _ = database.audit(AuditKind::SessionRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/sessions/revoke-others`: ends every session but the caller's
+/// own (a bearer caller has none: all end). Needs the current password.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/revoke-others",
+    tag = "account",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body = PasswordConfirmation,
+    responses(
+        (status = 200, description = "Other sessions ended", body = Revoked),
+        (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke_others(
+    State(state): State<AppState>,
+    caller: ApiUser,
+    session: Session,
+    ClientDevice(device): ClientDevice,
+    ApiJson(body): ApiJson<PasswordConfirmation>,
+) -> Result<Response, ApiError> {
+    confirm(&state, &caller, &body.current_password).await?;
+    let keep = own_session(&caller, &session);
+    let revoked =
+        state.engine.revoke_all(&caller.user.id.to_string(), keep.as_ref()).await.map_err(ApiError::unavailable)?;
+    if keep.is_some() && state.engine.is_sealed() {
+        session.regenerate();
+    }
+    let database = state.accounts.database();
+    let _ = database.audit(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    Ok(json_response(StatusCode::OK, &Revoked { revoked }))
+}
+
+/// `POST /api/password`: changes the password; every other session and every
+/// refresh-token family of the user ends.
+#[utoipa::path(
+    post,
+    path = "/api/password",
+    tag = "account",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed; other sessions and all refresh tokens revoked"),
+        (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "The new password breaks the policy (the detail says why)", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: ApiUser,
+    session: Session,
+    ClientDevice(device): ClientDevice,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<Response, ApiError> {
+    confirm(&state, &caller, &body.current_password).await?;
+    match state.accounts.change_password(&caller.user, &body.new_password).await {
+        Ok(()) => {}
+        Err(RegisterError::Unavailable(error)) => return Err(ApiError::unavailable(error)),
+        Err(error) => return Err(ApiError::Validation(error.to_string())),
+    }
+    let keep = own_session(&caller, &session);
+    let user_id = caller.user.id.to_string();
+    state.engine.revoke_all(&user_id, keep.as_ref()).await.map_err(ApiError::unavailable)?;
+    state.revoke_api_tokens(caller.user.id).await.map_err(ApiError::unavailable)?;
+    if keep.is_some() {
+        session.regenerate();
+    }
+    let database = state.accounts.database();
+    let _ = database.audit(AuditKind::PasswordChanged, Some(caller.user.id), &device, state.clock.now()).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /api/account`: deletes the account, its sessions and tokens.
+#[utoipa::path(
+    delete,
+    path = "/api/account",
+    tag = "account",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body = PasswordConfirmation,
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: ApiUser,
+    session: Session,
+    ApiJson(body): ApiJson<PasswordConfirmation>,
+) -> Result<Response, ApiError> {
+    confirm(&state, &caller, &body.current_password).await?;
+    state.engine.revoke_all(&caller.user.id.to_string(), None).await.map_err(ApiError::unavailable)?;
+    state.revoke_api_tokens(caller.user.id).await.map_err(ApiError::unavailable)?;
+    state.accounts.database().delete_user(caller.user.id).await.map_err(ApiError::unavailable)?;
+    tracing::info!(target: "tessera::audit", event = AuditKind::AccountDeleted.as_str(), user_id = caller.user.id, "account deleted");
+    session.logout();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,320 @@
+//! Brute-force throttling of logins, kept in the server database so that
+//! every instance sharing it counts together.
+//!
+//! Failures are counted per account (`account:<user name key>`) and per
+//! client address (`ip:<IPv4>` or `ip:<IPv6 /64>`). Past a number of free
+//! failures each further one blocks the key for an exponentially growing
+//! delay (1 s, 2 s, 4 s, … capped at 15 minutes by default); attempts while
+//! blocked are answered `429` with `Retry-After` *before* any password is
+//! verified, and are not counted, so hammering a blocked account does not
+//! extend the block. A success clears the account's counter; a quiet period
+//! without failures clears any counter.
+//!
+//! So that the per-account counter cannot be used to keep a victim out,
+//! a successful login leaves a *device cookie* (OWASP's "device cookies"
+//! scheme): a browser that presents a valid one for the account it logs
+//! into is counted under its own `device:` key instead of the account's, and
+//! is therefore never blocked by failures made elsewhere. See
+//! `docs/password-policy.md`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use http::header::{COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::Sha256;
+use sqlx::Row;
+use tessera::{Clock, CookieConfig, Timestamp};
+
+use crate::database::{Database, DatabaseError};
+
+/// How failures turn into delays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleConfig {
+    /// Failures allowed per account (or device) before delays start.
+    pub account_free_failures: u32,
+    /// Failures allowed per client address before delays start; higher,
+    /// because many people can share one address (NAT, offices).
+    pub ip_free_failures: u32,
+    /// The first delay; each further failure doubles it.
+    pub base_delay: Duration,
+    /// The longest delay one failure can cause.
+    pub max_delay: Duration,
+    /// A counter with no failure for this long starts over.
+    pub quiet_period: Duration,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            account_free_failures: 5,
+            ip_free_failures: 20,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(15 * 60),
+            quiet_period: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+impl ThrottleConfig {
+    /// The block caused by the `failures`-th failure of a key allowed `free` ones.
+    pub fn delay(&self, failures: i64, free: u32) -> Option<Duration> {
+        let over = failures - i64::from(free);
+        if over <= 0 {
+            return None;
+        }
+        // 2^(over-1), computed without overflow: past 2^20 the cap is reached anyway.
+        let factor = 1u32 << (over - 1).min(20) as u32;
+        Some(self.base_delay.saturating_mul(factor).min(self.max_delay))
+    }
+}
+
+/// One counter: its database key and how many failures it forgives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleKey {
+    /// `account:…`, `device:…` or `ip:…`.
+    pub key: String,
+    /// Failures before delays start.
+    pub free_failures: u32,
+}
+
+/// The counters of a login attempt.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptKeys {
+    /// The account's counter, or the device's when the browser has a device
+    /// cookie for this account; `None` for malformed user names.
+    pub account: Option<ThrottleKey>,
+    /// The client address's counter.
+    pub ip: Option<ThrottleKey>,
+}
+
+impl AttemptKeys {
+    fn all(&self) -> impl Iterator<Item = &ThrottleKey> {
+        self.account.iter().chain(self.ip.iter())
+    }
+}
+
+/// The throttle key of a client address: the address itself for IPv4, the
+/// /64 network for IPv6 (one subscriber usually gets a whole /64).
+pub fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let segments = v6.segments();
+                let network = std::net::Ipv6Addr::new(segments[0], segments[1], segments[2], segments[3], 0, 0, 0, 0);
+                format!("ip:{network}/64")
+            }
+        },
+    }
+}
+
+/// Failed-login counters in the database.
+#[derive(Clone)]
+pub struct Throttle {
+    db: Database,
+    config: ThrottleConfig,
+    clock: Arc<dyn Clock>,
+    device_key: Arc<[u8; 32]>,
+}
+
+impl Throttle {
+    /// Counters in `db`; device cookies signed with `device_key` (a secret
+    /// shared by every instance).
+    pub fn new(db: Database, config: ThrottleConfig, clock: Arc<dyn Clock>, device_key: [u8; 32]) -> Self {
+        Throttle { db, config, clock, device_key: Arc::new(device_key) }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
+    /// The counters for a login to `username_key` from `ip`, with the
+    /// request's cookies (for the device cookie).
+    pub fn keys(
+        &self,
+        username_key: Option<&str>,
+        ip: Option<IpAddr>,
+        cookies: &HeaderMap,
+        cookie: &CookieConfig,
+    ) -> AttemptKeys {
+        let free = self.config.account_free_failures;
+        let account = username_key.map(|name| match self.device_token(cookies, cookie, name) {
+            Some(device) => ThrottleKey { key: format!("device:{device}"), free_failures: free },
+            None => ThrottleKey { key: format!("account:{name}"), free_failures: free },
+        });
+        let ip = ip.map(|ip| ThrottleKey { key: ip_key(ip), free_failures: self.config.ip_free_failures });
+        AttemptKeys { account, ip }
+    }
+
+    /// How long until the attempt may be made, if any of its counters is
+    /// blocked now.
+    pub async fn retry_after(&self, keys: &AttemptKeys) -> Result<Option<Duration>, DatabaseError> {
+        let now = self.clock.now();
+        let mut longest: Option<Duration> = None;
+        for key in keys.all() {
+            let row = sqlx::query("SELECT blocked_until FROM throttle WHERE key = $1")
+                .bind(&key.key)
+                .fetch_optional(&self.db.pool)
+                .await?;
+            let Some(row) = row else { continue };
+            let until = Timestamp(row.try_get(0)?);
+            if until > now {
+                let wait = until.since(now);
+                longest = Some(longest.map_or(wait, |l| l.max(wait)));
+            }
+        }
+        Ok(longest)
+    }
+
+    /// Counts a failure on every counter of the attempt; the longest block
+    /// it caused, if any.
+    ///
+    /// The increment is one atomic upsert, so concurrent failures on several
+    /// instances are all counted; the block only ever moves forward.
+    pub async fn record_failure(&self, keys: &AttemptKeys) -> Result<Option<Duration>, DatabaseError> {
+        let now = self.clock.now();
+        let quiet_since = Timestamp(now.as_millis().saturating_sub(millis(self.config.quiet_period)));
+        let mut longest: Option<Duration> = None;
+        for key in keys.all() {
+            let row = sqlx::query(
+                "INSERT INTO throttle (key, failures, blocked_until, updated_at) VALUES ($1, 1, 0, $2) \
+                 ON CONFLICT (key) DO UPDATE SET \
+                 failures = CASE WHEN throttle.updated_at <= $3 THEN 1 ELSE throttle.failures + 1 END, \
+                 updated_at = $2 \
+                 RETURNING failures",
+            )
+            .bind(&key.key)
+            .bind(now.as_millis())
+            .bind(quiet_since.as_millis())
+            .fetch_one(&self.db.pool)
+            .await?;
+            let failures: i64 = row.try_get(0)?;
+            if let Some(delay) = self.config.delay(failures, key.free_failures) {
+                let until = now.plus(delay);
+                sqlx::query(
+                    "UPDATE throttle SET blocked_until = CASE WHEN blocked_until < $2 THEN $2 ELSE blocked_until END \
+                     WHERE key = $1",
+                )
+                .bind(&key.key)
+                .bind(until.as_millis())
+                .execute(&self.db.pool)
+                .await?;
+                longest = Some(longest.map_or(delay, |l| l.max(delay)));
+            }
+        }
+        Ok(longest)
+    }
+
+    /// Clears the account's (or device's) counter after a successful login.
+    /// The address's counter is kept: otherwise an attacker holding one
+    /// valid account could wipe it between guesses at others.
+    pub async fn record_success(&self, keys: &AttemptKeys) -> Result<(), DatabaseError> {
+        if let Some(account) = &keys.account {
+            sqlx::query("DELETE FROM throttle WHERE key = $1").bind(&account.key).execute(&self.db.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops counters that are neither blocked nor recent; returns how many.
+    pub async fn purge(&self) -> Result<u64, DatabaseError> {
+        let now = self.clock.now();
+        let quiet_since = now.as_millis().saturating_sub(millis(self.config.quiet_period));
+        let done = sqlx::query("DELETE FROM throttle WHERE updated_at <= $1 AND blocked_until <= $2")
+            .bind(quiet_since)
+            .bind(now.as_millis())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Adds a fresh device cookie for `username_key` to a login response.
+    pub fn set_device_cookie(&self, headers: &mut HeaderMap, cookie: &CookieConfig, username_key: &str) {
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        let nonce = URL_SAFE_NO_PAD.encode(nonce);
+        let Some(mac) = self.device_mac(username_key, &nonce) else { return };
+        let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let value = format!("{nonce}.{tag}");
+        let cookie = cookie.cookie(cookie.prefixed(DEVICE_COOKIE), value, Some(DEVICE_COOKIE_LIFETIME));
+        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+            headers.append(SET_COOKIE, value);
+        }
+    }
+
+    /// The nonce of a valid device cookie for `username_key` in `headers`.
+    fn device_token(&self, headers: &HeaderMap, cookie: &CookieConfig, username_key: &str) -> Option<String> {
+        let name = cookie.prefixed(DEVICE_COOKIE);
+        for header in headers.get_all(COOKIE) {
+            let Ok(text) = header.to_str() else { continue };
+            for pair in text.split(';') {
+                let Some((key, value)) = pair.trim().split_once('=') else { continue };
+                if key != name || value.len() > 200 {
+                    continue;
+                }
+                let Some((nonce, tag)) = value.split_once('.') else { continue };
+                let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else { continue };
+                let Some(mac) = self.device_mac(username_key, nonce) else { continue };
+                // verify_slice compares in constant time.
+                if mac.verify_slice(&tag).is_ok() {
+                    return Some(nonce.to_owned());
+                }
+            }
+        }
+        None
+    }
+
+    /// HMAC-SHA256 over the user name key and the nonce. HMAC takes keys of
+    /// any length, so `None` never happens in practice.
+    fn device_mac(&self, username_key: &str, nonce: &str) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.device_key.as_slice()).ok()?;
+        mac.update(b"tessera device cookie v1\0");
+        mac.update(username_key.as_bytes());
+        mac.update(b"\0");
+        mac.update(nonce.as_bytes());
+        Some(mac)
+    }
+}
+
+/// The device cookie's name (prefixed like the session cookie).
+pub const DEVICE_COOKIE: &str = "device";
+
+/// How long a browser stays a known device after its last successful login.
+pub const DEVICE_COOKIE_LIFETIME: Duration = Duration::from_secs(180 * 24 * 3600);
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_and_stop_at_the_cap() {
+        let config = ThrottleConfig::default();
+        assert_eq!(config.delay(5, 5), None);
+        assert_eq!(config.delay(6, 5), Some(Duration::from_secs(1)));
+        assert_eq!(config.delay(7, 5), Some(Duration::from_secs(2)));
+        assert_eq!(config.delay(10, 5), Some(Duration::from_secs(16)));
+        assert_eq!(config.delay(15, 5), Some(Duration::from_secs(512)));
+        assert_eq!(config.delay(16, 5), Some(Duration::from_secs(900)));
+        assert_eq!(config.delay(i64::MAX, 5), Some(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn ip_keys() {
+        assert_eq!(ip_key("192.0.2.7".parse().unwrap()), "ip:192.0.2.7");
+        assert_eq!(ip_key("::ffff:192.0.2.7".parse().unwrap()), "ip:192.0.2.7");
+        assert_eq!(ip_key("2001:db8:1:2:3:4:5:6".parse().unwrap()), "ip:2001:db8:1:2::/64");
+        assert_eq!(ip_key("2001:db8:1:2:ffff::1".parse().unwrap()), "ip:2001:db8:1:2::/64");
+    }
+}
