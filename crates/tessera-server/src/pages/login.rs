@@ -139,6 +139,7 @@ pub async fn submit(
 /// `429` with the login form, a message and `Retry-After` in whole seconds
 /// (rounded up, so a client that waits exactly that long gets through).
 fn throttled(ctx: &PageContext, username: String, next: Option<String>, wait: std::time::Duration) -> Response {
+    crate::metrics::login_throttled();
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let seconds = seconds.max(1);
     let message = format!(
