@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use tessera::password::PasswordHasher;
-use tessera::{Clock, CookieConfig, ExpiryPolicy, SessionEngine, SessionStore, SystemClock};
+use tessera::{Clock, CookieConfig, ExpiryPolicy, SameSite, SessionEngine, SessionStore, SystemClock};
 use tessera_axum::{CsrfKey, SessionLayer};
 use tessera_store_cookie::{CookieSealer, SealingKey};
 use tessera_token::TokenSettings;
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::accounts::Accounts;
+use crate::activity_stats::ActivityStats;
 use crate::api;
 use crate::api::tokens::TokenService;
 use crate::client_ip::{set_client_ip, TrustedProxies};
@@ -22,13 +24,17 @@ use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::forward_auth::{self, ForwardAuthConfig};
 use crate::health;
+use crate::metrics::{MeteredStore, MetricsSource};
 use crate::oidc::{self, Oidc, OidcProviderConfig};
 use crate::pages::{
     account, account_activity, account_password, account_sessions, home, login, logout, profile, register,
 };
 use crate::password_policy::PasswordPolicy;
+use crate::request_id;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
+use crate::session_store::{ActiveCounter, Closer, OpenedStore};
+use crate::settings::{SameSiteSetting, Settings};
 use crate::static_files;
 use crate::throttle::{Throttle, ThrottleConfig};
 
@@ -69,6 +75,15 @@ pub struct AppConfig {
     pub hsts: bool,
     /// Adds `/__test/panic`, for the tests of the 500 page only.
     pub test_routes: bool,
+    /// Also answer `GET /metrics` on the public listener.
+    pub metrics_on_public_listener: bool,
+    /// How long in-flight requests may take to finish after the shutdown
+    /// signal.
+    pub shutdown_timeout: Duration,
+    /// How often hourly activity counters are written.
+    pub stats_flush_interval: Duration,
+    /// How often live sessions are counted (where cheap) for metrics.
+    pub active_sessions_interval: Duration,
     /// Access tokens: issuer, audience, lifetime (default 15 minutes).
     pub tokens: TokenSettings,
     /// How long an unused refresh token stays valid.
@@ -103,6 +118,10 @@ impl Default for AppConfig {
             reauth_window: Duration::from_secs(10 * 60),
             hsts: false,
             test_routes: false,
+            metrics_on_public_listener: false,
+            shutdown_timeout: Duration::from_secs(30),
+            stats_flush_interval: Duration::from_secs(10),
+            active_sessions_interval: Duration::from_secs(30),
             tokens: TokenSettings::new("tessera", "tessera-api"),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             public_url: None,
@@ -110,6 +129,34 @@ impl Default for AppConfig {
             oidc_jwks_min_refresh: Duration::from_secs(30),
             forward_auth: ForwardAuthConfig::default(),
         }
+    }
+}
+
+impl AppConfig {
+    /// The server configuration described by `settings`.
+    pub fn from_settings(settings: &Settings) -> Result<AppConfig, String> {
+        let params = settings.argon2_params()?;
+        let mut config = AppConfig {
+            database_url: settings.database.url.clone(),
+            session_store_url: Some(settings.sessions.store.clone()).filter(|s| !s.is_empty()),
+            expiry: ExpiryPolicy::new(settings.sessions.idle_timeout, settings.sessions.absolute_timeout),
+            store_timeout: settings.sessions.store_timeout,
+            hasher: PasswordHasher::with_params(params),
+            password_policy: PasswordPolicy::new(settings.passwords.min_chars),
+            purge_interval: settings.sessions.purge_interval,
+            max_body_bytes: settings.server.max_body_bytes,
+            trusted_proxies: TrustedProxies::new(settings.trusted_proxy_networks()),
+            metrics_on_public_listener: settings.metrics.enabled && settings.metrics.on_public_listener,
+            shutdown_timeout: settings.server.shutdown_timeout,
+            stats_flush_interval: settings.stats.flush_interval,
+            ..AppConfig::default()
+        };
+        config.cookie.secure = settings.cookie.secure;
+        config.cookie.same_site = match settings.cookie.same_site {
+            SameSiteSetting::Lax => SameSite::Lax,
+            SameSiteSetting::Strict => SameSite::Strict,
+        };
+        Ok(config)
     }
 }
 
@@ -153,6 +200,10 @@ pub struct AppState {
     pub throttle: Throttle,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
+    /// Hourly activity counters.
+    pub activity: ActivityStats,
+    /// What `/metrics` renders.
+    pub metrics: MetricsSource,
     /// Access and refresh tokens for the API.
     pub tokens: Arc<TokenService>,
     /// OpenID Connect providers.
@@ -184,36 +235,79 @@ pub struct App {
     pub router: Router,
     /// The shared state.
     pub state: AppState,
-    purge_task: tokio::task::JoinHandle<()>,
+    /// The session store underneath the engine (server-side stores only).
+    pub store: Option<OpenedStore>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    close_store: Option<Closer>,
+    shutdown_timeout: Duration,
 }
 
-impl App {
-    /// Opens the database and the session store and builds the routes.
-    pub async fn build(config: AppConfig) -> Result<App, StartupError> {
-        let db = Database::connect(&config.database_url)
-            .await
-            .map_err(|source| StartupError::Database { url: session_store::mask_url(&config.database_url), source })?;
+/// The database and the session engine, opened from a configuration: what
+/// the server and the admin commands share.
+#[derive(Clone)]
+pub struct Backends {
+    /// Users and secrets.
+    pub db: Database,
+    /// Sessions (through the metered store, for server-side stores).
+    pub engine: SessionEngine,
+    /// The store underneath, when sessions are server-side.
+    pub store: Option<OpenedStore>,
+}
+
+impl Backends {
+    /// Opens the database and the session store of `config`; counts created
+    /// sessions into `activity`.
+    pub async fn open(config: &AppConfig, activity: Option<ActivityStats>) -> Result<Backends, StartupError> {
         let database_error =
             |source| StartupError::Database { url: session_store::mask_url(&config.database_url), source };
+        let db = Database::connect(&config.database_url).await.map_err(database_error)?;
         let store_url = config.session_store_url.clone().unwrap_or_else(|| config.database_url.clone());
-        let engine = match &config.session_store {
-            Some(store) => SessionEngine::new(store.clone()),
+        let (engine, store) = match &config.session_store {
+            Some(store) => {
+                let metered = MeteredStore::new(store.clone(), "custom", activity);
+                (SessionEngine::new(Arc::new(metered)), None)
+            }
             None if store_url.starts_with("cookie:") => {
                 // Sessions sealed in the cookie; keys and revocation marks in the database.
                 let keys = db.cookie_sealing_keys().await.map_err(database_error)?;
                 let keys = keys.into_iter().map(|(id, bytes)| SealingKey::from_bytes(id, bytes)).collect();
                 let sealer = CookieSealer::new(&config.cookie.cookie_name(), keys)
                     .map_err(|e| SessionStoreUrlError::Unreachable { url: store_url.clone(), reason: e.to_string() })?;
-                SessionEngine::sealed(Arc::new(sealer), Arc::new(db.clone()))
+                (SessionEngine::sealed(Arc::new(sealer), Arc::new(db.clone())), None)
             }
-            None => SessionEngine::new(session_store::open(&store_url).await?),
+            None => {
+                let opened = session_store::open_store(&store_url).await?;
+                let metered = MeteredStore::new(opened.store.clone(), opened.kind, activity);
+                (SessionEngine::new(Arc::new(metered)), Some(opened))
+            }
         };
-        let csrf_secret = db.secret("csrf").await.map_err(database_error)?;
         let engine = engine
             .with_expiry(config.expiry)
             .with_cookie(config.cookie.clone())
             .with_clock(config.clock.clone())
             .with_store_timeout(config.store_timeout);
+        Ok(Backends { db, engine, store })
+    }
+
+    /// Closes the database and the store's pool.
+    pub async fn close(&self) {
+        if let Some(close) = self.store.as_ref().and_then(|s| s.close.clone()) {
+            close().await;
+        }
+        self.db.close().await;
+    }
+}
+
+impl App {
+    /// Opens the database and the session store and builds the routes.
+    pub async fn build(config: AppConfig) -> Result<App, StartupError> {
+        let activity = ActivityStats::new(config.clock.clone());
+        let backends = Backends::open(&config, Some(activity.clone())).await?;
+        let db = backends.db.clone();
+        let engine = backends.engine.clone();
+        let database_error =
+            |source| StartupError::Database { url: session_store::mask_url(&config.database_url), source };
+        let csrf_secret = db.secret("csrf").await.map_err(database_error)?;
         let tokens =
             TokenService::open(db.clone(), config.clock.clone(), config.tokens.clone(), config.refresh_token_ttl)
                 .await
@@ -234,13 +328,15 @@ impl App {
         oidc.warm_up();
         let device_secret = db.secret("device-cookie").await.map_err(database_error)?;
         let throttle = Throttle::new(db.clone(), config.throttle, config.clock.clone(), device_secret);
-        let accounts = Accounts::new(db, config.hasher.clone(), config.password_policy, config.clock.clone());
+        let accounts = Accounts::new(db.clone(), config.hasher.clone(), config.password_policy, config.clock.clone());
         let state = AppState {
             accounts,
             engine: engine.clone(),
             password_policy: config.password_policy,
             throttle: throttle.clone(),
             store_timeout: config.store_timeout,
+            activity: activity.clone(),
+            metrics: MetricsSource::new(config.hasher.clone()),
             tokens: Arc::new(tokens),
             oidc: Arc::new(oidc),
             forward_auth: Arc::new(config.forward_auth.clone()),
@@ -251,12 +347,36 @@ impl App {
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
-        let purge_task = tokio::spawn(purge_periodically(engine, throttle, config.purge_interval));
-        Ok(App { router, state, purge_task })
+        let mut background = vec![
+            tokio::spawn(purge_periodically(engine, throttle, config.purge_interval)),
+            tokio::spawn(activity.clone().flush_periodically(db, config.stats_flush_interval)),
+            tokio::spawn(crate::metrics::upkeep_periodically(Duration::from_secs(5))),
+        ];
+        if let Some(opened) = &backends.store {
+            if let Some(counter) = opened.active.clone() {
+                background.push(tokio::spawn(count_active_periodically(
+                    counter,
+                    opened.kind,
+                    activity,
+                    config.active_sessions_interval,
+                )));
+            }
+        }
+        let close_store = backends.store.as_ref().and_then(|s| s.close.clone());
+        Ok(App {
+            router,
+            state,
+            store: backends.store.clone(),
+            background,
+            close_store,
+            shutdown_timeout: config.shutdown_timeout,
+        })
     }
 
-    /// Serves on `listener` until `shutdown` completes, then finishes
-    /// in-flight requests and closes the database.
+    /// Serves on `listener` until `shutdown` completes; then stops accepting,
+    /// lets in-flight requests finish (their session writes included) for at
+    /// most the shutdown time-out, writes pending activity counters and
+    /// closes the store's and the database's pools.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -286,10 +406,43 @@ impl App {
         L: axum::serve::Listener<Addr = SocketAddr>,
         SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
     {
+        let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+        let graceful = {
+            let mut rx = signalled_tx.subscribe();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = signalled_tx.send(true);
+        });
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
-        self.purge_task.abort();
-        self.state.accounts.database().close().await;
+        let server = axum::serve(listener, service).with_graceful_shutdown(graceful);
+        let deadline = self.shutdown_timeout;
+        let overdue = async move {
+            let _ = signalled_rx.wait_for(|s| *s).await;
+            tracing::info!(deadline = ?deadline, "shutting down: no new connections; finishing in-flight requests");
+            tokio::time::sleep(deadline).await;
+        };
+        let result = tokio::select! {
+            result = server => result,
+            _ = overdue => {
+                tracing::warn!("in-flight requests did not finish within the shutdown time-out; stopping anyway");
+                Ok(())
+            }
+        };
+        for task in &self.background {
+            task.abort();
+        }
+        let db = self.state.accounts.database().clone();
+        if let Err(error) = self.state.activity.flush(&db).await {
+            tracing::warn!(%error, "writing activity stats at shutdown failed");
+        }
+        if let Some(close) = &self.close_store {
+            close().await;
+        }
+        db.close().await;
         result
     }
 }
@@ -321,7 +474,12 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // Probes and static files never touch the session.
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
-        .merge(static_files::routes())
+        .merge(static_files::routes());
+    if config.metrics_on_public_listener {
+        let source = state.metrics.clone();
+        router = router.route("/metrics", get(move || async move { crate::metrics::endpoint(State(source)).await }));
+    }
+    let mut router = router
         // The limit sits inside render_errors so its 413 becomes a page or
         // a problem document like every other error.
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
@@ -334,7 +492,31 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
     if config.hsts {
         router = router.layer(security_headers::hsts());
     }
-    router.with_state(state)
+    router
+        .layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), request_id::assign))
+        .with_state(state)
+}
+
+async fn count_active_periodically(
+    counter: ActiveCounter,
+    kind: &'static str,
+    activity: ActivityStats,
+    every: Duration,
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match tokio::time::timeout(Duration::from_secs(10), counter()).await {
+            Ok(Ok(count)) => {
+                crate::metrics::set_active_sessions(kind, count);
+                activity.active_sessions(count);
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "counting active sessions failed"),
+            Err(_) => tracing::debug!("counting active sessions timed out"),
+        }
+    }
 }
 
 async fn purge_periodically(engine: SessionEngine, throttle: Throttle, every: Duration) {

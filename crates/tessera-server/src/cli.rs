@@ -1,20 +1,37 @@
-//! The command line: `tessera [serve] [FLAGS]`.
+//! The command line: `tessera [serve] [FLAGS]`, `tessera config …`,
+//! `tessera sessions stats`, `tessera admin …`.
+//!
+//! Flags are the highest layer of the configuration (see
+//! [`crate::settings`]); a flag left out leaves the file, environment or
+//! default value in place.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
+use serde_json::Value;
 
 use crate::forward_auth::{parse_forward_header, parse_trusted_proxy, ForwardHeader};
 use crate::oidc::{parse_provider, parse_provider_list, OidcProviderConfig, OidcProviderList};
 
 /// tessera: a session and authentication service.
 #[derive(Debug, Parser)]
-#[command(name = "tessera", version, about, args_conflicts_with_subcommands = true)]
+#[command(name = "tessera", version, about)]
 pub struct Cli {
+    /// A TOML configuration file; every setting is described in
+    /// docs/configuration.md (`tessera config reference`).
+    #[arg(long, env = "TESSERA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Log format: text (human-readable) or json.
+    #[arg(long, env = "TESSERA_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
+
     /// Flags for `serve` when no subcommand is given.
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -31,6 +48,14 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Check or document the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Look at sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Administer users, sessions and keys.
+    Admin(AdminArgs),
 }
 
 /// `tessera keys …`.
@@ -50,40 +75,188 @@ pub struct DatabaseArgs {
     pub database: String,
 }
 
+/// `tessera config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (file, environment, flags) and print the
+    /// effective one, passwords masked. Exit code 0 if valid, 2 if not.
+    Check(Box<ServeArgs>),
+    /// Print the reference of every setting as Markdown (docs/configuration.md).
+    Reference,
+}
+
+/// `tessera sessions …`
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Sessions created, active sessions, logins and failures per hour, as a
+    /// chart in the terminal (and optionally an SVG file).
+    Stats(StatsArgs),
+}
+
+/// Flags of `tessera sessions stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// How many hours back to show.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u32,
+    /// Also draw the chart into this SVG file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Where users live (overrides the configuration).
+    #[command(flatten)]
+    pub stores: StoreArgs,
+}
+
+/// `tessera admin …`
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Which database and store (override the configuration).
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// The action.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// Administrative actions. Exit codes: 0 done, 1 failed (a store or the
+/// database did not answer), 2 bad usage or configuration, 3 no such user,
+/// 4 refused (e.g. the name is taken).
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// List or revoke a user's sessions, or purge expired ones.
+    #[command(subcommand)]
+    Sessions(AdminSessionsCommand),
+    /// Rotate keys: adds a new cookie sealing key (older ones keep opening
+    /// existing cookies).
+    RotateKeys,
+}
+
+/// `tessera admin user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from standard input (first line)
+    /// with --password-stdin, else a random one is generated and printed once.
+    Create {
+        /// The user name.
+        username: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user: logging in is refused and every session ends.
+    Disable {
+        /// The user name.
+        username: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// The user name.
+        username: String,
+    },
+    /// Set a new password (from standard input with --password-stdin, else
+    /// generated and printed once) and end every session of the user.
+    ResetPassword {
+        /// The user name.
+        username: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// `tessera admin sessions …`
+#[derive(Debug, Subcommand)]
+pub enum AdminSessionsCommand {
+    /// List a user's live sessions: handle, created, last active, expires, device.
+    List {
+        /// The user name.
+        username: String,
+    },
+    /// End one session of a user (--handle) or all of them (--all).
+    Revoke {
+        /// The user name.
+        username: String,
+        /// The session's handle, as `list` prints it.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        handle: Option<String>,
+        /// Every session of the user.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove expired sessions now (stores without native expiry).
+    PurgeExpired,
+}
+
+/// Where users and sessions live; shared by `serve`, `admin` and `sessions`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Where users and generated secrets live: sqlite://FILE (created and
+    /// migrated on first start) or postgres://USER@HOST/DB.
+    /// [config: database.url; default: sqlite://tessera.db]
+    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    pub database: Option<String>,
+
+    /// Where sessions live: memory://, sqlite://FILE, postgres://…,
+    /// redis://HOST:PORT, redis+cluster://HOST:PORT,HOST:PORT,… or cookie://.
+    /// [config: sessions.store; default: the database]
+    #[arg(long, env = "TESSERA_SESSION_STORE")]
+    pub session_store: Option<String>,
+}
+
 /// Flags of `tessera serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:3000")]
-    pub listen: String,
+    /// Address to listen on. [config: server.listen; default: 127.0.0.1:3000]
+    #[arg(long, env = "TESSERA_LISTEN")]
+    pub listen: Option<String>,
 
-    /// Where users and generated secrets live: sqlite://FILE (created and
-    /// migrated on first start) or postgres://USER@HOST/DB.
-    #[arg(long, env = "TESSERA_DATABASE_URL", default_value = "sqlite://tessera.db")]
-    pub database: String,
-
-    /// Where sessions live: memory://, sqlite://FILE, postgres://…,
-    /// redis://HOST:PORT or redis+cluster://HOST:PORT,HOST:PORT,… Default: the database.
-    #[arg(long, env = "TESSERA_SESSION_STORE")]
-    pub session_store: Option<String>,
+    /// Database and session store.
+    #[command(flatten)]
+    pub stores: StoreArgs,
 
     /// A session unused this long ends (e.g. 30m, 2h).
-    #[arg(long, env = "TESSERA_SESSION_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
-    pub session_idle_timeout: Duration,
+    /// [config: sessions.idle_timeout; default: 30m]
+    #[arg(long, env = "TESSERA_SESSION_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub session_idle_timeout: Option<Duration>,
 
     /// A session ends this long after login, however active (e.g. 12h).
-    #[arg(long, env = "TESSERA_SESSION_ABSOLUTE_TIMEOUT", default_value = "12h", value_parser = parse_duration)]
-    pub session_absolute_timeout: Duration,
+    /// [config: sessions.absolute_timeout; default: 12h]
+    #[arg(long, env = "TESSERA_SESSION_ABSOLUTE_TIMEOUT", value_parser = parse_duration)]
+    pub session_absolute_timeout: Option<Duration>,
 
     /// Longest wait for the session store before answering 503 (e.g. 3s).
-    #[arg(long, env = "TESSERA_STORE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
-    pub store_timeout: Duration,
+    /// [config: sessions.store_timeout; default: 3s]
+    #[arg(long, env = "TESSERA_STORE_TIMEOUT", value_parser = parse_duration)]
+    pub store_timeout: Option<Duration>,
 
     /// Mark cookies Secure (HTTPS only; browsers also accept them on
     /// http://localhost). Turn off only for plain-HTTP development on
-    /// another host name.
-    #[arg(long, env = "TESSERA_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub cookie_secure: bool,
+    /// another host name. [config: cookie.secure; default: true]
+    #[arg(long, env = "TESSERA_COOKIE_SECURE", action = clap::ArgAction::Set)]
+    pub cookie_secure: Option<bool>,
+
+    /// SameSite policy of the session cookie: lax or strict.
+    /// [config: cookie.same_site; default: lax]
+    #[arg(long, env = "TESSERA_COOKIE_SAME_SITE", value_parser = ["lax", "strict"])]
+    pub cookie_same_site: Option<String>,
+
+    /// Address of the separate metrics listener (GET /metrics); "" for none.
+    /// [config: metrics.listen; default: 127.0.0.1:9300]
+    #[arg(long, env = "TESSERA_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    /// [config: server.shutdown_timeout; default: 30s]
+    #[arg(long, env = "TESSERA_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    /// [config: server.max_body_bytes; default: 65536]
+    #[arg(long, env = "TESSERA_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
 
     /// Serve HTTPS with this PEM certificate chain (with --tls-key).
     #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
@@ -97,14 +270,6 @@ pub struct ServeArgs {
     /// TLS-terminating proxy is in front). Always on with --tls-cert.
     #[arg(long, env = "TESSERA_HSTS", default_value_t = false)]
     pub hsts: bool,
-
-    /// SameSite policy of the session cookie: lax or strict.
-    #[arg(long, env = "TESSERA_COOKIE_SAME_SITE", default_value = "lax", value_parser = ["lax", "strict"])]
-    pub cookie_same_site: String,
-
-    /// Largest request body accepted, in bytes; larger ones get 413.
-    #[arg(long, env = "TESSERA_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
-    pub max_body_bytes: usize,
 
     /// Lifetime of API access tokens (e.g. 15m).
     #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
@@ -143,7 +308,8 @@ pub struct ServeArgs {
     /// A reverse proxy (IP or CIDR) whose X-Forwarded-For, X-Forwarded-* and
     /// X-Original-URL headers are believed: client addresses (throttling,
     /// device lists) and original URLs (/auth/verify). Repeat, or separate
-    /// with commas; without it those headers are ignored.
+    /// with commas; without it those headers are ignored. Adds to
+    /// server.trusted_proxies (which also decides whose x-request-id is kept).
     #[arg(long = "trusted-proxy", env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
     pub trusted_proxies: Vec<IpNet>,
 
@@ -160,9 +326,10 @@ pub struct ServeArgs {
 
     /// Fewest characters a new password may have (8 to 64; passwords of 64
     /// characters are always long enough).
-    #[arg(long, env = "TESSERA_MIN_PASSWORD_LENGTH", default_value_t = crate::password_policy::DEFAULT_MIN_CHARS,
+    /// [config: passwords.min_chars; default: 12]
+    #[arg(long, env = "TESSERA_MIN_PASSWORD_LENGTH",
           value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(8..=64), usize::from))]
-    pub min_password_length: usize,
+    pub min_password_length: Option<usize>,
 }
 
 impl ServeArgs {
@@ -173,6 +340,89 @@ impl ServeArgs {
             all.extend(list.0.iter().cloned());
         }
         all
+    }
+}
+
+/// Which flag (and the environment variable clap reads for it) sets which
+/// setting, for the reference: `(setting key, flag, variable)`.
+pub fn flag_settings() -> Vec<(String, String, Option<String>)> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let keys = [
+        ("listen", "server.listen"),
+        ("database", "database.url"),
+        ("session_store", "sessions.store"),
+        ("session_idle_timeout", "sessions.idle_timeout"),
+        ("session_absolute_timeout", "sessions.absolute_timeout"),
+        ("store_timeout", "sessions.store_timeout"),
+        ("cookie_secure", "cookie.secure"),
+        ("cookie_same_site", "cookie.same_site"),
+        ("metrics_listen", "metrics.listen"),
+        ("shutdown_timeout", "server.shutdown_timeout"),
+        ("max_body_bytes", "server.max_body_bytes"),
+        ("min_password_length", "passwords.min_chars"),
+        ("log_format", "log.format"),
+    ];
+    keys.iter()
+        .filter_map(|(id, key)| {
+            let arg = command.get_arguments().find(|a| a.get_id().as_str() == *id)?;
+            let flag = format!("--{}", arg.get_long()?);
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            Some((key.to_string(), flag, env))
+        })
+        .collect()
+}
+
+impl StoreArgs {
+    /// The settings these flags override.
+    pub fn overrides(&self) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        if let Some(database) = &self.database {
+            out.push(("database.url", Value::from(database.as_str())));
+        }
+        if let Some(store) = &self.session_store {
+            out.push(("sessions.store", Value::from(store.as_str())));
+        }
+        out
+    }
+}
+
+impl ServeArgs {
+    /// The settings these flags override.
+    pub fn overrides(&self) -> Vec<(&'static str, Value)> {
+        let text = |d: &Duration| Value::from(humantime::format_duration(*d).to_string());
+        let mut out = self.stores.overrides();
+        if let Some(listen) = &self.listen {
+            out.push(("server.listen", Value::from(listen.as_str())));
+        }
+        if let Some(d) = &self.session_idle_timeout {
+            out.push(("sessions.idle_timeout", text(d)));
+        }
+        if let Some(d) = &self.session_absolute_timeout {
+            out.push(("sessions.absolute_timeout", text(d)));
+        }
+        if let Some(d) = &self.store_timeout {
+            out.push(("sessions.store_timeout", text(d)));
+        }
+        if let Some(secure) = self.cookie_secure {
+            out.push(("cookie.secure", Value::from(secure)));
+        }
+        if let Some(same_site) = &self.cookie_same_site {
+            out.push(("cookie.same_site", Value::from(same_site.as_str())));
+        }
+        if let Some(listen) = &self.metrics_listen {
+            out.push(("metrics.listen", Value::from(listen.as_str())));
+        }
+        if let Some(d) = &self.shutdown_timeout {
+            out.push(("server.shutdown_timeout", text(d)));
+        }
+        if let Some(chars) = self.min_password_length {
+            out.push(("passwords.min_chars", Value::from(chars)));
+        }
+        if let Some(bytes) = self.max_body_bytes {
+            out.push(("server.max_body_bytes", Value::from(bytes)));
+        }
+        out
     }
 }
 
@@ -224,9 +474,19 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_names_a_real_setting() {
+        let flags = flag_settings();
+        assert_eq!(flags.len(), 13, "{flags:?}");
+        let keys = crate::settings::setting_keys();
+        for (key, _, _) in flags {
+            assert!(keys.contains(&key), "{key}");
+        }
+    }
+
+    #[test]
     fn password_length_and_trusted_proxies() {
         let cli = Cli::try_parse_from(["tessera"]).unwrap();
-        assert_eq!(cli.serve.min_password_length, 12);
+        assert_eq!(cli.serve.min_password_length, None, "the default comes from the settings (12)");
         assert!(cli.serve.trusted_proxies.is_empty());
         let cli = Cli::try_parse_from([
             "tessera",
@@ -238,7 +498,7 @@ mod tests {
             "::1",
         ])
         .unwrap();
-        assert_eq!(cli.serve.min_password_length, 15);
+        assert_eq!(cli.serve.min_password_length, Some(15));
         assert_eq!(cli.serve.trusted_proxies.len(), 2);
         for bad in [["--min-password-length", "7"], ["--min-password-length", "65"], ["--trusted-proxy", "nope"]] {
             assert!(Cli::try_parse_from(["tessera", bad[0], bad[1]]).is_err(), "{bad:?}");

@@ -156,6 +156,17 @@ impl Database {
         Ok(())
     }
 
+    /// Disables (`Some(when)`) or enables (`None`) a user. Returns whether
+    /// the user exists.
+    pub async fn set_disabled(&self, id: i64, disabled_at: Option<Timestamp>) -> Result<bool, DatabaseError> {
+        let result = sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
+            .bind(disabled_at.map(|t| t.as_millis()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     /// The 32-byte secret called `name`, generated on first use. Instances
     /// sharing a database race to insert it; the first wins and all read it.
     pub async fn secret(&self, name: &str) -> Result<[u8; 32], DatabaseError> {

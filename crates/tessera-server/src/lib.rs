@@ -11,6 +11,8 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod activity_stats;
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod audit;
@@ -21,14 +23,17 @@ pub mod error_pages;
 pub mod flash;
 pub mod forward_auth;
 pub mod health;
+pub mod metrics;
 pub mod oidc;
 pub mod pages;
 pub mod password_policy;
 pub mod product_store;
 pub mod reauthentication;
+pub mod request_id;
 pub mod revocation_marks;
 pub mod security_headers;
 pub mod session_store;
+pub mod settings;
 pub mod static_files;
 pub mod throttle;
 pub mod tls;

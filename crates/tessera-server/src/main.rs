@@ -4,30 +4,115 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tessera::{ExpiryPolicy, SameSite};
+use tessera_server::admin::{self, AdminContext};
 use tessera_server::api::tokens::TokenService;
-use tessera_server::cli::{Cli, Command, DatabaseArgs, KeysCommand, ServeArgs};
+use tessera_server::app::Backends;
+use tessera_server::cli::{
+    Cli, Command, ConfigCommand, DatabaseArgs, KeysCommand, ServeArgs, SessionsCommand, StatsArgs,
+};
 use tessera_server::client_ip::TrustedProxies;
-use tessera_server::database::Database;
-use tessera_server::password_policy::PasswordPolicy;
-use tessera_server::{tls, App, AppConfig};
+use tessera_server::settings::{LogFormat, Settings};
+use tessera_server::{activity_stats, cli, database::Database, metrics, tls, App, AppConfig};
 use tokio::net::TcpListener;
+
+/// Exit code of a configuration that cannot be used.
+const EXIT_CONFIG: u8 = 2;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Serve(args)) => serve(*args).await,
-        Some(Command::Keys { action: KeysCommand::Rotate(args) }) => rotate_keys(args).await,
-        None => serve(cli.serve).await,
+    let overrides = match &cli.command {
+        None => cli.serve.overrides(),
+        Some(Command::Serve(args)) | Some(Command::Config(ConfigCommand::Check(args))) => args.overrides(),
+        Some(Command::Config(ConfigCommand::Reference)) | Some(Command::Keys { .. }) => Vec::new(),
+        Some(Command::Sessions(SessionsCommand::Stats(args))) => args.stores.overrides(),
+        Some(Command::Admin(args)) => args.stores.overrides(),
     };
-    match result {
+    // Serve flags given before a subcommand count too.
+    let mut overrides = [cli.serve.overrides(), overrides].concat();
+    if let Some(format) = &cli.log_format {
+        overrides.push(("log.format", serde_json::Value::from(format.as_str())));
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let settings = match Settings::load(cli.config.as_deref(), &env, &overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("tessera: configuration error:\n{error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(&settings);
+    match cli.command {
+        None => serve(cli.serve, settings).await,
+        Some(Command::Serve(args)) => serve(*args, settings).await,
+        Some(Command::Keys { action: KeysCommand::Rotate(args) }) => match rotate_keys(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("tessera: {message}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Config(ConfigCommand::Check(_))) => match settings.to_masked_toml() {
+            Ok(text) => {
+                println!("# configuration is valid; effective settings (passwords masked):\n");
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("tessera: {error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Some(Command::Config(ConfigCommand::Reference)) => {
+            print!("{}", tessera_server::settings::reference_markdown(&cli::flag_settings()));
+            ExitCode::SUCCESS
+        }
+        Some(Command::Sessions(SessionsCommand::Stats(args))) => stats(args, settings).await,
+        Some(Command::Admin(args)) => {
+            let config = match AppConfig::from_settings(&settings) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("tessera: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let backends = match Backends::open(&config, None).await {
+                Ok(backends) => backends,
+                Err(error) => {
+                    eprintln!("tessera: {error}");
+                    return ExitCode::from(admin::EXIT_FAILED);
+                }
+            };
+            let context = AdminContext { backends, config };
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            let mut out = std::io::stdout();
+            let result = admin::run(&context, &args.command, &mut input, &mut out).await;
+            context.backends.close().await;
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("tessera admin: {error}");
+                    ExitCode::from(error.exit_code())
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log.filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match settings.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+async fn serve(args: ServeArgs, settings: Settings) -> ExitCode {
+    match run_server(args, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("tessera: {message}");
@@ -36,29 +121,21 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
-    if args.session_absolute_timeout < args.session_idle_timeout {
-        return Err("--session-absolute-timeout must not be shorter than --session-idle-timeout".into());
-    }
-    let mut config = AppConfig {
-        database_url: args.database.clone(),
-        session_store_url: args.session_store.clone(),
-        expiry: ExpiryPolicy::new(args.session_idle_timeout, args.session_absolute_timeout),
-        store_timeout: args.store_timeout,
-        max_body_bytes: args.max_body_bytes,
-        refresh_token_ttl: args.refresh_token_ttl,
-        password_policy: PasswordPolicy::new(args.min_password_length),
-        trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
-        ..AppConfig::default()
-    };
+async fn run_server(args: ServeArgs, settings: Settings) -> Result<(), String> {
+    let mut config = AppConfig::from_settings(&settings)?;
+    // Flags that are not (yet) settings of the configuration file.
+    config.refresh_token_ttl = args.refresh_token_ttl;
     config.tokens.access_ttl = args.access_token_ttl;
     config.tokens.issuer = args.token_issuer.clone();
-    config.cookie.secure = args.cookie_secure;
-    config.cookie.same_site = if args.cookie_same_site == "strict" { SameSite::Strict } else { SameSite::Lax };
     config.cookie.domain = args.cookie_domain.clone().filter(|d| !d.is_empty());
     config.public_url = args.public_url.clone();
     config.oidc_providers = args.all_oidc_providers();
-    config.forward_auth.trusted_proxies = args.trusted_proxies.clone();
+    // One list of trusted proxies (configuration, then flags): client
+    // addresses, forward-auth headers and request IDs.
+    let mut proxies = settings.trusted_proxy_networks();
+    proxies.extend(args.trusted_proxies.iter().cloned());
+    config.trusted_proxies = TrustedProxies::new(proxies.clone());
+    config.forward_auth.trusted_proxies = proxies;
     config.forward_auth.protected_hosts = args.protected_hosts.clone();
     config.forward_auth.headers.extend(args.forward_auth_headers.iter().cloned());
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -67,17 +144,49 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     config.hsts = args.hsts || tls.is_some();
     let app = App::build(config).await.map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(&args.listen).await.map_err(|e| format!("--listen {}: {e}", args.listen))?;
-    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(args.listen.clone());
+    let listen = &settings.server.listen;
+    let listener = TcpListener::bind(listen).await.map_err(|e| format!("server.listen {listen}: {e}"))?;
+    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let metrics_task = if settings.metrics.enabled && !settings.metrics.listen.is_empty() {
+        let metrics_listen = &settings.metrics.listen;
+        let metrics_listener =
+            TcpListener::bind(metrics_listen).await.map_err(|e| format!("metrics.listen {metrics_listen}: {e}"))?;
+        let metrics_address = metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or(metrics_listen.clone());
+        tracing::info!(address = %metrics_address, "metrics on http://{metrics_address}/metrics");
+        let router = metrics::router(app.state.metrics.clone());
+        let until = stopped();
+        Some(tokio::spawn(async move {
+            if let Err(error) = axum::serve(metrics_listener, router).with_graceful_shutdown(until).await {
+                tracing::warn!(%error, "metrics listener failed");
+            }
+        }))
+    } else {
+        None
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = stop_tx.send(true);
+    });
     match tls {
         Some(tls) => {
             tracing::info!(%address, "tessera listening on https://{address}");
-            app.serve_tls(listener, tls, shutdown_signal()).await.map_err(|e| e.to_string())?;
+            app.serve_tls(listener, tls, stopped()).await.map_err(|e| e.to_string())?;
         }
         None => {
             tracing::info!(%address, "tessera listening on http://{address}");
-            app.serve(listener, shutdown_signal()).await.map_err(|e| e.to_string())?;
+            app.serve(listener, stopped()).await.map_err(|e| e.to_string())?;
         }
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
     }
     tracing::info!("tessera stopped");
     Ok(())
@@ -91,6 +200,35 @@ async fn rotate_keys(args: DatabaseArgs) -> Result<(), String> {
     // Only the public key ID: the private key never leaves the database.
     println!("new signing key {kid}; running servers switch to it within 30 seconds");
     Ok(())
+}
+
+async fn stats(args: StatsArgs, settings: Settings) -> ExitCode {
+    let db = match Database::connect(&settings.database.url).await {
+        Ok(db) => db,
+        Err(error) => {
+            eprintln!("tessera: database: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = tessera::Timestamp::now().as_millis() / 1000;
+    let rows = activity_stats::recent(&db, now, args.hours).await;
+    db.close().await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => {
+            eprintln!("tessera: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", activity_stats::render_text(&rows));
+    if let Some(path) = &args.svg {
+        if let Err(error) = activity_stats::render_svg(&rows, path) {
+            eprintln!("tessera: writing {}: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("chart written to {}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 async fn shutdown_signal() {

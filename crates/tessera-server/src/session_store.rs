@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use tessera::SessionStore;
 
 /// Why `--session-store` could not be used.
@@ -36,23 +38,93 @@ pub fn mask_url(url: &str) -> String {
 
 /// Opens the store named by `url`.
 pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>, SessionStoreUrlError> {
+    Ok(open_store(url).await?.store)
+}
+
+/// Counts live sessions, where that is cheap.
+pub type ActiveCounter = Arc<dyn Fn() -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
+
+/// Closes a store's connections.
+pub type Closer = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// An opened store with what operations need besides the trait.
+#[derive(Clone)]
+pub struct OpenedStore {
+    /// The store.
+    pub store: Arc<dyn SessionStore>,
+    /// `memory`, `sqlite`, `postgres` or `redis`, for metric labels.
+    pub kind: &'static str,
+    /// Counts live sessions (SQLite, PostgreSQL, memory).
+    pub active: Option<ActiveCounter>,
+    /// Closes the pool at shutdown.
+    pub close: Option<Closer>,
+}
+
+fn now_millis() -> i64 {
+    tessera::Timestamp::now().as_millis()
+}
+
+/// Opens the store named by `url`, with its kind, counter and closer.
+pub async fn open_store(url: &str) -> Result<OpenedStore, SessionStoreUrlError> {
     let unreachable = |reason: String| SessionStoreUrlError::Unreachable { url: mask_url(url), reason };
     let scheme = url.split_once("://").map(|(scheme, _)| scheme).unwrap_or("");
     match scheme {
-        "memory" => Ok(Arc::new(tessera_store_memory::MemoryStore::new())),
+        "memory" => {
+            let store = Arc::new(tessera_store_memory::MemoryStore::new());
+            let counted = store.clone();
+            let active: ActiveCounter = Arc::new(move || {
+                let store = counted.clone();
+                Box::pin(async move { Ok(store.entry_count()) })
+            });
+            Ok(OpenedStore { store, kind: "memory", active: Some(active), close: None })
+        }
         "sqlite" => {
             let store =
                 tessera_store_sqlite::SqliteStore::connect(url).await.map_err(|e| unreachable(e.to_string()))?;
-            Ok(Arc::new(store))
+            let pool = store.pool().clone();
+            let active: ActiveCounter = Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tessera_sessions WHERE expires_at > $1")
+                        .bind(now_millis())
+                        .fetch_one(&pool)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(u64::try_from(count).unwrap_or(0))
+                })
+            });
+            let pool = store.pool().clone();
+            let close: Closer = Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move { pool.close().await })
+            });
+            Ok(OpenedStore { store: Arc::new(store), kind: "sqlite", active: Some(active), close: Some(close) })
         }
         "postgres" | "postgresql" => {
             let store =
                 tessera_store_postgres::PostgresStore::connect(url).await.map_err(|e| unreachable(e.to_string()))?;
-            Ok(Arc::new(store))
+            let pool = store.pool().clone();
+            let active: ActiveCounter = Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tessera_sessions WHERE expires_at > $1")
+                        .bind(now_millis())
+                        .fetch_one(&pool)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(u64::try_from(count).unwrap_or(0))
+                })
+            });
+            let pool = store.pool().clone();
+            let close: Closer = Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move { pool.close().await })
+            });
+            Ok(OpenedStore { store: Arc::new(store), kind: "postgres", active: Some(active), close: Some(close) })
         }
         "redis" | "rediss" | "redis+cluster" => {
             let store = tessera_store_redis::RedisStore::connect(url).await.map_err(|e| unreachable(e.to_string()))?;
-            Ok(Arc::new(store))
+            Ok(OpenedStore { store: Arc::new(store), kind: "redis", active: None, close: None })
         }
         _ => Err(SessionStoreUrlError::Unsupported(mask_url(url))),
     }

@@ -110,6 +110,7 @@ pub async fn signin(
     let username_key = check_username(&body.username).ok();
     let keys = state.throttle.keys(username_key.as_deref(), ip, &headers, state.engine.cookie_config());
     if let Some(wait) = state.throttle.retry_after(&keys).await.map_err(ApiError::unavailable)? {
+        crate::metrics::login_throttled();
         return Err(ApiError::Throttled(wait));
     }
     let now = state.clock.now();
@@ -120,6 +121,7 @@ pub async fn signin(
         LoginOutcome::Failed { known_user } => {
             let _ = database.audit(AuditKind::LoginFailed, known_user, &device, now).await;
             if let Some(wait) = state.throttle.record_failure(&keys).await.map_err(ApiError::unavailable)? {
+                crate::metrics::login_throttled();
                 return Err(ApiError::Throttled(wait));
             }
             return Err(ApiError::InvalidCredentials);

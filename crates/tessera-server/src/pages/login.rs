@@ -101,6 +101,8 @@ pub async fn submit(
                 tracing::warn!(%error, "clearing the login throttle failed");
             }
             ctx.session.login(user.id.to_string());
+            crate::metrics::login(true);
+            state.activity.login(true);
             reauthentication::mark(&ctx.session, now);
             let _ = database.audit(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
             let mut response = Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
@@ -111,6 +113,8 @@ pub async fn submit(
             response
         }
         Ok(LoginOutcome::Failed { known_user }) => {
+            crate::metrics::login(false);
+            state.activity.login(false);
             let _ = database.audit(AuditKind::LoginFailed, known_user, &ctx.device, now).await;
             match state.throttle.record_failure(&keys).await {
                 // This failure started a block: say so now rather than on the next try.
@@ -135,6 +139,7 @@ pub async fn submit(
 /// `429` with the login form, a message and `Retry-After` in whole seconds
 /// (rounded up, so a client that waits exactly that long gets through).
 fn throttled(ctx: &PageContext, username: String, next: Option<String>, wait: std::time::Duration) -> Response {
+    crate::metrics::login_throttled();
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let seconds = seconds.max(1);
     let message = format!(

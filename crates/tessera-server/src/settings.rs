@@ -1,0 +1,770 @@
+//! Every setting of the server, in one struct tree.
+//!
+//! Layers, each overriding the one before:
+//!
+//! 1. the defaults below;
+//! 2. a TOML file (`--config FILE` or `TESSERA_CONFIG`);
+//! 3. environment variables `TESSERA_<SECTION>__<KEY>` (e.g.
+//!    `TESSERA_SESSIONS__IDLE_TIMEOUT=45m`);
+//! 4. command-line flags, and the older single-underscore variables that
+//!    clap reads for them (`TESSERA_LISTEN`, `TESSERA_DATABASE_URL`, …).
+//!
+//! Unknown keys and bad values are errors naming the key. The reference in
+//! `docs/configuration.md` is generated from this file's doc comments
+//! ([`reference_markdown`]); a test fails when the two differ.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Prefix of every environment variable read as a setting.
+pub const ENV_PREFIX: &str = "TESSERA_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The public HTTP listener and the request lifecycle.
+    pub server: ServerSettings,
+    /// The users database.
+    pub database: DatabaseSettings,
+    /// Sessions: where they live and how long they last.
+    pub sessions: SessionSettings,
+    /// The session cookie.
+    pub cookie: CookieSettings,
+    /// Password hashing and rules.
+    pub passwords: PasswordSettings,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
+    /// Logs.
+    pub log: LogSettings,
+    /// Hourly activity counters (`tessera sessions stats`).
+    pub stats: StatsSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address of the public HTTP listener.
+    pub listen: String,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish
+    /// before the server stops anyway.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub shutdown_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Peers (IP addresses or CIDR ranges, e.g. `10.0.0.0/8`) whose
+    /// `x-request-id` header is trusted; from anyone else it is replaced by a
+    /// fresh ID.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Where users and generated secrets live: `sqlite://FILE` (created and
+    /// migrated on first start) or `postgres://USER:PASSWORD@HOST/DB`. A
+    /// password in it is masked in every output.
+    pub url: String,
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Where sessions live: `memory://`, `sqlite://FILE`, `postgres://…`,
+    /// `redis://HOST:PORT`, `redis+cluster://HOST:PORT,HOST:PORT,…` or
+    /// `cookie://`. Empty: the database.
+    pub store: String,
+    /// A session unused this long ends (e.g. `30m`, `2h`).
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after login, however active. Not shorter
+    /// than `idle_timeout`.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub absolute_timeout: Duration,
+    /// Longest wait for the session store before answering 503.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub store_timeout: Duration,
+    /// How often expired sessions are purged from stores without native
+    /// expiry (SQLite, PostgreSQL, memory).
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub purge_interval: Duration,
+}
+
+/// `[cookie]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CookieSettings {
+    /// Mark cookies `Secure` (HTTPS only; browsers also accept them on
+    /// `http://localhost`). Turn off only for plain-HTTP development on
+    /// another host name.
+    pub secure: bool,
+    /// SameSite policy of the session cookie.
+    pub same_site: SameSiteSetting,
+}
+
+/// A cookie's SameSite policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSiteSetting {
+    /// Sent on top-level navigations from other sites.
+    Lax,
+    /// Never sent on requests from other sites.
+    Strict,
+}
+
+/// `[passwords]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordSettings {
+    /// Fewest characters a new password may have (8 to 64; passwords of 64
+    /// characters are always long enough).
+    pub min_chars: usize,
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations (OWASP: 2).
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    pub argon2_parallelism: u32,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve Prometheus metrics at all.
+    pub enabled: bool,
+    /// Address of the separate metrics listener (`GET /metrics`). Empty: no
+    /// separate listener.
+    pub listen: String,
+    /// Also answer `GET /metrics` on the public listener. Off by default:
+    /// metrics tell outsiders more than they should know.
+    pub on_public_listener: bool,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (human-readable) or `json` (one object per line).
+    pub format: LogFormat,
+    /// Which events to log, in `tracing-subscriber` `EnvFilter` syntax;
+    /// `RUST_LOG`, when set, wins.
+    pub filter: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[stats]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsSettings {
+    /// How often the hourly activity counters are written to the database
+    /// (and once more at shutdown).
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub flush_interval: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:3000".into(),
+            shutdown_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings { url: "sqlite://tessera.db".into() }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            store: String::new(),
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            store_timeout: Duration::from_secs(3),
+            purge_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for CookieSettings {
+    fn default() -> Self {
+        CookieSettings { secure: true, same_site: SameSiteSetting::Lax }
+    }
+}
+
+impl Default for PasswordSettings {
+    fn default() -> Self {
+        PasswordSettings {
+            min_chars: crate::password_policy::DEFAULT_MIN_CHARS,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { enabled: true, listen: "127.0.0.1:9300".into(), on_public_listener: false }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { format: LogFormat::Text, filter: "info,sqlx=warn".into() }
+    }
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        StatsSettings { flush_interval: Duration::from_secs(10) }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+/// A trusted-proxy entry: an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Parses `1.2.3.4`, `10.0.0.0/8`, `::1` or `fd00::/8`.
+    pub fn parse(text: &str) -> Result<IpRange, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.trim().parse().map_err(|_| format!("{text:?} is not an IP address or range"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or(format!("{text:?}: bad prefix"))?,
+            None => max,
+        };
+        Ok(IpRange { address, prefix })
+    }
+
+    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads defaults, then `file` (if any), then `TESSERA_<SECTION>__<KEY>`
+    /// variables from `env`, then `overrides` (from flags), and validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &[(&'static str, Value)],
+    ) -> Result<Settings, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(SettingsError(format!("--config {}: no such file", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(env_provider(env));
+        for (key, value) in overrides {
+            figment = figment.merge(Named::new(format!("the flag for {key}"), key, value.clone()));
+        }
+        let settings: Settings = figment.extract().map_err(|error| SettingsError(describe_figment_error(error)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot; each message names the key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, why: String| Err(SettingsError(format!("{key}: {why}")));
+        if self.server.listen.parse::<SocketAddr>().is_err() && !self.server.listen.contains(':') {
+            return bad("server.listen", format!("{:?} is not an address such as 127.0.0.1:3000", self.server.listen));
+        }
+        for proxy in &self.server.trusted_proxies {
+            if let Err(why) = IpRange::parse(proxy) {
+                return bad("server.trusted_proxies", why);
+            }
+        }
+        if self.server.max_body_bytes == 0 {
+            return bad("server.max_body_bytes", "must be more than zero".into());
+        }
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return bad(
+                "database.url",
+                format!("{:?}: expected sqlite://… or postgres://…", crate::session_store::mask_url(db)),
+            );
+        }
+        for (key, value) in [
+            ("sessions.idle_timeout", self.sessions.idle_timeout),
+            ("sessions.absolute_timeout", self.sessions.absolute_timeout),
+            ("sessions.store_timeout", self.sessions.store_timeout),
+            ("sessions.purge_interval", self.sessions.purge_interval),
+            ("stats.flush_interval", self.stats.flush_interval),
+        ] {
+            if value.is_zero() {
+                return bad(key, "must be longer than zero".into());
+            }
+        }
+        if self.sessions.absolute_timeout < self.sessions.idle_timeout {
+            return bad("sessions.absolute_timeout", "must not be shorter than sessions.idle_timeout".into());
+        }
+        if !(8..=64).contains(&self.passwords.min_chars) {
+            return bad("passwords.min_chars", format!("{} is not between 8 and 64", self.passwords.min_chars));
+        }
+        if let Err(error) = self.argon2_params() {
+            return bad("passwords.argon2_memory_kib", format!("invalid argon2 parameters: {error}"));
+        }
+        if self.metrics.enabled
+            && !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<SocketAddr>().is_err()
+            && !self.metrics.listen.contains(':')
+        {
+            return bad(
+                "metrics.listen",
+                format!("{:?} is not an address such as 127.0.0.1:9300", self.metrics.listen),
+            );
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return bad("log.filter", error.to_string());
+        }
+        Ok(())
+    }
+
+    /// The argon2 parameters of `[passwords]`.
+    pub fn argon2_params(&self) -> Result<argon2::Params, String> {
+        argon2::Params::new(
+            self.passwords.argon2_memory_kib,
+            self.passwords.argon2_iterations,
+            self.passwords.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// The trusted proxies as networks (validated by [`Settings::validate`]).
+    pub fn trusted_proxy_networks(&self) -> Vec<ipnet::IpNet> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| {
+                p.trim()
+                    .parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| p.trim().parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+            })
+            .collect()
+    }
+
+    /// The effective configuration as TOML, with passwords in URLs masked.
+    pub fn to_masked_toml(&self) -> Result<String, SettingsError> {
+        let mut masked = self.clone();
+        masked.database.url = crate::session_store::mask_url(&masked.database.url);
+        masked.sessions.store = crate::session_store::mask_url(&masked.sessions.store);
+        toml::to_string_pretty(&masked).map_err(|e| SettingsError(format!("cannot print the configuration: {e}")))
+    }
+}
+
+/// The `TESSERA_<SECTION>__<KEY>` variables among `env` that name a setting;
+/// other `TESSERA_…` variables (flags' own, `TESSERA_CONFIG`, tests') are
+/// left alone.
+fn env_provider(env: &[(String, String)]) -> Figment {
+    let known: Vec<String> = setting_keys().into_iter().map(|key| env_name(&key)).collect();
+    let mut figment = Figment::new();
+    for (name, value) in env {
+        if known.iter().any(|k| k == name) {
+            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase().replace("__", ".");
+            figment = figment.merge(Named::new(format!("environment variable {name}"), &key, env_value(&key, value)));
+        }
+    }
+    figment
+}
+
+/// One value at a key, with a name for error messages.
+struct Named {
+    name: String,
+    data: Serialized<Value>,
+}
+
+impl Named {
+    fn new(name: String, key: &str, value: Value) -> Named {
+        Named { name, data: Serialized::default(key, value) }
+    }
+}
+
+impl figment::Provider for Named {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        self.data.data()
+    }
+}
+
+/// An environment value as the setting's type expects it: lists are
+/// comma-separated, booleans and numbers are parsed, the rest is text.
+fn env_value(key: &str, raw: &str) -> Value {
+    let default = lookup(&defaults_json(), key);
+    match default {
+        Some(Value::Array(_)) => {
+            Value::Array(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Value::from).collect())
+        }
+        Some(Value::Bool(_)) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Value::Bool(true),
+            "false" | "0" | "no" | "off" => Value::Bool(false),
+            _ => Value::from(raw),
+        },
+        Some(Value::Number(_)) => raw.trim().parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(raw)),
+        _ => Value::from(raw),
+    }
+}
+
+/// The environment variable of a setting: `sessions.idle_timeout` →
+/// `TESSERA_SESSIONS__IDLE_TIMEOUT`.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_ascii_uppercase())
+}
+
+fn defaults_json() -> Value {
+    serde_json::to_value(Settings::default()).unwrap_or(Value::Null)
+}
+
+fn lookup(value: &Value, key: &str) -> Option<Value> {
+    let mut at = value;
+    for part in key.split('.') {
+        at = at.get(part)?;
+    }
+    Some(at.clone())
+}
+
+/// Every leaf key, `section.key`, in declaration order.
+pub fn setting_keys() -> Vec<String> {
+    reference_entries().into_iter().map(|entry| entry.key).collect()
+}
+
+/// One documented setting.
+#[derive(Debug, Clone)]
+pub struct ReferenceEntry {
+    /// `section.key`.
+    pub key: String,
+    /// The section's description (same for every key of a section).
+    pub section_doc: String,
+    /// The setting's doc comment.
+    pub doc: String,
+    /// The TOML type.
+    pub kind: String,
+    /// The default, as TOML would write it.
+    pub default: String,
+}
+
+/// Every setting with its doc comment, type and default, from the settings
+/// struct's JSON schema (doc comments become descriptions).
+pub fn reference_entries() -> Vec<ReferenceEntry> {
+    let schema = serde_json::to_value(schemars::schema_for!(Settings)).unwrap_or(Value::Null);
+    let defaults = defaults_json();
+    let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
+    let resolve = |value: &Value| -> Value {
+        match value.get("$ref").and_then(Value::as_str) {
+            Some(reference) => {
+                let name = reference.rsplit('/').next().unwrap_or("");
+                let mut resolved = defs.get(name).cloned().unwrap_or(Value::Null);
+                if let (Some(doc), Some(object)) = (value.get("description"), resolved.as_object_mut()) {
+                    object.insert("field_description".into(), doc.clone());
+                }
+                resolved
+            }
+            None => value.clone(),
+        }
+    };
+    let mut entries = Vec::new();
+    let Some(sections) = schema.get("properties").and_then(Value::as_object) else { return entries };
+    for (section, section_schema) in sections {
+        let section_schema = resolve(section_schema);
+        let section_doc = text(section_schema.get("field_description").or(section_schema.get("description")));
+        let Some(fields) = section_schema.get("properties").and_then(Value::as_object) else { continue };
+        for (field, field_schema) in fields {
+            let key = format!("{section}.{field}");
+            let resolved = resolve(field_schema);
+            let doc = text(field_schema.get("description").or(resolved.get("field_description")));
+            let default_value = lookup(&defaults, &key);
+            let is_duration = default_value
+                .as_ref()
+                .and_then(Value::as_str)
+                .is_some_and(|text| humantime::parse_duration(text).is_ok());
+            let kind = if is_duration { "duration".to_owned() } else { kind_of(&resolved) };
+            let default = default_value.map(|v| toml_literal(&v)).unwrap_or_default();
+            entries.push(ReferenceEntry { key, section_doc: section_doc.clone(), doc, kind, default });
+        }
+    }
+    // JSON objects come out sorted; put sections and keys back in the order
+    // they are declared (the order the TOML serializer writes them).
+    let order = Settings::default().to_masked_toml().unwrap_or_default();
+    let position = |key: &str| -> (usize, usize) {
+        let (section, field) = key.split_once('.').unwrap_or((key, ""));
+        let at = order.find(&format!("[{section}]")).unwrap_or(usize::MAX);
+        let within = order.get(at..).and_then(|rest| rest.find(&format!("\n{field} ="))).unwrap_or(usize::MAX);
+        (at, within)
+    };
+    entries.sort_by_key(|entry| position(&entry.key));
+    entries
+}
+
+fn text(value: Option<&Value>) -> String {
+    value.and_then(Value::as_str).unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn kind_of(schema: &Value) -> String {
+    if let Some(choices) = schema.get("oneOf").and_then(Value::as_array) {
+        let names: Vec<String> = choices
+            .iter()
+            .filter_map(|c| c.get("const").or_else(|| c.get("enum").and_then(|e| e.get(0))))
+            .filter_map(Value::as_str)
+            .map(|s| format!("`{s}`"))
+            .collect();
+        return format!("one of {}", names.join(", "));
+    }
+    if let Some(choices) = schema.get("enum").and_then(Value::as_array) {
+        let names: Vec<String> = choices.iter().filter_map(Value::as_str).map(|s| format!("`{s}`")).collect();
+        return format!("one of {}", names.join(", "));
+    }
+    match schema.get("type") {
+        Some(Value::String(t)) if t == "array" => "list of strings".into(),
+        Some(Value::String(t)) if t == "integer" => "integer".into(),
+        Some(Value::String(t)) if t == "boolean" => "boolean".into(),
+        Some(Value::String(t)) => t.clone(),
+        _ => "value".into(),
+    }
+}
+
+fn toml_literal(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(items) => format!("[{}]", items.iter().map(toml_literal).collect::<Vec<_>>().join(", ")),
+        other => other.to_string(),
+    }
+}
+
+/// The reference of every setting, as Markdown (`tessera config reference`,
+/// committed as `docs/configuration.md`). `flags` maps setting keys to the
+/// command-line flag and legacy environment variable that also set them.
+pub fn reference_markdown(flags: &[(String, String, Option<String>)]) -> String {
+    let mut out = String::new();
+    out.push_str("# Configuration reference\n\n");
+    out.push_str(
+        "<!-- Generated by `tessera config reference` from crates/tessera-server/src/settings.rs; \
+         do not edit by hand. A test fails when this file is out of date. -->\n\n",
+    );
+    out.push_str(
+        "Every setting can be given in a TOML file (`tessera --config FILE` or `TESSERA_CONFIG=FILE`), \
+         in an environment variable, or for the most used ones as a command-line flag. Later layers win: \
+         defaults, then the file, then `TESSERA_<SECTION>__<KEY>` variables, then flags (and the older \
+         variables that clap reads for them, listed with each flag). Unknown keys and bad values are \
+         errors that name the key; `tessera config check` prints the effective configuration with \
+         passwords masked.\n\n",
+    );
+    out.push_str("Durations are written like `30s`, `15m`, `12h`, `1h 30m`.\n");
+    let mut section = String::new();
+    for entry in reference_entries() {
+        let this_section = entry.key.split('.').next().unwrap_or("").to_owned();
+        if this_section != section {
+            section = this_section;
+            out.push_str(&format!("\n## `[{section}]`\n\n{}\n\n", entry.section_doc));
+            out.push_str("| Key | Type | Default | Environment / flag | Description |\n");
+            out.push_str("| --- | --- | --- | --- | --- |\n");
+        }
+        let field = entry.key.split_once('.').map(|(_, f)| f).unwrap_or(&entry.key);
+        let mut how = format!("`{}`", env_name(&entry.key));
+        if let Some((_, flag, legacy)) = flags.iter().find(|(key, _, _)| *key == entry.key) {
+            how.push_str(&format!("<br>`{flag}`"));
+            if let Some(legacy) = legacy {
+                how.push_str(&format!("<br>`{legacy}`"));
+            }
+        }
+        let default = if entry.default.is_empty() { String::new() } else { format!("`{}`", entry.default) };
+        out.push_str(&format!(
+            "| `{field}` | {} | {default} | {how} | {} |\n",
+            entry.kind,
+            entry.doc.replace('|', "\\|")
+        ));
+    }
+    out.push_str("\n## Example\n\n```toml\n");
+    out.push_str(&Settings::default().to_masked_toml().unwrap_or_default());
+    out.push_str("```\n");
+    out
+}
+
+/// Turns figment's error into one line per problem, each naming the key.
+fn describe_figment_error(error: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for e in error {
+        let key = e.path.join(".");
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| match &m.source {
+                Some(source) => format!("{} {source}", m.name),
+                None => m.name.to_string(),
+            })
+            .unwrap_or_default();
+        let kind = e.kind.to_string();
+        let line = match (&e.kind, key.is_empty()) {
+            (figment::error::Kind::UnknownField(field, _), _) => {
+                let full = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+                format!("unknown key `{full}` ({source})")
+            }
+            (_, false) => format!("{key}: {kind} ({source})"),
+            (_, true) => format!("{kind} ({source})"),
+        };
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+/// Durations as human text (`30s`, `12h`) in files and environment variables.
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `30m`.
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    /// Reads `30m`, `2h 30m`, `1500ms`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e} (expected e.g. 2s, 30m, 12h)")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:4000\"\n[sessions]\nidle_timeout = \"10m\"\n").unwrap();
+        let s = Settings::load(Some(&file), &[], &[]).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:4000");
+        assert_eq!(s.sessions.idle_timeout, Duration::from_secs(600));
+        let e = env(&[("TESSERA_SERVER__LISTEN", "127.0.0.1:5000"), ("TESSERA_CONFIG", "x"), ("TESSERA_OTHER", "y")]);
+        let s = Settings::load(Some(&file), &e, &[]).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:5000");
+        let s = Settings::load(Some(&file), &e, &[("server.listen", Value::from("127.0.0.1:6000"))]).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:6000");
+        let e = env(&[("TESSERA_SERVER__TRUSTED_PROXIES", "10.0.0.0/8, ::1"), ("TESSERA_COOKIE__SECURE", "false")]);
+        let s = Settings::load(None, &e, &[]).unwrap();
+        assert_eq!(s.server.trusted_proxies, vec!["10.0.0.0/8", "::1"]);
+        assert!(!s.cookie.secure);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[sessions]\nidle_timeot = \"10m\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("idle_timeot"), "{error}");
+        std::fs::write(&file, "[sessions]\nidle_timeout = \"soon\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("sessions.idle_timeout"), "{error}");
+        std::fs::write(&file, "[cookie]\nsame_site = \"none\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("cookie.same_site"), "{error}");
+        std::fs::write(&file, "[sessions]\nidle_timeout = \"13h\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("sessions.absolute_timeout"), "{error}");
+        std::fs::write(&file, "[server]\ntrusted_proxies = [\"10.0.0.0/99\"]\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("server.trusted_proxies"), "{error}");
+    }
+
+    #[test]
+    fn ip_ranges() {
+        let range = IpRange::parse("10.0.0.0/8").unwrap();
+        assert!(range.contains("10.1.2.3".parse().unwrap()));
+        assert!(!range.contains("11.1.2.3".parse().unwrap()));
+        assert!(range.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(IpRange::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(IpRange::parse("nope").is_err());
+    }
+
+    #[test]
+    fn reference_lists_every_key_with_docs_and_defaults() {
+        let entries = reference_entries();
+        assert!(entries.len() >= 20, "{entries:?}");
+        for entry in &entries {
+            assert!(!entry.doc.is_empty(), "{} has no doc comment", entry.key);
+            assert!(!entry.section_doc.is_empty(), "{} section has no doc comment", entry.key);
+        }
+        let idle = entries.iter().find(|e| e.key == "sessions.idle_timeout").unwrap();
+        assert_eq!(idle.default, "\"30m\"");
+    }
+
+    #[test]
+    fn masked_toml_hides_passwords() {
+        let mut s = Settings::default();
+        s.database.url = "postgres://u:hunter2@h/db".into();
+        let text = s.to_masked_toml().unwrap();
+        assert!(!text.contains("hunter2") && text.contains("u:***@h"), "{text}");
+    }
+}
