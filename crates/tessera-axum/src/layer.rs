@@ -179,26 +179,42 @@ pub fn client_device(extensions: &http::Extensions, headers: &HeaderMap) -> Devi
     DeviceInfo::new(ip.map(|ip| ip.to_string()), user_agent)
 }
 
-/// The value of cookie `name` in the request, preferring one that looks like
-/// a session ID when several are sent.
+/// The value of cookie `name` in the request. When several are sent (a
+/// stale cookie for a parent domain, say), the first that `valid` accepts
+/// wins, else the first of sane length; `valid` is only consulted then, so
+/// the usual single cookie is not parsed twice (the engine parses it).
 pub(crate) fn find_cookie(headers: &HeaderMap, name: &str, valid: impl Fn(&str) -> bool) -> Option<String> {
+    let mut values = cookie_values(headers, name);
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return (first.len() <= MAX_COOKIE_VALUE).then(|| first.to_owned());
+    };
     let mut fallback = None;
-    for header in headers.get_all(COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
-        for pair in text.split(';') {
-            let Some((key, value)) = pair.trim().split_once('=') else { continue };
-            if key != name {
-                continue;
-            }
-            if valid(value) {
-                return Some(value.to_owned());
-            }
-            if fallback.is_none() && value.len() <= 4096 {
-                fallback = Some(value.to_owned());
-            }
+    for value in [first, second].into_iter().chain(values) {
+        if valid(value) {
+            return Some(value.to_owned());
+        }
+        if fallback.is_none() && value.len() <= MAX_COOKIE_VALUE {
+            fallback = Some(value);
         }
     }
-    fallback
+    fallback.map(str::to_owned)
+}
+
+/// Longest cookie value worth reading: browsers keep at most 4096 bytes.
+const MAX_COOKIE_VALUE: usize = 4096;
+
+/// The values of every cookie called `name` in the `Cookie` headers.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(COOKIE)
+        .into_iter()
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .filter_map(move |pair| match pair.trim().split_once('=') {
+            Some((key, value)) if key == name => Some(value),
+            _ => None,
+        })
 }
 
 impl<S> Service<Request> for SessionService<S>

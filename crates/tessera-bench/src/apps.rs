@@ -52,6 +52,19 @@ pub(crate) struct ServeArgs {
     sqlite_path: String,
 }
 
+impl ServeArgs {
+    /// The arguments of an app driven in process (no port).
+    pub(crate) fn in_process(app: &str, redis_url: &str, postgres_url: &str, sqlite_path: &str) -> Self {
+        ServeArgs {
+            app: app.to_owned(),
+            port: 0,
+            redis_url: redis_url.to_owned(),
+            postgres_url: postgres_url.to_owned(),
+            sqlite_path: sqlite_path.to_owned(),
+        }
+    }
+}
+
 /// Runs the server until killed. The runtime has as many workers as the
 /// process may use CPUs (one, under `taskset -c 1`), for every app alike.
 pub(crate) fn serve(args: ServeArgs) -> Fallible {
@@ -64,7 +77,7 @@ pub(crate) fn serve(args: ServeArgs) -> Fallible {
     })
 }
 
-async fn build(args: &ServeArgs) -> Fallible<Router> {
+pub(crate) async fn build(args: &ServeArgs) -> Fallible<Router> {
     let app = args.app.as_str();
     if app == "bare" {
         return Ok(Router::new().route("/hello", get(hello)));

@@ -16,6 +16,7 @@ mod load;
 mod orchestrate;
 mod plan;
 mod procstat;
+mod profile;
 mod report;
 mod services;
 
@@ -46,6 +47,8 @@ enum Command {
     Serve(apps::ServeArgs),
     /// Stores idle sessions in the memory store and reports RSS per session.
     IdleSessions(idle::IdleArgs),
+    /// Drives one app's route in process, for instruction-count profiling.
+    Profile(profile::ProfileArgs),
     /// Times one argon2id verification with tessera's default parameters.
     HashTime {
         /// How many verifications to average.
@@ -59,6 +62,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Serve(args)) => apps::serve(args),
         Some(Command::IdleSessions(args)) => idle::run(args),
+        Some(Command::Profile(args)) => profile::run(args),
         Some(Command::HashTime { iterations }) => idle::hash_time(iterations),
         None => match cli.render {
             Some(json) => report::render(&json, &cli.out),

@@ -318,7 +318,7 @@ fn login(md: &mut String, results: &Results) {
                 md,
                 "`tessera-memory` with `POST /login-argon2`: the password is verified with \
                  `tessera::password::PasswordHasher::new()` (argon2id, m = 19 MiB, t = 2, p = 1, at most one \
-                 hash per core on the blocking pool) before `session.login`. The server may use {cores} core \
+                 hash per core on low-priority hashing threads) before `session.login`. The server may use {cores} core \
                  (CPU 1); one verification takes {hash:.1} ms there, so the ceiling is {ideal:.1} logins/s.\n\n\
                  | | |\n|---|---:|\n\
                  | logins/s, `wrk -c{fc}` alone | {rate:.1} ({pct:.0} % of the ceiling), {errors} errors |\n\

@@ -38,9 +38,10 @@
 //! index with a score no earlier than its expiry* — so that revoking a user's
 //! sessions never misses one:
 //!
-//! - members are added (`ZADD GT`) **before** the session write; a failed
-//!   write leaves a dangling member, which listing skips and score trimming
-//!   eventually removes;
+//! - members are added (`ZADD GT`) **before** the session write (on a
+//!   standalone server, in the same script as the write, so that a save is
+//!   one round trip); a failed write leaves a dangling member, which listing
+//!   skips and score trimming eventually removes;
 //! - members are removed only **after** their session is gone or has moved to
 //!   another owner, and listing never removes a member whose session is merely
 //!   absent (it may be a create in flight); it only trims members whose score
@@ -76,7 +77,6 @@
 mod keys;
 mod scripts;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -488,9 +488,11 @@ impl RedisStore {
 
     /// Reads and decodes one session hash; `None` if absent or expired.
     async fn read(&self, conn: &mut Conn, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
-        let fields: HashMap<String, Vec<u8>> =
-            redis::cmd("HGETALL").arg(self.session_key(key)).query_async(conn).await.map_err(backend)?;
-        if fields.is_empty() {
+        // HMGET of the known fields in a fixed order rather than HGETALL:
+        // no field names on the wire and no map to build on every load.
+        let fields: Vec<Option<Vec<u8>>> =
+            redis::cmd("HMGET").arg(self.session_key(key)).arg(&FIELDS[..]).query_async(conn).await.map_err(backend)?;
+        if fields.iter().all(Option::is_none) {
             return Ok(None);
         }
         let record = decode(*key, &fields)?;
@@ -503,41 +505,45 @@ impl RedisStore {
     }
 }
 
-/// Decodes a session hash. Any missing or malformed field is corruption.
-fn decode(key: SessionKey, fields: &HashMap<String, Vec<u8>>) -> Result<SessionRecord, StoreError> {
-    fn text<'a>(fields: &'a HashMap<String, Vec<u8>>, name: &str) -> Result<&'a str, StoreError> {
-        let bytes =
-            fields.get(name).ok_or_else(|| StoreError::corrupt(format!("session hash has no field {name:?}")))?;
+/// The fields of a session hash, in the order [`decode`] reads them.
+const FIELDS: [&str; 7] = ["v", "u", "d", "c", "a", "e", "dev"];
+
+/// Decodes the values of [`FIELDS`]. Any missing or malformed field other
+/// than the owner and the device is corruption.
+fn decode(key: SessionKey, fields: &[Option<Vec<u8>>]) -> Result<SessionRecord, StoreError> {
+    let field = |index: usize| -> Option<&[u8]> { fields.get(index).and_then(|value| value.as_deref()) };
+    let text = |index: usize| -> Result<&str, StoreError> {
+        let name = FIELDS[index];
+        let bytes = field(index).ok_or_else(|| StoreError::corrupt(format!("session hash has no field {name:?}")))?;
         std::str::from_utf8(bytes).map_err(|_| StoreError::corrupt(format!("session field {name:?} is not UTF-8")))
-    }
-    fn millis(fields: &HashMap<String, Vec<u8>>, name: &str) -> Result<Timestamp, StoreError> {
-        let value = text(fields, name)?;
-        value
-            .parse::<i64>()
-            .map(Timestamp)
-            .map_err(|_| StoreError::corrupt(format!("session field {name:?} is not a timestamp: {value:?}")))
-    }
-    let version = text(fields, "v")?;
+    };
+    let millis = |index: usize| -> Result<Timestamp, StoreError> {
+        let value = text(index)?;
+        value.parse::<i64>().map(Timestamp).map_err(|_| {
+            StoreError::corrupt(format!("session field {:?} is not a timestamp: {value:?}", FIELDS[index]))
+        })
+    };
+    let version = text(0)?;
     let version = version
         .parse::<u64>()
         .map_err(|_| StoreError::corrupt(format!("session version is not a number: {version:?}")))?;
-    let user_id = match fields.get("u") {
+    let user_id = match field(1) {
         None => None,
-        Some(_) => Some(text(fields, "u")?.to_owned()),
+        Some(_) => Some(text(1)?.to_owned()),
     };
-    let data_bytes = fields.get("d").ok_or_else(|| StoreError::corrupt("session hash has no field \"d\""))?;
+    let data_bytes = field(2).ok_or_else(|| StoreError::corrupt("session hash has no field \"d\""))?;
     let data = SessionData::from_json(data_bytes).map_err(|e| StoreError::corrupt(format!("session data: {e}")))?;
     Ok(SessionRecord {
         key,
         version,
         user_id,
         data,
-        created_at: millis(fields, "c")?,
-        last_active: millis(fields, "a")?,
-        expires_at: millis(fields, "e")?,
+        created_at: millis(3)?,
+        last_active: millis(4)?,
+        expires_at: millis(5)?,
         // Device details are informational; the engine's own decoder is
         // lenient, and a missing field is as good as empty.
-        device: fields.get("dev").map(|bytes| DeviceInfo::from_json(bytes)).unwrap_or_default(),
+        device: field(6).map(DeviceInfo::from_json).unwrap_or_default(),
     })
 }
 
@@ -549,13 +555,25 @@ impl SessionStore for RedisStore {
 
     async fn create(&self, record: &SessionRecord) -> Result<WriteOutcome, StoreError> {
         self.bounded(|mut conn| async move {
-            if let Some(user) = &record.user_id {
-                self.index_add(&mut conn, user, &record.key, record.expires_at).await?;
-            }
             let encoded = Encoded::new(record);
-            let mut invocation = self.scripts.create.key(self.session_key(&record.key));
-            encoded.push_args(&mut invocation);
-            let written: i64 = invocation.invoke_async(&mut conn).await.map_err(backend)?;
+            let written: i64 = match (&record.user_id, self.cluster) {
+                (Some(user), false) => {
+                    // Standalone: the index and the session in one script.
+                    let mut invocation = self.scripts.create_indexed.key(self.session_key(&record.key));
+                    invocation.key(self.user_index_key(user));
+                    encoded.push_args(&mut invocation);
+                    invocation.arg("").arg(record.key.to_hex());
+                    invocation.invoke_async(&mut conn).await.map_err(backend)?
+                }
+                (user, _) => {
+                    if let Some(user) = user {
+                        self.index_add(&mut conn, user, &record.key, record.expires_at).await?;
+                    }
+                    let mut invocation = self.scripts.create.key(self.session_key(&record.key));
+                    encoded.push_args(&mut invocation);
+                    invocation.invoke_async(&mut conn).await.map_err(backend)?
+                }
+            };
             Ok(if written == 1 { WriteOutcome::Written } else { WriteOutcome::Conflict })
         })
         .await
@@ -563,15 +581,27 @@ impl SessionStore for RedisStore {
 
     async fn save(&self, record: &SessionRecord, expected_version: u64) -> Result<WriteOutcome, StoreError> {
         self.bounded(|mut conn| async move {
-            if let Some(user) = &record.user_id {
-                self.index_add(&mut conn, user, &record.key, record.expires_at).await?;
-            }
             let encoded = Encoded::new(record);
-            let mut invocation = self.scripts.save.key(self.session_key(&record.key));
-            encoded.push_args(&mut invocation);
-            invocation.arg(expected_version.to_string());
-            let (status, previous_owner): (i64, Option<String>) =
-                invocation.invoke_async(&mut conn).await.map_err(backend)?;
+            let (status, previous_owner): (i64, Option<String>) = match (&record.user_id, self.cluster) {
+                (Some(user), false) => {
+                    // Standalone: the index and the compare-and-swap in one
+                    // script, so a save is one round trip.
+                    let mut invocation = self.scripts.save_indexed.key(self.session_key(&record.key));
+                    invocation.key(self.user_index_key(user));
+                    encoded.push_args(&mut invocation);
+                    invocation.arg(expected_version.to_string()).arg(record.key.to_hex());
+                    invocation.invoke_async(&mut conn).await.map_err(backend)?
+                }
+                (user, _) => {
+                    if let Some(user) = user {
+                        self.index_add(&mut conn, user, &record.key, record.expires_at).await?;
+                    }
+                    let mut invocation = self.scripts.save.key(self.session_key(&record.key));
+                    encoded.push_args(&mut invocation);
+                    invocation.arg(expected_version.to_string());
+                    invocation.invoke_async(&mut conn).await.map_err(backend)?
+                }
+            };
             let outcome = outcome(status);
             if outcome == WriteOutcome::Written {
                 if let Some(previous) = previous_owner.filter(|p| Some(p) != record.user_id.as_ref()) {
@@ -590,7 +620,10 @@ impl SessionStore for RedisStore {
         record: &SessionRecord,
     ) -> Result<WriteOutcome, StoreError> {
         self.bounded(|mut conn| async move {
-            if let Some(user) = &record.user_id {
+            // Standalone servers announce the new key in the owner's index
+            // inside the swap script; a cluster must do it first.
+            let indexed_in_script = !self.cluster && record.user_id.is_some();
+            if let (Some(user), false) = (&record.user_id, indexed_in_script) {
                 self.index_add(&mut conn, user, &record.key, record.expires_at).await?;
             }
             let encoded = Encoded::new(record);
@@ -616,6 +649,12 @@ impl SessionStore for RedisStore {
                     }
                     swapped
                 }
+            } else if let Some(user) = record.user_id.as_deref().filter(|_| indexed_in_script) {
+                let mut both = self.scripts.regenerate_both_indexed.key(self.session_key(old_key));
+                both.key(&new_name).key(self.user_index_key(user));
+                encoded.push_args(&mut both);
+                both.arg(expected_version.to_string()).arg(record.key.to_hex());
+                both.invoke_async(&mut conn).await.map_err(backend)?
             } else {
                 let mut both = self.scripts.regenerate_both.key(self.session_key(old_key));
                 both.key(&new_name);
@@ -628,7 +667,7 @@ impl SessionStore for RedisStore {
                 if let Some(previous) = previous_owner {
                     self.index_remove(&mut conn, &previous, &[old_key.to_hex()]).await?;
                 }
-            } else if let Some(user) = &record.user_id {
+            } else if let (Some(user), false) = (&record.user_id, indexed_in_script) {
                 // Tidy the member announced above; it would be harmless anyway.
                 self.index_remove(&mut conn, user, &[record.key.to_hex()]).await?;
             }

@@ -1,9 +1,10 @@
 //! The Lua scripts behind every write.
 //!
 //! Each script touches keys of a single hash slot only, so it runs unchanged
-//! on Redis Cluster; the one exception, [`REGENERATE_BOTH`], is used only
-//! against a standalone server. Scripts run atomically on the server, which is
-//! what makes the compare-and-swap on `version` race-free.
+//! on Redis Cluster; the exceptions, [`REGENERATE_BOTH`] and the `*_indexed`
+//! variants (which also update the owner's index, saving a round trip), are
+//! used only against a standalone server. Scripts run atomically on the
+//! server, which is what makes the compare-and-swap on `version` race-free.
 //!
 //! A record's fields travel as `ARGV[1..8]`, in the order of
 //! [`crate::RedisStore`]'s record encoding: version, has-user flag, user,
@@ -27,9 +28,30 @@ local function put(key)
 end
 "#;
 
+/// For the plain scripts: the caller maintains the owner's index itself.
+const ANNOUNCE_NOTHING: &str = r#"
+local function announce() end
+"#;
+
+/// For the `*_indexed` variants of [`CREATE`], [`SAVE`] and
+/// [`REGENERATE_BOTH`] (standalone servers only, where one script may touch
+/// both the session and the owner's index): the last key is the owner's
+/// index and `ARGV[10]` the member (the new session key's hex). The member
+/// is announced in the same atomic step as the write, with the logic of
+/// [`INDEX_ADD`], which saves a round trip per write.
+const ANNOUNCE_IN_INDEX: &str = r#"
+local function announce()
+  local index = KEYS[#KEYS]
+  redis.call('ZADD', index, 'GT', ARGV[7], ARGV[10])
+  local top = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('PEXPIREAT', index, top[2]) end
+end
+"#;
+
 /// `create`: `KEYS[1]` = session hash. Returns 1 if written, 0 if taken.
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+announce()
 put(KEYS[1])
 return 1
 "#;
@@ -41,6 +63,7 @@ const SAVE: &str = r#"
 local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
 if not cur[1] then return {2, false} end
 if cur[1] ~= ARGV[9] then return {0, false} end
+announce()
 put(KEYS[1])
 return {1, cur[2]}
 "#;
@@ -54,6 +77,7 @@ if not cur[1] then return {2, false} end
 if cur[1] ~= ARGV[9] then return {0, false} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0, false} end
 redis.call('DEL', KEYS[1])
+announce()
 put(KEYS[2])
 return {1, cur[2]}
 "#;
@@ -129,6 +153,9 @@ pub(crate) struct Scripts {
     pub(crate) create: Script,
     pub(crate) save: Script,
     pub(crate) regenerate_both: Script,
+    pub(crate) create_indexed: Script,
+    pub(crate) save_indexed: Script,
+    pub(crate) regenerate_both_indexed: Script,
     pub(crate) delete_if_version: Script,
     pub(crate) touch: Script,
     pub(crate) destroy: Script,
@@ -139,11 +166,15 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     pub(crate) fn new() -> Self {
-        let with_put = |body: &str| Script::new(&format!("{PUT}{body}"));
+        let with_put = |body: &str| Script::new(&format!("{PUT}{ANNOUNCE_NOTHING}{body}"));
+        let with_put_and_index = |body: &str| Script::new(&format!("{PUT}{ANNOUNCE_IN_INDEX}{body}"));
         Scripts {
             create: with_put(CREATE),
             save: with_put(SAVE),
             regenerate_both: with_put(REGENERATE_BOTH),
+            create_indexed: with_put_and_index(CREATE),
+            save_indexed: with_put_and_index(SAVE),
+            regenerate_both_indexed: with_put_and_index(REGENERATE_BOTH),
             delete_if_version: Script::new(DELETE_IF_VERSION),
             touch: Script::new(TOUCH),
             destroy: Script::new(DESTROY),

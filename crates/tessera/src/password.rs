@@ -18,7 +18,8 @@
 //! ```
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -71,11 +72,76 @@ pub struct Verification {
 /// argon2id with OWASP's parameters (m = 19456 KiB, t = 2, p = 1) unless told
 /// otherwise, running at most one hash per core so that a login flood queues
 /// instead of starving every other request.
+///
+/// Hashes run on threads of their own (`tessera-argon2`, one per core) at
+/// the lowest scheduling priority (nice 19, `SCHED_BATCH` on Linux): a CPU
+/// with nothing else to do gives them all its time, but a request worker
+/// that has work wins the core. With equal priorities a login flood would
+/// halve the CPU of every other request on a busy machine.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     pool: Arc<Semaphore>,
+    threads: Arc<HashThreads>,
     dummy_hash: Arc<String>,
+}
+
+/// A piece of hashing work for the pool's threads.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads. Dropping the last [`PasswordHasher`] clone drops
+/// the sender, which ends the threads once the queue is empty.
+struct HashThreads {
+    jobs: Mutex<mpsc::Sender<HashJob>>,
+}
+
+impl HashThreads {
+    fn start(count: usize) -> Self {
+        let (sender, receiver) = mpsc::channel::<HashJob>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..count {
+            let receiver = Arc::clone(&receiver);
+            let spawned = std::thread::Builder::new().name("tessera-argon2".into()).spawn(move || {
+                lower_priority();
+                loop {
+                    // The lock is held only while waiting for the next job.
+                    let job = match receiver.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            // A thread that cannot be spawned leaves the others; with none at
+            // all, `run` reports `PoolClosed` instead of hanging.
+            drop(spawned);
+        }
+        HashThreads { jobs: Mutex::new(sender) }
+    }
+
+    fn submit(&self, job: HashJob) -> Result<(), PasswordError> {
+        let sender = self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        sender.send(job).map_err(|_| PasswordError::PoolClosed)
+    }
+}
+
+/// Puts the calling thread at the lowest priority the OS grants without
+/// privileges. Best effort: where it is refused, hashing simply competes
+/// as an equal, as it did before.
+fn lower_priority() {
+    use thread_priority::{ThreadPriority, ThreadSchedulePolicy};
+    #[cfg(target_os = "linux")]
+    let policy = ThreadSchedulePolicy::Normal(thread_priority::NormalThreadSchedulePolicy::Batch);
+    #[cfg(not(target_os = "linux"))]
+    let policy = ThreadSchedulePolicy::Normal(thread_priority::NormalThreadSchedulePolicy::Other);
+    let _ = thread_priority::set_thread_priority_and_policy(
+        thread_priority::thread_native_id(),
+        ThreadPriority::Min,
+        policy,
+    );
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -103,7 +169,12 @@ impl PasswordHasher {
     pub fn with_params(params: Params) -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let dummy_hash = hash_blocking(&params, b"tessera dummy password").unwrap_or_default();
-        PasswordHasher { params, pool: Arc::new(Semaphore::new(cores)), dummy_hash: Arc::new(dummy_hash) }
+        PasswordHasher {
+            params,
+            pool: Arc::new(Semaphore::new(cores)),
+            threads: Arc::new(HashThreads::start(cores)),
+            dummy_hash: Arc::new(dummy_hash),
+        }
     }
 
     /// Hashes requests waiting for a free core, for metrics.
@@ -163,13 +234,13 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
         let permit = self.pool.clone().acquire_owned().await.map_err(|_| PasswordError::PoolClosed)?;
-        tokio::task::spawn_blocking(move || {
-            let result = work();
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.threads.submit(Box::new(move || {
+            let _ = done.send(work());
             drop(permit);
-            result
-        })
-        .await
-        .map_err(|_| PasswordError::PoolClosed)
+        }))?;
+        // A job that panicked drops `done`: reported, not hung.
+        result.await.map_err(|_| PasswordError::PoolClosed)
     }
 }
 
@@ -239,6 +310,30 @@ mod tests {
         let legacy = hash_blocking(&hasher.params, typed.as_bytes()).unwrap();
         let verdict = hasher.verify(typed.into(), Some(legacy)).await.unwrap();
         assert!(verdict.valid && verdict.needs_rehash);
+    }
+
+    /// The hashing threads run at the lowest priority, so a login flood
+    /// cannot take the CPU from request workers.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_the_lowest_priority() {
+        let hasher = cheap();
+        hasher.hash("warm the pool up".into()).await.unwrap();
+        let mut niceness = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if name.trim() != "tessera-argon2" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            // Fields after the parenthesised name; `nice` is field 19 of stat.
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+            niceness.push(fields.get(16).and_then(|nice| nice.parse::<i32>().ok()));
+        }
+        assert!(!niceness.is_empty(), "no tessera-argon2 thread found");
+        assert!(niceness.iter().all(|nice| *nice == Some(19)), "{niceness:?}");
     }
 
     #[tokio::test]

@@ -66,8 +66,10 @@ pub(crate) struct SessionState {
     /// The stored record this request started from; `None` for a session not
     /// (or no longer) stored.
     pub base: Option<SessionRecord>,
-    /// The working copy of the data, with `changes` applied to `base`.
-    pub data: SessionData,
+    /// The working copy of the data, with `changes` applied to `base`;
+    /// `None` while it is identical to the stored data, so that a request
+    /// that only reads (the commonest) never copies it. See [`Self::data`].
+    pub data: Option<SessionData>,
     /// The working copy of the owner.
     pub user_id: Option<String>,
     /// What this request changed, in order.
@@ -88,6 +90,37 @@ pub(crate) struct SessionState {
     pub current_id: Option<SessionId>,
     /// The owner of a session this request destroyed (sealed cookies revoke by user).
     pub destroyed_user: Option<String>,
+}
+
+/// The data of a session that holds nothing.
+static EMPTY_DATA: std::sync::LazyLock<SessionData> = std::sync::LazyLock::new(SessionData::new);
+
+impl SessionState {
+    /// The working copy of the data.
+    pub(crate) fn data(&self) -> &SessionData {
+        match (&self.data, &self.base) {
+            (Some(data), _) => data,
+            (None, Some(base)) => &base.data,
+            (None, None) => &EMPTY_DATA,
+        }
+    }
+
+    /// The working copies of the data and the owner, for a change; the data
+    /// is copied from the stored record on the first change.
+    pub(crate) fn working_mut(&mut self) -> (&mut SessionData, &mut Option<String>) {
+        let base = &self.base;
+        let data = self.data.get_or_insert_with(|| base.as_ref().map(|base| base.data.clone()).unwrap_or_default());
+        (data, &mut self.user_id)
+    }
+
+    /// Whether the working copy differs from what is stored.
+    pub(crate) fn data_changed(&self) -> bool {
+        match (&self.data, &self.base) {
+            (None, _) => false,
+            (Some(data), Some(base)) => *data != base.data,
+            (Some(data), None) => !data.is_empty(),
+        }
+    }
 }
 
 /// A request's session.
@@ -115,7 +148,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("stored", &state.base.is_some())
             .field("user_id", &state.user_id)
-            .field("entries", &state.data.len())
+            .field("entries", &state.data().len())
             .finish()
     }
 }
@@ -133,14 +166,14 @@ impl Session {
 
     fn record(&self, change: Change) {
         let mut state = self.state();
-        let SessionState { data, user_id, .. } = &mut *state;
+        let (data, user_id) = state.working_mut();
         change.apply(data, user_id);
         state.changes.push(change);
     }
 
     /// The value under `key`, deserialized as `T`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionDataError> {
-        self.state().data.get(key)
+        self.state().data().get(key)
     }
 
     /// Sets `key` to `value`.
@@ -175,22 +208,22 @@ impl Session {
             to_value(&owned_key, &update(old))
         });
         let mut state = self.state();
-        let new_value = update_value(state.data.get_value(key))?;
+        let new_value = update_value(state.data().get_value(key))?;
         let typed =
             T::deserialize(&new_value).map_err(|source| SessionDataError::Decode { key: key.to_owned(), source })?;
-        state.data.insert_value(key.to_owned(), new_value);
+        state.working_mut().0.insert_value(key.to_owned(), new_value);
         state.changes.push(Change::Update(key.to_owned(), update_value));
         Ok(typed)
     }
 
     /// Number of values in the session.
     pub fn len(&self) -> usize {
-        self.state().data.len()
+        self.state().data().len()
     }
 
     /// Whether the session holds no values.
     pub fn is_empty(&self) -> bool {
-        self.state().data.is_empty()
+        self.state().data().is_empty()
     }
 
     /// Removes every value (the owner stays).
@@ -231,7 +264,7 @@ impl Session {
             state.destroyed_user = base.user_id;
         }
         state.current_id = None;
-        state.data = SessionData::new();
+        state.data = Some(SessionData::new());
         state.user_id = None;
         state.changes.clear();
         state.next_id = None;
@@ -248,7 +281,7 @@ impl Session {
         if let Some(base) = &state.base {
             return Some(base.key);
         }
-        if state.data.is_empty() && state.user_id.is_none() {
+        if state.data().is_empty() && state.user_id.is_none() {
             return None;
         }
         let id = SessionId::generate();
