@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::forward_auth::{parse_forward_header, parse_trusted_proxy, ForwardHeader};
-use crate::oidc::{parse_provider, parse_provider_list, OidcProviderConfig, OidcProviderList};
+use crate::forward_auth::{parse_forward_header, parse_trusted_proxy};
+use crate::settings::{parse_oidc_provider, parse_oidc_provider_list, OidcProviderList, OidcProviderSettings};
 
 /// tessera: a session and authentication service.
 #[derive(Debug, Parser)]
@@ -71,8 +71,16 @@ pub enum KeysCommand {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// sqlite://FILE or postgres://USER@HOST/DB, as for `serve`.
-    #[arg(long, env = "TESSERA_DATABASE_URL", default_value = "sqlite://tessera.db")]
-    pub database: String,
+    /// [config: database.url; default: sqlite://tessera.db]
+    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    pub database: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The settings these flags override.
+    pub fn overrides(&self) -> Vec<(&'static str, Value)> {
+        self.database.iter().map(|url| ("database.url", Value::from(url.as_str()))).collect()
+    }
 }
 
 /// `tessera config …`
@@ -259,70 +267,84 @@ pub struct ServeArgs {
     pub max_body_bytes: Option<usize>,
 
     /// Serve HTTPS with this PEM certificate chain (with --tls-key).
-    #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<std::path::PathBuf>,
+    /// [config: tls.cert; default: none]
+    #[arg(long, env = "TESSERA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
 
-    /// The PEM private key for --tls-cert.
-    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<std::path::PathBuf>,
+    /// The PEM private key for --tls-cert. [config: tls.key; default: none]
+    #[arg(long, env = "TESSERA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 
     /// Send Strict-Transport-Security even without --tls-cert (when a
     /// TLS-terminating proxy is in front). Always on with --tls-cert.
-    #[arg(long, env = "TESSERA_HSTS", default_value_t = false)]
+    /// [config: tls.hsts; default: false]
+    #[arg(long, env = "TESSERA_HSTS")]
     pub hsts: bool,
 
     /// Lifetime of API access tokens (e.g. 15m).
-    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
-    pub access_token_ttl: Duration,
+    /// [config: tokens.access_ttl; default: 15m]
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", value_parser = parse_duration)]
+    pub access_token_ttl: Option<Duration>,
 
     /// An API refresh token unused this long expires (e.g. 30d).
-    #[arg(long, env = "TESSERA_REFRESH_TOKEN_TTL", default_value = "30days", value_parser = parse_duration)]
-    pub refresh_token_ttl: Duration,
+    /// [config: tokens.refresh_ttl; default: 30days]
+    #[arg(long, env = "TESSERA_REFRESH_TOKEN_TTL", value_parser = parse_duration)]
+    pub refresh_token_ttl: Option<Duration>,
+
+    /// A chain of API refresh tokens ends this long after its sign-in,
+    /// however often it is used (e.g. 30d).
+    /// [config: tokens.refresh_family_lifetime; default: 30days]
+    #[arg(long, env = "TESSERA_REFRESH_FAMILY_LIFETIME", value_parser = parse_duration)]
+    pub refresh_family_lifetime: Option<Duration>,
 
     /// The `iss` claim of access tokens, usually the server's public URL.
-    #[arg(long, env = "TESSERA_TOKEN_ISSUER", default_value = "tessera")]
-    pub token_issuer: String,
+    /// [config: tokens.issuer; default: tessera]
+    #[arg(long, env = "TESSERA_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
 
     /// Share the session cookie with sibling hosts (e.g. example.com for
     /// app.example.com and wiki.example.com behind forward-auth). The cookie
     /// is then named __Secure-id instead of __Host-id, which forbids a Domain.
+    /// [config: cookie.domain; default: none]
     #[arg(long, env = "TESSERA_COOKIE_DOMAIN")]
     pub cookie_domain: Option<String>,
 
     /// The address browsers use for tessera, e.g. https://auth.example.com.
     /// Needed for OpenID Connect (callback URLs) and used for forward-auth
-    /// login redirects.
+    /// login redirects. [config: server.public_url; default: none]
     #[arg(long, env = "TESSERA_PUBLIC_URL")]
     pub public_url: Option<String>,
 
     /// An OpenID Connect provider as a JSON object, e.g.
     /// '{"id":"corp","issuer":"https://id.corp.example","client_id":"tessera","client_secret_env":"CORP_SECRET"}'.
-    /// Repeat for several.
-    #[arg(long = "oidc-provider", value_parser = parse_provider)]
-    pub oidc_provider: Vec<OidcProviderConfig>,
+    /// Repeat for several. [config: oidc.providers; default: none]
+    #[arg(long = "oidc-provider", value_parser = parse_oidc_provider)]
+    pub oidc_provider: Vec<OidcProviderSettings>,
 
-    /// OpenID Connect providers as a JSON array of the same objects.
-    #[arg(long, env = "TESSERA_OIDC_PROVIDERS", value_parser = parse_provider_list, hide_env_values = true)]
+    /// OpenID Connect providers as a JSON array of the same objects (added
+    /// after those of --oidc-provider). [config: oidc.providers]
+    #[arg(long, env = "TESSERA_OIDC_PROVIDERS", value_parser = parse_oidc_provider_list, hide_env_values = true)]
     pub oidc_providers: Option<OidcProviderList>,
 
-    /// A reverse proxy (IP or CIDR) whose X-Forwarded-For, X-Forwarded-* and
-    /// X-Original-URL headers are believed: client addresses (throttling,
-    /// device lists) and original URLs (/auth/verify). Repeat, or separate
-    /// with commas; without it those headers are ignored. Adds to
-    /// server.trusted_proxies (which also decides whose x-request-id is kept).
+    /// A reverse proxy (IP or CIDR) whose X-Forwarded-For, X-Forwarded-*,
+    /// X-Original-URL and x-request-id headers are believed: client
+    /// addresses (throttling, device lists), original URLs (/auth/verify)
+    /// and request IDs. Repeat, or separate with commas; without it those
+    /// headers are ignored. [config: server.trusted_proxies; default: none]
     #[arg(long = "trusted-proxy", env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
     pub trusted_proxies: Vec<IpNet>,
 
     /// A host behind forward-auth that the login page may send users back to
     /// (app.example.com, app.example.com:8443, or *.example.com). Repeat, or
-    /// separate with commas.
+    /// separate with commas. [config: forward_auth.protected_hosts; default: none]
     #[arg(long = "protected-host", env = "TESSERA_PROTECTED_HOSTS", value_delimiter = ',')]
     pub protected_hosts: Vec<String>,
 
     /// An extra header of /auth/verify answers: NAME=FIELD with FIELD one of
     /// username, id, email (e.g. X-Remote-User=username). Repeatable.
-    #[arg(long = "forward-auth-header", value_parser = parse_forward_header)]
-    pub forward_auth_headers: Vec<ForwardHeader>,
+    /// [config: forward_auth.headers; default: none]
+    #[arg(long = "forward-auth-header", value_parser = checked_forward_header)]
+    pub forward_auth_headers: Vec<String>,
 
     /// Fewest characters a new password may have (8 to 64; passwords of 64
     /// characters are always long enough).
@@ -332,9 +354,16 @@ pub struct ServeArgs {
     pub min_password_length: Option<usize>,
 }
 
+/// Checks `NAME=FIELD` (`--forward-auth-header`) and keeps the text, which
+/// is what the configuration holds.
+fn checked_forward_header(text: &str) -> Result<String, String> {
+    parse_forward_header(text).map(|_| text.trim().to_owned())
+}
+
 impl ServeArgs {
-    /// Every configured OpenID Connect provider: the flags, then the variable.
-    pub fn all_oidc_providers(&self) -> Vec<OidcProviderConfig> {
+    /// Every OpenID Connect provider given by flags: `--oidc-provider`, then
+    /// `TESSERA_OIDC_PROVIDERS`.
+    pub fn all_oidc_providers(&self) -> Vec<OidcProviderSettings> {
         let mut all = self.oidc_provider.clone();
         if let Some(list) = &self.oidc_providers {
             all.extend(list.0.iter().cloned());
@@ -362,6 +391,20 @@ pub fn flag_settings() -> Vec<(String, String, Option<String>)> {
         ("max_body_bytes", "server.max_body_bytes"),
         ("min_password_length", "passwords.min_chars"),
         ("log_format", "log.format"),
+        ("tls_cert", "tls.cert"),
+        ("tls_key", "tls.key"),
+        ("hsts", "tls.hsts"),
+        ("access_token_ttl", "tokens.access_ttl"),
+        ("refresh_token_ttl", "tokens.refresh_ttl"),
+        ("refresh_family_lifetime", "tokens.refresh_family_lifetime"),
+        ("token_issuer", "tokens.issuer"),
+        ("cookie_domain", "cookie.domain"),
+        ("public_url", "server.public_url"),
+        ("oidc_provider", "oidc.providers"),
+        ("oidc_providers", "oidc.providers"),
+        ("trusted_proxies", "server.trusted_proxies"),
+        ("protected_hosts", "forward_auth.protected_hosts"),
+        ("forward_auth_headers", "forward_auth.headers"),
     ];
     keys.iter()
         .filter_map(|(id, key)| {
@@ -422,6 +465,54 @@ impl ServeArgs {
         if let Some(bytes) = self.max_body_bytes {
             out.push(("server.max_body_bytes", Value::from(bytes)));
         }
+        let path = |p: &PathBuf| Value::from(p.to_string_lossy().into_owned());
+        if let Some(cert) = &self.tls_cert {
+            out.push(("tls.cert", path(cert)));
+        }
+        if let Some(key) = &self.tls_key {
+            out.push(("tls.key", path(key)));
+        }
+        // A switch: present turns HSTS on; absent leaves the setting alone.
+        if self.hsts {
+            out.push(("tls.hsts", Value::from(true)));
+        }
+        if let Some(d) = &self.access_token_ttl {
+            out.push(("tokens.access_ttl", text(d)));
+        }
+        if let Some(d) = &self.refresh_token_ttl {
+            out.push(("tokens.refresh_ttl", text(d)));
+        }
+        if let Some(d) = &self.refresh_family_lifetime {
+            out.push(("tokens.refresh_family_lifetime", text(d)));
+        }
+        if let Some(issuer) = &self.token_issuer {
+            out.push(("tokens.issuer", Value::from(issuer.as_str())));
+        }
+        if let Some(domain) = &self.cookie_domain {
+            out.push(("cookie.domain", Value::from(domain.as_str())));
+        }
+        if let Some(url) = &self.public_url {
+            out.push(("server.public_url", Value::from(url.as_str())));
+        }
+        let providers = self.all_oidc_providers();
+        if !providers.is_empty() {
+            // Serialized with their secrets: the value only travels to the
+            // settings, whose output masks them.
+            let list = providers.iter().filter_map(|p| serde_json::to_value(p).ok()).collect();
+            out.push(("oidc.providers", Value::Array(list)));
+        }
+        // Lists given by flags replace the configured list, like every other
+        // flag replaces its setting.
+        let strings = |items: Vec<String>| Value::Array(items.into_iter().map(Value::from).collect());
+        if !self.trusted_proxies.is_empty() {
+            out.push(("server.trusted_proxies", strings(self.trusted_proxies.iter().map(|n| n.to_string()).collect())));
+        }
+        if !self.protected_hosts.is_empty() {
+            out.push(("forward_auth.protected_hosts", strings(self.protected_hosts.clone())));
+        }
+        if !self.forward_auth_headers.is_empty() {
+            out.push(("forward_auth.headers", strings(self.forward_auth_headers.clone())));
+        }
         out
     }
 }
@@ -476,10 +567,26 @@ mod tests {
     #[test]
     fn every_flag_names_a_real_setting() {
         let flags = flag_settings();
-        assert_eq!(flags.len(), 13, "{flags:?}");
+        assert_eq!(flags.len(), 27, "{flags:?}");
         let keys = crate::settings::setting_keys();
         for (key, _, _) in flags {
             assert!(keys.contains(&key), "{key}");
+        }
+    }
+
+    /// The audit of issue #9, kept true: a new `serve` flag must be a
+    /// setting (listed in `flag_settings`) or the reference misses it.
+    #[test]
+    fn every_serve_flag_is_a_setting() {
+        let mapped: Vec<String> = flag_settings().into_iter().map(|(_, flag, _)| flag).collect();
+        let command = Cli::command();
+        let serve = command.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "config" | "help") {
+                continue;
+            }
+            assert!(mapped.contains(&format!("--{long}")), "--{long} sets no setting");
         }
     }
 

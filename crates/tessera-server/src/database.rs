@@ -3,14 +3,28 @@
 //! One implementation serves both through sqlx's `Any` driver: the SQL is
 //! written once with `$n` placeholders, which both databases accept, and
 //! only the schema migrations differ.
+//!
+//! Every query is bounded by `database.query_timeout`: the pool is wrapped
+//! in [`TimedPool`], an sqlx executor that puts the deadline around each
+//! query it runs (transactions included), so the modules that query keep
+//! writing `.fetch_one(&db.pool)` and a hung database turns into
+//! [`DatabaseError::Unavailable`] (503) instead of a hung request.
 
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
 use rand::rngs::OsRng;
 use rand::RngCore;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::{AnyPoolOptions, AnyQueryResult, AnyRow, AnyTypeInfo};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Row};
-use std::time::Duration;
+use sqlx::{Any, AnyConnection, AnyPool, Describe, Either, Execute, Executor, Row, Transaction};
 use tessera::Timestamp;
+
+/// Default of `database.query_timeout`: like the session store's time-out.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A failure of the user database.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +70,19 @@ pub struct User {
 /// The users database.
 #[derive(Clone, Debug)]
 pub struct Database {
-    pub(crate) pool: AnyPool,
+    pub(crate) pool: TimedPool,
 }
 
 impl Database {
-    /// Opens (creating a SQLite file if needed) and migrates the database at `url`.
+    /// Opens (creating a SQLite file if needed) and migrates the database at
+    /// `url`, with the default query time-out.
     pub async fn connect(url: &str) -> Result<Self, DatabaseError> {
+        Self::connect_with_timeout(url, DEFAULT_QUERY_TIMEOUT).await
+    }
+
+    /// Opens and migrates the database at `url`; every later query that takes
+    /// longer than `query_timeout` fails as [`DatabaseError::Unavailable`].
+    pub async fn connect_with_timeout(url: &str, query_timeout: Duration) -> Result<Self, DatabaseError> {
         sqlx::any::install_default_drivers();
         let is_sqlite = url.starts_with("sqlite:");
         if !is_sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
@@ -94,7 +115,7 @@ impl Database {
         // The session store keeps its own migrations in the same table.
         migrator.set_ignore_missing(true);
         migrator.run(&pool).await?;
-        Ok(Database { pool })
+        Ok(Database { pool: TimedPool { pool, timeout: query_timeout } })
     }
 
     /// Adds a user; [`DatabaseError::UsernameTaken`] if the name is taken
@@ -242,3 +263,156 @@ fn user_from_row(row: AnyRow) -> Result<User, DatabaseError> {
         disabled_at: row.try_get::<Option<i64>, _>(4)?.map(Timestamp),
     })
 }
+
+/// The pool, with a deadline on every query run through it.
+#[derive(Clone, Debug)]
+pub(crate) struct TimedPool {
+    pool: AnyPool,
+    timeout: Duration,
+}
+
+impl TimedPool {
+    /// Starts a transaction whose queries (and commit) are bounded too.
+    pub(crate) async fn begin(&self) -> Result<TimedTransaction, sqlx::Error> {
+        let tx = within(self.timeout, self.pool.begin()).await?;
+        Ok(TimedTransaction { inner: TimedConnection { tx, timeout: self.timeout } })
+    }
+
+    /// Closes the pool, waiting for connections to return.
+    pub(crate) async fn close(&self) {
+        self.pool.close().await
+    }
+}
+
+/// A transaction of a [`TimedPool`]. `&mut *tx` is the executor, as with
+/// sqlx's own transactions, so the code using it does not change.
+#[derive(Debug)]
+pub(crate) struct TimedTransaction {
+    inner: TimedConnection,
+}
+
+/// The connection of a [`TimedTransaction`].
+#[derive(Debug)]
+pub(crate) struct TimedConnection {
+    tx: Transaction<'static, Any>,
+    timeout: Duration,
+}
+
+impl TimedTransaction {
+    /// Commits, within the time-out.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        let timeout = self.inner.timeout;
+        within(timeout, self.inner.tx.commit()).await
+    }
+
+    /// Rolls back, within the time-out (a transaction dropped without either
+    /// is rolled back by sqlx as well).
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        let timeout = self.inner.timeout;
+        within(timeout, self.inner.tx.rollback()).await
+    }
+}
+
+impl Deref for TimedTransaction {
+    type Target = TimedConnection;
+    fn deref(&self) -> &TimedConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for TimedTransaction {
+    fn deref_mut(&mut self) -> &mut TimedConnection {
+        &mut self.inner
+    }
+}
+
+/// The error of a query that ran out of time: an I/O time-out, which
+/// becomes [`DatabaseError::Unavailable`] like any connection failure.
+fn timed_out(timeout: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {} (database.query_timeout)", humantime::format_duration(timeout)),
+    ))
+}
+
+/// `future`, failing with [`timed_out`] after `timeout`. Dropping sqlx's
+/// future mid-query is safe: the connection is closed or checked before it
+/// is used again.
+async fn within<T>(timeout: Duration, future: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(timeout, future).await.unwrap_or_else(|_| Err(timed_out(timeout)))
+}
+
+/// `stream` with one deadline for all of it (a query's rows arrive as a
+/// stream; `fetch_all`, `execute` and friends are built on it).
+fn within_stream<'e, T: Send + 'e>(
+    timeout: Duration,
+    stream: BoxStream<'e, Result<T, sqlx::Error>>,
+) -> BoxStream<'e, Result<T, sqlx::Error>> {
+    let deadline = Box::pin(tokio::time::sleep(timeout));
+    futures::stream::unfold(Some((stream, deadline)), move |state| async move {
+        let (mut stream, mut deadline) = state?;
+        tokio::select! {
+            item = stream.next() => item.map(|item| (item, Some((stream, deadline)))),
+            () = &mut deadline => Some((Err(timed_out(timeout)), None)),
+        }
+    })
+    .boxed()
+}
+
+/// The executor methods sqlx has no default for, each delegating to `$inner`
+/// within `$timeout`; the defaults (`fetch_one`, `fetch_all`, `execute`…)
+/// go through these two.
+macro_rules! timed_executor {
+    ($for:ty, |$this:ident| ($inner:expr, $timeout:expr)) => {
+        impl<'c> Executor<'c> for $for {
+            type Database = Any;
+
+            fn fetch_many<'e, 'q: 'e, E>(
+                self,
+                query: E,
+            ) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>
+            where
+                'c: 'e,
+                E: 'q + Execute<'q, Any>,
+            {
+                let $this = self;
+                within_stream($timeout, $inner.fetch_many(query))
+            }
+
+            fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+            where
+                'c: 'e,
+                E: 'q + Execute<'q, Any>,
+            {
+                let $this = self;
+                let timeout = $timeout;
+                Box::pin(within(timeout, $inner.fetch_optional(query)))
+            }
+
+            fn prepare_with<'e, 'q: 'e>(
+                self,
+                sql: &'q str,
+                parameters: &'e [AnyTypeInfo],
+            ) -> BoxFuture<'e, Result<<Any as sqlx::Database>::Statement<'q>, sqlx::Error>>
+            where
+                'c: 'e,
+            {
+                let $this = self;
+                let timeout = $timeout;
+                Box::pin(within(timeout, $inner.prepare_with(sql, parameters)))
+            }
+
+            fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Any>, sqlx::Error>>
+            where
+                'c: 'e,
+            {
+                let $this = self;
+                let timeout = $timeout;
+                Box::pin(within(timeout, $inner.describe(sql)))
+            }
+        }
+    };
+}
+
+timed_executor!(&'c TimedPool, |this| (&this.pool, this.timeout));
+timed_executor!(&'c mut TimedConnection, |this| (&mut *this.tx as &mut AnyConnection, this.timeout));

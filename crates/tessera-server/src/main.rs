@@ -7,12 +7,9 @@ use clap::Parser;
 use tessera_server::admin::{self, AdminContext};
 use tessera_server::api::tokens::TokenService;
 use tessera_server::app::Backends;
-use tessera_server::cli::{
-    Cli, Command, ConfigCommand, DatabaseArgs, KeysCommand, ServeArgs, SessionsCommand, StatsArgs,
-};
-use tessera_server::client_ip::TrustedProxies;
+use tessera_server::cli::{Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, StatsArgs};
 use tessera_server::settings::{LogFormat, Settings};
-use tessera_server::{activity_stats, cli, database::Database, metrics, tls, App, AppConfig};
+use tessera_server::{activity_stats, cli, database::Database, metrics, App, AppConfig};
 use tokio::net::TcpListener;
 
 /// Exit code of a configuration that cannot be used.
@@ -24,7 +21,8 @@ async fn main() -> ExitCode {
     let overrides = match &cli.command {
         None => cli.serve.overrides(),
         Some(Command::Serve(args)) | Some(Command::Config(ConfigCommand::Check(args))) => args.overrides(),
-        Some(Command::Config(ConfigCommand::Reference)) | Some(Command::Keys { .. }) => Vec::new(),
+        Some(Command::Config(ConfigCommand::Reference)) => Vec::new(),
+        Some(Command::Keys { action: KeysCommand::Rotate(args) }) => args.overrides(),
         Some(Command::Sessions(SessionsCommand::Stats(args))) => args.stores.overrides(),
         Some(Command::Admin(args)) => args.stores.overrides(),
     };
@@ -43,9 +41,9 @@ async fn main() -> ExitCode {
     };
     init_logging(&settings);
     match cli.command {
-        None => serve(cli.serve, settings).await,
-        Some(Command::Serve(args)) => serve(*args, settings).await,
-        Some(Command::Keys { action: KeysCommand::Rotate(args) }) => match rotate_keys(args).await {
+        // The flags are in `settings` already.
+        None | Some(Command::Serve(_)) => serve(settings).await,
+        Some(Command::Keys { action: KeysCommand::Rotate(_) }) => match rotate_keys(&settings).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("tessera: {message}");
@@ -54,7 +52,7 @@ async fn main() -> ExitCode {
         },
         Some(Command::Config(ConfigCommand::Check(_))) => match settings.to_masked_toml() {
             Ok(text) => {
-                println!("# configuration is valid; effective settings (passwords masked):\n");
+                println!("# configuration is valid; effective settings (secrets masked):\n");
                 print!("{text}");
                 ExitCode::SUCCESS
             }
@@ -111,8 +109,8 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-async fn serve(args: ServeArgs, settings: Settings) -> ExitCode {
-    match run_server(args, settings).await {
+async fn serve(settings: Settings) -> ExitCode {
+    match run_server(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("tessera: {message}");
@@ -121,28 +119,11 @@ async fn serve(args: ServeArgs, settings: Settings) -> ExitCode {
     }
 }
 
-async fn run_server(args: ServeArgs, settings: Settings) -> Result<(), String> {
-    let mut config = AppConfig::from_settings(&settings)?;
-    // Flags that are not (yet) settings of the configuration file.
-    config.refresh_token_ttl = args.refresh_token_ttl;
-    config.tokens.access_ttl = args.access_token_ttl;
-    config.tokens.issuer = args.token_issuer.clone();
-    config.cookie.domain = args.cookie_domain.clone().filter(|d| !d.is_empty());
-    config.public_url = args.public_url.clone();
-    config.oidc_providers = args.all_oidc_providers();
-    // One list of trusted proxies (configuration, then flags): client
-    // addresses, forward-auth headers and request IDs.
-    let mut proxies = settings.trusted_proxy_networks();
-    proxies.extend(args.trusted_proxies.iter().cloned());
-    config.trusted_proxies = TrustedProxies::new(proxies.clone());
-    config.forward_auth.trusted_proxies = proxies;
-    config.forward_auth.protected_hosts = args.protected_hosts.clone();
-    config.forward_auth.headers.extend(args.forward_auth_headers.iter().cloned());
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(|e| e.to_string())?),
-        _ => None,
-    };
-    config.hsts = args.hsts || tls.is_some();
+async fn run_server(settings: Settings) -> Result<(), String> {
+    let config = AppConfig::from_settings(&settings)?;
+    // Checked by `Settings::validate` already; loaded again here because
+    // the files may have changed since.
+    let tls = settings.tls_server_config().map_err(|e| format!("tls: {e}"))?;
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let listen = &settings.server.listen;
     let listener = TcpListener::bind(listen).await.map_err(|e| format!("server.listen {listen}: {e}"))?;
@@ -192,9 +173,12 @@ async fn run_server(args: ServeArgs, settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
-async fn rotate_keys(args: DatabaseArgs) -> Result<(), String> {
-    let masked = tessera_server::session_store::mask_url(&args.database);
-    let db = Database::connect(&args.database).await.map_err(|e| format!("--database {masked:?}: {e}"))?;
+async fn rotate_keys(settings: &Settings) -> Result<(), String> {
+    let url = &settings.database.url;
+    let masked = tessera_server::session_store::mask_url(url);
+    let db = Database::connect_with_timeout(url, settings.database.query_timeout)
+        .await
+        .map_err(|e| format!("database.url {masked:?}: {e}"))?;
     let kid = TokenService::rotate_keys(&db, tessera::Timestamp::now()).await.map_err(|e| e.to_string())?;
     db.close().await;
     // Only the public key ID: the private key never leaves the database.
@@ -203,7 +187,7 @@ async fn rotate_keys(args: DatabaseArgs) -> Result<(), String> {
 }
 
 async fn stats(args: StatsArgs, settings: Settings) -> ExitCode {
-    let db = match Database::connect(&settings.database.url).await {
+    let db = match Database::connect_with_timeout(&settings.database.url, settings.database.query_timeout).await {
         Ok(db) => db,
         Err(error) => {
             eprintln!("tessera: database: {error}");

@@ -64,6 +64,36 @@ fn now_millis() -> i64 {
     tessera::Timestamp::now().as_millis()
 }
 
+/// The live-session counter and the closer of a store kept in an sqlx pool:
+/// the SQLite and PostgreSQL stores share the table layout and the SQL, so
+/// one generic function serves both.
+fn pool_upkeep<DB>(pool: sqlx::Pool<DB>) -> (ActiveCounter, Closer)
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    i64: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let counted = pool.clone();
+    let active: ActiveCounter = Arc::new(move || {
+        let pool = counted.clone();
+        Box::pin(async move {
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tessera_sessions WHERE expires_at > $1")
+                .bind(now_millis())
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+    });
+    let close: Closer = Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move { pool.close().await })
+    });
+    (active, close)
+}
+
 /// Opens the store named by `url`, with its kind, counter and closer.
 pub async fn open_store(url: &str) -> Result<OpenedStore, SessionStoreUrlError> {
     let unreachable = |reason: String| SessionStoreUrlError::Unreachable { url: mask_url(url), reason };
@@ -81,45 +111,13 @@ pub async fn open_store(url: &str) -> Result<OpenedStore, SessionStoreUrlError> 
         "sqlite" => {
             let store =
                 tessera_store_sqlite::SqliteStore::connect(url).await.map_err(|e| unreachable(e.to_string()))?;
-            let pool = store.pool().clone();
-            let active: ActiveCounter = Arc::new(move || {
-                let pool = pool.clone();
-                Box::pin(async move {
-                    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tessera_sessions WHERE expires_at > $1")
-                        .bind(now_millis())
-                        .fetch_one(&pool)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(u64::try_from(count).unwrap_or(0))
-                })
-            });
-            let pool = store.pool().clone();
-            let close: Closer = Arc::new(move || {
-                let pool = pool.clone();
-                Box::pin(async move { pool.close().await })
-            });
+            let (active, close) = pool_upkeep(store.pool().clone());
             Ok(OpenedStore { store: Arc::new(store), kind: "sqlite", active: Some(active), close: Some(close) })
         }
         "postgres" | "postgresql" => {
             let store =
                 tessera_store_postgres::PostgresStore::connect(url).await.map_err(|e| unreachable(e.to_string()))?;
-            let pool = store.pool().clone();
-            let active: ActiveCounter = Arc::new(move || {
-                let pool = pool.clone();
-                Box::pin(async move {
-                    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tessera_sessions WHERE expires_at > $1")
-                        .bind(now_millis())
-                        .fetch_one(&pool)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(u64::try_from(count).unwrap_or(0))
-                })
-            });
-            let pool = store.pool().clone();
-            let close: Closer = Arc::new(move || {
-                let pool = pool.clone();
-                Box::pin(async move { pool.close().await })
-            });
+            let (active, close) = pool_upkeep(store.pool().clone());
             Ok(OpenedStore { store: Arc::new(store), kind: "postgres", active: Some(active), close: Some(close) })
         }
         "redis" | "rediss" | "redis+cluster" => {

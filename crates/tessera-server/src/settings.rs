@@ -23,6 +23,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::oidc::OidcProviderConfig;
+use crate::throttle::ThrottleConfig;
+
 /// Prefix of every environment variable read as a setting.
 pub const ENV_PREFIX: &str = "TESSERA_";
 
@@ -32,6 +35,8 @@ pub const ENV_PREFIX: &str = "TESSERA_";
 pub struct Settings {
     /// The public HTTP listener and the request lifecycle.
     pub server: ServerSettings,
+    /// HTTPS served by tessera itself (rustls), and HSTS.
+    pub tls: TlsSettings,
     /// The users database.
     pub database: DatabaseSettings,
     /// Sessions: where they live and how long they last.
@@ -40,6 +45,15 @@ pub struct Settings {
     pub cookie: CookieSettings,
     /// Password hashing and rules.
     pub passwords: PasswordSettings,
+    /// Delays after failed logins, per account or device and per client
+    /// address.
+    pub throttle: ThrottleSettings,
+    /// API access and refresh tokens.
+    pub tokens: ApiTokenSettings,
+    /// Logging in with OpenID Connect providers (see docs/oidc.md).
+    pub oidc: OidcSettings,
+    /// `/auth/verify` for reverse proxies (see docs/forward-auth.md).
+    pub forward_auth: ForwardAuthSettings,
     /// Prometheus metrics.
     pub metrics: MetricsSettings,
     /// Logs.
@@ -61,10 +75,30 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Peers (IP addresses or CIDR ranges, e.g. `10.0.0.0/8`) whose
-    /// `x-request-id` header is trusted; from anyone else it is replaced by a
-    /// fresh ID.
+    /// Reverse proxies (IP addresses or CIDR ranges, e.g. `10.0.0.0/8`)
+    /// whose `X-Forwarded-For`, `X-Forwarded-*`, `X-Original-URL` and
+    /// `x-request-id` headers are believed: client addresses (throttling,
+    /// device lists), original URLs (`/auth/verify`) and request IDs. From
+    /// anyone else those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// The address browsers use for tessera, e.g.
+    /// `https://auth.example.com`. Needed for OpenID Connect (callback
+    /// URLs) and used for forward-auth login redirects. Empty: none.
+    pub public_url: String,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Serve HTTPS with this PEM certificate chain (with `key`). Empty:
+    /// plain HTTP.
+    pub cert: String,
+    /// The PEM private key for `cert`.
+    pub key: String,
+    /// Send `Strict-Transport-Security` even without `cert` (when a
+    /// TLS-terminating proxy is in front). Always on with `cert`.
+    pub hsts: bool,
 }
 
 /// `[database]`
@@ -75,6 +109,11 @@ pub struct DatabaseSettings {
     /// migrated on first start) or `postgres://USER:PASSWORD@HOST/DB`. A
     /// password in it is masked in every output.
     pub url: String,
+    /// Longest wait for one database query (connection included) before
+    /// answering 503, so that a hung database never hangs a request.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub query_timeout: Duration,
 }
 
 /// `[sessions]`
@@ -103,6 +142,11 @@ pub struct SessionSettings {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub purge_interval: Duration,
+    /// How long after typing a password sensitive actions (e.g. ending
+    /// other sessions) need no re-entry.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub reauth_window: Duration,
 }
 
 /// `[cookie]`
@@ -115,6 +159,11 @@ pub struct CookieSettings {
     pub secure: bool,
     /// SameSite policy of the session cookie.
     pub same_site: SameSiteSetting,
+    /// Share the session cookie with sibling hosts (e.g. `example.com` for
+    /// `app.example.com` and `wiki.example.com` behind forward-auth). The
+    /// cookie is then named `__Secure-id` instead of `__Host-id`, which
+    /// forbids a Domain. Empty: this host only.
+    pub domain: String,
 }
 
 /// A cookie's SameSite policy.
@@ -142,6 +191,163 @@ pub struct PasswordSettings {
     pub argon2_parallelism: u32,
 }
 
+/// `[throttle]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleSettings {
+    /// Failed logins allowed per account (or device) before delays start.
+    pub account_free_failures: u32,
+    /// Failed logins allowed per client address before delays start;
+    /// higher, because many people can share one address (NAT, offices).
+    pub ip_free_failures: u32,
+    /// The first delay; each further failure doubles it.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub base_delay: Duration,
+    /// The longest delay one failure can cause.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub max_delay: Duration,
+    /// A counter with no failure for this long starts over.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub quiet_period: Duration,
+}
+
+/// `[tokens]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiTokenSettings {
+    /// The `iss` claim of access tokens, usually the server's public URL.
+    pub issuer: String,
+    /// Lifetime of API access tokens.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub access_ttl: Duration,
+    /// An API refresh token unused this long expires.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub refresh_ttl: Duration,
+    /// A chain of refresh tokens ends this long after its sign-in, however
+    /// often it is used (ASVS 7.3.2; 30 days is NIST's re-authentication
+    /// limit for single-factor sign-in).
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub refresh_family_lifetime: Duration,
+}
+
+/// `[oidc]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The providers users can log in with, one `[[oidc.providers]]` table
+    /// each (fields below). In an environment variable or flag: JSON.
+    pub providers: Vec<OidcProviderSettings>,
+    /// Shortest time between two fetches of a provider's signing keys caused
+    /// by an unknown key ID (a provider rotating keys).
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub jwks_min_refresh: Duration,
+}
+
+/// One OpenID Connect provider: `[[oidc.providers]]`.
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderSettings {
+    /// Short name used in URLs (`/auth/oidc/{id}/start`): 1 to 32 lowercase
+    /// ASCII letters, digits and `-`. Required.
+    pub id: String,
+    /// The issuer URL; discovery reads
+    /// `{issuer}/.well-known/openid-configuration`. Required.
+    pub issuer: String,
+    /// The client ID registered at the provider. Required.
+    pub client_id: String,
+    /// The client secret; masked by `config check`. Prefer
+    /// `client_secret_env`: files and flags are easier to leak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The name of an environment variable holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// Scopes requested; `openid` is always added. Default `openid`,
+    /// `email`, `profile`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The button label on the login page. Default: the `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Whether a first login with an email address this provider asserts as
+    /// verified may join the account that already has an identity with that
+    /// same verified address. Enable only for providers whose verified
+    /// addresses you trust. Default `false`.
+    #[serde(default)]
+    pub link_by_verified_email: bool,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+
+// By hand, so that no log line or panic message ever shows the secret.
+impl std::fmt::Debug for OidcProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_config().fmt(f)
+    }
+}
+
+impl OidcProviderSettings {
+    /// The provider as the OpenID Connect module takes it.
+    pub fn to_config(&self) -> OidcProviderConfig {
+        OidcProviderConfig {
+            id: self.id.clone(),
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            client_secret_env: self.client_secret_env.clone(),
+            scopes: self.scopes.clone(),
+            display_name: self.display_name.clone(),
+            link_by_verified_email: self.link_by_verified_email,
+        }
+    }
+}
+
+/// Parses one provider from JSON (`--oidc-provider`) and checks what can be
+/// checked without the network.
+pub fn parse_oidc_provider(json: &str) -> Result<OidcProviderSettings, String> {
+    let provider: OidcProviderSettings =
+        serde_json::from_str(json).map_err(|e| format!("not a provider object: {e}"))?;
+    provider.to_config().validate()?;
+    Ok(provider)
+}
+
+/// Parses a JSON array of providers (`TESSERA_OIDC_PROVIDERS`).
+pub fn parse_oidc_provider_list(json: &str) -> Result<OidcProviderList, String> {
+    let providers: Vec<OidcProviderSettings> =
+        serde_json::from_str(json).map_err(|e| format!("not a JSON array of providers: {e}"))?;
+    for provider in &providers {
+        provider.to_config().validate()?;
+    }
+    Ok(OidcProviderList(providers))
+}
+
+/// Several providers given at once (a distinct type, so that clap takes the
+/// whole array as one value).
+#[derive(Debug, Clone, Default)]
+pub struct OidcProviderList(pub Vec<OidcProviderSettings>);
+
+/// `[forward_auth]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardAuthSettings {
+    /// Hosts behind forward-auth that the login page may send users back to
+    /// (`app.example.com`, `app.example.com:8443`, or `*.example.com`).
+    pub protected_hosts: Vec<String>,
+    /// Extra headers of `/auth/verify` answers besides `X-Auth-User` and
+    /// `X-Auth-User-Id`: `NAME=FIELD` with FIELD one of `username`, `id`,
+    /// `email` (e.g. `X-Remote-User=username`).
+    pub headers: Vec<String>,
+}
+
 /// `[metrics]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -154,6 +360,11 @@ pub struct MetricsSettings {
     /// Also answer `GET /metrics` on the public listener. Off by default:
     /// metrics tell outsiders more than they should know.
     pub on_public_listener: bool,
+    /// How often live sessions are counted for the `tessera_active_sessions`
+    /// gauge (SQLite, PostgreSQL and memory stores).
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub active_sessions_interval: Duration,
 }
 
 /// `[log]`
@@ -195,13 +406,14 @@ impl Default for ServerSettings {
             shutdown_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
+            public_url: String::new(),
         }
     }
 }
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        DatabaseSettings { url: "sqlite://tessera.db".into() }
+        DatabaseSettings { url: "sqlite://tessera.db".into(), query_timeout: crate::database::DEFAULT_QUERY_TIMEOUT }
     }
 }
 
@@ -213,13 +425,14 @@ impl Default for SessionSettings {
             absolute_timeout: Duration::from_secs(12 * 3600),
             store_timeout: Duration::from_secs(3),
             purge_interval: Duration::from_secs(60),
+            reauth_window: Duration::from_secs(10 * 60),
         }
     }
 }
 
 impl Default for CookieSettings {
     fn default() -> Self {
-        CookieSettings { secure: true, same_site: SameSiteSetting::Lax }
+        CookieSettings { secure: true, same_site: SameSiteSetting::Lax, domain: String::new() }
     }
 }
 
@@ -236,7 +449,43 @@ impl Default for PasswordSettings {
 
 impl Default for MetricsSettings {
     fn default() -> Self {
-        MetricsSettings { enabled: true, listen: "127.0.0.1:9300".into(), on_public_listener: false }
+        MetricsSettings {
+            enabled: true,
+            listen: "127.0.0.1:9300".into(),
+            on_public_listener: false,
+            active_sessions_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for ThrottleSettings {
+    // The throttle's own defaults, so that there is one set of numbers.
+    fn default() -> Self {
+        let defaults = ThrottleConfig::default();
+        ThrottleSettings {
+            account_free_failures: defaults.account_free_failures,
+            ip_free_failures: defaults.ip_free_failures,
+            base_delay: defaults.base_delay,
+            max_delay: defaults.max_delay,
+            quiet_period: defaults.quiet_period,
+        }
+    }
+}
+
+impl Default for ApiTokenSettings {
+    fn default() -> Self {
+        ApiTokenSettings {
+            issuer: "tessera".into(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_family_lifetime: crate::api::tokens::DEFAULT_REFRESH_FAMILY_LIFETIME,
+        }
+    }
+}
+
+impl Default for OidcSettings {
+    fn default() -> Self {
+        OidcSettings { providers: Vec::new(), jwks_min_refresh: Duration::from_secs(30) }
     }
 }
 
@@ -346,6 +595,15 @@ impl Settings {
             );
         }
         for (key, value) in [
+            ("database.query_timeout", self.database.query_timeout),
+            ("sessions.reauth_window", self.sessions.reauth_window),
+            ("throttle.base_delay", self.throttle.base_delay),
+            ("throttle.max_delay", self.throttle.max_delay),
+            ("throttle.quiet_period", self.throttle.quiet_period),
+            ("tokens.access_ttl", self.tokens.access_ttl),
+            ("tokens.refresh_ttl", self.tokens.refresh_ttl),
+            ("tokens.refresh_family_lifetime", self.tokens.refresh_family_lifetime),
+            ("metrics.active_sessions_interval", self.metrics.active_sessions_interval),
             ("sessions.idle_timeout", self.sessions.idle_timeout),
             ("sessions.absolute_timeout", self.sessions.absolute_timeout),
             ("sessions.store_timeout", self.sessions.store_timeout),
@@ -378,7 +636,71 @@ impl Settings {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return bad("log.filter", error.to_string());
         }
+        if self.throttle.max_delay < self.throttle.base_delay {
+            return bad("throttle.max_delay", "must not be shorter than throttle.base_delay".into());
+        }
+        if !self.server.public_url.is_empty() {
+            match url::Url::parse(&self.server.public_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+                _ => {
+                    return bad(
+                        "server.public_url",
+                        format!("{:?} is not an http(s) URL such as https://auth.example.com", self.server.public_url),
+                    )
+                }
+            }
+        }
+        self.validate_tls()?;
+        let domain = &self.cookie.domain;
+        let host_name = domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.');
+        if !domain.is_empty() && !host_name {
+            return bad("cookie.domain", format!("{domain:?} is not a host name such as example.com"));
+        }
+        if self.tokens.issuer.trim().is_empty() {
+            return bad("tokens.issuer", "must not be empty".into());
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (index, provider) in self.oidc.providers.iter().enumerate() {
+            let key = format!("oidc.providers[{index}]");
+            if let Err(why) = provider.to_config().validate() {
+                return bad(&key, why);
+            }
+            if !ids.insert(provider.id.as_str()) {
+                return bad(&key, format!("the id {:?} is used twice", provider.id));
+            }
+        }
+        for header in &self.forward_auth.headers {
+            if let Err(why) = crate::forward_auth::parse_forward_header(header) {
+                return bad("forward_auth.headers", format!("{header:?}: {why}"));
+            }
+        }
         Ok(())
+    }
+
+    /// Both files or neither, and they must load: `config check` then
+    /// catches a bad certificate before a restart does.
+    fn validate_tls(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, why: String| Err(SettingsError(format!("{key}: {why}")));
+        match (self.tls.cert.is_empty(), self.tls.key.is_empty()) {
+            (true, true) => Ok(()),
+            (false, true) => bad("tls.key", "required with tls.cert".into()),
+            (true, false) => bad("tls.cert", "required with tls.key".into()),
+            (false, false) => match self.tls_server_config() {
+                Ok(_) => Ok(()),
+                Err(error @ crate::tls::TlsError::Key { .. }) => bad("tls.key", error.to_string()),
+                Err(error) => bad("tls.cert", error.to_string()),
+            },
+        }
+    }
+
+    /// The rustls configuration of `[tls]`, if HTTPS is configured.
+    pub fn tls_server_config(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, crate::tls::TlsError> {
+        if self.tls.cert.is_empty() || self.tls.key.is_empty() {
+            return Ok(None);
+        }
+        crate::tls::server_config(Path::new(&self.tls.cert), Path::new(&self.tls.key)).map(Some)
     }
 
     /// The argon2 parameters of `[passwords]`.
@@ -406,11 +728,17 @@ impl Settings {
             .collect()
     }
 
-    /// The effective configuration as TOML, with passwords in URLs masked.
+    /// The effective configuration as TOML, with passwords in URLs and
+    /// client secrets masked.
     pub fn to_masked_toml(&self) -> Result<String, SettingsError> {
         let mut masked = self.clone();
         masked.database.url = crate::session_store::mask_url(&masked.database.url);
         masked.sessions.store = crate::session_store::mask_url(&masked.sessions.store);
+        for provider in &mut masked.oidc.providers {
+            if provider.client_secret.is_some() {
+                provider.client_secret = Some("***".into());
+            }
+        }
         toml::to_string_pretty(&masked).map_err(|e| SettingsError(format!("cannot print the configuration: {e}")))
     }
 }
@@ -457,6 +785,11 @@ impl figment::Provider for Named {
 fn env_value(key: &str, raw: &str) -> Value {
     let default = lookup(&defaults_json(), key);
     match default {
+        // A list of tables (OpenID Connect providers) can only be JSON; a
+        // list of strings may be too.
+        Some(Value::Array(_)) if raw.trim_start().starts_with('[') => {
+            serde_json::from_str(raw).unwrap_or_else(|_| Value::from(raw))
+        }
         Some(Value::Array(_)) => {
             Value::Array(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Value::from).collect())
         }
@@ -488,9 +821,10 @@ fn lookup(value: &Value, key: &str) -> Option<Value> {
     Some(at.clone())
 }
 
-/// Every leaf key, `section.key`, in declaration order.
+/// Every leaf key, `section.key`, in declaration order (fields of tables in
+/// lists, `oidc.providers[].id`, are not keys of their own).
 pub fn setting_keys() -> Vec<String> {
-    reference_entries().into_iter().map(|entry| entry.key).collect()
+    reference_entries().into_iter().map(|entry| entry.key).filter(|key| !key.contains("[]")).collect()
 }
 
 /// One documented setting.
@@ -544,7 +878,35 @@ pub fn reference_entries() -> Vec<ReferenceEntry> {
                 .is_some_and(|text| humantime::parse_duration(text).is_ok());
             let kind = if is_duration { "duration".to_owned() } else { kind_of(&resolved) };
             let default = default_value.map(|v| toml_literal(&v)).unwrap_or_default();
-            entries.push(ReferenceEntry { key, section_doc: section_doc.clone(), doc, kind, default });
+            // A list of tables: document the fields of one table too, as
+            // `section.field[].name`.
+            let table = resolved.get("items").filter(|items| items.get("$ref").is_some()).map(&resolve);
+            let kind = if table.is_some() { format!("list of tables (`[[{key}]]`)") } else { kind };
+            entries.push(ReferenceEntry { key: key.clone(), section_doc: section_doc.clone(), doc, kind, default });
+            let Some(table) = table else { continue };
+            let Some(table_fields) = table.get("properties").and_then(Value::as_object) else { continue };
+            let mut nested: Vec<ReferenceEntry> = table_fields
+                .iter()
+                .map(|(name, schema)| ReferenceEntry {
+                    key: format!("{key}[].{name}"),
+                    section_doc: section_doc.clone(),
+                    doc: text(schema.get("description")),
+                    kind: kind_of(&resolve(schema)),
+                    default: String::new(),
+                })
+                .collect();
+            // Required fields first, then the rest as declared (JSON objects
+            // come out sorted; the schema's `required` keeps the order).
+            let required: Vec<&str> = table
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            nested.sort_by_key(|entry| {
+                let name = entry.key.rsplit('.').next().unwrap_or("");
+                required.iter().position(|r| *r == name).unwrap_or(usize::MAX)
+            });
+            entries.extend(nested);
         }
     }
     // JSON objects come out sorted; put sections and keys back in the order
@@ -556,7 +918,8 @@ pub fn reference_entries() -> Vec<ReferenceEntry> {
         let within = order.get(at..).and_then(|rest| rest.find(&format!("\n{field} ="))).unwrap_or(usize::MAX);
         (at, within)
     };
-    entries.sort_by_key(|entry| position(&entry.key));
+    // Fields of a list's tables stay right after the list.
+    entries.sort_by_key(|entry| position(entry.key.split("[]").next().unwrap_or(&entry.key)));
     entries
 }
 
@@ -578,7 +941,12 @@ fn kind_of(schema: &Value) -> String {
         let names: Vec<String> = choices.iter().filter_map(Value::as_str).map(|s| format!("`{s}`")).collect();
         return format!("one of {}", names.join(", "));
     }
-    match schema.get("type") {
+    // `Option<T>`: the type and null.
+    let kind = match schema.get("type") {
+        Some(Value::Array(types)) => types.iter().find(|t| t.as_str() != Some("null")).cloned(),
+        other => other.cloned(),
+    };
+    match kind.as_ref() {
         Some(Value::String(t)) if t == "array" => "list of strings".into(),
         Some(Value::String(t)) if t == "integer" => "integer".into(),
         Some(Value::String(t)) if t == "boolean" => "boolean".into(),
@@ -611,7 +979,7 @@ pub fn reference_markdown(flags: &[(String, String, Option<String>)]) -> String 
          defaults, then the file, then `TESSERA_<SECTION>__<KEY>` variables, then flags (and the older \
          variables that clap reads for them, listed with each flag). Unknown keys and bad values are \
          errors that name the key; `tessera config check` prints the effective configuration with \
-         passwords masked.\n\n",
+         passwords and client secrets masked.\n\n",
     );
     out.push_str("Durations are written like `30s`, `15m`, `12h`, `1h 30m`.\n");
     let mut section = String::new();
@@ -624,8 +992,9 @@ pub fn reference_markdown(flags: &[(String, String, Option<String>)]) -> String 
             out.push_str("| --- | --- | --- | --- | --- |\n");
         }
         let field = entry.key.split_once('.').map(|(_, f)| f).unwrap_or(&entry.key);
-        let mut how = format!("`{}`", env_name(&entry.key));
-        if let Some((_, flag, legacy)) = flags.iter().find(|(key, _, _)| *key == entry.key) {
+        let mut how = if entry.key.contains("[]") { "—".to_owned() } else { format!("`{}`", env_name(&entry.key)) };
+        // Some settings have two flags (`--oidc-provider`, `--oidc-providers`).
+        for (_, flag, legacy) in flags.iter().filter(|(key, _, _)| *key == entry.key) {
             how.push_str(&format!("<br>`{flag}`"));
             if let Some(legacy) = legacy {
                 how.push_str(&format!("<br>`{legacy}`"));

@@ -1,6 +1,8 @@
 //! The session store's connections cut and restored under load, through a
 //! TCP proxy the test controls: PostgreSQL and Redis. No request hangs past
-//! the configured time-out, nothing panics (no 500), service resumes.
+//! the configured time-out, nothing panics (no 500), service resumes. And
+//! the users database hanging (connections open, no answers) through the
+//! same proxy: 503 within `database.query_timeout`, then recovery.
 
 mod harness;
 mod services;
@@ -11,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use harness::{test_config, unique_name, TestServer};
 use tessera::ManualClock;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 const PASSWORD: &str = "correct horse battery";
@@ -29,7 +32,24 @@ struct Proxy {
     port: u16,
     mode: Arc<AtomicU8>,
     live: Arc<Mutex<Vec<AbortHandle>>>,
+    /// While true, forwarded connections stay open but carry nothing: a
+    /// hung server, as opposed to a dead one.
+    paused: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Copies `from` to `to`, holding data back while `paused`.
+async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin, mut paused: watch::Receiver<bool>) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if paused.wait_for(|paused| !*paused).await.is_err() || to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -38,8 +58,9 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(AtomicU8::new(PASS));
         let live: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (paused, _) = watch::channel(false);
         let task = {
-            let (mode, live) = (mode.clone(), live.clone());
+            let (mode, live, paused) = (mode.clone(), live.clone(), paused.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((mut client, _)) = listener.accept().await else { continue };
@@ -55,9 +76,15 @@ impl Proxy {
                             live.lock().unwrap().push(held.abort_handle());
                         }
                         _ => {
+                            let (up, down) = (paused.subscribe(), paused.subscribe());
                             let forward = tokio::spawn(async move {
-                                if let Ok(mut server) = TcpStream::connect(upstream).await {
-                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                                if let Ok(server) = TcpStream::connect(upstream).await {
+                                    let (client_read, client_write) = client.into_split();
+                                    let (server_read, server_write) = server.into_split();
+                                    tokio::select! {
+                                        () = pump(client_read, server_write, up) => {}
+                                        () = pump(server_read, client_write, down) => {}
+                                    }
                                 }
                             });
                             live.lock().unwrap().push(forward.abort_handle());
@@ -66,7 +93,17 @@ impl Proxy {
                 }
             })
         };
-        Proxy { port, mode, live, task }
+        Proxy { port, mode, live, paused, task }
+    }
+
+    /// Every connection, live or new, stops carrying data; none is closed.
+    fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Data flows again, including what was held back.
+    fn resume(&self) {
+        self.paused.send_replace(false);
     }
 
     /// Drops every live connection and puts `mode` in force for new ones.
@@ -79,6 +116,7 @@ impl Proxy {
 
     fn restore(&self) {
         self.cut(PASS);
+        self.resume();
     }
 }
 
@@ -159,13 +197,20 @@ async fn fault_run(store_url: String, proxy: &Proxy) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_connections_cut_and_restored_under_load() {
+/// The real PostgreSQL behind a new proxy, and a URL (fresh schema) that
+/// goes through it; `None` when PostgreSQL is not running (see `services`).
+async fn postgres_behind_proxy() -> Option<(Proxy, String)> {
     if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
-        return;
+        return None;
     }
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let url = services::postgres_url().replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    Some((proxy, url))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_cut_and_restored_under_load() {
+    let Some((proxy, url)) = postgres_behind_proxy().await else { return };
     fault_run(url, &proxy).await;
 }
 
@@ -176,4 +221,46 @@ async fn redis_connections_cut_and_restored_under_load() {
     }
     let proxy = Proxy::start("127.0.0.1:6379").await;
     fault_run(format!("redis://127.0.0.1:{}", proxy.port), &proxy).await;
+}
+
+const QUERY_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// The users database hangs: every request that needs it (here: `/profile`
+/// looks the user up) answers 503 within `database.query_timeout`; once the
+/// database answers again, so does the service, with the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_database_hangs_then_answers_again() {
+    let Some((proxy, url)) = postgres_behind_proxy().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.database_url = url;
+    // Sessions elsewhere, so that only the users database is at fault.
+    config.session_store_url = Some("memory://".into());
+    config.database_query_timeout = QUERY_TIMEOUT;
+    let server = TestServer::start(config, clock).await;
+    let mut browser = server.browser();
+    assert_eq!(browser.register(&unique_name("hang"), PASSWORD).await.status, 303);
+    assert_eq!(browser.get("/profile").await.status, 200);
+
+    proxy.pause();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let page = browser.get("/profile").await;
+        let took = started.elapsed();
+        assert_eq!(page.status, 503, "a hung database is unavailable, not an error: {}", page.body);
+        assert!(took >= QUERY_TIMEOUT && took < QUERY_TIMEOUT + Duration::from_millis(1500), "took {took:?}");
+    }
+    proxy.resume();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = browser.get("/profile").await.status;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "service did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
 }
