@@ -38,11 +38,16 @@ use crate::settings::{SameSiteSetting, Settings};
 use crate::static_files;
 use crate::throttle::{Throttle, ThrottleConfig};
 
-/// Everything the server can be told.
+/// Everything the server can be told, in the form the code uses. The
+/// binary derives it solely from [`Settings`] ([`AppConfig::from_settings`]);
+/// tests build it directly, and only tests set the fields that are no
+/// setting (`session_store`, `clock`, `test_routes`).
 #[derive(Clone)]
 pub struct AppConfig {
     /// Users and secrets: `sqlite://FILE` or `postgres://…`.
     pub database_url: String,
+    /// Bound on every query to the users database.
+    pub database_query_timeout: Duration,
     /// Sessions; `None` means the database.
     pub session_store_url: Option<String>,
     /// An already opened store, used instead of `session_store_url` (lets
@@ -88,6 +93,9 @@ pub struct AppConfig {
     pub tokens: TokenSettings,
     /// How long an unused refresh token stays valid.
     pub refresh_token_ttl: Duration,
+    /// Longest a refresh family (one sign-in) lives, however often it is
+    /// refreshed; 30 days by default (ASVS 7.3.2).
+    pub refresh_family_lifetime: Duration,
     /// The address browsers use for tessera (`https://auth.example.com`):
     /// OpenID Connect callbacks and forward-auth login redirects.
     pub public_url: Option<String>,
@@ -103,6 +111,7 @@ impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
             database_url: "sqlite://tessera.db".to_owned(),
+            database_query_timeout: crate::database::DEFAULT_QUERY_TIMEOUT,
             session_store_url: None,
             session_store: None,
             expiry: ExpiryPolicy::default(),
@@ -124,6 +133,7 @@ impl Default for AppConfig {
             active_sessions_interval: Duration::from_secs(30),
             tokens: TokenSettings::new("tessera", "tessera-api"),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_family_lifetime: crate::api::tokens::DEFAULT_REFRESH_FAMILY_LIFETIME,
             public_url: None,
             oidc_providers: Vec::new(),
             oidc_jwks_min_refresh: Duration::from_secs(30),
@@ -136,8 +146,28 @@ impl AppConfig {
     /// The server configuration described by `settings`.
     pub fn from_settings(settings: &Settings) -> Result<AppConfig, String> {
         let params = settings.argon2_params()?;
+        // One list of trusted proxies: client addresses, forward-auth
+        // headers and request IDs.
+        let proxies = settings.trusted_proxy_networks();
+        let mut forward_auth = ForwardAuthConfig { trusted_proxies: proxies.clone(), ..ForwardAuthConfig::default() };
+        forward_auth.protected_hosts = settings.forward_auth.protected_hosts.clone();
+        for header in &settings.forward_auth.headers {
+            let header =
+                forward_auth::parse_forward_header(header).map_err(|e| format!("forward_auth.headers: {e}"))?;
+            forward_auth.headers.push(header);
+        }
+        let mut tokens = TokenSettings::new(settings.tokens.issuer.clone(), "tessera-api");
+        tokens.access_ttl = settings.tokens.access_ttl;
+        let throttle = ThrottleConfig {
+            account_free_failures: settings.throttle.account_free_failures,
+            ip_free_failures: settings.throttle.ip_free_failures,
+            base_delay: settings.throttle.base_delay,
+            max_delay: settings.throttle.max_delay,
+            quiet_period: settings.throttle.quiet_period,
+        };
         let mut config = AppConfig {
             database_url: settings.database.url.clone(),
+            database_query_timeout: settings.database.query_timeout,
             session_store_url: Some(settings.sessions.store.clone()).filter(|s| !s.is_empty()),
             expiry: ExpiryPolicy::new(settings.sessions.idle_timeout, settings.sessions.absolute_timeout),
             store_timeout: settings.sessions.store_timeout,
@@ -145,12 +175,25 @@ impl AppConfig {
             password_policy: PasswordPolicy::new(settings.passwords.min_chars),
             purge_interval: settings.sessions.purge_interval,
             max_body_bytes: settings.server.max_body_bytes,
-            trusted_proxies: TrustedProxies::new(settings.trusted_proxy_networks()),
+            trusted_proxies: TrustedProxies::new(proxies),
             metrics_on_public_listener: settings.metrics.enabled && settings.metrics.on_public_listener,
             shutdown_timeout: settings.server.shutdown_timeout,
             stats_flush_interval: settings.stats.flush_interval,
+            active_sessions_interval: settings.metrics.active_sessions_interval,
+            throttle,
+            reauth_window: settings.sessions.reauth_window,
+            // With built-in TLS, HSTS is always on.
+            hsts: settings.tls.hsts || !settings.tls.cert.is_empty(),
+            tokens,
+            refresh_token_ttl: settings.tokens.refresh_ttl,
+            refresh_family_lifetime: settings.tokens.refresh_family_lifetime,
+            public_url: Some(settings.server.public_url.clone()).filter(|u| !u.is_empty()),
+            oidc_providers: settings.oidc.providers.iter().map(|p| p.to_config()).collect(),
+            oidc_jwks_min_refresh: settings.oidc.jwks_min_refresh,
+            forward_auth,
             ..AppConfig::default()
         };
+        config.cookie.domain = Some(settings.cookie.domain.clone()).filter(|d| !d.is_empty());
         config.cookie.secure = settings.cookie.secure;
         config.cookie.same_site = match settings.cookie.same_site {
             SameSiteSetting::Lax => SameSite::Lax,
@@ -222,8 +265,8 @@ pub struct AppState {
 
 impl AppState {
     /// Revokes every API refresh-token family of the user (password change,
-    /// account deletion, log out everywhere). Access tokens already issued
-    /// expire on their own within their lifetime (15 minutes by default).
+    /// account deletion, log out everywhere), and every access token issued
+    /// before now (a per-user "not before" time checked on each request).
     pub async fn revoke_api_tokens(&self, user_id: i64) -> Result<(), crate::database::DatabaseError> {
         self.tokens.revoke_all_refresh_families(user_id).await.map(|_| ())
     }
@@ -260,7 +303,9 @@ impl Backends {
     pub async fn open(config: &AppConfig, activity: Option<ActivityStats>) -> Result<Backends, StartupError> {
         let database_error =
             |source| StartupError::Database { url: session_store::mask_url(&config.database_url), source };
-        let db = Database::connect(&config.database_url).await.map_err(database_error)?;
+        let db = Database::connect_with_timeout(&config.database_url, config.database_query_timeout)
+            .await
+            .map_err(database_error)?;
         let store_url = config.session_store_url.clone().unwrap_or_else(|| config.database_url.clone());
         let (engine, store) = match &config.session_store {
             Some(store) => {
@@ -314,7 +359,8 @@ impl App {
                 .map_err(|source| StartupError::Database {
                     url: session_store::mask_url(&config.database_url),
                     source,
-                })?;
+                })?
+                .with_family_lifetime(config.refresh_family_lifetime);
         let flow_secret = db.secret("oidc-flow").await.map_err(database_error)?;
         let oidc = Oidc::new(
             &config.oidc_providers,

@@ -34,6 +34,10 @@ pub enum AuditKind {
     TokenReuseDetected,
     /// The account was deleted.
     AccountDeleted,
+    /// An OpenID Connect identity was linked to the account.
+    IdentityLinked,
+    /// An OpenID Connect identity was unlinked from the account.
+    IdentityUnlinked,
 }
 
 impl AuditKind {
@@ -50,6 +54,8 @@ impl AuditKind {
             AuditKind::OtherSessionsRevoked => "other_sessions_revoked",
             AuditKind::TokenReuseDetected => "token_reuse_detected",
             AuditKind::AccountDeleted => "account_deleted",
+            AuditKind::IdentityLinked => "identity_linked",
+            AuditKind::IdentityUnlinked => "identity_unlinked",
         }
     }
 
@@ -66,6 +72,8 @@ impl AuditKind {
             "other_sessions_revoked" => "All other sessions were signed out",
             "token_reuse_detected" => "A reused API token was refused; its sign-in was revoked",
             "account_deleted" => "Account deleted",
+            "identity_linked" => "A sign-in provider was linked",
+            "identity_unlinked" => "A sign-in provider was unlinked",
             _ => "Other event",
         }
     }
@@ -109,6 +117,15 @@ impl Database {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records an event like [`Database::audit`] for handlers that must not
+    /// fail the user's request over it: a failed write is logged as a
+    /// warning instead of being dropped in silence.
+    pub async fn record(&self, kind: AuditKind, user_id: Option<i64>, device: &DeviceInfo, at: Timestamp) {
+        if let Err(error) = self.audit(kind, user_id, device, at).await {
+            tracing::warn!(target: "tessera::audit", event = kind.as_str(), error = %error, "audit row not written");
+        }
     }
 
     /// The user's most recent events, newest first.

@@ -1,11 +1,39 @@
 //! Revocation marks for sealed cookie sessions, kept in the server database
 //! so that every instance sharing it honours a logout.
+//!
+//! The same table holds the per-user "not before" time of API access tokens,
+//! under the key `api:<user id>` (session marks use the bare user ID, which
+//! is numeric, so the two never meet). Reusing it keeps the check one
+//! primary-key lookup and needs no migration; keeping the keys apart means a
+//! sealed-cookie logout does not end API access and vice versa.
 
 use async_trait::async_trait;
 use sqlx::Row;
 use tessera::{RevocationMarks, StoreError, Timestamp};
 
-use crate::database::Database;
+use crate::database::{Database, DatabaseError};
+
+/// The marks key of a user's API access tokens.
+fn access_token_key(user_id: i64) -> String {
+    format!("api:{user_id}")
+}
+
+impl Database {
+    /// Makes every access token of `user_id` issued before `at` invalid.
+    /// Marks only move forward.
+    pub async fn revoke_access_tokens_before(&self, user_id: i64, at: Timestamp) -> Result<(), DatabaseError> {
+        RevocationMarks::revoke_before(self, &access_token_key(user_id), at)
+            .await
+            .map_err(|error| DatabaseError::Unavailable(error.to_string()))
+    }
+
+    /// Since when `user_id`'s access tokens are valid, if they were ever revoked.
+    pub async fn access_tokens_valid_after(&self, user_id: i64) -> Result<Option<Timestamp>, DatabaseError> {
+        RevocationMarks::valid_after(self, &access_token_key(user_id))
+            .await
+            .map_err(|error| DatabaseError::Unavailable(error.to_string()))
+    }
+}
 
 #[async_trait]
 impl RevocationMarks for Database {

@@ -156,23 +156,31 @@ impl Database {
     /// Uses the refresh token with `digest`: marks it used and stores
     /// `successor` in its family, in one transaction. A token that was used
     /// before revokes its whole family, the newer tokens included.
+    ///
+    /// A family whose first token was created at or before `family_born_after`
+    /// has outlived its absolute lifetime: its tokens are no longer claimed
+    /// (the answer is [`RefreshUse::Invalid`]).
     pub async fn use_refresh_token(
         &self,
         digest: &[u8; 32],
         successor: &[u8; 32],
         now: Timestamp,
         successor_expires_at: Timestamp,
+        family_born_after: Timestamp,
     ) -> Result<RefreshUse, DatabaseError> {
         let mut tx = self.pool.begin().await?;
         // The conditional update is the lock: of two concurrent uses of one
-        // token exactly one matches; the other is treated as reuse.
+        // token exactly one matches; the other is treated as reuse. The
+        // family's birth is its oldest token (found through the family index).
         let claimed = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 \
              WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
+             AND (SELECT MIN(f.created_at) FROM refresh_tokens f WHERE f.family_id = refresh_tokens.family_id) > $3 \
              RETURNING family_id, user_id",
         )
         .bind(now.as_millis())
         .bind(digest.to_vec())
+        .bind(family_born_after.as_millis())
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = claimed {
@@ -213,22 +221,32 @@ impl Database {
         Ok(outcome)
     }
 
-    /// Revokes the family of the token with `digest`; `false` if unknown.
-    pub async fn revoke_refresh_family_of(&self, digest: &[u8; 32], now: Timestamp) -> Result<bool, DatabaseError> {
-        let revoked = sqlx::query(
+    /// Revokes the family of the token with `digest`; the owner if any token
+    /// was newly revoked, `None` if the token is unknown or already revoked.
+    pub async fn revoke_refresh_family_of(
+        &self,
+        digest: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<i64>, DatabaseError> {
+        let rows = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND family_id = \
-             (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
+             (SELECT family_id FROM refresh_tokens WHERE token_hash = $2) \
+             RETURNING user_id",
         )
         .bind(now.as_millis())
         .bind(digest.to_vec())
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(revoked.rows_affected() > 0)
+        rows.first().map(|row| row.try_get::<i64, _>(0)).transpose().map_err(DatabaseError::from)
     }
 
     /// Revokes every refresh token of `user_id` not yet revoked (used ones
-    /// included, so reuse is still recognised); returns how many.
+    /// included, so reuse is still recognised); returns how many. Every
+    /// access token issued before `now` dies with them (the per-user "not
+    /// before" mark), so the user's API clients are signed out at once, not
+    /// when their last access token expires.
     pub async fn revoke_all_refresh_tokens(&self, user_id: i64, now: Timestamp) -> Result<u64, DatabaseError> {
+        self.revoke_access_tokens_before(user_id, now).await?;
         let revoked =
             sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
                 .bind(now.as_millis())

@@ -254,3 +254,33 @@ async fn security_headers_on_authenticated_pages_and_logout() {
     assert_eq!(anonymous.location(), Some("/login?next=%2Faccount"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_password_step_up_rotates_the_session_id() {
+    let (server, _dir) = server_with(None).await;
+    let name = unique_name("stepper");
+    let mut main = server.browser();
+    main.register(&name, PASSWORD).await;
+    let mut other = server.browser();
+    other.login(&name, PASSWORD).await;
+    server.clock.advance(Duration::from_secs(11 * 60));
+    let before = main.session_id().expect("logged in");
+    let token = main.get("/account/sessions").await.csrf();
+    let done = main
+        .post_form(
+            "/account/sessions/revoke",
+            &[("csrf_token", &token), ("all_others", "1"), ("current_password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let after = main.session_id().expect("still logged in");
+    assert_ne!(before, after, "the confirmed password gave the session a new ID");
+    assert_eq!(main.get("/profile").await.status, 200, "the new ID works");
+    let mut thief = server.browser();
+    thief.cookies.insert("__Host-id".into(), before);
+    assert_eq!(thief.get("/profile").await.status, 303, "the old ID no longer works");
+    assert_eq!(other.get("/profile").await.status, 303, "the other device was signed out");
+    // The step-up counts as recent authentication: no password needed now.
+    assert!(!main.get("/account/sessions").await.body.contains("revoke-all-password"));
+    server.stop().await;
+}

@@ -781,3 +781,115 @@ async fn api_sign_in_is_throttled_with_retry_after() {
     assert_eq!(api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.status, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn api_password_confirmations_are_throttled_with_retry_after() {
+    let (server, _dir) = server().await;
+    let name = unique_name("apiguess");
+    let api = Api::new(&server);
+    let pair = api.signup_and_signin(&name).await;
+    // A stolen access token must not become a password-guessing oracle.
+    let thief = api.with_bearer(access(&pair));
+    let mut blocked = None;
+    for _ in 0..12 {
+        let reply = thief.send("DELETE", "/api/account", Some(json!({"current_password": "a wrong guess"}))).await;
+        if reply.status == 429 {
+            blocked = Some(reply);
+            break;
+        }
+        reply.assert_problem(401, "invalid-credentials");
+    }
+    let blocked = blocked.expect("repeated wrong passwords are throttled");
+    blocked.assert_problem(429, "throttled");
+    let wait: u64 = blocked.header("retry-after").unwrap().parse().unwrap();
+    assert!(wait >= 1);
+    // The block covers every confirmation and sign-in of the account, and
+    // is checked before the password: the right one waits too.
+    let change = json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"});
+    thief.post("/api/password", change.clone()).await.assert_problem(429, "throttled");
+    thief
+        .post("/api/sessions/revoke-others", json!({"current_password": PASSWORD}))
+        .await
+        .assert_problem(429, "throttled");
+    api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.assert_problem(429, "throttled");
+    server.clock.advance(Duration::from_secs(wait));
+    assert_eq!(thief.post("/api/password", change).await.status, 204);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn access_tokens_die_with_sign_out_password_change_and_account_changes() {
+    let (server, _dir) = server().await;
+    let name = unique_name("notbefore");
+    let api = Api::new(&server);
+    let first = api.signup_and_signin(&name).await;
+    let second = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.json;
+    assert_eq!(api.with_bearer(access(&first)).get("/api/me").await.status, 200);
+
+    // Signing out one client refuses every access token issued before it
+    // (a per-user mark); the other client refreshes and goes on.
+    server.clock.advance(Duration::from_secs(2));
+    assert_eq!(api.post("/api/signout", json!({"refresh_token": refresh_token(&first)})).await.status, 204);
+    api.with_bearer(access(&first)).get("/api/me").await.assert_problem(401, "invalid-token");
+    api.with_bearer(access(&second)).get("/api/me").await.assert_problem(401, "invalid-token");
+    let renewed = api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&second)})).await;
+    assert_eq!(renewed.status, 200, "{renewed:?}");
+    let me = api.with_bearer(access(&renewed.json));
+    assert_eq!(me.get("/api/me").await.status, 200, "a token issued after the mark works at once");
+
+    // A password change on the site kills the access token too, not only
+    // the refresh tokens; a new sign-in in the same second works.
+    server.clock.advance(Duration::from_secs(2));
+    let mut browser = server.browser();
+    assert_eq!(browser.login(&name, PASSWORD).await.status, 303);
+    let token = browser.get("/account/password").await.csrf();
+    let changed = browser
+        .post_form(
+            "/account/password",
+            &[("csrf_token", &token), ("current_password", PASSWORD), ("new_password", "a brand new passphrase")],
+        )
+        .await;
+    assert_eq!(changed.status, 303, "{}", changed.body);
+    me.get("/api/me").await.assert_problem(401, "invalid-token");
+    let fresh = api.post("/api/signin", json!({"username": name, "password": "a brand new passphrase"})).await;
+    assert_eq!(fresh.status, 200);
+    assert_eq!(api.with_bearer(access(&fresh.json)).get("/api/me").await.status, 200);
+
+    // Disabling (and re-enabling) the account, as `tessera users disable`
+    // does it: the old token stays dead after the account is enabled again.
+    use tessera::Clock as _;
+    server.clock.advance(Duration::from_secs(2));
+    let db = server.app_state.accounts.database();
+    let user = db.user_by_name(&name).await.unwrap().unwrap();
+    db.set_disabled(user.id, Some(server.clock.now())).await.unwrap();
+    db.revoke_all_refresh_tokens(user.id, server.clock.now()).await.unwrap();
+    db.set_disabled(user.id, None).await.unwrap();
+    api.with_bearer(access(&fresh.json)).get("/api/me").await.assert_problem(401, "invalid-token");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_families_end_after_their_absolute_lifetime() {
+    // The default: 30 days from the sign-in, however often it is refreshed.
+    let (server, _dir) = server().await;
+    let name = unique_name("longlived");
+    let api = Api::new(&server);
+    let mut pair = api.signup_and_signin(&name).await;
+    for _ in 0..2 {
+        server.clock.advance(Duration::from_secs(14 * 24 * 3600));
+        let refreshed = api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&pair)})).await;
+        assert_eq!(refreshed.status, 200, "day 14 and 28 refresh: {refreshed:?}");
+        pair = refreshed.json;
+    }
+    // Day 30 and a bit: the newest token is two days old, but the family is over.
+    server.clock.advance(Duration::from_secs(2 * 24 * 3600 + 60));
+    api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&pair)}))
+        .await
+        .assert_problem(401, "invalid-refresh-token");
+    // A new sign-in starts a new family.
+    let again = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await;
+    assert_eq!(again.status, 200);
+    let refreshed = api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&again.json)})).await;
+    assert_eq!(refreshed.status, 200);
+    server.stop().await;
+}

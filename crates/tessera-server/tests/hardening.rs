@@ -333,3 +333,88 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
     assert!((0.7..=1.4).contains(&ratio), "unknown {unknown:?} vs wrong password {wrong:?}: ratio {ratio:.2}");
     server.stop().await;
 }
+
+/// Posts a form that needs the current password, with a fresh CSRF token.
+async fn confirm_form(browser: &mut Browser, form: &str, action: &str, fields: &[(&str, &str)]) -> Page {
+    let token = browser.get(form).await.csrf();
+    let mut all = vec![("csrf_token", token.as_str())];
+    all.extend_from_slice(fields);
+    browser.post_form(action, &all).await
+}
+
+#[tokio::test]
+async fn password_confirmations_are_throttled_like_login() {
+    let (server, _dir) = server_with(|_| {}).await;
+    let name = unique_name("guessed");
+    let mut owner = server.browser();
+    owner.register(&name, PASSWORD).await;
+    // A thief with a copy of the session cookie (and nothing else) guesses.
+    let mut thief = Browser::new(&server.base);
+    thief.cookies.insert("__Host-id".into(), owner.session_id().unwrap());
+    let mut blocked = None;
+    for _ in 0..12 {
+        let page = confirm_form(
+            &mut thief,
+            "/account/password",
+            "/account/password",
+            &[("current_password", "a wrong guess"), ("new_password", "thief's own passphrase")],
+        )
+        .await;
+        if page.status == 429 {
+            blocked = Some(page);
+            break;
+        }
+        assert_eq!(page.status, 401, "{}", page.body);
+    }
+    let blocked = blocked.expect("repeated wrong passwords are throttled");
+    let wait = retry_after(&blocked).expect("Retry-After on 429");
+    assert!(wait >= 1);
+    assert!(blocked.body.contains("too many wrong passwords"), "{}", blocked.body);
+
+    // Every other confirmation of the account shares the block, before any
+    // password is checked: even the right one waits.
+    let delete = confirm_form(&mut thief, "/account", "/account/delete", &[("current_password", PASSWORD)]).await;
+    assert_eq!(delete.status, 429);
+    assert!(retry_after(&delete).is_some());
+    server.clock.advance(Duration::from_secs(11 * 60));
+    let revoke = confirm_form(
+        &mut thief,
+        "/account/sessions",
+        "/account/sessions/revoke",
+        &[("all_others", "1"), ("current_password", PASSWORD)],
+    )
+    .await;
+    // Eleven minutes is past the first delays: the right password passes.
+    assert_eq!(revoke.status, 303, "{}", revoke.body);
+
+    // Login counts too: the account key is the same as on /login.
+    let mut blocked = None;
+    for _ in 0..12 {
+        let page = confirm_form(
+            &mut thief,
+            "/account/password",
+            "/account/password",
+            &[("current_password", "another wrong guess"), ("new_password", "thief's own passphrase")],
+        )
+        .await;
+        if page.status == 429 {
+            blocked = Some(page);
+            break;
+        }
+    }
+    let wait = retry_after(&blocked.expect("throttled again")).unwrap();
+    let login = login_with(&mut Browser::new(&server.base), &name, PASSWORD, &[]).await;
+    assert_eq!(login.status, 429, "a browser without the device cookie is blocked on /login as well");
+
+    // After the back-off the right password works.
+    server.clock.advance(Duration::from_secs(wait));
+    let changed = confirm_form(
+        &mut thief,
+        "/account/password",
+        "/account/password",
+        &[("current_password", PASSWORD), ("new_password", "a brand new passphrase")],
+    )
+    .await;
+    assert_eq!(changed.status, 303, "{}", changed.body);
+    server.stop().await;
+}

@@ -348,3 +348,107 @@ async fn email_linking_only_when_enabled_and_verified_and_keys_rotate() {
     assert_eq!(after.get("/profile").await.element_text("username").as_deref(), Some("judy"));
     setup.stop().await;
 }
+
+/// Posts the link button of `/account` with extra fields.
+async fn start_link(browser: &mut Browser, fields: &[(&str, &str)]) -> Page {
+    let token = browser.get("/account").await.csrf();
+    let mut all = vec![("csrf_token", token.as_str())];
+    all.extend_from_slice(fields);
+    browser.post_form("/auth/oidc/test/start", &all).await
+}
+
+/// The kinds of the user's audit events, newest first.
+async fn audit_kinds(setup: &Setup, user_id: i64) -> Vec<String> {
+    let db = setup.server.app_state.accounts.database();
+    db.audit_events(user_id, 50).await.unwrap().into_iter().map(|event| event.kind).collect()
+}
+
+#[tokio::test]
+async fn linking_and_unlinking_need_a_recent_authentication() {
+    let Some(setup) = setup("oidc link needs recent auth", false).await else { return };
+    let name = unique_name("judy");
+    let mut browser = setup.server.browser();
+    browser.register(&name, PASSWORD).await;
+    let user = setup.server.app_state.accounts.database().user_by_name(&name).await.unwrap().unwrap();
+
+    // Eleven minutes after the login, a session cookie alone cannot link.
+    setup.server.clock.advance(Duration::from_secs(11 * 60));
+    let account = browser.get("/account").await;
+    assert!(account.body.contains("id=\"link-pw-test\""), "the link button asks for the password");
+    let refused = start_link(&mut browser, &[]).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused.body.contains("confirm with your current password"), "{}", refused.body);
+    assert!(!refused.set_cookies.iter().any(|c| c.starts_with("__Host-oidc-flow=")), "nothing started");
+    let wrong = start_link(&mut browser, &[("current_password", "not my password")]).await;
+    assert_eq!(wrong.status, 401);
+
+    // With the password: a step-up (new session ID), then the link.
+    let before = browser.session_id().unwrap();
+    let started = start_link(&mut browser, &[("current_password", PASSWORD)]).await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    let after = browser.session_id().unwrap();
+    assert_ne!(before, after, "the step-up rotated the session ID");
+    let mut stale = Browser::new(&setup.server.base);
+    stale.cookies.insert("__Host-id".into(), before);
+    assert_eq!(stale.get("/profile").await.status, 303, "the old ID is dead");
+    let callback = setup.provider.authorize(started.location().unwrap(), "judy-oidc", &setup.callback_prefix()).await;
+    let linked = browser.get(path_of(&callback)).await;
+    assert_eq!(linked.location(), Some("/account"), "{}", linked.body);
+    assert!(audit_kinds(&setup, user.id).await.contains(&"identity_linked".to_owned()));
+
+    // Unlinking, eleven minutes later, needs the password again.
+    setup.server.clock.advance(Duration::from_secs(11 * 60));
+    let issuer = setup.provider.issuer.clone();
+    let token = browser.get("/account").await.csrf();
+    let fields = [("csrf_token", token.as_str()), ("issuer", issuer.as_str()), ("subject", "sub-judy-oidc")];
+    let refused = browser.post_form("/account/identities/unlink", &fields).await;
+    assert_eq!(refused.status, 401);
+    let db = setup.server.app_state.accounts.database();
+    assert_eq!(db.identities_of(user.id).await.unwrap().len(), 1, "nothing was unlinked");
+    let mut with_password = fields.to_vec();
+    with_password.push(("current_password", PASSWORD));
+    let unlinked = browser.post_form("/account/identities/unlink", &with_password).await;
+    assert_eq!(unlinked.status, 303, "{}", unlinked.body);
+    assert!(db.identities_of(user.id).await.unwrap().is_empty());
+    assert_eq!(audit_kinds(&setup, user.id).await.first().map(String::as_str), Some("identity_unlinked"));
+    let activity = browser.get("/account/activity").await;
+    assert!(activity.body.contains("A sign-in provider was unlinked"), "shown to the user");
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn password_less_accounts_delete_themselves_after_a_fresh_login() {
+    let Some(setup) = setup("oidc delete", false).await else { return };
+    let hint = unique_name("kim");
+    let mut browser = setup.server.browser();
+    assert_eq!(setup.login(&mut browser, &hint).await.status, 303);
+    let db = setup.server.app_state.accounts.database();
+    let user = db.identity(&setup.provider.issuer, &format!("sub-{hint}")).await.unwrap().unwrap();
+    let account = browser.get("/account").await;
+    assert!(account.body.contains("name=\"confirm_username\""), "no password to ask for: the user name instead");
+    let username = account.element_text("username").unwrap();
+
+    // Stale: refused even with the right name.
+    setup.server.clock.advance(Duration::from_secs(11 * 60));
+    let token = browser.get("/account").await.csrf();
+    let stale = browser.post_form("/account/delete", &[("csrf_token", &token), ("confirm_username", &username)]).await;
+    assert_eq!(stale.status, 401, "{}", stale.body);
+    assert!(stale.body.contains("log in again"), "{}", stale.body);
+    assert!(db.user_by_id(user.user_id).await.unwrap().is_some());
+
+    // A fresh OIDC login makes it recent; the name must still be typed.
+    browser.logout().await;
+    assert_eq!(setup.login(&mut browser, &hint).await.status, 303);
+    let token = browser.get("/account").await.csrf();
+    let mistyped =
+        browser.post_form("/account/delete", &[("csrf_token", &token), ("confirm_username", "someone-else")]).await;
+    assert_eq!(mistyped.status, 422);
+    assert!(db.user_by_id(user.user_id).await.unwrap().is_some());
+    let deleted =
+        browser.post_form("/account/delete", &[("csrf_token", &token), ("confirm_username", &username)]).await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    assert_eq!(deleted.location(), Some("/"));
+    assert!(db.user_by_id(user.user_id).await.unwrap().is_none(), "the account is gone");
+    assert_eq!(browser.get("/profile").await.status, 303, "and the browser is logged out");
+    setup.stop().await;
+}

@@ -35,8 +35,8 @@ fn accounts(context: &AdminContext) -> Accounts {
     )
 }
 
-/// Revokes every API refresh-token family of the user; access tokens already
-/// issued expire on their own.
+/// Revokes every API refresh-token family of the user, and every access
+/// token issued before now (the per-user mark).
 async fn revoke_api_tokens(context: &AdminContext, user_id: i64) -> Result<u64, AdminError> {
     Ok(context.backends.db.revoke_all_refresh_tokens(user_id, context.config.clock.now()).await?)
 }

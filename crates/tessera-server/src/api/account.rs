@@ -2,10 +2,16 @@
 //! revoking sessions, changing the password, deleting the account.
 //!
 //! Each needs the current password (or, for listing, just authentication),
-//! so a stolen access token alone cannot lock the owner out.
+//! so a stolen access token alone cannot lock the owner out. The password is
+//! checked behind the login throttle (`429` with `Retry-After`), so neither
+//! can a stolen token or cookie be used to guess it; a cookie caller who
+//! confirms it steps up to a new session ID.
 
+use axum::extract::FromRequestParts;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::HeaderMap;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tessera_axum::{ClientDevice, Session};
@@ -16,6 +22,8 @@ use super::rfc3339;
 use crate::accounts::RegisterError;
 use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::client_ip::ClientAddress;
+use crate::reauthentication::{self, Confirmation};
 
 /// One session (device) of the user.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -57,10 +65,40 @@ pub struct Revoked {
     pub revoked: u64,
 }
 
-async fn confirm(state: &AppState, caller: &ApiUser, password: &str) -> Result<(), ApiError> {
-    match state.accounts.verify_password(&caller.user, password).await.map_err(ApiError::unavailable)? {
-        true => Ok(()),
-        false => Err(ApiError::InvalidCredentials),
+/// Where a password confirmation comes from, for the throttle: the client
+/// address and the request headers (for the device cookie).
+pub struct Origin {
+    ip: Option<std::net::IpAddr>,
+    headers: HeaderMap,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ClientAddress(ip) = ClientAddress::from_request_parts(parts, state).await?;
+        Ok(Origin { ip, headers: parts.headers.clone() })
+    }
+}
+
+/// Checks the current password behind the login throttle.
+async fn confirm(state: &AppState, caller: &ApiUser, password: &str, origin: &Origin) -> Result<(), ApiError> {
+    let verdict = reauthentication::confirm_password(state, &caller.user, password, origin.ip, &origin.headers)
+        .await
+        .map_err(ApiError::unavailable)?;
+    match verdict {
+        Confirmation::Confirmed => Ok(()),
+        Confirmation::Wrong => Err(ApiError::InvalidCredentials),
+        Confirmation::Throttled(wait) => Err(ApiError::Throttled(wait)),
+    }
+}
+
+/// After a confirmed password, a cookie caller's session steps up: a new ID
+/// and a fresh recent-authentication mark. Called after any revocation, so
+/// that the revocation still sees the ID the request came with.
+fn step_up(state: &AppState, caller: &ApiUser, session: &Session) {
+    if caller.method == AuthMethod::Cookie {
+        reauthentication::stepped_up(session, state.clock.now());
     }
 }
 
@@ -112,6 +150,7 @@ pub async fn list(State(state): State<AppState>, caller: ApiUser, session: Sessi
     responses(
         (status = 204, description = "The session ended"),
         (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 403, description = "The caller's own session", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No such session of this user", body = ProblemDocument, content_type = "application/problem+json"),
     )
@@ -121,10 +160,11 @@ pub async fn revoke(
     caller: ApiUser,
     session: Session,
     ClientDevice(device): ClientDevice,
+    origin: Origin,
     Path(handle): Path<String>,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &caller, &body.current_password).await?;
+    confirm(&state, &caller, &body.current_password, &origin).await?;
     if own_session(&caller, &session).is_some_and(|key| key.handle().matches(&handle)) {
         return Err(ApiError::Forbidden("This is the session of this request; sign out instead."));
     }
@@ -132,7 +172,8 @@ pub async fn revoke(
         return Err(ApiError::NotFound);
     }
     let database = state.accounts.database();
-    let _ = database.audit(AuditKind::SessionRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    database.record(AuditKind::SessionRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    step_up(&state, &caller, &session);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -147,6 +188,7 @@ pub async fn revoke(
     responses(
         (status = 200, description = "Other sessions ended", body = Revoked),
         (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn revoke_others(
@@ -154,17 +196,17 @@ pub async fn revoke_others(
     caller: ApiUser,
     session: Session,
     ClientDevice(device): ClientDevice,
+    origin: Origin,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &caller, &body.current_password).await?;
+    confirm(&state, &caller, &body.current_password, &origin).await?;
     let keep = own_session(&caller, &session);
     let revoked =
         state.engine.revoke_all(&caller.user.id.to_string(), keep.as_ref()).await.map_err(ApiError::unavailable)?;
-    if keep.is_some() && state.engine.is_sealed() {
-        session.regenerate();
-    }
     let database = state.accounts.database();
-    let _ = database.audit(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    database.record(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    // Also re-issues a sealed cookie after the revocation mark.
+    step_up(&state, &caller, &session);
     Ok(json_response(StatusCode::OK, &Revoked { revoked }))
 }
 
@@ -179,6 +221,7 @@ pub async fn revoke_others(
     responses(
         (status = 204, description = "Changed; other sessions and all refresh tokens revoked"),
         (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "The new password breaks the policy (the detail says why)", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
@@ -187,9 +230,10 @@ pub async fn change_password(
     caller: ApiUser,
     session: Session,
     ClientDevice(device): ClientDevice,
+    origin: Origin,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &caller, &body.current_password).await?;
+    confirm(&state, &caller, &body.current_password, &origin).await?;
     match state.accounts.change_password(&caller.user, &body.new_password).await {
         Ok(()) => {}
         Err(RegisterError::Unavailable(error)) => return Err(ApiError::unavailable(error)),
@@ -200,10 +244,10 @@ pub async fn change_password(
     state.engine.revoke_all(&user_id, keep.as_ref()).await.map_err(ApiError::unavailable)?;
     state.revoke_api_tokens(caller.user.id).await.map_err(ApiError::unavailable)?;
     if keep.is_some() {
-        session.regenerate();
+        step_up(&state, &caller, &session);
     }
     let database = state.accounts.database();
-    let _ = database.audit(AuditKind::PasswordChanged, Some(caller.user.id), &device, state.clock.now()).await;
+    database.record(AuditKind::PasswordChanged, Some(caller.user.id), &device, state.clock.now()).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -217,15 +261,17 @@ pub async fn change_password(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete(
     State(state): State<AppState>,
     caller: ApiUser,
     session: Session,
+    origin: Origin,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &caller, &body.current_password).await?;
+    confirm(&state, &caller, &body.current_password, &origin).await?;
     state.engine.revoke_all(&caller.user.id.to_string(), None).await.map_err(ApiError::unavailable)?;
     state.revoke_api_tokens(caller.user.id).await.map_err(ApiError::unavailable)?;
     state.accounts.database().delete_user(caller.user.id).await.map_err(ApiError::unavailable)?;

@@ -119,7 +119,7 @@ pub async fn signin(
     let user = match outcome {
         LoginOutcome::Succeeded(user) => user,
         LoginOutcome::Failed { known_user } => {
-            let _ = database.audit(AuditKind::LoginFailed, known_user, &device, now).await;
+            database.record(AuditKind::LoginFailed, known_user, &device, now).await;
             if let Some(wait) = state.throttle.record_failure(&keys).await.map_err(ApiError::unavailable)? {
                 crate::metrics::login_throttled();
                 return Err(ApiError::Throttled(wait));
@@ -130,7 +130,7 @@ pub async fn signin(
     if let Err(error) = state.throttle.record_success(&keys).await {
         tracing::warn!(%error, "clearing the login throttle failed");
     }
-    let _ = database.audit(AuditKind::LoginSucceeded, Some(user.id), &device, now).await;
+    database.record(AuditKind::LoginSucceeded, Some(user.id), &device, now).await;
     let pair = state.tokens.issue_pair(user.id).await?;
     tracing::info!(user_id = user.id, "API sign-in");
     Ok(json_response(StatusCode::OK, &pair))

@@ -115,7 +115,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "throttled",
                 "Too many attempts",
-                format!("Too many failed sign-ins. Retry after {} seconds.", retry_seconds(*wait)),
+                format!("Too many failed password attempts. Retry after {} seconds.", retry_seconds(*wait)),
             ),
             Forbidden(reason) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed", (*reason).to_owned()),
             NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "There is no such resource.".into()),

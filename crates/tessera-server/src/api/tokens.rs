@@ -29,6 +29,13 @@ const RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// cannot turn into a database query each.
 const UNKNOWN_KID_RELOAD_GAP: Duration = Duration::from_secs(2);
 
+/// The default absolute lifetime of a refresh family: 30 days. NIST SP
+/// 800-63B asks single-factor (AAL1) sessions to re-authenticate at least
+/// every 30 days, and tessera only offers single-factor sign-in; it also
+/// equals the idle refresh lifetime, so an unused client and a busy one are
+/// both asked for the password again after at most a month.
+pub const DEFAULT_REFRESH_FAMILY_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// An access token and its refresh token, as the API returns them.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
@@ -69,6 +76,7 @@ pub struct TokenService {
     clock: Arc<dyn Clock>,
     settings: TokenSettings,
     refresh_ttl: Duration,
+    family_lifetime: Duration,
     ring: RwLock<Arc<KeyRing>>,
     loaded_at: Mutex<Instant>,
 }
@@ -77,6 +85,10 @@ impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenService").field("settings", &self.settings).finish_non_exhaustive()
     }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn seconds(timestamp: Timestamp) -> i64 {
@@ -103,9 +115,18 @@ impl TokenService {
             clock,
             settings,
             refresh_ttl,
+            family_lifetime: DEFAULT_REFRESH_FAMILY_LIFETIME,
             ring: RwLock::new(Arc::new(ring)),
             loaded_at: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Sets the absolute lifetime of refresh families (one sign-in's chain
+    /// of refresh tokens), counted from the sign-in however often it is
+    /// refreshed.
+    pub fn with_family_lifetime(mut self, lifetime: Duration) -> Self {
+        self.family_lifetime = lifetime;
+        self
     }
 
     /// Generates a new signing key; the previous ones keep verifying the
@@ -150,6 +171,16 @@ impl TokenService {
     }
 
     /// The user ID in a valid access token.
+    ///
+    /// Besides the signature and claims, the token must not predate the
+    /// user's access-token revocation mark (set by sign-out, password
+    /// change, "sign out everywhere", disabling and deletion): one
+    /// primary-key lookup per bearer request. `iat` has whole seconds and the
+    /// mark milliseconds; a token counts as issued at the start of its
+    /// second and is refused only if that second ended before the mark, so
+    /// a token issued right after a revocation is never refused. The price
+    /// is that a token issued in the same second as the revocation, just
+    /// before it, survives until it expires.
     pub async fn verify_access(&self, token: &str) -> Result<i64, ApiError> {
         let now = seconds(self.clock.now());
         let mut result = self.ring().await.verify(&self.settings, token, now);
@@ -159,7 +190,15 @@ impl TokenService {
             result = self.current().verify(&self.settings, token, now);
         }
         match result {
-            Ok(claims) => claims.sub.parse().map_err(|_| ApiError::InvalidToken),
+            Ok(claims) => {
+                let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::InvalidToken)?;
+                let mark = self.db.access_tokens_valid_after(user_id).await.map_err(ApiError::unavailable)?;
+                if mark.is_some_and(|mark| claims.iat < mark.as_millis().div_euclid(1000)) {
+                    tracing::debug!(user_id, "access token refused: issued before the user's revocation mark");
+                    return Err(ApiError::InvalidToken);
+                }
+                Ok(user_id)
+            }
             Err(reason) => {
                 // The reason is for operators; the token itself is never logged.
                 tracing::debug!(%reason, "access token refused");
@@ -208,7 +247,10 @@ impl TokenService {
         let Some(digest) = refresh::digest(presented) else { return Err(RefreshError::Refused) };
         let successor = RefreshToken::generate();
         let now = self.clock.now();
-        match self.db.use_refresh_token(&digest, &successor.digest(), now, now.plus(self.refresh_ttl)).await? {
+        let born_after = Timestamp(now.as_millis().saturating_sub(millis(self.family_lifetime)));
+        let successor_digest = successor.digest();
+        let expires_at = now.plus(self.refresh_ttl);
+        match self.db.use_refresh_token(&digest, &successor_digest, now, expires_at, born_after).await? {
             RefreshUse::Rotated { user_id, .. } => {
                 let allowed = self.db.user_by_id(user_id).await?.is_some_and(|user| user.disabled_at.is_none());
                 if !allowed {
@@ -235,17 +277,23 @@ impl TokenService {
     }
 
     /// Revokes the family of `presented`; unknown tokens are ignored.
+    ///
+    /// The owner's access tokens issued until now die too (a per-user mark:
+    /// an access token does not say which family it came from). The user's
+    /// other API clients keep their refresh tokens and just refresh once.
     pub async fn sign_out(&self, presented: &str) -> Result<(), DatabaseError> {
         if let Some(digest) = refresh::digest(presented) {
-            self.db.revoke_refresh_family_of(&digest, self.clock.now()).await?;
+            let now = self.clock.now();
+            if let Some(user_id) = self.db.revoke_refresh_family_of(&digest, now).await? {
+                self.db.revoke_access_tokens_before(user_id, now).await?;
+            }
         }
         Ok(())
     }
 
     /// Revokes every refresh family of `user_id` (for a password change or
     /// "log out everywhere"); returns how many tokens were newly revoked.
-    /// Access tokens already issued stay valid until they expire (15 minutes
-    /// by default).
+    /// Access tokens issued until now are refused from now on.
     pub async fn revoke_all_refresh_families(&self, user_id: i64) -> Result<u64, DatabaseError> {
         self.db.revoke_all_refresh_tokens(user_id, self.clock.now()).await
     }

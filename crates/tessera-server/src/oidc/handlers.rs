@@ -11,14 +11,17 @@ use super::flow_cookie::{random_id, Flow, FLOW_LIFETIME};
 use super::identities::{resolve, Outcome, ResolveError};
 use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::client_ip::ClientAddress;
 use crate::error_pages::ServerError;
 use crate::pages::PageContext;
-use crate::reauthentication;
+use crate::reauthentication::{self, Recency};
 
-/// The start form: its CSRF token and where to go after login.
-#[derive(Debug, Deserialize)]
+/// The start form: its CSRF token, where to go after login, and (when a
+/// logged-in user links with a stale authentication) the current password.
+#[derive(Deserialize)]
 pub struct StartForm {
     next: Option<String>,
+    current_password: Option<String>,
 }
 
 /// What the provider sends back.
@@ -46,13 +49,58 @@ const START_AGAIN: &str = "Nothing was changed. Please start again from the logi
 
 /// Starts a login (or, for a logged-in user, linking an identity): sets the
 /// sealed flow cookie and redirects to the provider.
+///
+/// Linking adds a lasting way into the account, which a password change
+/// does not remove, so it needs a recent authentication (ASVS 7.5.1): within
+/// the window, or the current password with the form (throttled like
+/// `/login`; a correct one steps the session up to a new ID). Otherwise
+/// `401` and nothing starts.
 pub async fn start(
     State(state): State<AppState>,
     Path(provider_id): Path<String>,
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<StartForm>,
 ) -> Response {
     let Some(provider) = state.oidc.provider(&provider_id) else { return ServerError::NotFound.into_response() };
+    if let Some(user) = &ctx.user {
+        let password = form.current_password.as_deref();
+        match reauthentication::ensure_recent(&state, &ctx.session, user, password, ip, &headers).await {
+            Ok(Recency::Recent) => {}
+            Ok(Recency::Stale) => {
+                return refused(
+                    StatusCode::UNAUTHORIZED,
+                    "reauthentication-required",
+                    "Confirm it is you",
+                    &format!("{} Nothing was linked.", reauthentication::stale_message(user, state.reauth_window)),
+                );
+            }
+            Ok(Recency::Wrong) => {
+                return refused(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid-credentials",
+                    "Wrong password",
+                    "That is not your current password. Nothing was linked.",
+                );
+            }
+            Ok(Recency::Throttled(wait)) => {
+                let mut response = refused(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "throttled",
+                    "Too many attempts",
+                    &format!(
+                        "Too many wrong passwords. Please wait {} before trying again. Nothing was linked.",
+                        reauthentication::readable_wait(wait)
+                    ),
+                );
+                let seconds = reauthentication::retry_after_seconds(wait);
+                response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+                return response;
+            }
+            Err(error) => return ServerError::unavailable(error).into_response(),
+        }
+    }
     let authorization = match provider.authorize().await {
         Ok(authorization) => authorization,
         Err(error) => {
@@ -180,7 +228,12 @@ async fn finish(
     let link_by_email = provider.config.link_by_verified_email;
     let outcome = resolve(state.accounts.database(), &identity, flow.link_user, link_by_email, Timestamp(now)).await;
     let user = match outcome {
-        Ok(Outcome::Existing(user)) | Ok(Outcome::Linked(user)) => user,
+        Ok(Outcome::Existing(user)) => user,
+        Ok(Outcome::Linked(user)) => {
+            let database = state.accounts.database();
+            database.record(AuditKind::IdentityLinked, Some(user.id), &ctx.device, Timestamp(now)).await;
+            user
+        }
         Ok(Outcome::Created(user)) => {
             tracing::info!(user_id = user.id, provider = %provider_id, "account created by OIDC login");
             user
@@ -222,7 +275,7 @@ async fn finish(
 async fn log_in(state: &AppState, ctx: &PageContext, user: &crate::database::User, now: Timestamp) {
     ctx.session.login(user.id.to_string());
     reauthentication::mark(&ctx.session, now);
-    let _ = state.accounts.database().audit(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
+    state.accounts.database().record(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

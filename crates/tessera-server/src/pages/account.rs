@@ -2,29 +2,40 @@
 //! account page: the password and the identities linked at OpenID Connect
 //! providers, with unlink (`POST /account/identities/unlink`, only while
 //! another way to log in remains) and link buttons.
+//!
+//! Linking, unlinking and deleting need a recent authentication (ASVS
+//! 7.5.1): a password typed within the window (and then the session steps
+//! up to a new ID), or, for accounts without a password, a fresh login.
 
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tessera_axum::{CsrfForm, RequireUser};
 
-use super::{Chrome, PageContext};
+use super::{with_retry_after, Chrome, PageContext};
 use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::client_ip::ClientAddress;
 use crate::database::User;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::oidc::ProviderButton;
+use crate::reauthentication::{self, Confirmation, Recency};
 
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage {
     page: Chrome,
     username: String,
-    delete_error: Option<&'static str>,
+    delete_error: Option<String>,
     methods: SignInMethods,
+    /// The authentication is older than the window: forms ask for the
+    /// password (or, without one, say to log in again).
+    needs_reauth: bool,
+    /// The window in minutes, for the help text.
+    reauth_minutes: u64,
 }
 
 /// An identity as listed.
@@ -42,7 +53,7 @@ struct SignInMethods {
     identities: Vec<IdentityRow>,
     can_unlink: bool,
     providers: Vec<ProviderButton>,
-    error: Option<&'static str>,
+    error: Option<String>,
 }
 
 async fn sign_in_methods(state: &AppState, user: &User) -> Result<SignInMethods, ServerError> {
@@ -72,10 +83,60 @@ pub async fn show(State(state): State<AppState>, RequireUser(_): RequireUser, ct
         Ok(methods) => methods,
         Err(error) => return error.into_response(),
     };
-    ctx.render(
-        StatusCode::OK,
-        &AccountPage { page: ctx.chrome("Your account"), username: user.username, delete_error: None, methods },
-    )
+    ctx.render(StatusCode::OK, &account_page(&state, &ctx, user.username, None, methods))
+}
+
+fn account_page(
+    state: &AppState,
+    ctx: &PageContext,
+    username: String,
+    delete_error: Option<String>,
+    methods: SignInMethods,
+) -> AccountPage {
+    AccountPage {
+        page: ctx.chrome("Your account"),
+        username,
+        delete_error,
+        methods,
+        needs_reauth: !reauthentication::is_recent(&ctx.session, state.clock.now(), state.reauth_window),
+        reauth_minutes: state.reauth_window.as_secs().div_ceil(60),
+    }
+}
+
+/// The account page with an error about sign-in methods.
+async fn methods_error(
+    state: &AppState,
+    ctx: &PageContext,
+    user: &User,
+    status: StatusCode,
+    error: String,
+) -> Response {
+    let mut methods = match sign_in_methods(state, user).await {
+        Ok(methods) => methods,
+        Err(error) => return error.into_response(),
+    };
+    methods.error = Some(error);
+    ctx.render(status, &account_page(state, ctx, user.username.clone(), None, methods))
+}
+
+/// The account page with an error about deletion.
+async fn delete_refused(
+    state: &AppState,
+    ctx: &PageContext,
+    user: &User,
+    status: StatusCode,
+    error: String,
+) -> Response {
+    let methods = match sign_in_methods(state, user).await {
+        Ok(methods) => methods,
+        Err(error) => return error.into_response(),
+    };
+    ctx.render(status, &account_page(state, ctx, user.username.clone(), Some(error), methods))
+}
+
+/// "Please wait" for throttled password confirmations.
+fn wait_message(wait: std::time::Duration) -> String {
+    format!("Too many wrong passwords. Please wait {} before trying again.", reauthentication::readable_wait(wait))
 }
 
 /// The unlink form.
@@ -85,32 +146,49 @@ pub struct UnlinkForm {
     issuer: String,
     #[serde(default)]
     subject: String,
+    /// Needed when the last authentication is older than the window.
+    current_password: Option<String>,
 }
 
 /// Unlinks an identity unless it is the account's last way to log in.
+/// Needs a recent authentication (or the password, which steps the session
+/// up); the change is audited.
 pub async fn unlink(
     State(state): State<AppState>,
     RequireUser(_): RequireUser,
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<UnlinkForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    match state.accounts.database().unlink_identity(user.id, &form.issuer, &form.subject).await {
+    let password = form.current_password.as_deref();
+    match reauthentication::ensure_recent(&state, &ctx.session, &user, password, ip, &headers).await {
+        Ok(Recency::Recent) => {}
+        Ok(Recency::Stale) => {
+            let message = reauthentication::stale_message(&user, state.reauth_window);
+            return methods_error(&state, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
+        }
+        Ok(Recency::Wrong) => {
+            let message = "That is not your current password. Nothing was unlinked.".to_owned();
+            return methods_error(&state, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
+        }
+        Ok(Recency::Throttled(wait)) => {
+            let response = methods_error(&state, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, wait_message(wait)).await;
+            return with_retry_after(response, wait);
+        }
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    }
+    let database = state.accounts.database();
+    match database.unlink_identity(user.id, &form.issuer, &form.subject).await {
         Ok(true) => {
-            tracing::info!(user_id = user.id, "OIDC identity unlinked");
+            database.record(AuditKind::IdentityUnlinked, Some(user.id), &ctx.device, state.clock.now()).await;
             Redirect::to("/account").into_response()
         }
         Ok(false) => {
-            let mut methods = match sign_in_methods(&state, &user).await {
-                Ok(methods) => methods,
-                Err(error) => return error.into_response(),
-            };
-            methods.error = Some(
-                "That identity cannot be unlinked: it is not linked to this account, or it is your only way to log in.",
-            );
-            let view =
-                AccountPage { page: ctx.chrome("Your account"), username: user.username, delete_error: None, methods };
-            ctx.render(StatusCode::CONFLICT, &view)
+            let message =
+                "That identity cannot be unlinked: it is not linked to this account, or it is your only way to log in.";
+            methods_error(&state, &ctx, &user, StatusCode::CONFLICT, message.to_owned()).await
         }
         Err(error) => ServerError::unavailable(error).into_response(),
     }
@@ -119,35 +197,56 @@ pub async fn unlink(
 /// The deletion form.
 #[derive(Deserialize)]
 pub struct DeleteForm {
+    /// Accounts with a password confirm with it.
     #[serde(default)]
     current_password: String,
+    /// Accounts without a password (created by an OIDC login) type their
+    /// user name instead, after a recent login.
+    #[serde(default)]
+    confirm_username: String,
 }
 
-/// Deletes the account after checking the password: every session and token
-/// ends, the user's data is removed, and the browser is logged out.
+/// Deletes the account after checking the password (behind the login
+/// throttle): every session and token ends, the user's data is removed, and
+/// the browser is logged out.
+///
+/// An account without a password cannot type one. It may delete itself
+/// when its last login (a fresh OIDC login) is within the recent-
+/// authentication window and the user types the user name, which guards
+/// against a stray click.
 pub async fn delete(
     State(state): State<AppState>,
     RequireUser(_): RequireUser,
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    match state.accounts.verify_password(&user, &form.current_password).await {
-        Ok(true) => {}
-        Ok(false) => {
-            let methods = match sign_in_methods(&state, &user).await {
-                Ok(methods) => methods,
-                Err(error) => return error.into_response(),
-            };
-            let view = AccountPage {
-                page: ctx.chrome("Your account"),
-                username: user.username,
-                delete_error: Some("That is not your current password. Nothing was deleted."),
-                methods,
-            };
-            return ctx.render(StatusCode::UNAUTHORIZED, &view);
+    if user.password_hash.is_none() {
+        if !reauthentication::is_recent(&ctx.session, state.clock.now(), state.reauth_window) {
+            let message = reauthentication::stale_message(&user, state.reauth_window) + " Nothing was deleted.";
+            return delete_refused(&state, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
         }
-        Err(error) => return ServerError::unavailable(error).into_response(),
+        // User names are ASCII and case-insensitive.
+        if !form.confirm_username.trim().eq_ignore_ascii_case(&user.username) {
+            let message = "Type your user name exactly as shown to confirm. Nothing was deleted.".to_owned();
+            return delete_refused(&state, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, message).await;
+        }
+    } else {
+        match reauthentication::confirm_password(&state, &user, &form.current_password, ip, &headers).await {
+            Ok(Confirmation::Confirmed) => {}
+            Ok(Confirmation::Wrong) => {
+                let message = "That is not your current password. Nothing was deleted.".to_owned();
+                return delete_refused(&state, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
+            }
+            Ok(Confirmation::Throttled(wait)) => {
+                let message = wait_message(wait) + " Nothing was deleted.";
+                let response = delete_refused(&state, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, message).await;
+                return with_retry_after(response, wait);
+            }
+            Err(error) => return ServerError::unavailable(error).into_response(),
+        }
     }
     let user_id = user.id.to_string();
     if let Err(error) = state.engine.revoke_all(&user_id, None).await {

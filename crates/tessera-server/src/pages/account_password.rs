@@ -3,17 +3,18 @@
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tessera_axum::{CsrfForm, RequireUser};
 
-use super::{Chrome, PageContext};
+use super::{with_retry_after, Chrome, PageContext};
 use crate::accounts::RegisterError;
 use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::client_ip::ClientAddress;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
-use crate::reauthentication;
+use crate::reauthentication::{self, Confirmation};
 
 #[derive(Template)]
 #[template(path = "account_password.html")]
@@ -21,7 +22,7 @@ struct PasswordPage {
     page: Chrome,
     username: String,
     min_password: usize,
-    form_error: Option<&'static str>,
+    form_error: Option<String>,
     current_error: Option<&'static str>,
     new_error: Option<String>,
 }
@@ -54,21 +55,32 @@ pub struct PasswordForm {
 
 /// Changes the password: checks the current one, applies the policy, stores
 /// the new hash, signs out every other session and API token, and gives this
-/// session a new ID.
+/// session a new ID. The current password is checked behind the login
+/// throttle (`429` with `Retry-After` once blocked).
 pub async fn submit(
     State(state): State<AppState>,
     RequireUser(user_id): RequireUser,
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<PasswordForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    match state.accounts.verify_password(&user, &form.current_password).await {
-        Ok(true) => {}
-        Ok(false) => {
+    match reauthentication::confirm_password(&state, &user, &form.current_password, ip, &headers).await {
+        Ok(Confirmation::Confirmed) => {}
+        Ok(Confirmation::Wrong) => {
             let mut page = view(&ctx, &state, user.username);
-            page.form_error = Some("Your password was not changed.");
+            page.form_error = Some("Your password was not changed.".to_owned());
             page.current_error = Some("That is not your current password.");
             return ctx.render(StatusCode::UNAUTHORIZED, &page);
+        }
+        Ok(Confirmation::Throttled(wait)) => {
+            let mut page = view(&ctx, &state, user.username);
+            page.form_error = Some(format!(
+                "Your password was not changed: too many wrong passwords. Please wait {} before trying again.",
+                reauthentication::readable_wait(wait)
+            ));
+            return with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait);
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
@@ -77,7 +89,7 @@ pub async fn submit(
         Err(RegisterError::Unavailable(error)) => return ServerError::unavailable(error).into_response(),
         Err(error) => {
             let mut page = view(&ctx, &state, user.username);
-            page.form_error = Some("Your password was not changed.");
+            page.form_error = Some("Your password was not changed.".to_owned());
             page.new_error = Some(error.to_string());
             return ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
@@ -91,7 +103,7 @@ pub async fn submit(
     let now = state.clock.now();
     ctx.session.regenerate();
     reauthentication::mark(&ctx.session, now);
-    let _ = state.accounts.database().audit(AuditKind::PasswordChanged, Some(user.id), &ctx.device, now).await;
+    state.accounts.database().record(AuditKind::PasswordChanged, Some(user.id), &ctx.device, now).await;
     let mut response = Redirect::to("/account").into_response();
     Flash::PasswordChanged.set(state.engine.cookie_config(), response.headers_mut());
     response

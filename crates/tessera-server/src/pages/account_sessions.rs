@@ -3,17 +3,18 @@
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tessera::SessionRecord;
 use tessera_axum::{CsrfForm, RequireUser};
 
-use super::{display_time, Chrome, PageContext};
+use super::{display_time, with_retry_after, Chrome, PageContext};
 use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::client_ip::ClientAddress;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
-use crate::reauthentication;
+use crate::reauthentication::{self, Confirmation};
 
 /// One row of the device list.
 struct Device {
@@ -34,7 +35,7 @@ struct SessionsPage {
     devices: Vec<Device>,
     others: usize,
     needs_password: bool,
-    error: Option<&'static str>,
+    error: Option<String>,
 }
 
 /// "Chrome on Linux" from a user agent string.
@@ -65,6 +66,17 @@ fn device(record: &SessionRecord, current: Option<tessera::SessionKey>) -> Devic
 }
 
 async fn page(state: &AppState, ctx: &PageContext, user_id: &str, error: Option<&'static str>) -> Response {
+    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    page_with(state, ctx, user_id, status, error.map(str::to_owned)).await
+}
+
+async fn page_with(
+    state: &AppState,
+    ctx: &PageContext,
+    user_id: &str,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
     let records = match state.engine.sessions_of(user_id).await {
         Ok(records) => records,
         Err(error) => return ServerError::unavailable(error).into_response(),
@@ -73,7 +85,6 @@ async fn page(state: &AppState, ctx: &PageContext, user_id: &str, error: Option<
     let devices: Vec<Device> = records.iter().map(|record| device(record, current)).collect();
     let others = devices.iter().filter(|d| !d.current).count();
     let needs_password = !reauthentication::is_recent(&ctx.session, state.clock.now(), state.reauth_window);
-    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
     ctx.render(
         status,
         &SessionsPage { page: ctx.chrome("Devices and sessions"), devices, others, needs_password, error },
@@ -94,20 +105,38 @@ pub struct RevokeForm {
 }
 
 /// Revokes one session or every other one. Needs a recent authentication;
-/// otherwise the current password must come with the form.
+/// otherwise the current password must come with the form. That password is
+/// checked behind the login throttle, and a correct one is a step-up: the
+/// session gets a new ID along with the recent-authentication mark.
 pub async fn revoke(
     State(state): State<AppState>,
     RequireUser(user_id): RequireUser,
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RevokeForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
     let now = state.clock.now();
+    // A step-up gives the session a new ID, but only after the revocation:
+    // the revocation must know (and keep, or refuse to end) the ID this
+    // request came with.
+    let mut stepped_up = false;
     if !reauthentication::is_recent(&ctx.session, now, state.reauth_window) {
         let password = form.current_password.unwrap_or_default();
-        match state.accounts.verify_password(&user, &password).await {
-            Ok(true) => reauthentication::mark(&ctx.session, now),
-            Ok(false) => return page(&state, &ctx, &user_id, Some("Confirm with your current password.")).await,
+        match reauthentication::confirm_password(&state, &user, &password, ip, &headers).await {
+            Ok(Confirmation::Confirmed) => stepped_up = true,
+            Ok(Confirmation::Wrong) => {
+                return page(&state, &ctx, &user_id, Some("Confirm with your current password.")).await
+            }
+            Ok(Confirmation::Throttled(wait)) => {
+                let message = format!(
+                    "Too many wrong passwords. Please wait {} before trying again.",
+                    reauthentication::readable_wait(wait)
+                );
+                let response = page_with(&state, &ctx, &user_id, StatusCode::TOO_MANY_REQUESTS, Some(message)).await;
+                return with_retry_after(response, wait);
+            }
             Err(error) => return ServerError::unavailable(error).into_response(),
         }
     }
@@ -121,7 +150,7 @@ pub async fn revoke(
             // Sealed cookies are revoked by time: re-issue this one after the mark.
             ctx.session.regenerate();
         }
-        let _ = database.audit(AuditKind::OtherSessionsRevoked, Some(user.id), &device, now).await;
+        database.record(AuditKind::OtherSessionsRevoked, Some(user.id), &device, now).await;
         Flash::OthersSignedOut
     } else {
         let handle = form.session.unwrap_or_default();
@@ -133,9 +162,12 @@ pub async fn revoke(
             Ok(false) => return page(&state, &ctx, &user_id, Some("That session no longer exists.")).await,
             Err(error) => return ServerError::unavailable(error).into_response(),
         }
-        let _ = database.audit(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
+        database.record(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
         Flash::SessionSignedOut
     };
+    if stepped_up {
+        reauthentication::stepped_up(&ctx.session, now);
+    }
     let mut response = Redirect::to("/account/sessions").into_response();
     Flash::set(flash, state.engine.cookie_config(), response.headers_mut());
     response

@@ -104,7 +104,7 @@ pub async fn submit(
             crate::metrics::login(true);
             state.activity.login(true);
             reauthentication::mark(&ctx.session, now);
-            let _ = database.audit(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
+            database.record(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
             let mut response = Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
             Flash::LoggedIn.set(cookie_config, response.headers_mut());
             if let Some(key) = &username_key {
@@ -115,7 +115,7 @@ pub async fn submit(
         Ok(LoginOutcome::Failed { known_user }) => {
             crate::metrics::login(false);
             state.activity.login(false);
-            let _ = database.audit(AuditKind::LoginFailed, known_user, &ctx.device, now).await;
+            database.record(AuditKind::LoginFailed, known_user, &ctx.device, now).await;
             match state.throttle.record_failure(&keys).await {
                 // This failure started a block: say so now rather than on the next try.
                 Ok(Some(wait)) => throttled(&ctx, form.username, next, wait),

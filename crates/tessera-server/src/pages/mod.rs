@@ -71,6 +71,13 @@ impl PageContext {
     }
 }
 
+/// Adds `Retry-After` (whole seconds, rounded up) to a throttled page.
+pub fn with_retry_after(mut response: Response, wait: std::time::Duration) -> Response {
+    let seconds = crate::reauthentication::retry_after_seconds(wait);
+    response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 /// A time for people ("21 November 2026, 22:05 UTC") and for machines (RFC 3339).
 pub fn display_time(at: tessera::Timestamp) -> (String, String) {
     let time = time::OffsetDateTime::from_unix_timestamp(at.as_millis().div_euclid(1000))

@@ -65,7 +65,7 @@ pub async fn submit(
             let now = state.clock.now();
             ctx.session.login(user.id.to_string());
             reauthentication::mark(&ctx.session, now);
-            let _ = state.accounts.database().audit(AuditKind::SignUp, Some(user.id), &ctx.device, now).await;
+            state.accounts.database().record(AuditKind::SignUp, Some(user.id), &ctx.device, now).await;
             let mut response = Redirect::to("/profile").into_response();
             Flash::Welcome.set(state.engine.cookie_config(), response.headers_mut());
             response
