@@ -27,10 +27,12 @@ use crate::health;
 use crate::metrics::{MeteredStore, MetricsSource};
 use crate::oidc::{self, Oidc, OidcProviderConfig};
 use crate::pages::{
-    account, account_activity, account_password, account_sessions, home, login, logout, profile, register,
+    account, account_activity, account_password, account_sessions, account_two_factor, home, login,
+    login_second_factor, logout, profile, register,
 };
 use crate::password_policy::PasswordPolicy;
 use crate::request_id;
+use crate::second_factor::SecondFactors;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
 use crate::session_store::{ActiveCounter, Closer, OpenedStore};
@@ -261,6 +263,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// See [`AppConfig::reauth_window`].
     pub reauth_window: Duration,
+    /// Authenticator apps and recovery codes.
+    pub second_factors: SecondFactors,
 }
 
 impl AppState {
@@ -390,6 +394,7 @@ impl App {
             clock: config.clock.clone(),
             max_body_bytes: config.max_body_bytes,
             reauth_window: config.reauth_window,
+            second_factors: SecondFactors::new(db.clone(), config.clock.clone()),
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
@@ -498,6 +503,7 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/", get(home::show))
         .route("/register", get(register::show).post(register::submit))
         .route("/login", get(login::show).post(login::submit))
+        .route("/login/second-factor", get(login_second_factor::show).post(login_second_factor::submit))
         .route("/profile", get(profile::show))
         .route("/logout", post(logout::submit))
         .route("/account", get(account::show))
@@ -506,6 +512,11 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/account/sessions/revoke", post(account_sessions::revoke))
         .route("/account/password", get(account_password::show).post(account_password::submit))
         .route("/account/activity", get(account_activity::show))
+        .route("/account/two-factor", get(account_two_factor::show))
+        .route("/account/two-factor/setup", post(account_two_factor::setup))
+        .route("/account/two-factor/confirm", post(account_two_factor::confirm))
+        .route("/account/two-factor/recovery-codes", post(account_two_factor::recovery_codes))
+        .route("/account/two-factor/disable", post(account_two_factor::disable))
         .route("/account/identities/unlink", post(account::unlink))
         .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
         .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))

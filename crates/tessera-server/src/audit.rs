@@ -38,6 +38,17 @@ pub enum AuditKind {
     IdentityLinked,
     /// An OpenID Connect identity was unlinked from the account.
     IdentityUnlinked,
+    /// Two-step verification was turned on.
+    SecondFactorEnabled,
+    /// Two-step verification was turned off.
+    SecondFactorDisabled,
+    /// A wrong or reused second-factor code was entered after a right
+    /// first factor.
+    SecondFactorFailed,
+    /// A recovery code was used to log in.
+    RecoveryCodeUsed,
+    /// The recovery codes were replaced with a new set.
+    RecoveryCodesReplaced,
 }
 
 impl AuditKind {
@@ -56,6 +67,11 @@ impl AuditKind {
             AuditKind::AccountDeleted => "account_deleted",
             AuditKind::IdentityLinked => "identity_linked",
             AuditKind::IdentityUnlinked => "identity_unlinked",
+            AuditKind::SecondFactorEnabled => "second_factor_enabled",
+            AuditKind::SecondFactorDisabled => "second_factor_disabled",
+            AuditKind::SecondFactorFailed => "second_factor_failed",
+            AuditKind::RecoveryCodeUsed => "recovery_code_used",
+            AuditKind::RecoveryCodesReplaced => "recovery_codes_replaced",
         }
     }
 
@@ -74,6 +90,11 @@ impl AuditKind {
             "account_deleted" => "Account deleted",
             "identity_linked" => "A sign-in provider was linked",
             "identity_unlinked" => "A sign-in provider was unlinked",
+            "second_factor_enabled" => "Two-step verification turned on",
+            "second_factor_disabled" => "Two-step verification turned off",
+            "second_factor_failed" => "Wrong two-step verification code after a correct password",
+            "recovery_code_used" => "A recovery code was used to log in",
+            "recovery_codes_replaced" => "New recovery codes were made",
             _ => "Other event",
         }
     }

@@ -28,6 +28,8 @@ pub enum Flash {
     OthersSignedOut,
     /// After deleting the account.
     AccountDeleted,
+    /// After turning two-step verification off.
+    SecondFactorDisabled,
 }
 
 impl Flash {
@@ -40,6 +42,7 @@ impl Flash {
             Flash::SessionSignedOut => "session-signed-out",
             Flash::OthersSignedOut => "others-signed-out",
             Flash::AccountDeleted => "account-deleted",
+            Flash::SecondFactorDisabled => "second-factor-disabled",
         }
     }
 
@@ -52,6 +55,7 @@ impl Flash {
             "session-signed-out" => Some(Flash::SessionSignedOut),
             "others-signed-out" => Some(Flash::OthersSignedOut),
             "account-deleted" => Some(Flash::AccountDeleted),
+            "second-factor-disabled" => Some(Flash::SecondFactorDisabled),
             _ => None,
         }
     }
@@ -66,6 +70,7 @@ impl Flash {
             Flash::SessionSignedOut => "That session was signed out.",
             Flash::OthersSignedOut => "All other devices were signed out.",
             Flash::AccountDeleted => "Your account was deleted. Goodbye.",
+            Flash::SecondFactorDisabled => "Two-step verification is off.",
         }
     }
 

@@ -31,6 +31,7 @@ pub mod product_store;
 pub mod reauthentication;
 pub mod request_id;
 pub mod revocation_marks;
+pub mod second_factor;
 pub mod security_headers;
 pub mod session_store;
 pub mod settings;

@@ -298,7 +298,8 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 /// With real argon2 parameters, an unknown user costs what a wrong password
-/// costs: the medians of 15 interleaved tries each are within 0.7–1.4×.
+/// costs: the medians of 15 interleaved tries each are within 0.7–1.4×
+/// (in one of at most three rounds, against machine noise).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_user_and_wrong_password_take_the_same_time() {
     let (server, _dir) = server_with(|c| {
@@ -323,14 +324,27 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
     // Warm-up, then interleaved so that load changes hit both alike.
     timed(&server, &name).await;
     timed(&server, "nobody-at-all").await;
-    let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
-    for i in 0..15 {
-        wrong.push(timed(&server, &name).await);
-        unknown.push(timed(&server, &format!("nobody-{i}")).await);
+    // Hashing runs at the lowest CPU priority, so a build or another test
+    // binary on this 2-core machine can swamp one round's medians. A real
+    // difference (an unknown name skipping the hash: ratio ~0.05) fails every
+    // round; noise does not, so up to three rounds are measured.
+    let mut rounds = Vec::new();
+    let mut same_cost = false;
+    for round in 0..3 {
+        let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
+        for i in 0..15 {
+            wrong.push(timed(&server, &name).await);
+            unknown.push(timed(&server, &format!("nobody-{round}-{i}")).await);
+        }
+        let (wrong, unknown) = (median(wrong), median(unknown));
+        let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
+        rounds.push(format!("unknown {unknown:?} vs wrong password {wrong:?}: ratio {ratio:.2}"));
+        same_cost = (0.7..=1.4).contains(&ratio);
+        if same_cost {
+            break;
+        }
     }
-    let (wrong, unknown) = (median(wrong), median(unknown));
-    let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
-    assert!((0.7..=1.4).contains(&ratio), "unknown {unknown:?} vs wrong password {wrong:?}: ratio {ratio:.2}");
+    assert!(same_cost, "every round differed: {rounds:#?}");
     server.stop().await;
 }
 

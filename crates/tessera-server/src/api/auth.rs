@@ -15,6 +15,7 @@ use crate::audit::AuditKind;
 use crate::client_ip::ClientAddress;
 use crate::database::User;
 use crate::password_policy::check_username;
+use crate::second_factor::Verification;
 use tessera_axum::ClientDevice;
 
 /// A user name and password.
@@ -29,6 +30,27 @@ pub struct Credentials {
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+/// A user name and password, and the second factor for accounts with
+/// two-step verification on.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct SignInRequest {
+    /// The account's user name.
+    pub username: String,
+    /// The account's password.
+    pub password: String,
+    /// A current code from the authenticator app, or an unused recovery
+    /// code. Required when the account has two-step verification on (the
+    /// answer without it is 401 `second-factor-required`).
+    #[serde(default)]
+    pub second_factor: Option<String>,
+}
+
+impl std::fmt::Debug for SignInRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInRequest").field("username", &self.username).finish_non_exhaustive()
     }
 }
 
@@ -89,11 +111,11 @@ pub async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<Creden
     post,
     path = "/api/signin",
     tag = "auth",
-    request_body = Credentials,
+    request_body = SignInRequest,
     responses(
         (status = 200, description = "Signed in", body = TokenPair),
         (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong user name or password (one message for every reason)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong user name or password (one message for every reason); or, after a right password, `second-factor-required` or `invalid-second-factor`", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Fields missing or of the wrong type", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed sign-ins for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
@@ -104,7 +126,7 @@ pub async fn signin(
     ClientAddress(ip): ClientAddress,
     ClientDevice(device): ClientDevice,
     headers: http::HeaderMap,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<SignInRequest>,
 ) -> Result<Response, ApiError> {
     // The same throttle as the login page, checked before any hashing.
     let username_key = check_username(&body.username).ok();
@@ -127,6 +149,26 @@ pub async fn signin(
             return Err(ApiError::InvalidCredentials);
         }
     };
+    if state.second_factors.is_enabled(user.id).await.map_err(ApiError::unavailable)? {
+        // The throttle is cleared only after the second factor, so that
+        // resending the password cannot reset the back-off on code guesses.
+        let Some(code) = body.second_factor.as_deref() else { return Err(ApiError::SecondFactorRequired) };
+        match state.second_factors.verify(user.id, code).await.map_err(ApiError::unavailable)? {
+            Verification::Totp => {}
+            Verification::RecoveryCode { left } => {
+                tracing::info!(user_id = user.id, left, "recovery code used (API)");
+                database.record(AuditKind::RecoveryCodeUsed, Some(user.id), &device, now).await;
+            }
+            Verification::Wrong => {
+                database.record(AuditKind::SecondFactorFailed, Some(user.id), &device, now).await;
+                if let Some(wait) = state.throttle.record_failure(&keys).await.map_err(ApiError::unavailable)? {
+                    crate::metrics::login_throttled();
+                    return Err(ApiError::Throttled(wait));
+                }
+                return Err(ApiError::InvalidSecondFactor);
+            }
+        }
+    }
     if let Err(error) = state.throttle.record_success(&keys).await {
         tracing::warn!(%error, "clearing the login throttle failed");
     }

@@ -32,6 +32,11 @@ pub enum ApiError {
     Unauthenticated,
     /// 401 `invalid-credentials`: sign-in failed, whatever the reason.
     InvalidCredentials,
+    /// 401 `second-factor-required`: the password is right and the account
+    /// has two-step verification on; send `second_factor` too.
+    SecondFactorRequired,
+    /// 401 `invalid-second-factor`: the code is wrong or was used already.
+    InvalidSecondFactor,
     /// 401 `invalid-token`: the bearer token was refused, whatever the reason.
     InvalidToken,
     /// 401 `invalid-refresh-token`: unknown, expired, revoked or reused.
@@ -98,6 +103,20 @@ impl ApiError {
                 "invalid-credentials",
                 "Sign-in failed",
                 "Wrong user name or password.".into(),
+            ),
+            SecondFactorRequired => (
+                StatusCode::UNAUTHORIZED,
+                "second-factor-required",
+                "Second factor required",
+                "This account has two-step verification on: send the authenticator app's current code (or a \
+                 recovery code) in second_factor."
+                    .into(),
+            ),
+            InvalidSecondFactor => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-second-factor",
+                "Second factor refused",
+                "The code is wrong, expired or was used already.".into(),
             ),
             InvalidToken => (
                 StatusCode::UNAUTHORIZED,

@@ -1,6 +1,8 @@
 //! `GET/POST /login`: one generic error, a new session ID on success, and
 //! brute-force throttling (`429` with `Retry-After`) checked before any
-//! password is verified.
+//! password is verified. Accounts with a second factor go on to
+//! `/login/second-factor` ([`super::login_second_factor`]) instead of being
+//! logged in.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -15,11 +17,14 @@ use crate::accounts::LoginOutcome;
 use crate::app::AppState;
 use crate::audit::AuditKind;
 use crate::client_ip::ClientAddress;
+use crate::database::User;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::oidc::ProviderButton;
 use crate::password_policy::check_username;
 use crate::reauthentication;
+use crate::second_factor::pending_login::{FirstFactor, PendingLogin};
+use crate::throttle::AttemptKeys;
 
 /// Shown for every failed login, whatever the reason.
 const GENERIC_ERROR: &str = "Wrong user name or password.";
@@ -96,22 +101,24 @@ pub async fn submit(
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
     match state.accounts.authenticate(&form.username, &form.password).await {
-        Ok(LoginOutcome::Succeeded(user)) => {
-            if let Err(error) = state.throttle.record_success(&keys).await {
-                tracing::warn!(%error, "clearing the login throttle failed");
+        Ok(LoginOutcome::Succeeded(user)) => match state.second_factors.is_enabled(user.id).await {
+            // The password alone is not a login: the throttle keeps its
+            // count until the second factor passes too, so re-entering the
+            // password cannot reset the back-off on code guesses.
+            Ok(true) => {
+                let pending = PendingLogin {
+                    user_id: user.id,
+                    since: now.as_millis(),
+                    first_factor: FirstFactor::Password,
+                    next,
+                };
+                PendingLogin::start(&ctx.session, &pending);
+                tracing::info!(user_id = user.id, "password accepted; second factor required");
+                Redirect::to("/login/second-factor").into_response()
             }
-            ctx.session.login(user.id.to_string());
-            crate::metrics::login(true);
-            state.activity.login(true);
-            reauthentication::mark(&ctx.session, now);
-            database.record(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
-            let mut response = Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
-            Flash::LoggedIn.set(cookie_config, response.headers_mut());
-            if let Some(key) = &username_key {
-                state.throttle.set_device_cookie(response.headers_mut(), cookie_config, key);
-            }
-            response
-        }
+            Ok(false) => complete(&state, &ctx, &user, &keys, username_key.as_deref(), next.as_deref()).await,
+            Err(error) => ServerError::unavailable(error).into_response(),
+        },
         Ok(LoginOutcome::Failed { known_user }) => {
             crate::metrics::login(false);
             state.activity.login(false);
@@ -134,6 +141,35 @@ pub async fn submit(
         }
         Err(error) => ServerError::unavailable(error).into_response(),
     }
+}
+
+/// Logs `user` in on this request's session: a new session ID, the
+/// recent-authentication mark, a cleared throttle, a device cookie, the
+/// audit entry and metrics; then a 303 to `next` (already checked) or the
+/// profile. Called once every factor the account needs has passed.
+pub async fn complete(
+    state: &AppState,
+    ctx: &PageContext,
+    user: &User,
+    keys: &AttemptKeys,
+    username_key: Option<&str>,
+    next: Option<&str>,
+) -> Response {
+    let now = state.clock.now();
+    if let Err(error) = state.throttle.record_success(keys).await {
+        tracing::warn!(%error, "clearing the login throttle failed");
+    }
+    ctx.session.login(user.id.to_string());
+    crate::metrics::login(true);
+    state.activity.login(true);
+    reauthentication::mark(&ctx.session, now);
+    state.accounts.database().record(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
+    let mut response = Redirect::to(next.unwrap_or("/profile")).into_response();
+    Flash::LoggedIn.set(state.engine.cookie_config(), response.headers_mut());
+    if let Some(key) = username_key {
+        state.throttle.set_device_cookie(response.headers_mut(), state.engine.cookie_config(), key);
+    }
+    response
 }
 
 /// `429` with the login form, a message and `Retry-After` in whole seconds

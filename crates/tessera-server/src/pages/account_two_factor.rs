@@ -1,0 +1,254 @@
+//! `/account/two-factor`: setting up, renewing and turning off two-step
+//! verification (an authenticator app plus recovery codes).
+//!
+//! Every change needs a recent authentication, like the other sensitive
+//! account actions: within the window, or with the current password sent
+//! along (checked behind the login throttle; a right one steps the session
+//! up). Confirming a setup needs a code from the new app, so a mistyped
+//! secret cannot lock the user out, and the recovery codes are shown once,
+//! right then.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use tessera_axum::{CsrfForm, RequireUser};
+
+use super::{with_retry_after, Chrome, PageContext};
+use crate::app::AppState;
+use crate::audit::AuditKind;
+use crate::client_ip::ClientAddress;
+use crate::database::User;
+use crate::error_pages::ServerError;
+use crate::flash::Flash;
+use crate::reauthentication::{self, Recency};
+use crate::second_factor::{Status, TotpSecret};
+
+#[derive(Template)]
+#[template(path = "account_two_factor.html")]
+struct TwoFactorPage {
+    page: Chrome,
+    status: Status,
+    needs_password: bool,
+    has_password: bool,
+    error: Option<String>,
+    setup: Option<SetupView>,
+    new_codes: Option<Vec<String>>,
+}
+
+/// What the setup step shows: the QR code, and the secret for typing.
+struct SetupView {
+    qr_svg: String,
+    secret_groups: String,
+}
+
+impl SetupView {
+    fn new(secret: &TotpSecret, username: &str) -> Self {
+        let base32 = secret.to_base32();
+        let groups: Vec<String> =
+            base32.as_bytes().chunks(4).map(|chunk| String::from_utf8_lossy(chunk).into_owned()).collect();
+        SetupView { qr_svg: secret.qr_svg(username).unwrap_or_default(), secret_groups: groups.join(" ") }
+    }
+}
+
+async fn page(
+    state: &AppState,
+    ctx: &PageContext,
+    user: &User,
+    status_code: StatusCode,
+    error: Option<String>,
+    setup: Option<SetupView>,
+    new_codes: Option<Vec<String>>,
+) -> Response {
+    let status = match state.second_factors.status(user.id).await {
+        Ok(status) => status,
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    };
+    let needs_password = !reauthentication::is_recent(&ctx.session, state.clock.now(), state.reauth_window);
+    let view = TwoFactorPage {
+        page: ctx.chrome("Two-step verification"),
+        status,
+        needs_password,
+        has_password: user.password_hash.is_some(),
+        error,
+        setup,
+        new_codes,
+    };
+    ctx.render(status_code, &view)
+}
+
+/// The current state, with the forms that change it.
+pub async fn show(State(state): State<AppState>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
+    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    page(&state, &ctx, &user, StatusCode::OK, None, None, None).await
+}
+
+/// A form that needs a recent authentication.
+#[derive(Deserialize)]
+pub struct ConfirmedForm {
+    current_password: Option<String>,
+}
+
+/// Checks recency; `Err` is the page to answer instead.
+async fn require_recent(
+    state: &AppState,
+    ctx: &PageContext,
+    user: &User,
+    password: Option<&str>,
+    ip: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let recency = reauthentication::ensure_recent(state, &ctx.session, user, password, ip, headers)
+        .await
+        .map_err(|error| ServerError::unavailable(error).into_response())?;
+    let (status, message) = match recency {
+        Recency::Recent => return Ok(()),
+        Recency::Stale => (StatusCode::UNAUTHORIZED, reauthentication::stale_message(user, state.reauth_window)),
+        Recency::Wrong => (StatusCode::UNAUTHORIZED, "That is not your current password.".to_owned()),
+        Recency::Throttled(wait) => {
+            let message = format!(
+                "Too many wrong passwords. Please wait {} before trying again.",
+                reauthentication::readable_wait(wait)
+            );
+            let response = page(state, ctx, user, StatusCode::TOO_MANY_REQUESTS, Some(message), None, None).await;
+            return Err(with_retry_after(response, wait));
+        }
+    };
+    Err(page(state, ctx, user, status, Some(message), None, None).await)
+}
+
+/// Starts a setup: a new secret, shown as a QR code and as text, and the
+/// form for the first code.
+pub async fn setup(
+    State(state): State<AppState>,
+    RequireUser(_): RequireUser,
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<ConfirmedForm>,
+) -> Response {
+    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    if let Err(response) = require_recent(&state, &ctx, &user, form.current_password.as_deref(), ip, &headers).await {
+        return response;
+    }
+    match state.second_factors.begin_setup(user.id).await {
+        Ok(Some(secret)) => {
+            let setup = SetupView::new(&secret, &user.username);
+            page(&state, &ctx, &user, StatusCode::OK, None, Some(setup), None).await
+        }
+        Ok(None) => {
+            let message = "Two-step verification is already on. Turn it off first to use another app.";
+            page(&state, &ctx, &user, StatusCode::CONFLICT, Some(message.to_owned()), None, None).await
+        }
+        Err(error) => ServerError::unavailable(error).into_response(),
+    }
+}
+
+/// The first code from the new app.
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    code: String,
+}
+
+/// Confirms the setup with a code from the app, turns two-step
+/// verification on, and shows the recovery codes once.
+pub async fn confirm(
+    State(state): State<AppState>,
+    RequireUser(_): RequireUser,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<CodeForm>,
+) -> Response {
+    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    let now = state.clock.now();
+    // Setup was started behind a recent authentication; confirming within
+    // the same window keeps a stolen stale session from finishing one.
+    if !reauthentication::is_recent(&ctx.session, now, state.reauth_window) {
+        let message = reauthentication::stale_message(&user, state.reauth_window);
+        return page(&state, &ctx, &user, StatusCode::UNAUTHORIZED, Some(message), None, None).await;
+    }
+    match state.second_factors.confirm_setup(user.id, &form.code).await {
+        Ok(Some(codes)) => {
+            tracing::info!(user_id = user.id, "two-step verification turned on");
+            state.accounts.database().record(AuditKind::SecondFactorEnabled, Some(user.id), &ctx.device, now).await;
+            // A new privilege level for this session: a new ID.
+            reauthentication::stepped_up(&ctx.session, now);
+            page(&state, &ctx, &user, StatusCode::OK, None, None, Some(codes)).await
+        }
+        Ok(None) => {
+            let setup = match state.second_factors.setup_in_progress(user.id).await {
+                Ok(secret) => secret.map(|secret| SetupView::new(&secret, &user.username)),
+                Err(error) => return ServerError::unavailable(error).into_response(),
+            };
+            let message = if setup.is_some() {
+                "That code does not match. Check the app's clock and enter the code it shows now."
+            } else {
+                "No setup is in progress. Start again."
+            };
+            page(&state, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, Some(message.to_owned()), setup, None).await
+        }
+        Err(error) => ServerError::unavailable(error).into_response(),
+    }
+}
+
+/// Replaces the recovery codes (every old one stops working) and shows the
+/// new ones once.
+pub async fn recovery_codes(
+    State(state): State<AppState>,
+    RequireUser(_): RequireUser,
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<ConfirmedForm>,
+) -> Response {
+    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    if let Err(response) = require_recent(&state, &ctx, &user, form.current_password.as_deref(), ip, &headers).await {
+        return response;
+    }
+    match state.second_factors.new_recovery_codes(user.id).await {
+        Ok(Some(codes)) => {
+            let now = state.clock.now();
+            state.accounts.database().record(AuditKind::RecoveryCodesReplaced, Some(user.id), &ctx.device, now).await;
+            page(&state, &ctx, &user, StatusCode::OK, None, None, Some(codes)).await
+        }
+        Ok(None) => {
+            let message = "Two-step verification is off: there are no recovery codes to replace.";
+            page(&state, &ctx, &user, StatusCode::CONFLICT, Some(message.to_owned()), None, None).await
+        }
+        Err(error) => ServerError::unavailable(error).into_response(),
+    }
+}
+
+/// Turns two-step verification off: removes the app's secret and every
+/// recovery code.
+pub async fn disable(
+    State(state): State<AppState>,
+    RequireUser(_): RequireUser,
+    ClientAddress(ip): ClientAddress,
+    headers: HeaderMap,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<ConfirmedForm>,
+) -> Response {
+    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    if let Err(response) = require_recent(&state, &ctx, &user, form.current_password.as_deref(), ip, &headers).await {
+        return response;
+    }
+    match state.second_factors.disable(user.id).await {
+        Ok(removed) => {
+            if removed {
+                let now = state.clock.now();
+                tracing::info!(user_id = user.id, "two-step verification turned off");
+                state
+                    .accounts
+                    .database()
+                    .record(AuditKind::SecondFactorDisabled, Some(user.id), &ctx.device, now)
+                    .await;
+            }
+            let mut response = Redirect::to("/account/two-factor").into_response();
+            Flash::SecondFactorDisabled.set(state.engine.cookie_config(), response.headers_mut());
+            response
+        }
+        Err(error) => ServerError::unavailable(error).into_response(),
+    }
+}
