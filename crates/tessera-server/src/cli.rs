@@ -173,6 +173,13 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Turn two-step verification off for a user who lost both the
+    /// authenticator app and the recovery codes (verify who asks first!),
+    /// and end every session of the user.
+    ResetSecondFactor {
+        /// The user name.
+        username: String,
+    },
 }
 
 /// `tessera admin sessions …`

@@ -94,3 +94,35 @@ async fn admin_commands_manage_users_sessions_and_keys() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("database.url"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_resets_a_lost_second_factor() {
+    use tessera::{Clock, SystemClock};
+    use tessera_server::second_factor::totp::{step_at, TotpSecret};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("tessera.db").display());
+    let (code, _, err) = admin(&db, &["user", "create", "dave", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = admin(&db, &["user", "reset-second-factor", "dave"], "");
+    assert_eq!(code, 4, "nothing to reset is refused: {err}");
+    assert!(err.contains("no two-step verification"), "{err}");
+
+    let server = Server::start(dir.path(), &db, &[], &[]);
+    let mut browser = Browser::new(&server.base);
+    assert_eq!(browser.login("dave", PASSWORD).await.status, 303);
+    let setup = browser.submit("/account/two-factor", "/account/two-factor/setup", &[]).await;
+    let secret = TotpSecret::from_base32(&setup.element_text("totp-secret").unwrap().replace(' ', "")).unwrap();
+    let code = secret.code_at(step_at(SystemClock.now()));
+    let on = browser.submit("/account/two-factor", "/account/two-factor/confirm", &[("code", &code)]).await;
+    assert_eq!(on.status, 200, "{}", on.body);
+    let pending = Browser::new(&server.base).login("dave", PASSWORD).await;
+    assert_eq!(pending.location(), Some("/login/second-factor"));
+
+    let (code, out, err) = admin(&db, &["user", "reset-second-factor", "dave"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("turned off; ended 1 session(s)"), "{out}");
+    assert_eq!(browser.get("/profile").await.status, 303, "the user's sessions ended");
+    let login = Browser::new(&server.base).login("dave", PASSWORD).await;
+    assert_eq!(login.location(), Some("/profile"), "the password alone logs in again");
+}

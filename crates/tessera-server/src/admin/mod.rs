@@ -100,6 +100,9 @@ pub async fn run(
         AdminCommand::User(UserCommand::ResetPassword { username, password_stdin }) => {
             users::reset_password(context, username, *password_stdin, input, out).await
         }
+        AdminCommand::User(UserCommand::ResetSecondFactor { username }) => {
+            users::reset_second_factor(context, username, out).await
+        }
         AdminCommand::Sessions(AdminSessionsCommand::List { username }) => sessions::list(context, username, out).await,
         AdminCommand::Sessions(AdminSessionsCommand::Revoke { username, handle, all }) => {
             sessions::revoke(context, username, handle.as_deref(), *all, out).await

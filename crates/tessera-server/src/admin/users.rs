@@ -1,4 +1,4 @@
-//! `tessera admin user create|disable|enable|reset-password`.
+//! `tessera admin user create|disable|enable|reset-password|reset-second-factor`.
 
 use std::io::{BufRead, Write};
 
@@ -6,6 +6,9 @@ use rand::Rng;
 
 use super::{say, AdminContext, AdminError};
 use crate::accounts::{Accounts, RegisterError};
+use crate::audit::AuditKind;
+use crate::second_factor::SecondFactors;
+use tessera::DeviceInfo;
 
 /// A password from the first line of `input`, or a generated one (printed
 /// once by the caller).
@@ -114,5 +117,24 @@ pub async fn reset_password(
         say(out, format!("password: {password}"));
         say(out, "(shown once; pass --password-stdin to choose one)");
     }
+    Ok(())
+}
+
+/// Turns two-step verification off (app secret and recovery codes) and ends
+/// every session, so that whoever holds one now must log in again.
+pub async fn reset_second_factor(
+    context: &AdminContext,
+    username: &str,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let user = context.user(username).await?;
+    let factors = SecondFactors::new(context.backends.db.clone(), context.config.clock.clone());
+    if !factors.disable(user.id).await? {
+        return Err(AdminError::Refused(format!("{:?} has no two-step verification", user.username)));
+    }
+    let now = context.config.clock.now();
+    context.backends.db.record(AuditKind::SecondFactorDisabled, Some(user.id), &DeviceInfo::default(), now).await;
+    let ended = context.backends.engine.revoke_all(&user.id.to_string(), None).await?;
+    say(out, format!("two-step verification of {:?} turned off; ended {ended} session(s)", user.username));
     Ok(())
 }
