@@ -77,6 +77,8 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     /// How long after typing a password sensitive actions need no re-entry.
     pub reauth_window: Duration,
+    /// Every login must pass two-step verification (`passwords.require_second_factor`).
+    pub require_second_factor: bool,
     /// Send `Strict-Transport-Security` (on when serving TLS, or when a
     /// TLS-terminating proxy is in front).
     pub hsts: bool,
@@ -127,6 +129,7 @@ impl Default for AppConfig {
             purge_interval: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
             reauth_window: Duration::from_secs(10 * 60),
+            require_second_factor: false,
             hsts: false,
             test_routes: false,
             metrics_on_public_listener: false,
@@ -184,6 +187,7 @@ impl AppConfig {
             active_sessions_interval: settings.metrics.active_sessions_interval,
             throttle,
             reauth_window: settings.sessions.reauth_window,
+            require_second_factor: settings.passwords.require_second_factor,
             // With built-in TLS, HSTS is always on.
             hsts: settings.tls.hsts || !settings.tls.cert.is_empty(),
             tokens,
@@ -265,6 +269,8 @@ pub struct AppState {
     pub reauth_window: Duration,
     /// Authenticator apps and recovery codes.
     pub second_factors: SecondFactors,
+    /// See [`AppConfig::require_second_factor`].
+    pub require_second_factor: bool,
 }
 
 impl AppState {
@@ -395,6 +401,7 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             reauth_window: config.reauth_window,
             second_factors: SecondFactors::new(db.clone(), config.clock.clone()),
+            require_second_factor: config.require_second_factor,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));

@@ -359,6 +359,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_MIN_PASSWORD_LENGTH",
           value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(8..=64), usize::from))]
     pub min_password_length: Option<usize>,
+
+    /// Every login must pass two-step verification: accounts without it set
+    /// up an authenticator app at their next login.
+    /// [config: passwords.require_second_factor; default: false]
+    #[arg(long, env = "TESSERA_REQUIRE_SECOND_FACTOR")]
+    pub require_second_factor: bool,
 }
 
 /// Checks `NAME=FIELD` (`--forward-auth-header`) and keeps the text, which
@@ -397,6 +403,7 @@ pub fn flag_settings() -> Vec<(String, String, Option<String>)> {
         ("shutdown_timeout", "server.shutdown_timeout"),
         ("max_body_bytes", "server.max_body_bytes"),
         ("min_password_length", "passwords.min_chars"),
+        ("require_second_factor", "passwords.require_second_factor"),
         ("log_format", "log.format"),
         ("tls_cert", "tls.cert"),
         ("tls_key", "tls.key"),
@@ -482,6 +489,9 @@ impl ServeArgs {
         // A switch: present turns HSTS on; absent leaves the setting alone.
         if self.hsts {
             out.push(("tls.hsts", Value::from(true)));
+        }
+        if self.require_second_factor {
+            out.push(("passwords.require_second_factor", Value::from(true)));
         }
         if let Some(d) = &self.access_token_ttl {
             out.push(("tokens.access_ttl", text(d)));
@@ -574,7 +584,7 @@ mod tests {
     #[test]
     fn every_flag_names_a_real_setting() {
         let flags = flag_settings();
-        assert_eq!(flags.len(), 27, "{flags:?}");
+        assert_eq!(flags.len(), 28, "{flags:?}");
         let keys = crate::settings::setting_keys();
         for (key, _, _) in flags {
             assert!(keys.contains(&key), "{key}");

@@ -43,7 +43,7 @@ pub struct Settings {
     pub sessions: SessionSettings,
     /// The session cookie.
     pub cookie: CookieSettings,
-    /// Password hashing and rules.
+    /// Password hashing and rules, and whether a second factor is required.
     pub passwords: PasswordSettings,
     /// Delays after failed logins, per account or device and per client
     /// address.
@@ -189,6 +189,10 @@ pub struct PasswordSettings {
     pub argon2_iterations: u32,
     /// argon2id lanes.
     pub argon2_parallelism: u32,
+    /// Every login (password or OpenID Connect) must pass two-step
+    /// verification: accounts without an authenticator app set one up at
+    /// their next login before they are logged in, and cannot turn it off.
+    pub require_second_factor: bool,
 }
 
 /// `[throttle]`
@@ -443,6 +447,7 @@ impl Default for PasswordSettings {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            require_second_factor: false,
         }
     }
 }

@@ -358,3 +358,61 @@ async fn deleting_the_account_removes_its_second_factor() {
     assert!(!status.enabled, "the secret went with the account");
     assert_eq!(status.recovery_codes_left, 0, "and so did the recovery codes");
 }
+
+#[tokio::test]
+async fn a_server_that_requires_it_enrols_users_at_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.require_second_factor = true;
+    let server = TestServer::start(config, clock).await;
+    let name = unique_name("required");
+    // Registration goes straight on to the setup, without logging in.
+    let mut first = server.browser();
+    let registered = first.register(&name, PASSWORD).await;
+    assert_eq!(registered.location(), Some("/login/second-factor"));
+    assert_ne!(first.get("/profile").await.status, 200, "no account is usable without a second factor");
+    assert!(first.get("/login/second-factor").await.element_text("totp-secret").is_some());
+
+    // The API cannot enrol anyone: 403 until the browser did.
+    let client = reqwest::Client::new();
+    let api = client
+        .post(format!("{}/api/signin", server.base))
+        .json(&serde_json::json!({"username": name, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 403);
+
+    let mut browser = server.browser();
+    let login = browser.login(&name, PASSWORD).await;
+    assert_eq!(login.location(), Some("/login/second-factor"));
+    assert_ne!(browser.get("/profile").await.status, 200, "not logged in before enrolling");
+    assert_ne!(browser.get("/account/two-factor").await.status, 200);
+    let prompt = browser.get("/login/second-factor").await;
+    assert!(prompt.body.contains("requires two-step verification"), "{}", prompt.body);
+    let typed = prompt.element_text("totp-secret").expect("the setup is shown");
+    let again = browser.get("/login/second-factor").await;
+    assert_eq!(again.element_text("totp-secret"), Some(typed.clone()), "a reload shows the same secret");
+    let secret = TotpSecret::from_base32(&typed.replace(' ', "")).unwrap();
+
+    let token = again.csrf();
+    let wrong = browser.post_form("/login/second-factor", &[("csrf_token", &token), ("code", "000000")]).await;
+    assert_eq!(wrong.status, 422);
+    let code = secret.code_at(step_at(server.clock.now()));
+    let done = browser.submit("/login/second-factor", "/login/second-factor", &[("code", &code)]).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(recovery_codes(&done).len(), 10);
+    assert_eq!(browser.get("/profile").await.status, 200, "logged in once enrolled");
+
+    // Now it cannot be turned off, and the next login asks for a code.
+    let off =
+        browser.submit("/account/two-factor", "/account/two-factor/disable", &[("current_password", PASSWORD)]).await;
+    assert_eq!(off.status, 409);
+    let mut later = server.browser();
+    password_step(&mut later, &name).await;
+    next_step(&server);
+    let code = secret.code_at(step_at(server.clock.now()));
+    assert_eq!(send_code(&mut later, &code).await.status, 303);
+    server.stop().await;
+}

@@ -118,6 +118,7 @@ pub async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<Creden
         (status = 401, description = "Wrong user name or password (one message for every reason); or, after a right password, `second-factor-required` or `invalid-second-factor`", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Fields missing or of the wrong type", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "The server requires two-step verification and the account has none yet: log in once in the browser to set it up", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed sign-ins for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
@@ -149,7 +150,16 @@ pub async fn signin(
             return Err(ApiError::InvalidCredentials);
         }
     };
-    if state.second_factors.is_enabled(user.id).await.map_err(ApiError::unavailable)? {
+    let enrolled = state.second_factors.is_enabled(user.id).await.map_err(ApiError::unavailable)?;
+    if !enrolled && state.require_second_factor {
+        // Setting up an app needs a QR code and a person: the browser login
+        // walks the user through it.
+        return Err(ApiError::Forbidden(
+            "This server requires two-step verification. Log in once in the browser to set up an \
+             authenticator app, then sign in here with its code in second_factor.",
+        ));
+    }
+    if enrolled {
         // The throttle is cleared only after the second factor, so that
         // resending the password cannot reset the back-off on code guesses.
         let Some(code) = body.second_factor.as_deref() else { return Err(ApiError::SecondFactorRequired) };

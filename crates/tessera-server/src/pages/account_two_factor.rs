@@ -38,13 +38,13 @@ struct TwoFactorPage {
 }
 
 /// What the setup step shows: the QR code, and the secret for typing.
-struct SetupView {
-    qr_svg: String,
-    secret_groups: String,
+pub(crate) struct SetupView {
+    pub(crate) qr_svg: String,
+    pub(crate) secret_groups: String,
 }
 
 impl SetupView {
-    fn new(secret: &TotpSecret, username: &str) -> Self {
+    pub(crate) fn new(secret: &TotpSecret, username: &str) -> Self {
         let base32 = secret.to_base32();
         let groups: Vec<String> =
             base32.as_bytes().chunks(4).map(|chunk| String::from_utf8_lossy(chunk).into_owned()).collect();
@@ -231,6 +231,10 @@ pub async fn disable(
     CsrfForm(form): CsrfForm<ConfirmedForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    if state.require_second_factor {
+        let message = "This site requires two-step verification: it cannot be turned off.";
+        return page(&state, &ctx, &user, StatusCode::CONFLICT, Some(message.to_owned()), None, None).await;
+    }
     if let Err(response) = require_recent(&state, &ctx, &user, form.current_password.as_deref(), ip, &headers).await {
         return response;
     }

@@ -101,24 +101,10 @@ pub async fn submit(
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
     match state.accounts.authenticate(&form.username, &form.password).await {
-        Ok(LoginOutcome::Succeeded(user)) => match state.second_factors.is_enabled(user.id).await {
-            // The password alone is not a login: the throttle keeps its
-            // count until the second factor passes too, so re-entering the
-            // password cannot reset the back-off on code guesses.
-            Ok(true) => {
-                let pending = PendingLogin {
-                    user_id: user.id,
-                    since: now.as_millis(),
-                    first_factor: FirstFactor::Password,
-                    next,
-                };
-                PendingLogin::start(&ctx.session, &pending);
-                tracing::info!(user_id = user.id, "password accepted; second factor required");
-                Redirect::to("/login/second-factor").into_response()
-            }
-            Ok(false) => complete(&state, &ctx, &user, &keys, username_key.as_deref(), next.as_deref()).await,
-            Err(error) => ServerError::unavailable(error).into_response(),
-        },
+        Ok(LoginOutcome::Succeeded(user)) => {
+            let first = FirstFactor::Password;
+            after_first_factor(&state, &ctx, &user, first, Some(&keys), username_key.as_deref(), next).await
+        }
         Ok(LoginOutcome::Failed { known_user }) => {
             crate::metrics::login(false);
             state.activity.login(false);
@@ -143,27 +129,59 @@ pub async fn submit(
     }
 }
 
-/// Logs `user` in on this request's session: a new session ID, the
-/// recent-authentication mark, a cleared throttle, a device cookie, the
-/// audit entry and metrics; then a 303 to `next` (already checked) or the
-/// profile. Called once every factor the account needs has passed.
-pub async fn complete(
+/// What follows a passed first factor (a password, or an OpenID Connect
+/// login): the login itself, or, for an account with two-step verification
+/// (or on a server that requires it), the pending login and a 303 to
+/// `/login/second-factor`.
+///
+/// While a login is pending the throttle keeps its count: the first factor
+/// alone is not a login, and re-entering the password must not reset the
+/// back-off on code guesses.
+pub async fn after_first_factor(
     state: &AppState,
     ctx: &PageContext,
     user: &User,
-    keys: &AttemptKeys,
+    first_factor: FirstFactor,
+    keys: Option<&AttemptKeys>,
     username_key: Option<&str>,
-    next: Option<&str>,
+    next: Option<String>,
 ) -> Response {
+    let enrolled = match state.second_factors.is_enabled(user.id).await {
+        Ok(enrolled) => enrolled,
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    };
+    if !enrolled && !state.require_second_factor {
+        log_in(state, ctx, user, keys).await;
+        return logged_in_redirect(state, next.as_deref(), username_key);
+    }
     let now = state.clock.now();
-    if let Err(error) = state.throttle.record_success(keys).await {
-        tracing::warn!(%error, "clearing the login throttle failed");
+    let pending = PendingLogin { user_id: user.id, since: now.as_millis(), first_factor, next, enroll: !enrolled };
+    PendingLogin::start(&ctx.session, &pending);
+    tracing::info!(user_id = user.id, enroll = !enrolled, "first factor accepted; second factor required");
+    Redirect::to("/login/second-factor").into_response()
+}
+
+/// Logs `user` in on this request's session: a new session ID, the
+/// recent-authentication mark, a cleared throttle, the audit entry and
+/// metrics. Called once every factor the account needs has passed.
+pub async fn log_in(state: &AppState, ctx: &PageContext, user: &User, keys: Option<&AttemptKeys>) {
+    let now = state.clock.now();
+    if let Some(keys) = keys {
+        if let Err(error) = state.throttle.record_success(keys).await {
+            tracing::warn!(%error, "clearing the login throttle failed");
+        }
     }
     ctx.session.login(user.id.to_string());
     crate::metrics::login(true);
     state.activity.login(true);
     reauthentication::mark(&ctx.session, now);
     state.accounts.database().record(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
+}
+
+/// The answer after [`log_in`]: a 303 to `next` (already checked) or the
+/// profile, with the welcome flash and, for a password login, the device
+/// cookie that keeps this browser out of the account's lockouts.
+pub fn logged_in_redirect(state: &AppState, next: Option<&str>, username_key: Option<&str>) -> Response {
     let mut response = Redirect::to(next.unwrap_or("/profile")).into_response();
     Flash::LoggedIn.set(state.engine.cookie_config(), response.headers_mut());
     if let Some(key) = username_key {

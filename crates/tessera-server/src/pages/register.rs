@@ -1,5 +1,6 @@
 //! `GET/POST /register`: create an account and log in.
 
+use crate::second_factor::pending_login::FirstFactor;
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -54,13 +55,23 @@ pub async fn show(State(state): State<AppState>, ctx: PageContext) -> Response {
     ctx.render(StatusCode::OK, &page(&ctx, &state, String::new()))
 }
 
-/// Registers, logs the new user in (with a new session ID) and goes to the profile.
+/// Registers, logs the new user in (with a new session ID) and goes to the
+/// profile; on a server that requires a second factor, goes on to set one
+/// up first.
 pub async fn submit(
     State(state): State<AppState>,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RegisterForm>,
 ) -> Response {
     match state.accounts.register(&form.username, &form.password).await {
+        Ok(user) if state.require_second_factor => {
+            // The account exists, but is not usable before it has a second
+            // factor: straight on to setting one up, as at a login.
+            let now = state.clock.now();
+            state.accounts.database().record(AuditKind::SignUp, Some(user.id), &ctx.device, now).await;
+            let first = FirstFactor::Password;
+            super::login::after_first_factor(&state, &ctx, &user, first, None, None, None).await
+        }
         Ok(user) => {
             let now = state.clock.now();
             ctx.session.login(user.id.to_string());

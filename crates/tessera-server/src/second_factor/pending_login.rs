@@ -37,6 +37,10 @@ pub struct PendingLogin {
     pub first_factor: FirstFactor,
     /// Where to go afterwards (already checked as a safe target).
     pub next: Option<String>,
+    /// The account has no second factor and the server requires one: the
+    /// prompt sets up an authenticator app instead of asking for its code.
+    #[serde(default)]
+    pub enroll: bool,
 }
 
 impl PendingLogin {
