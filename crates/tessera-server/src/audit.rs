@@ -38,6 +38,10 @@ pub enum AuditKind {
     IdentityLinked,
     /// An OpenID Connect identity was unlinked from the account.
     IdentityUnlinked,
+    /// A step-up through an OpenID Connect provider (link or "Confirm
+    /// with") was refused: the provider did not confirm a sign-in within
+    /// the requested `max_age`.
+    ReauthenticationRefused,
 }
 
 impl AuditKind {
@@ -56,6 +60,7 @@ impl AuditKind {
             AuditKind::AccountDeleted => "account_deleted",
             AuditKind::IdentityLinked => "identity_linked",
             AuditKind::IdentityUnlinked => "identity_unlinked",
+            AuditKind::ReauthenticationRefused => "reauthentication_refused",
         }
     }
 
@@ -74,6 +79,9 @@ impl AuditKind {
             "account_deleted" => "Account deleted",
             "identity_linked" => "A sign-in provider was linked",
             "identity_unlinked" => "A sign-in provider was unlinked",
+            "reauthentication_refused" => {
+                "A confirmation through a sign-in provider was refused (no recent sign-in there)"
+            }
             _ => "Other event",
         }
     }
