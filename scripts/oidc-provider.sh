@@ -7,8 +7,9 @@
 #   scripts/oidc-provider.sh run PORT       run in the foreground (what the tests do)
 #
 # Environment for start/run: OIDC_REDIRECT_URIS (comma-separated, the test
-# client's allowed redirect URIs), OIDC_TEST_SUB / OIDC_TEST_EMAIL /
-# OIDC_TEST_USERNAME (the account that is logged in automatically).
+# client's allowed redirect URIs), OIDC_REQUIRE_AUTH_TIME ("0": auth_time only
+# when requested). The login form takes any account name (no password); see
+# tests/oidc-provider/provider.mjs.
 set -euo pipefail
 dir="$(cd "$(dirname "$0")/../tests/oidc-provider" && pwd)"
 command="${1:-}"

@@ -526,6 +526,7 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/account/two-factor/disable", post(account_two_factor::disable))
         .route("/account/identities/unlink", post(account::unlink))
         .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
+        .route("/auth/oidc/{provider}/reauthenticate", post(oidc::handlers::reauthenticate))
         .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))
         .route("/auth/verify", get(forward_auth::verify))
         .merge(api::router());

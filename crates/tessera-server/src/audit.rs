@@ -49,6 +49,10 @@ pub enum AuditKind {
     RecoveryCodeUsed,
     /// The recovery codes were replaced with a new set.
     RecoveryCodesReplaced,
+    /// A step-up through an OpenID Connect provider (link or "Confirm
+    /// with") was refused: the provider did not confirm a sign-in within
+    /// the requested `max_age`.
+    ReauthenticationRefused,
 }
 
 impl AuditKind {
@@ -72,6 +76,7 @@ impl AuditKind {
             AuditKind::SecondFactorFailed => "second_factor_failed",
             AuditKind::RecoveryCodeUsed => "recovery_code_used",
             AuditKind::RecoveryCodesReplaced => "recovery_codes_replaced",
+            AuditKind::ReauthenticationRefused => "reauthentication_refused",
         }
     }
 
@@ -95,6 +100,9 @@ impl AuditKind {
             "second_factor_failed" => "Wrong two-step verification code after a correct password",
             "recovery_code_used" => "A recovery code was used to log in",
             "recovery_codes_replaced" => "New recovery codes were made",
+            "reauthentication_refused" => {
+                "A confirmation through a sign-in provider was refused (no recent sign-in there)"
+            }
             _ => "Other event",
         }
     }

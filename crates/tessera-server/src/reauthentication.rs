@@ -23,19 +23,77 @@ use crate::password_policy::check_username;
 /// The session key holding when the user last typed their password.
 const AUTHENTICATED_AT: &str = "authenticated_at";
 
-/// Records that the user just proved who they are.
-pub fn mark(session: &Session, now: Timestamp) {
+/// How far an identity provider's clock may be ahead of tessera's when
+/// its `auth_time` is checked against a requested `max_age`: a provider a
+/// little behind must not fail every step-up, and a minute buys an
+/// attacker nothing a real login would not.
+pub const AUTH_TIME_SKEW: Duration = Duration::from_secs(60);
+
+/// Records that the user proved who they are at `at` (now, for a password
+/// typed here; the provider's `auth_time` for an OpenID Connect login).
+pub fn mark(session: &Session, at: Timestamp) {
     // Serializing an integer cannot fail.
-    let _ = session.insert(AUTHENTICATED_AT, &now.as_millis());
+    let _ = session.insert(AUTHENTICATED_AT, &at.as_millis());
+}
+
+/// Records a login whose authentication time is what the identity
+/// provider said (`auth_time`), clamped to `now` so a provider clock
+/// running ahead cannot stretch the window. Without `auth_time` the session
+/// is not recently authenticated at all: the provider may have answered
+/// from a sign-in days old, and a mark left by an earlier login on this
+/// session must not carry over either.
+pub fn mark_provider_login(session: &Session, auth_time: Option<Timestamp>, now: Timestamp) {
+    match auth_time {
+        Some(at) => mark(session, Timestamp(at.as_millis().min(now.as_millis()))),
+        None => {
+            // Only the decoded old value can fail, and it is not wanted:
+            // the key is removed either way.
+            let _ = session.remove::<i64>(AUTHENTICATED_AT);
+        }
+    }
 }
 
 /// Records a successful step-up (a password typed again on a logged-in
-/// session): the recent-authentication mark, and a new session ID, so that
-/// an ID that leaked before the step-up does not inherit its privileges
-/// (ASVS 7.2.4). The old ID dies when the new one is committed.
-pub fn stepped_up(session: &Session, now: Timestamp) {
+/// session, or a provider login at most `max_age` old): the recent-
+/// authentication mark at `at`, and a new session ID, so that an ID that
+/// leaked before the step-up does not inherit its privileges (ASVS 7.2.4).
+/// The old ID dies when the new one is committed.
+pub fn stepped_up(session: &Session, at: Timestamp) {
     session.regenerate();
-    mark(session, now);
+    mark(session, at);
+}
+
+/// Why a provider's answer does not prove a recent authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderAuthentication {
+    /// `max_age` was sent but the ID token has no `auth_time`, which OpenID
+    /// Connect Core 3.1.2.1 requires: the provider (or whoever edited the
+    /// request on its way) did not honour `max_age`.
+    MissingAuthTime,
+    /// `auth_time` is older than `max_age` (plus [`AUTH_TIME_SKEW`]): the
+    /// provider answered from an earlier sign-in.
+    TooOld {
+        /// How long before `now` the provider says the user authenticated.
+        age: Duration,
+    },
+}
+
+/// Checks that a provider which was sent `max_age` authenticated the user
+/// within it: `auth_time` must be present and at most `max_age` plus
+/// [`AUTH_TIME_SKEW`] before `now`. Returns the authentication time to
+/// record: `auth_time`, or `now` if the provider's clock put it in the
+/// future.
+pub fn check_provider_auth_time(
+    auth_time: Option<Timestamp>,
+    max_age: Duration,
+    now: Timestamp,
+) -> Result<Timestamp, ProviderAuthentication> {
+    let at = auth_time.ok_or(ProviderAuthentication::MissingAuthTime)?;
+    let age = now.since(at);
+    if age > max_age.saturating_add(AUTH_TIME_SKEW) {
+        return Err(ProviderAuthentication::TooOld { age });
+    }
+    Ok(Timestamp(at.as_millis().min(now.as_millis())))
 }
 
 /// Whether the user typed their password within `window` before `now`.
@@ -144,15 +202,42 @@ pub async fn ensure_recent(
 }
 
 /// What to tell a user whose authentication is not recent: type the
-/// password, or, without one, log in again (a fresh OIDC login counts).
+/// password, or, without one, confirm at the provider (the "Confirm with"
+/// buttons on `/account`, which ask the provider for a sign-in at most the
+/// window old). Logging out and in again is not enough: the provider may
+/// answer from its own older sign-in.
 pub fn stale_message(user: &User, window: Duration) -> String {
     let minutes = window.as_secs().div_ceil(60);
     if user.password_hash.is_some() {
         format!("You logged in more than {minutes} minutes ago: confirm with your current password.")
     } else {
         format!(
-            "You logged in more than {minutes} minutes ago. Log out and log in again with your provider, \
-             then try again within {minutes} minutes."
+            "Your last sign-in at your provider is more than {minutes} minutes old (or the provider did not say \
+             when it was). Confirm it is you with your provider (\u{201c}Confirm with\u{201d} on your account \
+             page), then try again within {minutes} minutes."
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+
+    #[test]
+    fn provider_auth_time_must_be_present_and_within_max_age_plus_skew() {
+        let now = Timestamp(100 * MINUTE);
+        let window = Duration::from_secs(600);
+        assert_eq!(check_provider_auth_time(None, window, now), Err(ProviderAuthentication::MissingAuthTime));
+        assert_eq!(check_provider_auth_time(Some(now), window, now), Ok(now));
+        let earlier = Timestamp(now.0 - 11 * MINUTE);
+        assert_eq!(check_provider_auth_time(Some(earlier), window, now), Ok(earlier), "within the skew");
+        assert_eq!(
+            check_provider_auth_time(Some(Timestamp(now.0 - 11 * MINUTE - 1000)), window, now),
+            Err(ProviderAuthentication::TooOld { age: Duration::from_secs(661) })
+        );
+        let future = Timestamp(now.0 + 5 * MINUTE);
+        assert_eq!(check_provider_auth_time(Some(future), window, now), Ok(now), "clamped to now");
     }
 }

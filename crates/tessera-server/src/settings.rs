@@ -142,8 +142,10 @@ pub struct SessionSettings {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub purge_interval: Duration,
-    /// How long after typing a password sensitive actions (e.g. ending
-    /// other sessions) need no re-entry.
+    /// How long after typing a password (or signing in at an OpenID Connect
+    /// provider, by its `auth_time`) sensitive actions (e.g. ending other
+    /// sessions) need no re-entry. Also the `max_age` sent to providers for
+    /// step-ups.
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub reauth_window: Duration,

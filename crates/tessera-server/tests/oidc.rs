@@ -1,13 +1,15 @@
 //! Logging in through a real OpenID Connect provider (the `oidc-provider`
 //! npm package, started on a loopback port): login, account creation, link,
 //! unlink, key rotation, and the refusals — replayed callback, callback in
-//! another browser or without the flow cookie, tampered state, wrong nonce.
+//! another browser or without the flow cookie, tampered state, wrong nonce —
+//! and step-ups: `max_age` sent, the provider's `auth_time` recorded and
+//! checked, single sign-on sessions older than the window refused.
 
 mod harness;
 
 use std::time::Duration;
 
-use harness::external::{OidcProvider, CLIENT_ID, CLIENT_SECRET};
+use harness::external::{IdpBrowser, OidcProvider, CLIENT_ID, CLIENT_SECRET};
 use harness::{test_config, unique_name, Browser, Page, TestServer};
 use tessera::ManualClock;
 use tessera_server::oidc::OidcProviderConfig;
@@ -55,6 +57,36 @@ impl Setup {
         browser.get(path_of(&callback)).await
     }
 
+    /// A whole login as `hint` through `idp`, the user's browser at the
+    /// provider (single sign-on when already signed in there); returns the
+    /// callback's answer and whether the provider showed its login form.
+    async fn login_at(&self, browser: &mut Browser, idp: &IdpBrowser, hint: &str) -> (Page, bool) {
+        let authorize = self.start(browser, "/login", None).await;
+        assert!(!authorize.contains("max_age="), "a plain login leaves the provider's session alone: {authorize}");
+        let answer = idp.authorize(&authorize, hint, &self.callback_prefix()).await;
+        (browser.get(path_of(&answer.callback)).await, answer.showed_login)
+    }
+
+    /// Presses "Confirm with Test ID" (`/auth/oidc/test/reauthenticate`);
+    /// returns the provider's authorization URL, after checking that it
+    /// asks for `max_age` = the window.
+    async fn start_reauthentication(&self, browser: &mut Browser) -> String {
+        let token = browser.get("/account").await.csrf();
+        let started =
+            browser.post_form("/auth/oidc/test/reauthenticate", &[("csrf_token", &token), ("next", "/account")]).await;
+        assert_eq!(started.status, 303, "{}", started.body);
+        let location = started.location().unwrap().to_owned();
+        assert!(location.starts_with(&format!("{}/auth?", self.provider.issuer)), "{location}");
+        assert!(location.contains(&format!("max_age={WINDOW_SECS}")), "max_age is the window: {location}");
+        location
+    }
+
+    /// Moves tessera's clock and the provider's together.
+    async fn advance(&self, by: Duration) {
+        self.server.clock.advance(by);
+        self.provider.advance_clock(by).await;
+    }
+
     async fn stop(self) {
         self.server.stop().await;
         drop(self.provider);
@@ -66,10 +98,29 @@ fn path_of(url: &str) -> &str {
     &after_scheme[after_scheme.find('/').unwrap_or(after_scheme.len())..]
 }
 
+/// The recent-authentication window (the default), in seconds.
+const WINDOW_SECS: u64 = 600;
+
+/// An authorization request with `max_age` cut out, as a browser (or
+/// whoever holds it) can do: the request travels through the browser.
+fn without_max_age(url: &str) -> String {
+    let stripped: Vec<&str> = url.split('&').filter(|part| !part.starts_with("max_age=")).collect();
+    let stripped = stripped.join("&");
+    assert_ne!(stripped, url, "there was a max_age to strip");
+    stripped
+}
+
 async fn setup(test: &str, link_by_verified_email: bool) -> Option<Setup> {
+    setup_with(test, link_by_verified_email, true).await
+}
+
+/// A server and provider; `require_auth_time` false makes the provider
+/// leave `auth_time` out of ID tokens unless the request asks for it.
+async fn setup_with(test: &str, link_by_verified_email: bool, require_auth_time: bool) -> Option<Setup> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
-    let provider = OidcProvider::start(&[format!("{base}/auth/oidc/test/callback")], test).await?;
+    let callback = format!("{base}/auth/oidc/test/callback");
+    let provider = OidcProvider::start_with(&[callback], test, require_auth_time).await?;
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let mut config = test_config(dir.path(), &clock);
@@ -85,6 +136,7 @@ async fn setup(test: &str, link_by_verified_email: bool) -> Option<Setup> {
         display_name: Some("Test ID".into()),
         link_by_verified_email,
     }];
+    assert_eq!(config.reauth_window, Duration::from_secs(WINDOW_SECS));
     let server = TestServer::start_on(config, clock, listener).await;
     Some(Setup { server, provider, _dir: dir })
 }
@@ -372,7 +424,7 @@ async fn linking_and_unlinking_need_a_recent_authentication() {
     let user = setup.server.app_state.accounts.database().user_by_name(&name).await.unwrap().unwrap();
 
     // Eleven minutes after the login, a session cookie alone cannot link.
-    setup.server.clock.advance(Duration::from_secs(11 * 60));
+    setup.advance(Duration::from_secs(11 * 60)).await;
     let account = browser.get("/account").await;
     assert!(account.body.contains("id=\"link-pw-test\""), "the link button asks for the password");
     let refused = start_link(&mut browser, &[]).await;
@@ -391,13 +443,15 @@ async fn linking_and_unlinking_need_a_recent_authentication() {
     let mut stale = Browser::new(&setup.server.base);
     stale.cookies.insert("__Host-id".into(), before);
     assert_eq!(stale.get("/profile").await.status, 303, "the old ID is dead");
-    let callback = setup.provider.authorize(started.location().unwrap(), "judy-oidc", &setup.callback_prefix()).await;
+    let location = started.location().unwrap();
+    assert!(location.contains(&format!("max_age={WINDOW_SECS}")), "a link is a step-up: {location}");
+    let callback = setup.provider.authorize(location, "judy-oidc", &setup.callback_prefix()).await;
     let linked = browser.get(path_of(&callback)).await;
     assert_eq!(linked.location(), Some("/account"), "{}", linked.body);
     assert!(audit_kinds(&setup, user.id).await.contains(&"identity_linked".to_owned()));
 
     // Unlinking, eleven minutes later, needs the password again.
-    setup.server.clock.advance(Duration::from_secs(11 * 60));
+    setup.advance(Duration::from_secs(11 * 60)).await;
     let issuer = setup.provider.issuer.clone();
     let token = browser.get("/account").await.csrf();
     let fields = [("csrf_token", token.as_str()), ("issuer", issuer.as_str()), ("subject", "sub-judy-oidc")];
@@ -416,39 +470,254 @@ async fn linking_and_unlinking_need_a_recent_authentication() {
     setup.stop().await;
 }
 
+/// Deletes a password-less account from `/account`, confirming with its name.
+async fn delete_password_less(browser: &mut Browser, username: &str) -> Page {
+    let token = browser.get("/account").await.csrf();
+    browser.post_form("/account/delete", &[("csrf_token", &token), ("confirm_username", username)]).await
+}
+
+/// Unlinks (issuer, subject) from `/account`.
+async fn unlink(browser: &mut Browser, issuer: &str, subject: &str) -> Page {
+    let token = browser.get("/account").await.csrf();
+    browser
+        .post_form("/account/identities/unlink", &[("csrf_token", &token), ("issuer", issuer), ("subject", subject)])
+        .await
+}
+
 #[tokio::test]
-async fn password_less_accounts_delete_themselves_after_a_fresh_login() {
-    let Some(setup) = setup("oidc delete", false).await else { return };
-    let hint = unique_name("kim");
+async fn step_ups_send_max_age_and_record_the_providers_auth_time() {
+    let Some(setup) = setup("oidc auth_time recorded", false).await else { return };
+    let hint = unique_name("lena");
+    let idp = setup.provider.browser();
     let mut browser = setup.server.browser();
-    assert_eq!(setup.login(&mut browser, &hint).await.status, 303);
+    let (done, showed_login) = setup.login_at(&mut browser, &idp, &hint).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(showed_login, "the first sign-in at the provider goes through its form");
     let db = setup.server.app_state.accounts.database();
     let user = db.identity(&setup.provider.issuer, &format!("sub-{hint}")).await.unwrap().unwrap();
     let account = browser.get("/account").await;
-    assert!(account.body.contains("name=\"confirm_username\""), "no password to ask for: the user name instead");
+    assert!(!account.body.contains("id=\"reauth-help\""), "signed in at the provider just now: recent");
     let username = account.element_text("username").unwrap();
 
-    // Stale: refused even with the right name.
-    setup.server.clock.advance(Duration::from_secs(11 * 60));
-    let token = browser.get("/account").await.csrf();
-    let stale = browser.post_form("/account/delete", &[("csrf_token", &token), ("confirm_username", &username)]).await;
-    assert_eq!(stale.status, 401, "{}", stale.body);
-    assert!(stale.body.contains("log in again"), "{}", stale.body);
+    // Eight minutes later the user logs out of tessera and in again. The
+    // provider answers from its session, so the authentication is still the
+    // one of eight minutes ago: three minutes on it is stale, although the
+    // tessera login is only three minutes old.
+    setup.advance(Duration::from_secs(8 * 60)).await;
+    browser.logout().await;
+    let (again, showed_login) = setup.login_at(&mut browser, &idp, &hint).await;
+    assert_eq!(again.status, 303, "{}", again.body);
+    assert!(!showed_login, "single sign-on: no form");
+    setup.advance(Duration::from_secs(3 * 60)).await;
+    let account = browser.get("/account").await;
+    assert!(account.body.contains("id=\"reauth-help\""), "stale: {}", account.body);
+    assert!(account.body.contains("id=\"reauth-test\""), "Confirm with Test ID is offered: {}", account.body);
+    let refused = delete_password_less(&mut browser, &username).await;
+    assert_eq!(refused.status, 401, "the login counts from the provider's auth_time: {}", refused.body);
+    assert!(refused.body.contains("Confirm with"), "{}", refused.body);
     assert!(db.user_by_id(user.user_id).await.unwrap().is_some());
 
-    // A fresh OIDC login makes it recent; the name must still be typed.
-    browser.logout().await;
-    assert_eq!(setup.login(&mut browser, &hint).await.status, 303);
-    let token = browser.get("/account").await.csrf();
-    let mistyped =
-        browser.post_form("/account/delete", &[("csrf_token", &token), ("confirm_username", "someone-else")]).await;
-    assert_eq!(mistyped.status, 422);
+    // "Confirm with Test ID" sends max_age; the provider's sign-in is eleven
+    // minutes old, so it shows its form again. The step-up rotates the
+    // session ID and makes the session recent.
+    let before = browser.session_id().unwrap();
+    let authorize = setup.start_reauthentication(&mut browser).await;
+    assert!(
+        browser.cookies.contains_key("__Host-oidc-flow"),
+        "the flow (with the max_age it sent) is in the flow cookie"
+    );
+    let answer = idp.authorize(&authorize, &hint, &setup.callback_prefix()).await;
+    assert!(answer.showed_login, "max_age made the provider ask again");
+    let confirmed = browser.get(path_of(&answer.callback)).await;
+    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
+    assert_eq!(confirmed.location(), Some("/account"));
+    assert_ne!(browser.session_id().unwrap(), before, "the step-up rotated the session ID");
+    let mut old = Browser::new(&setup.server.base);
+    old.cookies.insert("__Host-id".into(), before);
+    assert_eq!(old.get("/profile").await.status, 303, "the old ID is dead");
+    assert!(!browser.get("/account").await.body.contains("id=\"reauth-help\""), "recent again");
+
+    // Seven minutes on, confirming again needs no form (the provider's
+    // sign-in is within max_age) and records that sign-in's time, not the
+    // callback's: four more minutes and the session is stale.
+    setup.advance(Duration::from_secs(7 * 60)).await;
+    let authorize = setup.start_reauthentication(&mut browser).await;
+    let answer = idp.authorize(&authorize, &hint, &setup.callback_prefix()).await;
+    assert!(!answer.showed_login, "within max_age the provider answers from its session");
+    assert_eq!(browser.get(path_of(&answer.callback)).await.location(), Some("/account"));
+    setup.advance(Duration::from_secs(4 * 60)).await;
+    let refused = delete_password_less(&mut browser, &username).await;
+    assert_eq!(refused.status, 401, "marked with the eleven-minute-old auth_time: {}", refused.body);
     assert!(db.user_by_id(user.user_id).await.unwrap().is_some());
-    let deleted =
-        browser.post_form("/account/delete", &[("csrf_token", &token), ("confirm_username", &username)]).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn an_old_provider_session_cannot_link_unlink_or_delete_until_the_user_signs_in_there_again() {
+    let Some(setup) = setup("oidc old provider session", false).await else { return };
+    let prefix = setup.callback_prefix();
+    let issuer = setup.provider.issuer.clone();
+    let hint = unique_name("max");
+    let idp = setup.provider.browser();
+    let mut browser = setup.server.browser();
+    assert_eq!(setup.login_at(&mut browser, &idp, &hint).await.0.status, 303);
+    let db = setup.server.app_state.accounts.database();
+    let user_id = db.identity(&issuer, &format!("sub-{hint}")).await.unwrap().unwrap().user_id;
+    let username = browser.get("/account").await.element_text("username").unwrap();
+
+    // While recent, a second identity is linked (so that one can be
+    // unlinked later). The link is a step-up too: it sends max_age.
+    let second = format!("{hint}-second");
+    let started = start_link(&mut browser, &[]).await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    let location = started.location().unwrap();
+    assert!(location.contains(&format!("max_age={WINDOW_SECS}")), "{location}");
+    let callback = setup.provider.authorize(location, &second, &prefix).await;
+    assert_eq!(browser.get(path_of(&callback)).await.location(), Some("/account"));
+    assert_eq!(db.identities_of(user_id).await.unwrap().len(), 2);
+
+    // Fifteen minutes on, logging out and in again is not enough: the
+    // provider answers from its old session, and link, unlink and delete
+    // are refused.
+    setup.advance(Duration::from_secs(15 * 60)).await;
+    browser.logout().await;
+    let (again, showed_login) = setup.login_at(&mut browser, &idp, &hint).await;
+    assert_eq!(again.status, 303, "{}", again.body);
+    assert!(!showed_login, "single sign-on: no form");
+    let refused = start_link(&mut browser, &[]).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused.body.contains("Confirm with"), "{}", refused.body);
+    assert!(!refused.set_cookies.iter().any(|c| c.starts_with("__Host-oidc-flow=")), "nothing started");
+    let second_subject = format!("sub-{second}");
+    assert_eq!(unlink(&mut browser, &issuer, &second_subject).await.status, 401);
+    assert_eq!(delete_password_less(&mut browser, &username).await.status, 401);
+    assert_eq!(db.identities_of(user_id).await.unwrap().len(), 2, "nothing was unlinked");
+
+    // Cutting max_age out of the Confirm request on its way to the provider
+    // gets an answer from the old session with its old auth_time: refused,
+    // and recorded in the activity log.
+    let authorize = setup.start_reauthentication(&mut browser).await;
+    let answer = idp.authorize(&without_max_age(&authorize), &hint, &prefix).await;
+    assert!(!answer.showed_login, "without max_age the provider does not ask");
+    let refused = browser.get(path_of(&answer.callback)).await;
+    assert_eq!(refused.status, 401, "auth_time older than max_age: {}", refused.body);
+    assert!(refused.body.contains("did not confirm it is you"), "{}", refused.body);
+    assert_eq!(audit_kinds(&setup, user_id).await.first().map(String::as_str), Some("reauthentication_refused"));
+    assert!(browser
+        .get("/account/activity")
+        .await
+        .body
+        .contains("A confirmation through a sign-in provider was refused"));
+    assert_eq!(delete_password_less(&mut browser, &username).await.status, 401, "still not recent");
+
+    // Someone else signed in at the provider cannot confirm for this account.
+    let authorize = setup.start_reauthentication(&mut browser).await;
+    let callback = setup.provider.authorize(&authorize, &unique_name("stranger"), &prefix).await;
+    let refused = browser.get(path_of(&callback)).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("not one of your sign-in methods"), "{}", refused.body);
+    assert_eq!(delete_password_less(&mut browser, &username).await.status, 401, "still not recent");
+
+    // The real thing: the provider shows its login form, and then linking,
+    // unlinking and deleting all work.
+    let authorize = setup.start_reauthentication(&mut browser).await;
+    let answer = idp.authorize(&authorize, &hint, &prefix).await;
+    assert!(answer.showed_login, "max_age made the provider ask again");
+    assert_eq!(browser.get(path_of(&answer.callback)).await.location(), Some("/account"));
+    let started = start_link(&mut browser, &[]).await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    let callback = setup.provider.authorize(started.location().unwrap(), &format!("{hint}-third"), &prefix).await;
+    assert_eq!(browser.get(path_of(&callback)).await.location(), Some("/account"));
+    assert_eq!(unlink(&mut browser, &issuer, &second_subject).await.status, 303);
+    assert_eq!(db.identities_of(user_id).await.unwrap().len(), 2, "third in, second out");
+    let deleted = delete_password_less(&mut browser, &username).await;
     assert_eq!(deleted.status, 303, "{}", deleted.body);
     assert_eq!(deleted.location(), Some("/"));
-    assert!(db.user_by_id(user.user_id).await.unwrap().is_none(), "the account is gone");
+    assert!(db.user_by_id(user_id).await.unwrap().is_none(), "the account is gone");
     assert_eq!(browser.get("/profile").await.status, 303, "and the browser is logged out");
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn without_auth_time_a_provider_login_is_not_recent_and_step_ups_require_it() {
+    let Some(setup) = setup_with("oidc without auth_time", false, false).await else { return };
+    let prefix = setup.callback_prefix();
+    let hint = unique_name("nora");
+    let idp = setup.provider.browser();
+    let mut browser = setup.server.browser();
+    let (done, showed_login) = setup.login_at(&mut browser, &idp, &hint).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(showed_login);
+    let db = setup.server.app_state.accounts.database();
+    let user_id = db.identity(&setup.provider.issuer, &format!("sub-{hint}")).await.unwrap().unwrap().user_id;
+
+    // The provider signed the user in just now but did not say when: it
+    // could as well have been days ago, so it is not a recent authentication.
+    let account = browser.get("/account").await;
+    assert!(account.body.contains("id=\"reauth-help\""), "{}", account.body);
+    let username = account.element_text("username").unwrap();
+    assert_eq!(start_link(&mut browser, &[]).await.status, 401);
+    assert_eq!(delete_password_less(&mut browser, &username).await.status, 401);
+
+    // A step-up whose max_age was cut out gets an ID token without
+    // auth_time: refused.
+    let authorize = setup.start_reauthentication(&mut browser).await;
+    let answer = idp.authorize(&without_max_age(&authorize), &hint, &prefix).await;
+    let refused = browser.get(path_of(&answer.callback)).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused.body.contains("did not say when"), "{}", refused.body);
+    assert_eq!(delete_password_less(&mut browser, &username).await.status, 401);
+
+    // A link whose max_age was cut out: nothing is linked.
+    let name = unique_name("olga");
+    let mut other = setup.server.browser();
+    other.register(&name, PASSWORD).await;
+    let other_user = db.user_by_name(&name).await.unwrap().unwrap();
+    let started = start_link(&mut other, &[]).await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    let callback = setup.provider.authorize(&without_max_age(started.location().unwrap()), "olga-oidc", &prefix).await;
+    let refused = other.get(path_of(&callback)).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused.body.contains("Nothing was linked"), "{}", refused.body);
+    assert!(db.identities_of(other_user.id).await.unwrap().is_empty());
+    assert_eq!(audit_kinds(&setup, other_user.id).await.first().map(String::as_str), Some("reauthentication_refused"));
+
+    // With max_age the provider must send auth_time; its sign-in is recent,
+    // so it answers without its form, and the step-up counts.
+    let authorize = setup.start_reauthentication(&mut browser).await;
+    let answer = idp.authorize(&authorize, &hint, &prefix).await;
+    assert!(!answer.showed_login, "the provider's sign-in is within max_age");
+    assert_eq!(browser.get(path_of(&answer.callback)).await.location(), Some("/account"));
+    let deleted = delete_password_less(&mut browser, &username).await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    assert!(db.user_by_id(user_id).await.unwrap().is_none());
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_login_asks_for_the_second_factor_of_accounts_that_have_one() {
+    use tessera::Clock;
+    use tessera_server::second_factor::totp::{step_at, TotpSecret, STEP_SECONDS};
+
+    let Some(setup) = setup("oidc second factor", false).await else { return };
+    let mut browser = setup.server.browser();
+    assert_eq!(setup.login(&mut browser, "carol").await.location(), Some("/profile"));
+    // Fresh from the provider (auth_time now): recent enough to set it up.
+    let form = browser.submit("/account/two-factor", "/account/two-factor/setup", &[]).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    let secret = TotpSecret::from_base32(&form.element_text("totp-secret").unwrap().replace(' ', "")).unwrap();
+    let code = secret.code_at(step_at(setup.server.clock.now()));
+    let on = browser.submit("/account/two-factor", "/account/two-factor/confirm", &[("code", &code)]).await;
+    assert_eq!(on.status, 200, "{}", on.body);
+    browser.logout().await;
+
+    let provider_login = setup.login(&mut browser, "carol").await;
+    assert_eq!(provider_login.location(), Some("/login/second-factor"), "{}", provider_login.body);
+    assert_ne!(browser.get("/profile").await.status, 200, "the provider login alone does not log in");
+    setup.advance(Duration::from_secs(STEP_SECONDS)).await;
+    let code = secret.code_at(step_at(setup.server.clock.now()));
+    let done = browser.submit("/login/second-factor", "/login/second-factor", &[("code", &code)]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(browser.get("/profile").await.element_text("username").as_deref(), Some("carol"));
     setup.stop().await;
 }

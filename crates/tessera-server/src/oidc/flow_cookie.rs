@@ -42,6 +42,16 @@ pub struct Flow {
     pub next: Option<String>,
     /// The logged-in user who asked to link an identity, if any.
     pub link_user: Option<i64>,
+    /// The logged-in user who asked to confirm who they are at the
+    /// provider (a step-up for linking, unlinking or deleting), if any.
+    #[serde(default)]
+    pub reauth_user: Option<i64>,
+    /// The `max_age` sent to the provider, in seconds, if any: the callback
+    /// then requires an `auth_time` at most that old. Kept here because
+    /// the browser carries the authorization request and could strip the
+    /// parameter from it.
+    #[serde(default)]
+    pub max_age: Option<u64>,
     /// Unix milliseconds after which the flow is refused.
     pub expires_at: i64,
 }
@@ -141,6 +151,8 @@ mod tests {
             pkce_verifier: "v".into(),
             next: None,
             link_user: None,
+            reauth_user: None,
+            max_age: Some(600),
             expires_at,
         }
     }
@@ -161,7 +173,8 @@ mod tests {
         let set = headers.get(SET_COOKIE).unwrap().to_str().unwrap();
         assert!(set.starts_with("__Host-oidc-flow=") && set.contains("SameSite=Lax") && set.contains("HttpOnly"));
         let request = request_with(&headers);
-        assert_eq!(sealer.read(&request, 999).map(|f| f.state), Some("s".to_owned()));
+        let opened = sealer.read(&request, 999).unwrap();
+        assert_eq!((opened.state.as_str(), opened.max_age), ("s", Some(600)));
         assert!(sealer.read(&request, 1000).is_none(), "expired");
         assert!(FlowSealer::new([8; 32], &CookieConfig::default()).read(&request, 0).is_none(), "other key");
         let mut tampered = request.get(http::header::COOKIE).unwrap().to_str().unwrap().to_owned();

@@ -1,4 +1,17 @@
-//! `POST /auth/oidc/{provider}/start` and `GET /auth/oidc/{provider}/callback`.
+//! `POST /auth/oidc/{provider}/start`, `POST /auth/oidc/{provider}/reauthenticate`
+//! and `GET /auth/oidc/{provider}/callback`.
+//!
+//! Three kinds of flow: a login (logged out), a link (logged in, from the
+//! account page) and a re-authentication (logged in, "Confirm with …"). The
+//! last two are step-ups: they send `max_age` (the recent-authentication
+//! window) and the callback refuses an ID token whose `auth_time` is missing
+//! or older, so a single sign-on session left open at the provider cannot
+//! stand in for a fresh login (OpenID Connect Core 3.1.2.1, ASVS 6.8.4,
+//! 7.6.1). Every login records the provider's `auth_time` as the moment of
+//! authentication, never the time of the callback.
+
+use crate::second_factor::pending_login::{FirstFactor, PendingLogin};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -9,12 +22,13 @@ use tessera_axum::{CsrfForm, Problem};
 
 use super::flow_cookie::{random_id, Flow, FLOW_LIFETIME};
 use super::identities::{resolve, Outcome, ResolveError};
+use super::provider::{Provider, VerifiedIdentity, VerifiedLogin};
 use crate::app::AppState;
 use crate::audit::AuditKind;
 use crate::client_ip::ClientAddress;
 use crate::error_pages::ServerError;
 use crate::pages::PageContext;
-use crate::reauthentication::{self, Recency};
+use crate::reauthentication::{self, ProviderAuthentication, Recency};
 
 /// The start form: its CSRF token, where to go after login, and (when a
 /// logged-in user links with a stale authentication) the current password.
@@ -22,6 +36,12 @@ use crate::reauthentication::{self, Recency};
 pub struct StartForm {
     next: Option<String>,
     current_password: Option<String>,
+}
+
+/// The re-authentication form: its CSRF token and where to go afterwards.
+#[derive(Deserialize)]
+pub struct ReauthenticateForm {
+    next: Option<String>,
 }
 
 /// What the provider sends back.
@@ -54,7 +74,8 @@ const START_AGAIN: &str = "Nothing was changed. Please start again from the logi
 /// does not remove, so it needs a recent authentication (ASVS 7.5.1): within
 /// the window, or the current password with the form (throttled like
 /// `/login`; a correct one steps the session up to a new ID). Otherwise
-/// `401` and nothing starts.
+/// `401` and nothing starts. The link then sends `max_age`, and the
+/// callback links only with an `auth_time` within it.
 pub async fn start(
     State(state): State<AppState>,
     Path(provider_id): Path<String>,
@@ -101,7 +122,78 @@ pub async fn start(
             Err(error) => return ServerError::unavailable(error).into_response(),
         }
     }
-    let authorization = match provider.authorize().await {
+    // A link is a step-up as well: the identity that becomes a lasting way
+    // into the account must be proved by a sign-in within the window, not by
+    // a provider session someone left open in this browser.
+    let purpose = match &ctx.user {
+        Some(user) => Purpose::Link(user.id),
+        None => Purpose::Login,
+    };
+    begin(&state, &provider_id, provider, form.next, purpose).await
+}
+
+/// Starts a re-authentication at the provider for the logged-in user (the
+/// "Confirm with …" buttons on `/account`): the way an account without a
+/// password, or anyone who prefers their provider, makes the session
+/// recently authenticated before linking, unlinking or deleting.
+///
+/// It sends `max_age` = the recent-authentication window, so the provider
+/// must show its login again when its own sign-in is older; the callback
+/// checks `auth_time` itself, records it as the authentication time and
+/// steps the session up to a new ID. Only an identity already linked to
+/// this account counts.
+pub async fn reauthenticate(
+    State(state): State<AppState>,
+    Path(provider_id): Path<String>,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<ReauthenticateForm>,
+) -> Response {
+    let Some(provider) = state.oidc.provider(&provider_id) else { return ServerError::NotFound.into_response() };
+    let Some(user) = &ctx.user else { return Redirect::to("/login").into_response() };
+    match state.accounts.database().identities_of(user.id).await {
+        Ok(identities) if identities.iter().any(|i| i.issuer == provider.issuer()) => {}
+        Ok(_) => {
+            return refused(
+                StatusCode::CONFLICT,
+                "oidc-not-linked",
+                "That provider is not linked to your account",
+                "Confirm with a provider listed among your sign-in methods. Nothing was changed.",
+            );
+        }
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    }
+    begin(&state, &provider_id, provider, form.next, Purpose::Reauthenticate(user.id)).await
+}
+
+/// Why a flow was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Log in (or create an account); no step-up.
+    Login,
+    /// Link an identity to this logged-in user.
+    Link(i64),
+    /// Confirm this logged-in user at the provider (a step-up).
+    Reauthenticate(i64),
+}
+
+/// Seals the flow into its cookie and redirects to the provider, with
+/// `max_age` for step-ups.
+async fn begin(
+    state: &AppState,
+    provider_id: &str,
+    provider: &Provider,
+    next: Option<String>,
+    purpose: Purpose,
+) -> Response {
+    // max_age = the window, not 0 (prompt=login): a sign-in at the provider
+    // within the window counts just as a password typed here within it
+    // does, and the provider must then return auth_time, which the callback
+    // checks rather than trusting that the provider honoured a prompt.
+    let max_age = match purpose {
+        Purpose::Login => None,
+        Purpose::Link(_) | Purpose::Reauthenticate(_) => Some(Duration::from_secs(state.reauth_window.as_secs())),
+    };
+    let authorization = match provider.authorize(max_age).await {
         Ok(authorization) => authorization,
         Err(error) => {
             tracing::warn!(provider = %provider_id, %error, "OIDC login could not start");
@@ -115,19 +207,27 @@ pub async fn start(
     };
     let flow = Flow {
         id: random_id(),
-        provider: provider_id.clone(),
+        provider: provider_id.to_owned(),
         state: authorization.state,
         nonce: authorization.nonce,
         pkce_verifier: authorization.pkce_verifier,
-        next: state.forward_auth.checked_next(form.next),
-        link_user: ctx.user.as_ref().map(|u| u.id),
+        next: state.forward_auth.checked_next(next),
+        link_user: match purpose {
+            Purpose::Link(user) => Some(user),
+            _ => None,
+        },
+        reauth_user: match purpose {
+            Purpose::Reauthenticate(user) => Some(user),
+            _ => None,
+        },
+        max_age: max_age.map(|age| age.as_secs()),
         expires_at: state.oidc.now_millis() + FLOW_LIFETIME.as_millis() as i64,
     };
     let mut response = Redirect::to(&authorization.url).into_response();
     if let Err(error) = state.oidc.sealer().set(&flow, response.headers_mut()) {
         return ServerError::unavailable(error).into_response();
     }
-    tracing::info!(provider = %provider_id, linking = flow.link_user.is_some(), "OIDC login started");
+    tracing::info!(provider = %provider_id, ?purpose, max_age = flow.max_age, "OIDC login started");
     response
 }
 
@@ -200,18 +300,36 @@ async fn finish(
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    let identity = match provider.finish(code, flow.pkce_verifier.clone(), &flow.nonce).await {
-        Ok(identity) => identity,
-        Err(error) => {
-            tracing::info!(provider = %provider_id, %error, "OIDC callback refused: provider answer not verified");
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "oidc-unverified",
-                "The provider's answer could not be verified",
-                &format!("tessera could not confirm this sign-in with the provider. {START_AGAIN}"),
-            );
+    let VerifiedLogin { identity, auth_time } =
+        match provider.finish(code, flow.pkce_verifier.clone(), &flow.nonce).await {
+            Ok(login) => login,
+            Err(error) => {
+                tracing::info!(provider = %provider_id, %error, "OIDC callback refused: provider answer not verified");
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    "oidc-unverified",
+                    "The provider's answer could not be verified",
+                    &format!("tessera could not confirm this sign-in with the provider. {START_AGAIN}"),
+                );
+            }
+        };
+    let now = Timestamp(now);
+
+    // A step-up asked for a sign-in at most max_age old: check that the
+    // provider says so, whatever happened to the request on its way through
+    // the browser. Before anything is linked or marked.
+    let fresh_at = match flow.max_age {
+        Some(max_age) => {
+            match reauthentication::check_provider_auth_time(auth_time, Duration::from_secs(max_age), now) {
+                Ok(at) => Some(at),
+                Err(why) => return stale_provider_login(state, ctx, provider_id, &flow, why).await,
+            }
         }
+        None => None,
     };
+    if let Some(asked) = flow.reauth_user {
+        return reauthenticated(state, ctx, provider_id, &flow, &identity, asked, fresh_at).await;
+    }
 
     // Linking: the session must still belong to the user who asked.
     let current = ctx.user.as_ref().map(|u| u.id);
@@ -226,12 +344,12 @@ async fn finish(
         }
     }
     let link_by_email = provider.config.link_by_verified_email;
-    let outcome = resolve(state.accounts.database(), &identity, flow.link_user, link_by_email, Timestamp(now)).await;
+    let outcome = resolve(state.accounts.database(), &identity, flow.link_user, link_by_email, now).await;
     let user = match outcome {
         Ok(Outcome::Existing(user)) => user,
         Ok(Outcome::Linked(user)) => {
             let database = state.accounts.database();
-            database.record(AuditKind::IdentityLinked, Some(user.id), &ctx.device, Timestamp(now)).await;
+            database.record(AuditKind::IdentityLinked, Some(user.id), &ctx.device, now).await;
             user
         }
         Ok(Outcome::Created(user)) => {
@@ -256,25 +374,154 @@ async fn finish(
         }
         Err(ResolveError::Database(error)) => return ServerError::unavailable(error).into_response(),
     };
-    let now = Timestamp(now);
     if flow.link_user.is_some() {
-        if current != Some(user.id) {
-            log_in(state, ctx, &user, now).await;
-        }
+        // The user who linked stays as recently authenticated as the link
+        // required; the new identity's sign-in does not prove the account
+        // holder, so it adds nothing to the mark.
         tracing::info!(user_id = user.id, provider = %provider_id, "OIDC identity linked");
+        if current != Some(user.id) {
+            return log_in_or_ask_second_factor(state, ctx, &user, auth_time, now, Some("/account".to_owned())).await;
+        }
         return Redirect::to("/account").into_response();
     }
-    log_in(state, ctx, &user, now).await;
-    tracing::info!(user_id = user.id, provider = %provider_id, "login succeeded (OIDC)");
+    let auth_age_secs = auth_time.map(|at| now.since(at).as_secs());
+    tracing::info!(user_id = user.id, provider = %provider_id, auth_age_secs, "provider login succeeded (OIDC)");
     let next = state.forward_auth.checked_next(flow.next);
+    log_in_or_ask_second_factor(state, ctx, &user, auth_time, now, next).await
+}
+
+/// Logs `user` in after a provider login and goes to `next`; or, for an
+/// account with two-step verification (or on a server that requires it),
+/// starts the pending login and goes to `/login/second-factor`: a provider
+/// login is one factor as far as tessera knows (it does not read `acr` or
+/// `amr`), exactly like a password.
+async fn log_in_or_ask_second_factor(
+    state: &AppState,
+    ctx: &PageContext,
+    user: &crate::database::User,
+    auth_time: Option<Timestamp>,
+    now: Timestamp,
+    next: Option<String>,
+) -> Response {
+    let enrolled = match state.second_factors.is_enabled(user.id).await {
+        Ok(enrolled) => enrolled,
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    };
+    if enrolled || state.require_second_factor {
+        let pending = PendingLogin {
+            user_id: user.id,
+            since: now.as_millis(),
+            first_factor: FirstFactor::Oidc,
+            next,
+            enroll: !enrolled,
+            provider_auth_time: auth_time.map(|at| at.as_millis()),
+        };
+        PendingLogin::start(&ctx.session, &pending);
+        return Redirect::to("/login/second-factor").into_response();
+    }
+    log_in(state, ctx, user, auth_time, now).await;
     Redirect::to(next.as_deref().unwrap_or("/profile")).into_response()
 }
 
-/// Exactly what a password login does: a new session ID for the user, a
-/// fresh authentication mark, an audit entry.
-async fn log_in(state: &AppState, ctx: &PageContext, user: &crate::database::User, now: Timestamp) {
+/// Refuses a step-up whose ID token does not show a sign-in within the
+/// `max_age` that was sent: audited for the user who asked, nothing changed.
+async fn stale_provider_login(
+    state: &AppState,
+    ctx: &PageContext,
+    provider_id: &str,
+    flow: &Flow,
+    why: ProviderAuthentication,
+) -> Response {
+    let user_id = flow.link_user.or(flow.reauth_user);
+    let (reason, auth_age_secs) = match why {
+        ProviderAuthentication::MissingAuthTime => ("no auth_time", None),
+        ProviderAuthentication::TooOld { age } => ("auth_time older than max_age", Some(age.as_secs())),
+    };
+    tracing::warn!(
+        user_id,
+        provider = %provider_id,
+        max_age = flow.max_age,
+        auth_age_secs,
+        reason,
+        "OIDC step-up refused: the provider did not confirm a recent sign-in"
+    );
+    let database = state.accounts.database();
+    database.record(AuditKind::ReauthenticationRefused, user_id, &ctx.device, state.clock.now()).await;
+    let minutes = flow.max_age.unwrap_or_default().div_ceil(60);
+    let nothing = if flow.link_user.is_some() { "Nothing was linked." } else { "Nothing was changed." };
+    let when = match why {
+        ProviderAuthentication::MissingAuthTime => "did not say when you last signed in there",
+        ProviderAuthentication::TooOld { .. } => "answered from an earlier sign-in",
+    };
+    refused(
+        StatusCode::UNAUTHORIZED,
+        "oidc-reauthentication-stale",
+        "Your provider did not confirm it is you",
+        &format!(
+            "This needs a sign-in at the provider within the last {minutes} minutes, but the provider {when}. \
+             {nothing} Please try again: the provider should ask you to sign in."
+        ),
+    )
+}
+
+/// Finishes a re-authentication: the session must still be `asked`'s and
+/// the identity linked to that account; then the session steps up (new ID)
+/// with the provider's `auth_time` as the authentication time.
+async fn reauthenticated(
+    state: &AppState,
+    ctx: &PageContext,
+    provider_id: &str,
+    flow: &Flow,
+    identity: &VerifiedIdentity,
+    asked: i64,
+    fresh_at: Option<Timestamp>,
+) -> Response {
+    if ctx.user.as_ref().map(|u| u.id) != Some(asked) {
+        return refused(
+            StatusCode::CONFLICT,
+            "oidc-session-changed",
+            "You logged out or logged in as someone else meanwhile",
+            &format!("Nothing was changed. {START_AGAIN}"),
+        );
+    }
+    match state.accounts.database().identity(&identity.issuer, &identity.subject).await {
+        Ok(Some(linked)) if linked.user_id == asked => {}
+        Ok(_) => {
+            tracing::info!(user_id = asked, provider = %provider_id, "OIDC step-up refused: identity not linked to the account");
+            return refused(
+                StatusCode::FORBIDDEN,
+                "oidc-not-your-identity",
+                "That is not one of your sign-in methods",
+                "You signed in at the provider as someone whose identity is not linked to this account. \
+                 Nothing was changed.",
+            );
+        }
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    }
+    // Re-authentication flows always send max_age, so fresh_at is known;
+    // a flow without it proves nothing and is refused like a stale one.
+    let Some(at) = fresh_at else {
+        return stale_provider_login(state, ctx, provider_id, flow, ProviderAuthentication::MissingAuthTime).await;
+    };
+    reauthentication::stepped_up(&ctx.session, at);
+    tracing::info!(user_id = asked, provider = %provider_id, "re-authenticated at the provider (OIDC step-up)");
+    let next = state.forward_auth.checked_next(flow.next.clone());
+    Redirect::to(next.as_deref().unwrap_or("/account")).into_response()
+}
+
+/// What a password login does — a new session ID for the user, an audit
+/// entry — except that the authentication mark is the provider's
+/// `auth_time` (or none without it): the provider may have answered from a
+/// sign-in much older than this login.
+async fn log_in(
+    state: &AppState,
+    ctx: &PageContext,
+    user: &crate::database::User,
+    auth_time: Option<Timestamp>,
+    now: Timestamp,
+) {
     ctx.session.login(user.id.to_string());
-    reauthentication::mark(&ctx.session, now);
+    reauthentication::mark_provider_login(&ctx.session, auth_time, now);
     state.accounts.database().record(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
 }
 

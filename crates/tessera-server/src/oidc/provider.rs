@@ -18,6 +18,8 @@ use openidconnect::{
     TokenResponse,
 };
 
+use tessera::Timestamp;
+
 use super::config::OidcProviderConfig;
 
 /// How long discovered metadata and keys are used before being fetched again.
@@ -54,6 +56,16 @@ pub struct VerifiedIdentity {
     pub preferred_username: Option<String>,
     /// Any email address sent, verified or not (only for deriving a user name).
     pub any_email: Option<String>,
+}
+
+/// A verified ID token: who, and when the provider last authenticated them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLogin {
+    /// The identity.
+    pub identity: VerifiedIdentity,
+    /// The `auth_time` claim, if sent: when the user last authenticated at
+    /// the provider, which may be long before this login (single sign-on).
+    pub auth_time: Option<Timestamp>,
 }
 
 /// The start of a login: where to send the browser, and what to remember.
@@ -162,14 +174,19 @@ impl Provider {
         .set_redirect_uri(self.redirect.clone())
     }
 
-    /// A new authorization request: PKCE (S256), random `state` and `nonce`.
-    pub async fn authorize(&self) -> Result<Authorization, ProviderError> {
+    /// A new authorization request: PKCE (S256), random `state` and `nonce`,
+    /// and `max_age` when given (a step-up: the provider must authenticate
+    /// the user again if its own sign-in is older, and return `auth_time`).
+    pub async fn authorize(&self, max_age: Option<Duration>) -> Result<Authorization, ProviderError> {
         let client = self.client(self.metadata().await?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request =
             client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
         for scope in self.config.scopes.iter().filter(|s| s.as_str() != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if let Some(max_age) = max_age {
+            request = request.set_max_age(max_age);
         }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
         Ok(Authorization {
@@ -181,13 +198,15 @@ impl Provider {
     }
 
     /// Exchanges `code` (with the PKCE verifier) and verifies the ID token's
-    /// signature, `iss`, `aud`, `azp`, `exp` and `nonce`.
+    /// signature, `iss`, `aud`, `azp`, `exp` and `nonce`. `auth_time` is
+    /// returned, not judged: whether it is recent enough is the caller's
+    /// decision (see `reauthentication::check_provider_auth_time`).
     pub async fn finish(
         &self,
         code: String,
         pkce_verifier: String,
         nonce: &str,
-    ) -> Result<VerifiedIdentity, ProviderError> {
+    ) -> Result<VerifiedLogin, ProviderError> {
         let client = self.client(self.metadata().await?);
         let response = client
             .exchange_code(AuthorizationCode::new(code))
@@ -200,17 +219,20 @@ impl Provider {
         let nonce = Nonce::new(nonce.to_owned());
         let verified = {
             let verifier = client.id_token_verifier();
-            id_token.claims(&verifier, &nonce).map(identity)
+            id_token.claims(&verifier, &nonce).map(verified_login)
         };
-        let mut identity = match verified {
-            Ok(identity) => identity,
+        let VerifiedLogin { mut identity, auth_time } = match verified {
+            Ok(login) => login,
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 // Keys rotated since discovery: fetch them again, once.
                 let min_refresh = self.min_refresh;
                 let fresh = self.refresh(|c| c.fetched.elapsed() < min_refresh).await?;
                 let client = self.client(fresh);
                 let verifier = client.id_token_verifier();
-                id_token.claims(&verifier, &nonce).map(identity).map_err(|e| ProviderError::IdToken(e.to_string()))?
+                id_token
+                    .claims(&verifier, &nonce)
+                    .map(verified_login)
+                    .map_err(|e| ProviderError::IdToken(e.to_string()))?
             }
             Err(error) => return Err(ProviderError::IdToken(error.to_string())),
         };
@@ -237,19 +259,20 @@ impl Provider {
                 }
             }
         }
-        Ok(identity)
+        Ok(VerifiedLogin { identity, auth_time })
     }
 }
 
-fn identity(claims: &openidconnect::core::CoreIdTokenClaims) -> VerifiedIdentity {
+fn verified_login(claims: &openidconnect::core::CoreIdTokenClaims) -> VerifiedLogin {
     let email = claims.email().map(|e| e.as_str().to_owned());
-    VerifiedIdentity {
+    let identity = VerifiedIdentity {
         issuer: claims.issuer().as_str().to_owned(),
         subject: claims.subject().as_str().to_owned(),
         verified_email: email.clone().filter(|_| claims.email_verified() == Some(true)),
         preferred_username: claims.preferred_username().map(|u| u.as_str().to_owned()),
         any_email: email,
-    }
+    };
+    VerifiedLogin { identity, auth_time: claims.auth_time().map(|at| Timestamp(at.timestamp_millis())) }
 }
 
 /// An error and its sources on one line.

@@ -5,7 +5,9 @@
 //!
 //! Linking, unlinking and deleting need a recent authentication (ASVS
 //! 7.5.1): a password typed within the window (and then the session steps
-//! up to a new ID), or, for accounts without a password, a fresh login.
+//! up to a new ID), or a sign-in at a linked provider within the window —
+//! the provider's `auth_time`, which "Confirm with …"
+//! (`POST /auth/oidc/{id}/reauthenticate`) forces with `max_age`.
 
 use askama::Template;
 use axum::extract::State;
@@ -32,7 +34,7 @@ struct AccountPage {
     delete_error: Option<String>,
     methods: SignInMethods,
     /// The authentication is older than the window: forms ask for the
-    /// password (or, without one, say to log in again).
+    /// password (or, without one, offer "Confirm with …" at a provider).
     needs_reauth: bool,
     /// The window in minutes, for the help text.
     reauth_minutes: u64,
@@ -53,6 +55,9 @@ struct SignInMethods {
     identities: Vec<IdentityRow>,
     can_unlink: bool,
     providers: Vec<ProviderButton>,
+    /// The configured providers with an identity linked to this account:
+    /// "Confirm with …" re-authenticates there.
+    reauth_providers: Vec<ProviderButton>,
     error: Option<String>,
 }
 
@@ -60,6 +65,9 @@ async fn sign_in_methods(state: &AppState, user: &User) -> Result<SignInMethods,
     let identities = state.accounts.database().identities_of(user.id).await.map_err(ServerError::unavailable)?;
     let has_password = user.password_hash.is_some();
     let can_unlink = has_password || identities.len() > 1;
+    let providers = state.oidc.buttons();
+    let reauth_providers =
+        providers.iter().filter(|p| identities.iter().any(|i| i.issuer == p.issuer)).cloned().collect();
     let identities = identities
         .into_iter()
         .map(|identity| IdentityRow {
@@ -73,7 +81,7 @@ async fn sign_in_methods(state: &AppState, user: &User) -> Result<SignInMethods,
             email: identity.email,
         })
         .collect();
-    Ok(SignInMethods { has_password, identities, can_unlink, providers: state.oidc.buttons(), error: None })
+    Ok(SignInMethods { has_password, identities, can_unlink, providers, reauth_providers, error: None })
 }
 
 /// The account overview.
@@ -211,9 +219,9 @@ pub struct DeleteForm {
 /// the browser is logged out.
 ///
 /// An account without a password cannot type one. It may delete itself
-/// when its last login (a fresh OIDC login) is within the recent-
-/// authentication window and the user types the user name, which guards
-/// against a stray click.
+/// when its last authentication at a provider (the ID token's `auth_time`,
+/// e.g. after "Confirm with …") is within the recent-authentication window
+/// and the user types the user name, which guards against a stray click.
 pub async fn delete(
     State(state): State<AppState>,
     RequireUser(_): RequireUser,

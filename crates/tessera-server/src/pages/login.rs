@@ -155,7 +155,14 @@ pub async fn after_first_factor(
         return logged_in_redirect(state, next.as_deref(), username_key);
     }
     let now = state.clock.now();
-    let pending = PendingLogin { user_id: user.id, since: now.as_millis(), first_factor, next, enroll: !enrolled };
+    let pending = PendingLogin {
+        user_id: user.id,
+        since: now.as_millis(),
+        first_factor,
+        next,
+        enroll: !enrolled,
+        provider_auth_time: None,
+    };
     PendingLogin::start(&ctx.session, &pending);
     tracing::info!(user_id = user.id, enroll = !enrolled, "first factor accepted; second factor required");
     Redirect::to("/login/second-factor").into_response()

@@ -27,6 +27,8 @@ use crate::password_policy::check_username;
 use crate::reauthentication;
 use crate::second_factor::pending_login::{FirstFactor, PendingLogin};
 use crate::second_factor::Verification;
+use crate::throttle::AttemptKeys;
+use tessera::Timestamp;
 
 #[derive(Template)]
 #[template(path = "login_second_factor.html")]
@@ -132,7 +134,7 @@ pub async fn submit(
                 tracing::info!(user_id = user.id, "two-step verification turned on at login");
                 database.record(AuditKind::SecondFactorEnabled, Some(user.id), &ctx.device, now).await;
                 PendingLogin::clear(&ctx.session);
-                log_in(&state, &ctx, &user, Some(&keys)).await;
+                finish(&state, &ctx, &user, &keys, &pending).await;
                 let next = pending.next.unwrap_or_else(|| "/profile".to_owned());
                 let page = SecondFactorPage { new_codes: Some((codes, next)), ..view(&ctx, None) };
                 let mut response = ctx.render(StatusCode::OK, &page);
@@ -176,11 +178,21 @@ pub async fn submit(
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
     PendingLogin::clear(&ctx.session);
-    log_in(&state, &ctx, &user, Some(&keys)).await;
+    finish(&state, &ctx, &user, &keys, &pending).await;
     // The device cookie is for password logins: an OIDC login has no
     // password to protect from lockout.
     let device_key = (pending.first_factor == FirstFactor::Password).then_some(username_key).flatten();
     logged_in_redirect(&state, pending.next.as_deref(), device_key.as_deref())
+}
+
+/// Logs the user in; after a provider login the session's authentication
+/// time is the provider's `auth_time`, as for any provider login.
+async fn finish(state: &AppState, ctx: &PageContext, user: &User, keys: &AttemptKeys, pending: &PendingLogin) {
+    log_in(state, ctx, user, Some(keys)).await;
+    if pending.first_factor == FirstFactor::Oidc {
+        let now = state.clock.now();
+        reauthentication::mark_provider_login(&ctx.session, pending.provider_auth_time.map(Timestamp), now);
+    }
 }
 
 fn throttled(ctx: &PageContext, wait: std::time::Duration) -> Response {

@@ -41,6 +41,10 @@ pub struct PendingLogin {
     /// prompt sets up an authenticator app instead of asking for its code.
     #[serde(default)]
     pub enroll: bool,
+    /// For a provider login: the provider's `auth_time` (milliseconds), which
+    /// becomes the session's authentication time, as for any provider login.
+    #[serde(default)]
+    pub provider_auth_time: Option<i64>,
 }
 
 impl PendingLogin {

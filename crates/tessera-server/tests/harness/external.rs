@@ -69,6 +69,7 @@ pub struct OidcProvider {
     pub port: u16,
     guard: ChildGuard,
     redirect_uris: String,
+    require_auth_time: bool,
 }
 
 pub const CLIENT_ID: &str = "tessera-test";
@@ -76,7 +77,14 @@ pub const CLIENT_SECRET: &str = "tessera-test-secret";
 
 impl OidcProvider {
     /// Starts the provider, or `None` (after a SKIPPED line) without Node.js.
+    /// Its ID tokens always carry `auth_time`.
     pub async fn start(redirect_uris: &[String], test: &str) -> Option<OidcProvider> {
+        Self::start_with(redirect_uris, test, true).await
+    }
+
+    /// Like [`OidcProvider::start`]; with `require_auth_time` false, ID
+    /// tokens carry `auth_time` only when the request asks (`max_age`).
+    pub async fn start_with(redirect_uris: &[String], test: &str, require_auth_time: bool) -> Option<OidcProvider> {
         if which("node").is_none() {
             missing("node (Node.js)", test);
             return None;
@@ -87,14 +95,15 @@ impl OidcProvider {
             return None;
         }
         let port = free_port();
-        Some(Self::start_on(port, redirect_uris.join(",")).await)
+        Some(Self::start_on(port, redirect_uris.join(","), require_auth_time).await)
     }
 
-    async fn start_on(port: u16, redirect_uris: String) -> OidcProvider {
+    async fn start_on(port: u16, redirect_uris: String, require_auth_time: bool) -> OidcProvider {
         let child = Command::new("node")
             .arg(repo_root().join("tests/oidc-provider/provider.mjs"))
             .env("PORT", port.to_string())
             .env("OIDC_REDIRECT_URIS", &redirect_uris)
+            .env("OIDC_REQUIRE_AUTH_TIME", if require_auth_time { "1" } else { "0" })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -102,25 +111,82 @@ impl OidcProvider {
         let mut guard = ChildGuard { child, name: "oidc-provider" };
         let issuer = format!("http://127.0.0.1:{port}");
         wait_until_up(&format!("{issuer}/.well-known/openid-configuration"), &mut guard, None).await;
-        OidcProvider { issuer, port, guard, redirect_uris }
+        OidcProvider { issuer, port, guard, redirect_uris, require_auth_time }
     }
 
-    /// Stops and starts again on the same port: new signing keys (new `kid`).
+    /// Stops and starts again on the same port: new signing keys (new `kid`),
+    /// no sessions, and the clock back to real time.
     pub async fn restart_with_new_keys(self) -> OidcProvider {
-        let (port, uris) = (self.port, self.redirect_uris.clone());
+        let (port, uris, require_auth_time) = (self.port, self.redirect_uris.clone(), self.require_auth_time);
         drop(self.guard);
-        Self::start_on(port, uris).await
+        Self::start_on(port, uris, require_auth_time).await
     }
 
-    /// Plays the user at the provider: follows `authorize_url` (logging in
-    /// `login_hint` automatically) until the redirect back to `callback_prefix`,
-    /// and returns that callback URL.
-    pub async fn authorize(&self, authorize_url: &str, login_hint: &str, callback_prefix: &str) -> String {
+    /// Moves the provider's clock forward (its sessions age, its `auth_time`
+    /// and token times move), to keep it with tessera's manual clock.
+    pub async fn advance_clock(&self, by: Duration) {
+        let url = format!("{}/__test/clock?advance={}", self.issuer, by.as_secs());
+        let response = reqwest::Client::new().post(&url).send().await.expect("provider answers");
+        assert!(response.status().is_success(), "the provider's clock moved: {}", response.status());
+    }
+
+    /// A browser at the provider that keeps its cookies: after the first
+    /// login it is signed in there (single sign-on) and the provider answers
+    /// later requests without its login form, unless `max_age` says otherwise.
+    pub fn browser(&self) -> IdpBrowser {
         let client =
             reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).build().unwrap();
+        IdpBrowser { client, issuer: self.issuer.clone() }
+    }
+
+    /// Plays a new user at the provider (a fresh browser, so always through
+    /// the login form as `login_hint`): follows `authorize_url` until the
+    /// redirect back to `callback_prefix`, and returns that callback URL.
+    pub async fn authorize(&self, authorize_url: &str, login_hint: &str, callback_prefix: &str) -> String {
+        self.browser().authorize(authorize_url, login_hint, callback_prefix).await.callback
+    }
+}
+
+/// A user's browser at the test provider (see [`OidcProvider::browser`]).
+pub struct IdpBrowser {
+    client: reqwest::Client,
+    issuer: String,
+}
+
+/// What the provider did with an authorization request.
+pub struct IdpAnswer {
+    /// The redirect back to tessera.
+    pub callback: String,
+    /// Whether the provider showed its login form (and the user filled it
+    /// in), rather than answering from its session.
+    pub showed_login: bool,
+}
+
+impl IdpBrowser {
+    /// Follows `authorize_url` (with `login_hint`), filling in the login
+    /// form as that account if the provider shows it, until the redirect
+    /// back to `callback_prefix`.
+    pub async fn authorize(&self, authorize_url: &str, login_hint: &str, callback_prefix: &str) -> IdpAnswer {
         let mut url = format!("{authorize_url}&login_hint={login_hint}");
+        let mut showed_login = false;
         for _ in 0..10 {
-            let response = client.get(&url).send().await.expect("provider answers");
+            let mut response = self.client.get(&url).send().await.expect("provider answers");
+            if response.status() == 200 {
+                let body = response.text().await.unwrap();
+                let action = body
+                    .split_once("action=\"")
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(action, _)| action.to_owned())
+                    .unwrap_or_else(|| panic!("the provider answered 200 without a login form at {url}: {body}"));
+                showed_login = true;
+                response = self
+                    .client
+                    .post(format!("{}{action}", self.issuer))
+                    .form(&[("login", login_hint)])
+                    .send()
+                    .await
+                    .expect("provider answers");
+            }
             let location = response
                 .headers()
                 .get("location")
@@ -129,7 +195,7 @@ impl OidcProvider {
                 .unwrap_or_else(|| panic!("provider answered {} without a redirect at {url}", response.status()));
             let next = if location.starts_with('/') { format!("{}{location}", self.issuer) } else { location };
             if next.starts_with(callback_prefix) {
-                return next;
+                return IdpAnswer { callback: next, showed_login };
             }
             url = next;
         }
