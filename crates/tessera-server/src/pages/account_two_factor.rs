@@ -90,6 +90,20 @@ pub struct ConfirmedForm {
     current_password: Option<String>,
 }
 
+/// The logged-in user, once the authentication is recent (or confirmed
+/// with `password`); `Err` is the page to answer instead.
+async fn recent_user(
+    state: &AppState,
+    ctx: &PageContext,
+    password: Option<&str>,
+    ip: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> Result<User, Response> {
+    let Some(user) = ctx.user.clone() else { return Err(Redirect::to("/login").into_response()) };
+    require_recent(state, ctx, &user, password, ip, headers).await?;
+    Ok(user)
+}
+
 /// Checks recency; `Err` is the page to answer instead.
 async fn require_recent(
     state: &AppState,
@@ -128,10 +142,10 @@ pub async fn setup(
     ctx: PageContext,
     CsrfForm(form): CsrfForm<ConfirmedForm>,
 ) -> Response {
-    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    if let Err(response) = require_recent(&state, &ctx, &user, form.current_password.as_deref(), ip, &headers).await {
-        return response;
-    }
+    let user = match recent_user(&state, &ctx, form.current_password.as_deref(), ip, &headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     match state.second_factors.begin_setup(user.id).await {
         Ok(Some(secret)) => {
             let setup = SetupView::new(&secret, &user.username);
@@ -202,10 +216,10 @@ pub async fn recovery_codes(
     ctx: PageContext,
     CsrfForm(form): CsrfForm<ConfirmedForm>,
 ) -> Response {
-    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    if let Err(response) = require_recent(&state, &ctx, &user, form.current_password.as_deref(), ip, &headers).await {
-        return response;
-    }
+    let user = match recent_user(&state, &ctx, form.current_password.as_deref(), ip, &headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     match state.second_factors.new_recovery_codes(user.id).await {
         Ok(Some(codes)) => {
             let now = state.clock.now();
@@ -230,14 +244,15 @@ pub async fn disable(
     ctx: PageContext,
     CsrfForm(form): CsrfForm<ConfirmedForm>,
 ) -> Response {
-    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
     if state.require_second_factor {
+        let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
         let message = "This site requires two-step verification: it cannot be turned off.";
         return page(&state, &ctx, &user, StatusCode::CONFLICT, Some(message.to_owned()), None, None).await;
     }
-    if let Err(response) = require_recent(&state, &ctx, &user, form.current_password.as_deref(), ip, &headers).await {
-        return response;
-    }
+    let user = match recent_user(&state, &ctx, form.current_password.as_deref(), ip, &headers).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     match state.second_factors.disable(user.id).await {
         Ok(removed) => {
             if removed {

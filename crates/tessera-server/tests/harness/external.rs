@@ -47,10 +47,14 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Waits until `url` answers (any status), or panics after ~15 s.
+/// Waits until `url` answers (any status), or panics after ~60 s.
+///
+/// A test binary starts one provider per test, all at once, and on the
+/// 2-core CI machine one of nine once needed more than 15 s; the child's
+/// log (when given) is part of either failure message.
 pub async fn wait_until_up(url: &str, guard: &mut ChildGuard, log: Option<&Path>) {
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    for _ in 0..150 {
+    for _ in 0..600 {
         if client.get(url).send().await.is_ok() {
             return;
         }
@@ -60,7 +64,8 @@ pub async fn wait_until_up(url: &str, guard: &mut ChildGuard, log: Option<&Path>
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{} did not answer at {url}", guard.name);
+    let log = log.and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
+    panic!("{} did not answer at {url}\n{log}", guard.name);
 }
 
 /// The OpenID Connect test provider (tests/oidc-provider) on a free port.
@@ -99,18 +104,21 @@ impl OidcProvider {
     }
 
     async fn start_on(port: u16, redirect_uris: String, require_auth_time: bool) -> OidcProvider {
+        // Its errors, shown if it dies or never answers.
+        let log = std::env::temp_dir().join(format!("tessera-test-oidc-provider-{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("a log file for the provider");
         let child = Command::new("node")
             .arg(repo_root().join("tests/oidc-provider/provider.mjs"))
             .env("PORT", port.to_string())
             .env("OIDC_REDIRECT_URIS", &redirect_uris)
             .env("OIDC_REQUIRE_AUTH_TIME", if require_auth_time { "1" } else { "0" })
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file.try_clone().map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
             .spawn()
             .expect("node starts");
         let mut guard = ChildGuard { child, name: "oidc-provider" };
         let issuer = format!("http://127.0.0.1:{port}");
-        wait_until_up(&format!("{issuer}/.well-known/openid-configuration"), &mut guard, None).await;
+        wait_until_up(&format!("{issuer}/.well-known/openid-configuration"), &mut guard, Some(&log)).await;
         OidcProvider { issuer, port, guard, redirect_uris, require_auth_time }
     }
 
