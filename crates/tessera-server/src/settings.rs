@@ -1070,6 +1070,21 @@ pub mod duration_text {
 mod tests {
     use super::*;
 
+    #[test]
+    fn oidc_providers_parse_and_validate() {
+        let ok = parse_oidc_provider(
+            r#"{"id":"corp","issuer":"https://id.corp.example","client_id":"c","client_secret":"s"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.to_config().secret(), Ok(Some("s".to_owned())));
+        assert!(!format!("{ok:?}").contains("\"s\""), "the secret never shows in Debug");
+        assert!(parse_oidc_provider(r#"{"id":"Bad Id","issuer":"https://x","client_id":"c"}"#).is_err());
+        assert!(parse_oidc_provider(r#"{"id":"x","issuer":"not a url","client_id":"c"}"#).is_err());
+        assert!(parse_oidc_provider(r#"{"id":"x","issuer":"https://x","client_id":"c","typo":1}"#).is_err());
+        let list = parse_oidc_provider_list(r#"[{"id":"a","issuer":"https://a","client_id":"c"}]"#).unwrap();
+        assert_eq!(list.0.len(), 1);
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tessera::{Clock, CookieConfig};
 
-pub use config::{parse_provider, parse_provider_list, OidcProviderConfig, OidcProviderList};
+pub use config::OidcProviderConfig;
 use flow_cookie::FlowSealer;
 use provider::Provider;
 
