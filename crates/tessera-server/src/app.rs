@@ -112,38 +112,12 @@ pub struct AppConfig {
 }
 
 impl Default for AppConfig {
+    /// The configuration of [`Settings::default`]: one set of defaults,
+    /// the one documented in `docs/configuration.md`.
     fn default() -> Self {
-        AppConfig {
-            database_url: "sqlite://tessera.db".to_owned(),
-            database_query_timeout: crate::database::DEFAULT_QUERY_TIMEOUT,
-            session_store_url: None,
-            session_store: None,
-            expiry: ExpiryPolicy::default(),
-            cookie: CookieConfig::default(),
-            store_timeout: Duration::from_secs(3),
-            clock: Arc::new(SystemClock),
-            hasher: PasswordHasher::new(),
-            password_policy: PasswordPolicy::default(),
-            throttle: ThrottleConfig::default(),
-            trusted_proxies: TrustedProxies::default(),
-            purge_interval: Duration::from_secs(60),
-            max_body_bytes: 64 * 1024,
-            reauth_window: Duration::from_secs(10 * 60),
-            require_second_factor: false,
-            hsts: false,
-            test_routes: false,
-            metrics_on_public_listener: false,
-            shutdown_timeout: Duration::from_secs(30),
-            stats_flush_interval: Duration::from_secs(10),
-            active_sessions_interval: Duration::from_secs(30),
-            tokens: TokenSettings::new("tessera", "tessera-api"),
-            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
-            refresh_family_lifetime: crate::api::tokens::DEFAULT_REFRESH_FAMILY_LIFETIME,
-            public_url: None,
-            oidc_providers: Vec::new(),
-            oidc_jwks_min_refresh: Duration::from_secs(30),
-            forward_auth: ForwardAuthConfig::default(),
-        }
+        // Proven by `default_settings_make_the_default_config`: the default
+        // settings hold valid argon2 parameters and no forward-auth headers.
+        AppConfig::from_settings(&Settings::default()).expect("the default settings are valid")
     }
 }
 
@@ -170,6 +144,8 @@ impl AppConfig {
             max_delay: settings.throttle.max_delay,
             quiet_period: settings.throttle.quiet_period,
         };
+        // Every field is named (no `..AppConfig::default()`, which is built
+        // from this function): the settings, and the few things only code sets.
         let mut config = AppConfig {
             database_url: settings.database.url.clone(),
             database_query_timeout: settings.database.query_timeout,
@@ -197,7 +173,10 @@ impl AppConfig {
             oidc_providers: settings.oidc.providers.iter().map(|p| p.to_config()).collect(),
             oidc_jwks_min_refresh: settings.oidc.jwks_min_refresh,
             forward_auth,
-            ..AppConfig::default()
+            session_store: None,
+            cookie: CookieConfig::default(),
+            clock: Arc::new(SystemClock),
+            test_routes: false,
         };
         config.cookie.domain = Some(settings.cookie.domain.clone()).filter(|d| !d.is_empty());
         config.cookie.secure = settings.cookie.secure;
@@ -597,5 +576,35 @@ async fn purge_periodically(engine: SessionEngine, throttle: Throttle, every: Du
         if let Err(error) = throttle.purge().await {
             tracing::warn!(%error, "purging old login throttle counters failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings_make_the_default_config() {
+        let settings = Settings::default();
+        let config = AppConfig::from_settings(&settings).expect("the default settings are valid");
+        assert_eq!(config.database_url, "sqlite://tessera.db");
+        assert_eq!(config.database_query_timeout, crate::database::DEFAULT_QUERY_TIMEOUT);
+        assert_eq!(config.session_store_url, None);
+        assert_eq!(config.store_timeout, Duration::from_secs(3));
+        assert_eq!(config.purge_interval, Duration::from_secs(60));
+        assert_eq!(config.max_body_bytes, 64 * 1024);
+        assert_eq!(config.reauth_window, Duration::from_secs(10 * 60));
+        assert!(!config.require_second_factor && !config.hsts && !config.test_routes);
+        assert!(!config.metrics_on_public_listener);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(config.stats_flush_interval, Duration::from_secs(10));
+        assert_eq!(config.active_sessions_interval, Duration::from_secs(30));
+        assert_eq!(config.refresh_token_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(config.refresh_family_lifetime, crate::api::tokens::DEFAULT_REFRESH_FAMILY_LIFETIME);
+        assert_eq!(config.oidc_jwks_min_refresh, Duration::from_secs(30));
+        assert!(config.oidc_providers.is_empty() && config.public_url.is_none());
+        assert!(config.cookie.secure && config.cookie.domain.is_none());
+        assert_eq!(config.cookie.same_site, SameSite::Lax);
+        assert_eq!(config.expiry, ExpiryPolicy::default());
     }
 }
