@@ -65,6 +65,7 @@ pub struct ReadmeDoctests;
 mod csrf;
 mod extract;
 mod layer;
+mod login;
 mod negotiation;
 mod next_path;
 mod rejection;
@@ -72,6 +73,7 @@ mod rejection;
 pub use csrf::{verify_csrf_header, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, CSRF_HEADER};
 pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
 pub use layer::{client_device, SessionLayer, SessionService};
+pub use login::{remember_device, LoginClient};
 
 /// Entry points for the fuzz targets in `fuzz/`: the parsers that read
 /// untrusted request bytes. Not a stable API.

@@ -15,10 +15,10 @@ use tessera_token::TokenSettings;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::accounts::Accounts;
 use crate::activity_stats::ActivityStats;
 use crate::api;
 use crate::api::tokens::TokenService;
+use crate::auth_events::ServerEvents;
 use crate::client_ip::{set_client_ip, TrustedProxies};
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
@@ -30,15 +30,15 @@ use crate::pages::{
     account, account_activity, account_password, account_sessions, account_two_factor, home, login,
     login_second_factor, logout, profile, register,
 };
-use crate::password_policy::PasswordPolicy;
 use crate::request_id;
-use crate::second_factor::SecondFactors;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
 use crate::session_store::{ActiveCounter, Closer, OpenedStore};
 use crate::settings::{SameSiteSetting, Settings};
 use crate::static_files;
-use crate::throttle::{Throttle, ThrottleConfig};
+use tessera_auth::password_policy::PasswordPolicy;
+use tessera_auth::throttle::{Throttle, ThrottleConfig};
+use tessera_auth::{Accounts, Authenticator, SecondFactors};
 
 /// Everything the server can be told, in the form the code uses. The
 /// binary derives it solely from [`Settings`] ([`AppConfig::from_settings`]);
@@ -218,14 +218,14 @@ pub enum StartupError {
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// Users.
-    pub accounts: Accounts,
+    /// The authentication core: every way in, accounts, second factors.
+    pub auth: Authenticator,
+    /// The server's tables (tokens, audit, identities, products).
+    pub db: Database,
+    /// The audit trail for account events that are no login step.
+    pub events: ServerEvents,
     /// Sessions.
     pub engine: SessionEngine,
-    /// Password rules, for forms.
-    pub password_policy: PasswordPolicy,
-    /// Failed-login counters.
-    pub throttle: Throttle,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
     /// Hourly activity counters.
@@ -246,10 +246,6 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// See [`AppConfig::reauth_window`].
     pub reauth_window: Duration,
-    /// Authenticator apps and recovery codes.
-    pub second_factors: SecondFactors,
-    /// See [`AppConfig::require_second_factor`].
-    pub require_second_factor: bool,
 }
 
 impl AppState {
@@ -362,13 +358,24 @@ impl App {
         .map_err(StartupError::Oidc)?;
         oidc.warm_up();
         let device_secret = db.secret("device-cookie").await.map_err(database_error)?;
-        let throttle = Throttle::new(db.clone(), config.throttle, config.clock.clone(), device_secret);
-        let accounts = Accounts::new(db.clone(), config.hasher.clone(), config.password_policy, config.clock.clone());
-        let state = AppState {
+        let throttle = Throttle::new(db.pool.clone(), config.throttle, config.clock.clone(), device_secret);
+        let accounts =
+            Accounts::new(Arc::new(db.users()), config.hasher.clone(), config.password_policy, config.clock.clone());
+        let events = ServerEvents::new(db.clone(), activity.clone());
+        let second_factors = SecondFactors::new(db.pool.clone(), config.clock.clone());
+        let auth = Authenticator::new(
             accounts,
+            throttle.clone(),
+            second_factors,
+            Arc::new(events.clone()),
+            config.clock.clone(),
+        )
+        .require_second_factor(config.require_second_factor);
+        let state = AppState {
+            auth,
+            db: db.clone(),
+            events,
             engine: engine.clone(),
-            password_policy: config.password_policy,
-            throttle: throttle.clone(),
             store_timeout: config.store_timeout,
             activity: activity.clone(),
             metrics: MetricsSource::new(config.hasher.clone()),
@@ -379,8 +386,6 @@ impl App {
             clock: config.clock.clone(),
             max_body_bytes: config.max_body_bytes,
             reauth_window: config.reauth_window,
-            second_factors: SecondFactors::new(db.clone(), config.clock.clone()),
-            require_second_factor: config.require_second_factor,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
@@ -472,7 +477,7 @@ impl App {
         for task in &self.background {
             task.abort();
         }
-        let db = self.state.accounts.database().clone();
+        let db = self.state.db.clone();
         if let Err(error) = self.state.activity.flush(&db).await {
             tracing::warn!(%error, "writing activity stats at shutdown failed");
         }

@@ -8,17 +8,13 @@
 //! client address): a stolen session cookie or access token must not become
 //! an unthrottled password-guessing oracle.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use http::HeaderMap;
 use tessera::Timestamp;
+use tessera_auth::{Channel, Client, LoginError, User};
 use tessera_axum::Session;
 
-use crate::accounts::AccountsUnavailable;
 use crate::app::AppState;
-use crate::database::User;
-use crate::password_policy::check_username;
 
 /// The session key holding when the user last typed their password.
 const AUTHENTICATED_AT: &str = "authenticated_at";
@@ -116,38 +112,29 @@ pub enum Confirmation {
     Throttled(Duration),
 }
 
-/// Checks `password` against `user`'s current password behind the login
-/// throttle: the same account (or device) and address keys as `/login`, so
-/// guesses here and there add up. A blocked key answers
-/// [`Confirmation::Throttled`] before any hashing; a failure that starts a
-/// block answers it too, so the caller can say so at once.
+/// Checks `password` against `user`'s current password through the
+/// authentication core, behind the login throttle: the same account (or
+/// device) and address counters as `/login`, so guesses here and there add
+/// up. A blocked counter answers [`Confirmation::Throttled`] before any
+/// hashing; a failure that starts a block answers it too.
 pub async fn confirm_password(
     state: &AppState,
+    channel: Channel,
+    client: &Client,
     user: &User,
     password: &str,
-    ip: Option<IpAddr>,
-    headers: &HeaderMap,
-) -> Result<Confirmation, AccountsUnavailable> {
-    let username_key = check_username(&user.username).ok();
-    let keys = state.throttle.keys(username_key.as_deref(), ip, headers, state.engine.cookie_config());
-    if let Some(wait) = state.throttle.retry_after(&keys).await? {
-        crate::metrics::login_throttled();
-        tracing::info!(user_id = user.id, wait_secs = wait.as_secs(), "password confirmation refused: throttled");
-        return Ok(Confirmation::Throttled(wait));
-    }
-    if state.accounts.verify_password(user, password).await? {
-        if let Err(error) = state.throttle.record_success(&keys).await {
-            tracing::warn!(%error, "clearing the throttle after a password confirmation failed");
+) -> Result<Confirmation, LoginError> {
+    match state.auth.confirm_password(channel, client, user, password).await {
+        Ok(()) => Ok(Confirmation::Confirmed),
+        Err(LoginError::InvalidCredentials) => {
+            tracing::info!(user_id = user.id, "password confirmation failed");
+            Ok(Confirmation::Wrong)
         }
-        return Ok(Confirmation::Confirmed);
-    }
-    tracing::info!(user_id = user.id, "password confirmation failed");
-    match state.throttle.record_failure(&keys).await? {
-        Some(wait) => {
-            crate::metrics::login_throttled();
+        Err(LoginError::Throttled(wait)) => {
+            tracing::info!(user_id = user.id, wait_secs = wait.as_secs(), "password confirmation refused: throttled");
             Ok(Confirmation::Throttled(wait))
         }
-        None => Ok(Confirmation::Wrong),
+        Err(other) => Err(other),
     }
 }
 
@@ -183,15 +170,14 @@ pub async fn ensure_recent(
     session: &Session,
     user: &User,
     password: Option<&str>,
-    ip: Option<IpAddr>,
-    headers: &HeaderMap,
-) -> Result<Recency, AccountsUnavailable> {
+    client: &Client,
+) -> Result<Recency, LoginError> {
     let now = state.clock.now();
     if is_recent(session, now, state.reauth_window) {
         return Ok(Recency::Recent);
     }
     let Some(password) = password.filter(|p| !p.is_empty()) else { return Ok(Recency::Stale) };
-    Ok(match confirm_password(state, user, password, ip, headers).await? {
+    Ok(match confirm_password(state, Channel::Web, client, user, password).await? {
         Confirmation::Confirmed => {
             stepped_up(session, now);
             Recency::Recent

@@ -63,7 +63,7 @@ async fn registration_refusals_say_why() {
 #[tokio::test]
 async fn the_minimum_is_configurable() {
     let (server, _dir) =
-        server_with(|c| c.password_policy = tessera_server::password_policy::PasswordPolicy::new(16)).await;
+        server_with(|c| c.password_policy = tessera_auth::password_policy::PasswordPolicy::new(16)).await;
     let mut browser = server.browser();
     let page = browser.register(&unique_name("min"), "fifteen chars!!").await;
     assert_eq!(page.status, 422);

@@ -1,14 +1,15 @@
 //! `tessera admin user create|disable|enable|reset-password|reset-second-factor`.
 
 use std::io::{BufRead, Write};
+use tessera_auth::UserDirectory;
 
 use rand::Rng;
 
 use super::{say, AdminContext, AdminError};
-use crate::accounts::{Accounts, RegisterError};
 use crate::audit::AuditKind;
-use crate::second_factor::SecondFactors;
 use tessera::DeviceInfo;
+use tessera_auth::accounts::{Accounts, RegisterError};
+use tessera_auth::second_factor::SecondFactors;
 
 /// A password from the first line of `input`, or a generated one (printed
 /// once by the caller).
@@ -31,7 +32,7 @@ fn obtain_password(from_stdin: bool, input: &mut dyn BufRead) -> Result<(String,
 
 fn accounts(context: &AdminContext) -> Accounts {
     Accounts::new(
-        context.backends.db.clone(),
+        std::sync::Arc::new(context.backends.db.users()),
         context.config.hasher.clone(),
         context.config.password_policy,
         context.config.clock.clone(),
@@ -76,7 +77,7 @@ pub async fn set_enabled(
 ) -> Result<(), AdminError> {
     let user = context.user(username).await?;
     let when = if enabled { None } else { Some(context.config.clock.now()) };
-    context.backends.db.set_disabled(user.id, when).await?;
+    context.backends.db.users().set_disabled(user.id, when).await?;
     if enabled {
         say(out, format!("enabled user {:?}", user.username));
     } else {
@@ -106,7 +107,7 @@ pub async fn reset_password(
         .check(&password, &user.username)
         .map_err(|why| AdminError::Refused(why.to_string()))?;
     let hash = context.config.hasher.hash(password.clone()).await.map_err(|e| AdminError::Failed(e.to_string()))?;
-    context.backends.db.set_password_hash(user.id, &hash).await?;
+    context.backends.db.users().set_password_hash(user.id, &hash).await?;
     let ended = context.backends.engine.revoke_all(&user.id.to_string(), None).await?;
     let tokens = revoke_api_tokens(context, user.id).await?;
     say(
@@ -128,7 +129,7 @@ pub async fn reset_second_factor(
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
     let user = context.user(username).await?;
-    let factors = SecondFactors::new(context.backends.db.clone(), context.config.clock.clone());
+    let factors = SecondFactors::new(context.backends.db.pool().clone(), context.config.clock.clone());
     if !factors.disable(user.id).await? {
         return Err(AdminError::Refused(format!("{:?} has no two-step verification", user.username)));
     }
