@@ -12,7 +12,7 @@ use tessera_auth::UserDirectory;
 
 use harness::external::{IdpBrowser, OidcProvider, CLIENT_ID, CLIENT_SECRET};
 use harness::{test_config, unique_name, Browser, Page, TestServer};
-use tessera::ManualClock;
+use tessera::{Clock, ManualClock};
 use tessera_server::oidc::OidcProviderConfig;
 use tokio::net::TcpListener;
 
@@ -171,6 +171,13 @@ async fn login_creates_a_password_less_account_and_logs_in_like_a_password_login
     let db = &setup.server.app_state.db;
     let user = db.users().user_by_name("alice").await.unwrap().unwrap();
     assert_eq!(user.password_hash, None);
+    // The same events as a password login, through the same core.
+    let events = db.audit_events(user.id, 100).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "login_succeeded"), "audited: {events:?}");
+    setup.server.app_state.activity.flush(db).await.unwrap();
+    let now_secs = setup.server.clock.now().as_millis() / 1000;
+    let hours = tessera_server::activity_stats::recent(db, now_secs, 2).await.unwrap();
+    assert_eq!(hours.iter().map(|h| h.counts.logins).sum::<i64>(), 1, "counted in the activity statistics");
     let identities = db.identities_of(user.id).await.unwrap();
     assert_eq!(identities.len(), 1);
     assert_eq!(
