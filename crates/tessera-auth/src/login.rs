@@ -266,7 +266,7 @@ impl Authenticator {
                 return Err(error.into());
             }
         };
-        self.after_first_factor(channel, client, reservation, user, FirstFactor::Password, None, next).await
+        self.after_first_factor(channel, client, reservation, user, FirstFactor::Password, next).await
     }
 
     /// The API's one-shot sign-in: the password and, for an account with a
@@ -464,7 +464,6 @@ impl Authenticator {
         reservation: Reservation,
         user: User,
         first_factor: FirstFactor,
-        auth_time: Option<Timestamp>,
         next: Option<String>,
     ) -> Result<LoginStep, LoginError> {
         let enrolled = match self.second_factors.is_enabled(user.id).await {
@@ -478,9 +477,9 @@ impl Authenticator {
             // The first factor alone is no login: the attempt is given back
             // and the counters keep their earlier failures until the code.
             self.throttle.release(reservation).await?;
-            return Ok(LoginStep::SecondFactor(self.pending(&user, first_factor, !enrolled, auth_time, next)));
+            return Ok(LoginStep::SecondFactor(self.pending(&user, first_factor, !enrolled, None, next)));
         }
-        let authenticated_at = Some(auth_time.unwrap_or_else(|| self.clock.now()));
+        let authenticated_at = Some(self.clock.now());
         self.succeed(channel, client, reservation, user, first_factor, authenticated_at).await.map(LoginStep::LoggedIn)
     }
 

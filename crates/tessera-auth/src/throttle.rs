@@ -134,6 +134,9 @@ pub struct Throttle {
 #[must_use = "a reservation is settled as a success, a failure or released"]
 pub struct Reservation {
     keys: AttemptKeys,
+    /// Per counter that this attempt blocked in advance: the block it set
+    /// and the one it replaced, so that giving the attempt back restores it.
+    blocks: Vec<(String, i64, i64)>,
 }
 
 impl Reservation {
@@ -183,6 +186,7 @@ impl Throttle {
         let now = self.clock.now();
         let quiet_since = Timestamp(now.as_millis().saturating_sub(millis(self.config.quiet_period)));
         let mut tx = self.db.begin().await?;
+        let mut blocks = Vec::new();
         for key in keys.all() {
             // Counted only while not blocked: the WHERE of the upsert holds
             // the row lock (PostgreSQL) or the write lock (SQLite) until commit.
@@ -192,7 +196,7 @@ impl Throttle {
                  failures = CASE WHEN throttle.updated_at <= $3 THEN 1 ELSE throttle.failures + 1 END, \
                  updated_at = $2 \
                  WHERE throttle.blocked_until <= $2 \
-                 RETURNING failures",
+                 RETURNING failures, blocked_until",
             )
             .bind(&key.key)
             .bind(now.as_millis())
@@ -205,18 +209,21 @@ impl Throttle {
                 return Ok(Err(wait));
             };
             let attempts: i64 = row.try_get(0)?;
+            let previous: i64 = row.try_get(1)?;
             // Should this attempt fail, the next one waits: block now, so the
             // attempts racing this one are refused before they verify anything.
             if let Some(delay) = self.config.delay(attempts + 1, key.free_failures) {
+                let until = now.plus(delay).as_millis();
                 sqlx::query("UPDATE throttle SET blocked_until = $2 WHERE key = $1")
                     .bind(&key.key)
-                    .bind(now.plus(delay).as_millis())
+                    .bind(until)
                     .execute(&mut *tx)
                     .await?;
+                blocks.push((key.key.clone(), until, previous));
             }
         }
         tx.commit().await?;
-        Ok(Ok(Reservation { keys: keys.clone() }))
+        Ok(Ok(Reservation { keys: keys.clone(), blocks }))
     }
 
     /// How long until an attempt with `keys` may be made, if any of its
@@ -255,7 +262,7 @@ impl Throttle {
             sqlx::query("DELETE FROM throttle WHERE key = $1").bind(&account.key).execute(&self.db).await?;
         }
         if let Some(ip) = &reservation.keys.ip {
-            self.take_back(ip).await?;
+            self.take_back(&reservation, ip).await?;
         }
         Ok(())
     }
@@ -266,21 +273,25 @@ impl Throttle {
     /// the back-off on code guesses.
     pub async fn release(&self, reservation: Reservation) -> Result<(), DatabaseError> {
         for key in reservation.keys.all() {
-            self.take_back(key).await?;
+            self.take_back(&reservation, key).await?;
         }
         Ok(())
     }
 
-    /// One attempt less on `key`; the block its reservation set in advance
-    /// is lifted when the count drops back within the free allowance.
-    async fn take_back(&self, key: &ThrottleKey) -> Result<(), DatabaseError> {
+    /// One attempt less on `key`; the block the reservation set in advance,
+    /// if any, is replaced by the one it found, unless another attempt has
+    /// moved the block since.
+    async fn take_back(&self, reservation: &Reservation, key: &ThrottleKey) -> Result<(), DatabaseError> {
+        let block = reservation.blocks.iter().find(|(k, _, _)| *k == key.key);
+        let (ours, previous) = block.map_or((-1, -1), |(_, ours, previous)| (*ours, *previous));
         sqlx::query(
             "UPDATE throttle SET failures = failures - 1, \
-             blocked_until = CASE WHEN failures - 1 < $2 THEN 0 ELSE blocked_until END \
+             blocked_until = CASE WHEN blocked_until = $2 THEN $3 ELSE blocked_until END \
              WHERE key = $1 AND failures > 0",
         )
         .bind(&key.key)
-        .bind(i64::from(key.free_failures))
+        .bind(ours)
+        .bind(previous)
         .execute(&self.db)
         .await?;
         Ok(())

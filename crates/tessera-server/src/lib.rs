@@ -26,7 +26,6 @@ pub mod health;
 pub mod metrics;
 pub mod oidc;
 pub mod pages;
-pub mod pending_login;
 pub mod product_store;
 pub mod reauthentication;
 pub mod request_id;

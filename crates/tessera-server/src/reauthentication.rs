@@ -12,12 +12,9 @@ use std::time::Duration;
 
 use tessera::Timestamp;
 use tessera_auth::{Channel, Client, LoginError, User};
-use tessera_axum::Session;
+use tessera_axum::{retry_after_seconds, Session, AUTHENTICATED_AT};
 
 use crate::app::AppState;
-
-/// The session key holding when the user last typed their password.
-const AUTHENTICATED_AT: &str = "authenticated_at";
 
 /// How far an identity provider's clock may be ahead of tessera's when
 /// its `auth_time` is checked against a requested `max_age`: a provider a
@@ -30,23 +27,6 @@ pub const AUTH_TIME_SKEW: Duration = Duration::from_secs(60);
 pub fn mark(session: &Session, at: Timestamp) {
     // Serializing an integer cannot fail.
     let _ = session.insert(AUTHENTICATED_AT, &at.as_millis());
-}
-
-/// Records a login whose authentication time is what the identity
-/// provider said (`auth_time`), clamped to `now` so a provider clock
-/// running ahead cannot stretch the window. Without `auth_time` the session
-/// is not recently authenticated at all: the provider may have answered
-/// from a sign-in days old, and a mark left by an earlier login on this
-/// session must not carry over either.
-pub fn mark_provider_login(session: &Session, auth_time: Option<Timestamp>, now: Timestamp) {
-    match auth_time {
-        Some(at) => mark(session, Timestamp(at.as_millis().min(now.as_millis()))),
-        None => {
-            // Only the decoded old value can fail, and it is not wanted:
-            // the key is removed either way.
-            let _ = session.remove::<i64>(AUTHENTICATED_AT);
-        }
-    }
 }
 
 /// Records a successful step-up (a password typed again on a logged-in
@@ -136,12 +116,6 @@ pub async fn confirm_password(
         }
         Err(other) => Err(other),
     }
-}
-
-/// `Retry-After` in whole seconds, rounded up and at least 1, so a client
-/// that waits exactly that long gets through.
-pub fn retry_after_seconds(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// A person-readable wait ("2m 8s") for throttling messages.

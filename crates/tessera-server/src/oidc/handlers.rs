@@ -113,7 +113,7 @@ pub async fn start(
                         reauthentication::readable_wait(wait)
                     ),
                 );
-                let seconds = reauthentication::retry_after_seconds(wait);
+                let seconds = tessera_axum::retry_after_seconds(wait);
                 response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
                 return response;
             }

@@ -11,15 +11,13 @@ use http::header::RETRY_AFTER;
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use tessera_auth::{Channel, LoggedIn, LoginError, LoginStep};
-use tessera_axum::{remember_device, CsrfForm, LoginClient, Session};
+use tessera_axum::{remember_device, CsrfForm, LoginClient, Progress};
 
 use super::{Chrome, PageContext};
 use crate::app::AppState;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::oidc::ProviderButton;
-use crate::pending_login;
-use crate::reauthentication;
 
 /// Shown for every failed login, whatever the reason.
 const GENERIC_ERROR: &str = "Wrong user name or password.";
@@ -103,36 +101,29 @@ pub async fn submit(
 }
 
 /// What follows a passed first factor (a password, a provider login, a
-/// registration): the login itself and a 303 to `next` (already checked) or
-/// the profile; or, for an account that needs its second factor, the
-/// pending login and a 303 to `/login/second-factor`.
+/// registration): the login itself (a new session ID) and a 303 to `next`
+/// (already checked) or the profile; or, for an account that needs its
+/// second factor, the pending login (under a new session ID) and a 303 to
+/// `/login/second-factor`.
 pub fn continue_login(state: &AppState, ctx: &PageContext, step: LoginStep, next: Option<String>) -> Response {
-    match step {
-        LoginStep::LoggedIn(done) => {
-            start_session(state, &ctx.session, &done);
-            logged_in_redirect(state, next.as_deref(), &done)
-        }
+    let device_cookie = match &step {
+        LoginStep::LoggedIn(done) => Some(done.clone()),
         LoginStep::SecondFactor(pending) => {
             tracing::info!(
                 user_id = pending.user_id,
                 enroll = pending.enroll,
                 "first factor accepted; second factor required"
             );
-            pending_login::start(&ctx.session, &pending);
-            Redirect::to("/login/second-factor").into_response()
+            None
         }
+    };
+    match (tessera_axum::continue_login(&ctx.session, step), device_cookie) {
+        (Progress::LoggedIn(_), Some(done)) => logged_in_redirect(state, next.as_deref(), &done),
+        _ => Redirect::to("/login/second-factor").into_response(),
     }
 }
 
-/// Logs the session in for a finished login: a new session ID, and the
-/// authentication time (now for a password; the provider's `auth_time`, or
-/// none, for a provider login).
-pub fn start_session(state: &AppState, session: &Session, done: &LoggedIn) {
-    session.login(done.user.id.to_string());
-    reauthentication::mark_provider_login(session, done.authenticated_at, state.clock.now());
-}
-
-/// The answer after [`start_session`]: a 303 to `next` (already checked) or
+/// The answer after a login: a 303 to `next` (already checked) or
 /// the profile, with the welcome flash and, for a password login, the device
 /// cookie that keeps this browser out of the account's lockouts.
 pub fn logged_in_redirect(state: &AppState, next: Option<&str>, done: &LoggedIn) -> Response {

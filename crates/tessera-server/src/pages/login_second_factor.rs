@@ -14,14 +14,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use serde::Deserialize;
 use tessera_auth::{Channel, LoginError, User};
-use tessera_axum::{remember_device, CsrfForm, LoginClient};
+use tessera_axum::{clear_pending_login, log_in, pending_login, remember_device, CsrfForm, LoginClient};
 
 use super::account_two_factor::SetupView;
-use super::login::{logged_in_redirect, start_session};
+use super::login::logged_in_redirect;
 use super::{with_retry_after, Chrome, PageContext};
 use crate::app::AppState;
 use crate::error_pages::ServerError;
-use crate::pending_login;
 use crate::reauthentication;
 
 #[derive(Template)]
@@ -41,7 +40,7 @@ fn view(ctx: &PageContext, error: Option<String>) -> SecondFactorPage {
 }
 
 fn expired(ctx: &PageContext) -> Response {
-    pending_login::clear(&ctx.session);
+    clear_pending_login(&ctx.session);
     let page = SecondFactorPage { expired: true, ..view(ctx, None) };
     ctx.render(StatusCode::UNAUTHORIZED, &page)
 }
@@ -63,7 +62,7 @@ pub async fn show(State(state): State<AppState>, ctx: PageContext) -> Response {
     if ctx.user.is_some() {
         return Redirect::to("/profile").into_response();
     }
-    let Some(pending) = pending_login::current(&ctx.session, state.clock.now()) else {
+    let Some(pending) = pending_login(&ctx.session, state.clock.now()) else {
         return Redirect::to("/login").into_response();
     };
     let mut page = view(&ctx, None);
@@ -100,13 +99,13 @@ pub async fn submit(
     CsrfForm(form): CsrfForm<CodeForm>,
 ) -> Response {
     let now = state.clock.now();
-    let Some(pending) = pending_login::current(&ctx.session, now) else { return expired(&ctx) };
+    let Some(pending) = pending_login(&ctx.session, now) else { return expired(&ctx) };
     if pending.enroll {
         return match state.auth.complete_enrolment(Channel::Web, &client, &pending, &form.code).await {
             Ok((done, codes)) => {
                 tracing::info!(user_id = done.user.id, "two-step verification turned on at login");
-                pending_login::clear(&ctx.session);
-                start_session(&state, &ctx.session, &done);
+                clear_pending_login(&ctx.session);
+                log_in(&ctx.session, &done);
                 let next = pending.next.unwrap_or_else(|| "/profile".to_owned());
                 let page = SecondFactorPage { new_codes: Some((codes, next)), ..view(&ctx, None) };
                 let mut response = ctx.render(StatusCode::OK, &page);
@@ -132,8 +131,8 @@ pub async fn submit(
     }
     match state.auth.second_factor(Channel::Web, &client, &pending, &form.code).await {
         Ok(done) => {
-            pending_login::clear(&ctx.session);
-            start_session(&state, &ctx.session, &done);
+            clear_pending_login(&ctx.session);
+            log_in(&ctx.session, &done);
             logged_in_redirect(&state, pending.next.as_deref(), &done)
         }
         Err(error) => refused(&ctx, error),

@@ -79,7 +79,7 @@ impl PageContext {
 
 /// Adds `Retry-After` (whole seconds, rounded up) to a throttled page.
 pub fn with_retry_after(mut response: Response, wait: std::time::Duration) -> Response {
-    let seconds = crate::reauthentication::retry_after_seconds(wait);
+    let seconds = tessera_axum::retry_after_seconds(wait);
     response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tessera_auth::{Channel, LoginStep, RegisterError};
 use tessera_axum::{CsrfForm, LoginClient};
 
-use super::login::{continue_login, start_session};
+use super::login::continue_login;
 use super::{Chrome, PageContext};
 use crate::app::AppState;
 use crate::error_pages::ServerError;
@@ -64,7 +64,7 @@ pub async fn submit(
 ) -> Response {
     match state.auth.register(Channel::Web, &client, &form.username, &form.password, None).await {
         Ok(LoginStep::LoggedIn(done)) => {
-            start_session(&state, &ctx.session, &done);
+            tessera_axum::log_in(&ctx.session, &done);
             let mut response = Redirect::to("/profile").into_response();
             Flash::Welcome.set(state.engine.cookie_config(), response.headers_mut());
             response
