@@ -114,6 +114,21 @@ pub enum AuthEvent {
         /// Who.
         user_id: i64,
     },
+    /// Two-step verification was turned off (by an administrator's reset).
+    SecondFactorDisabled {
+        /// Who.
+        user_id: i64,
+    },
+    /// The password was changed (by the user) or reset (by an administrator).
+    PasswordChanged {
+        /// Who.
+        user_id: i64,
+    },
+    /// An administrator disabled the account.
+    AccountDisabled {
+        /// Who.
+        user_id: i64,
+    },
 }
 
 impl AuthEvent {
@@ -125,7 +140,10 @@ impl AuthEvent {
             | AuthEvent::SecondFactorFailed { user_id }
             | AuthEvent::RecoveryCodeUsed { user_id, .. }
             | AuthEvent::ConfirmationFailed { user_id }
-            | AuthEvent::SecondFactorEnabled { user_id } => Some(user_id),
+            | AuthEvent::SecondFactorEnabled { user_id }
+            | AuthEvent::SecondFactorDisabled { user_id }
+            | AuthEvent::PasswordChanged { user_id }
+            | AuthEvent::AccountDisabled { user_id } => Some(user_id),
             AuthEvent::LoginFailed { user_id, .. } | AuthEvent::Throttled { user_id } => user_id,
         }
     }

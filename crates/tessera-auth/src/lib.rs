@@ -14,7 +14,9 @@
 //! - [`second_factor`]: authenticator apps (TOTP) and recovery codes;
 //! - [`login`]: the state machine every way in goes through
 //!   ([`Authenticator`]);
-//! - [`events`]: one stream of [`AuthEvent`]s for audit, metrics and notices.
+//! - [`events`]: one stream of [`AuthEvent`]s for audit, metrics and notices;
+//! - [`revocation`]: account changes that end every session and token of a
+//!   user go through one function the host implements ([`Revocation`]).
 //!
 //! The web layer (`tessera-axum`, or any other) turns a request into a
 //! [`Client`] and calls one [`Authenticator`] method; the session engine
@@ -43,6 +45,7 @@ pub mod directory;
 pub mod events;
 pub mod login;
 pub mod password_policy;
+pub mod revocation;
 pub mod second_factor;
 pub mod throttle;
 
@@ -52,6 +55,7 @@ pub use directory::{SqlDirectory, User, UserDirectory};
 pub use events::{AuthEvent, Channel, Client, EventSink, Method};
 pub use login::{Authenticator, FirstFactor, LoggedIn, LoginError, LoginStep, PendingLogin};
 pub use password_policy::PasswordPolicy;
+pub use revocation::{Revocation, Revoked};
 pub use second_factor::SecondFactors;
 pub use throttle::{Throttle, ThrottleConfig};
 

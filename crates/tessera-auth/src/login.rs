@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tessera::{Clock, Timestamp};
+use tessera::{Clock, SessionKey, Timestamp};
 
-use crate::accounts::{Accounts, AccountsUnavailable, LoginOutcome};
+use crate::accounts::{Accounts, AccountsUnavailable, LoginOutcome, RegisterError};
 use crate::database::DatabaseError;
 use crate::directory::User;
 use crate::events::{AuthEvent, Channel, Client, EventSink, Method};
 use crate::password_policy::check_username;
+use crate::revocation::{NothingToRevoke, Revocation, Revoked};
 use crate::second_factor::{SecondFactors, Verification};
 use crate::throttle::{AttemptKeys, Reservation, Throttle};
 
@@ -154,6 +155,7 @@ pub struct Authenticator {
     throttle: Throttle,
     second_factors: SecondFactors,
     events: Arc<dyn EventSink>,
+    revocation: Arc<dyn Revocation>,
     clock: Arc<dyn Clock>,
     require_second_factor: bool,
 }
@@ -167,7 +169,76 @@ impl Authenticator {
         events: Arc<dyn EventSink>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Authenticator { accounts, throttle, second_factors, events, clock, require_second_factor: false }
+        let revocation = Arc::new(NothingToRevoke);
+        Authenticator { accounts, throttle, second_factors, events, revocation, clock, require_second_factor: false }
+    }
+
+    /// How account changes end the user's sessions and tokens (by default
+    /// they end nothing beyond the core's own tables).
+    pub fn with_revocation(mut self, revocation: Arc<dyn Revocation>) -> Self {
+        self.revocation = revocation;
+        self
+    }
+
+    /// Changes `user`'s password (the policy checked) and ends every other
+    /// session and API token of the user — all but `keep`, the session making
+    /// the change. For an administrator's reset, `keep` is `None`.
+    pub async fn change_password(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user: &User,
+        new_password: &str,
+        keep: Option<&SessionKey>,
+    ) -> Result<Revoked, RegisterError> {
+        self.accounts.change_password(user, new_password).await?;
+        let revoked = self.revoke_everything(user.id, keep).await.map_err(AccountsUnavailable::from)?;
+        self.record(AuthEvent::PasswordChanged { user_id: user.id }, channel, client).await;
+        Ok(revoked)
+    }
+
+    /// Disables (ending every session and token) or enables an account;
+    /// `None` if there is no such user.
+    pub async fn set_disabled(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user_id: i64,
+        disabled: bool,
+    ) -> Result<Option<Revoked>, DatabaseError> {
+        let when = disabled.then(|| self.clock.now());
+        if !self.accounts.directory().set_disabled(user_id, when).await? {
+            return Ok(None);
+        }
+        if !disabled {
+            return Ok(Some(Revoked::default()));
+        }
+        let revoked = self.revoke_everything(user_id, None).await?;
+        self.record(AuthEvent::AccountDisabled { user_id }, channel, client).await;
+        Ok(Some(revoked))
+    }
+
+    /// Turns a user's second factor off (an administrator's reset for a
+    /// user who lost app and codes) and ends every session and token, so
+    /// whoever holds one must log in again. `None` if it was not on.
+    pub async fn reset_second_factor(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user_id: i64,
+    ) -> Result<Option<Revoked>, DatabaseError> {
+        if !self.second_factors.disable(user_id).await? {
+            return Ok(None);
+        }
+        let revoked = self.revoke_everything(user_id, None).await?;
+        self.record(AuthEvent::SecondFactorDisabled { user_id }, channel, client).await;
+        Ok(Some(revoked))
+    }
+
+    /// Ends every session of `user_id` but `keep`, and every API token: the
+    /// one path for "sign out everywhere" and every account change above.
+    pub async fn revoke_everything(&self, user_id: i64, keep: Option<&SessionKey>) -> Result<Revoked, DatabaseError> {
+        self.revocation.revoke_everything(user_id, keep).await
     }
 
     /// Every login must pass a second factor; accounts without one set an
@@ -211,7 +282,7 @@ impl Authenticator {
         client: &Client,
         username: &str,
         password: &str,
-    ) -> Result<User, crate::accounts::RegisterError> {
+    ) -> Result<User, RegisterError> {
         let user = self.accounts.register(username, password).await?;
         self.record(AuthEvent::SignedUp { user_id: user.id }, channel, client).await;
         Ok(user)
@@ -227,7 +298,7 @@ impl Authenticator {
         username: &str,
         password: &str,
         next: Option<String>,
-    ) -> Result<LoginStep, crate::accounts::RegisterError> {
+    ) -> Result<LoginStep, RegisterError> {
         let user = self.sign_up(channel, client, username, password).await?;
         if self.require_second_factor {
             return Ok(LoginStep::SecondFactor(self.pending(&user, FirstFactor::Password, true, None, next)));

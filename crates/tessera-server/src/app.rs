@@ -18,7 +18,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::activity_stats::ActivityStats;
 use crate::api;
 use crate::api::tokens::TokenService;
-use crate::auth_events::ServerEvents;
+use crate::auth_events::{EndEverything, ServerEvents};
 use crate::client_ip::{set_client_ip, TrustedProxies};
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
@@ -248,15 +248,6 @@ pub struct AppState {
     pub reauth_window: Duration,
 }
 
-impl AppState {
-    /// Revokes every API refresh-token family of the user (password change,
-    /// account deletion, log out everywhere), and every access token issued
-    /// before now (a per-user "not before" time checked on each request).
-    pub async fn revoke_api_tokens(&self, user_id: i64) -> Result<(), crate::database::DatabaseError> {
-        self.tokens.revoke_all_refresh_families(user_id).await.map(|_| ())
-    }
-}
-
 /// A built server, ready to serve.
 pub struct App {
     /// The routes and layers.
@@ -319,6 +310,29 @@ impl Backends {
         Ok(Backends { db, engine, store })
     }
 
+    /// The authentication core over these backends, as configured; its
+    /// events go to `events`, and account changes end sessions in this
+    /// engine and tokens in this database.
+    pub async fn authenticator(
+        &self,
+        config: &AppConfig,
+        events: ServerEvents,
+    ) -> Result<Authenticator, DatabaseError> {
+        let device_secret = self.db.secret("device-cookie").await?;
+        let throttle = Throttle::new(self.db.pool.clone(), config.throttle, config.clock.clone(), device_secret);
+        let accounts = Accounts::new(
+            Arc::new(self.db.users()),
+            config.hasher.clone(),
+            config.password_policy,
+            config.clock.clone(),
+        );
+        let second_factors = SecondFactors::new(self.db.pool.clone(), config.clock.clone());
+        let revocation = EndEverything::new(self.engine.clone(), self.db.clone(), config.clock.clone());
+        Ok(Authenticator::new(accounts, throttle, second_factors, Arc::new(events), config.clock.clone())
+            .require_second_factor(config.require_second_factor)
+            .with_revocation(Arc::new(revocation)))
+    }
+
     /// Closes the database and the store's pool.
     pub async fn close(&self) {
         if let Some(close) = self.store.as_ref().and_then(|s| s.close.clone()) {
@@ -357,20 +371,9 @@ impl App {
         )
         .map_err(StartupError::Oidc)?;
         oidc.warm_up();
-        let device_secret = db.secret("device-cookie").await.map_err(database_error)?;
-        let throttle = Throttle::new(db.pool.clone(), config.throttle, config.clock.clone(), device_secret);
-        let accounts =
-            Accounts::new(Arc::new(db.users()), config.hasher.clone(), config.password_policy, config.clock.clone());
         let events = ServerEvents::new(db.clone(), activity.clone());
-        let second_factors = SecondFactors::new(db.pool.clone(), config.clock.clone());
-        let auth = Authenticator::new(
-            accounts,
-            throttle.clone(),
-            second_factors,
-            Arc::new(events.clone()),
-            config.clock.clone(),
-        )
-        .require_second_factor(config.require_second_factor);
+        let auth = backends.authenticator(&config, events.clone()).await.map_err(database_error)?;
+        let auth_throttle = auth.throttle().clone();
         let state = AppState {
             auth,
             db: db.clone(),
@@ -390,7 +393,7 @@ impl App {
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
         let mut background = vec![
-            tokio::spawn(purge_periodically(engine, throttle, config.purge_interval)),
+            tokio::spawn(purge_periodically(engine, auth_throttle, config.purge_interval)),
             tokio::spawn(activity.clone().flush_periodically(db, config.stats_flush_interval)),
             tokio::spawn(crate::metrics::upkeep_periodically(Duration::from_secs(5))),
         ];

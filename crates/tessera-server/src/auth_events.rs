@@ -4,13 +4,15 @@
 //! form, the API, an identity provider and the second-factor step, because
 //! they all reach this one place through the core.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use tessera::{DeviceInfo, Timestamp};
-use tessera_auth::{AuthEvent, Channel, Client, EventSink};
+use tessera::{Clock, DeviceInfo, SessionEngine, SessionKey, Timestamp};
+use tessera_auth::{AuthEvent, Channel, Client, EventSink, Revocation, Revoked};
 
 use crate::activity_stats::ActivityStats;
 use crate::audit::AuditKind;
-use crate::database::Database;
+use crate::database::{Database, DatabaseError};
 
 /// Audit trail, metrics and activity statistics.
 #[derive(Clone)]
@@ -42,6 +44,9 @@ pub fn audit_kind(event: &AuthEvent) -> AuditKind {
         AuthEvent::RecoveryCodeUsed { .. } => AuditKind::RecoveryCodeUsed,
         AuthEvent::Throttled { .. } => AuditKind::LoginThrottled,
         AuthEvent::SecondFactorEnabled { .. } => AuditKind::SecondFactorEnabled,
+        AuthEvent::SecondFactorDisabled { .. } => AuditKind::SecondFactorDisabled,
+        AuthEvent::PasswordChanged { .. } => AuditKind::PasswordChanged,
+        AuthEvent::AccountDisabled { .. } => AuditKind::AccountDisabled,
     }
 }
 
@@ -62,5 +67,36 @@ impl EventSink for ServerEvents {
         }
         tracing::debug!(channel = channel.as_str(), ?event, "authentication event");
         self.db.record(audit_kind(&event), event.user_id(), &client.device, at).await;
+    }
+}
+
+/// The server's way of ending everything a user holds: every session in the
+/// session store (or, for sealed cookies, a revocation mark) and every API
+/// refresh token, with the per-user "not before" mark that kills their
+/// access tokens at once.
+#[derive(Clone)]
+pub struct EndEverything {
+    engine: SessionEngine,
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+impl EndEverything {
+    /// Sessions in `engine`, tokens in `db`.
+    pub fn new(engine: SessionEngine, db: Database, clock: Arc<dyn Clock>) -> Self {
+        EndEverything { engine, db, clock }
+    }
+}
+
+#[async_trait]
+impl Revocation for EndEverything {
+    async fn revoke_everything(&self, user_id: i64, keep: Option<&SessionKey>) -> Result<Revoked, DatabaseError> {
+        let sessions = self
+            .engine
+            .revoke_all(&user_id.to_string(), keep)
+            .await
+            .map_err(|error| DatabaseError::Unavailable(format!("session store: {error}")))?;
+        let tokens = self.db.revoke_all_refresh_tokens(user_id, self.clock.now()).await?;
+        Ok(Revoked { sessions, tokens })
     }
 }

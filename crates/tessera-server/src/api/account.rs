@@ -212,25 +212,19 @@ pub async fn change_password(
     State(state): State<AppState>,
     caller: ApiUser,
     session: Session,
-    ClientDevice(device): ClientDevice,
     origin: LoginClient,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
     confirm(&state, &caller, &body.current_password, &origin).await?;
-    match state.auth.accounts().change_password(&caller.user, &body.new_password).await {
-        Ok(()) => {}
+    let keep = own_session(&caller, &session);
+    match state.auth.change_password(Channel::Api, &origin.0, &caller.user, &body.new_password, keep.as_ref()).await {
+        Ok(_) => {}
         Err(RegisterError::Unavailable(error)) => return Err(ApiError::unavailable(error)),
         Err(error) => return Err(ApiError::Validation(error.to_string())),
     }
-    let keep = own_session(&caller, &session);
-    let user_id = caller.user.id.to_string();
-    state.engine.revoke_all(&user_id, keep.as_ref()).await.map_err(ApiError::unavailable)?;
-    state.revoke_api_tokens(caller.user.id).await.map_err(ApiError::unavailable)?;
     if keep.is_some() {
         step_up(&state, &caller, &session);
     }
-    let database = &state.db;
-    database.record(AuditKind::PasswordChanged, Some(caller.user.id), &device, state.clock.now()).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -255,8 +249,7 @@ pub async fn delete(
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
     confirm(&state, &caller, &body.current_password, &origin).await?;
-    state.engine.revoke_all(&caller.user.id.to_string(), None).await.map_err(ApiError::unavailable)?;
-    state.revoke_api_tokens(caller.user.id).await.map_err(ApiError::unavailable)?;
+    state.auth.revoke_everything(caller.user.id, None).await.map_err(ApiError::unavailable)?;
     state.db.delete_user(caller.user.id).await.map_err(ApiError::unavailable)?;
     tracing::info!(target: "tessera::audit", event = AuditKind::AccountDeleted.as_str(), user_id = caller.user.id, "account deleted");
     session.logout();

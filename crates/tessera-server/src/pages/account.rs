@@ -253,11 +253,7 @@ pub async fn delete(
             Err(error) => return ServerError::unavailable(error).into_response(),
         }
     }
-    let user_id = user.id.to_string();
-    if let Err(error) = state.engine.revoke_all(&user_id, None).await {
-        return ServerError::unavailable(error).into_response();
-    }
-    if let Err(error) = state.revoke_api_tokens(user.id).await {
+    if let Err(error) = state.auth.revoke_everything(user.id, None).await {
         return ServerError::unavailable(error).into_response();
     }
     if let Err(error) = state.db.delete_user(user.id).await {

@@ -10,7 +10,6 @@ use tessera_axum::{CsrfForm, RequireUser};
 
 use super::{with_retry_after, Chrome, PageContext};
 use crate::app::AppState;
-use crate::audit::AuditKind;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::reauthentication::{self, Confirmation};
@@ -59,7 +58,7 @@ pub struct PasswordForm {
 /// throttle (`429` with `Retry-After` once blocked).
 pub async fn submit(
     State(state): State<AppState>,
-    RequireUser(user_id): RequireUser,
+    RequireUser(_): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<PasswordForm>,
 ) -> Response {
@@ -82,8 +81,9 @@ pub async fn submit(
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    match state.auth.accounts().change_password(&user, &form.new_password).await {
-        Ok(()) => {}
+    let keep = ctx.session.key();
+    match state.auth.change_password(Channel::Web, &ctx.client, &user, &form.new_password, keep.as_ref()).await {
+        Ok(_) => {}
         Err(RegisterError::Unavailable(error)) => return ServerError::unavailable(error).into_response(),
         Err(error) => {
             let mut page = view(&ctx, &state, user.username);
@@ -92,16 +92,9 @@ pub async fn submit(
             return ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
     }
-    if let Err(error) = state.engine.revoke_all(&user_id, ctx.session.key().as_ref()).await {
-        return ServerError::unavailable(error).into_response();
-    }
-    if let Err(error) = state.revoke_api_tokens(user.id).await {
-        return ServerError::unavailable(error).into_response();
-    }
     let now = state.clock.now();
     ctx.session.regenerate();
     reauthentication::mark(&ctx.session, now);
-    state.db.record(AuditKind::PasswordChanged, Some(user.id), &ctx.device, now).await;
     let mut response = Redirect::to("/account").into_response();
     Flash::PasswordChanged.set(state.engine.cookie_config(), response.headers_mut());
     response
