@@ -154,8 +154,7 @@ pub async fn revoke(
     if !state.engine.revoke(&caller.user.id.to_string(), &handle).await.map_err(ApiError::unavailable)? {
         return Err(ApiError::NotFound);
     }
-    let database = &state.db;
-    database.record(AuditKind::SessionRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    state.events.record(AuditKind::SessionRevoked, Some(caller.user.id), &device, state.clock.now()).await;
     step_up(&state, &caller, &session);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -186,8 +185,7 @@ pub async fn revoke_others(
     let keep = own_session(&caller, &session);
     let revoked =
         state.engine.revoke_all(&caller.user.id.to_string(), keep.as_ref()).await.map_err(ApiError::unavailable)?;
-    let database = &state.db;
-    database.record(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    state.events.record(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, state.clock.now()).await;
     // Also re-issues a sealed cookie after the revocation mark.
     step_up(&state, &caller, &session);
     Ok(json_response(StatusCode::OK, &Revoked { revoked }))

@@ -346,8 +346,7 @@ async fn finish(
     let user = match outcome {
         Ok(Outcome::Existing(user)) => user,
         Ok(Outcome::Linked(user)) => {
-            let database = &state.db;
-            database.record(AuditKind::IdentityLinked, Some(user.id), &ctx.device, now).await;
+            state.events.record(AuditKind::IdentityLinked, Some(user.id), &ctx.device, now).await;
             user
         }
         Ok(Outcome::Created(user)) => {
@@ -434,8 +433,7 @@ async fn stale_provider_login(
         reason,
         "OIDC step-up refused: the provider did not confirm a recent sign-in"
     );
-    let database = &state.db;
-    database.record(AuditKind::ReauthenticationRefused, user_id, &ctx.device, state.clock.now()).await;
+    state.events.record(AuditKind::ReauthenticationRefused, user_id, &ctx.device, state.clock.now()).await;
     let minutes = flow.max_age.unwrap_or_default().div_ceil(60);
     let nothing = if flow.link_user.is_some() { "Nothing was linked." } else { "Nothing was changed." };
     let when = match why {

@@ -185,10 +185,9 @@ pub async fn unlink(
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    let database = &state.db;
-    match database.unlink_identity(user.id, &form.issuer, &form.subject).await {
+    match state.db.unlink_identity(user.id, &form.issuer, &form.subject).await {
         Ok(true) => {
-            database.record(AuditKind::IdentityUnlinked, Some(user.id), &ctx.device, state.clock.now()).await;
+            state.events.record(AuditKind::IdentityUnlinked, Some(user.id), &ctx.device, state.clock.now()).await;
             Redirect::to("/account").into_response()
         }
         Ok(false) => {

@@ -139,7 +139,6 @@ pub async fn revoke(
         }
     }
     let device = ctx.device.clone();
-    let database = &state.db;
     let flash = if form.all_others.as_deref() == Some("1") {
         if let Err(error) = state.engine.revoke_all(&user_id, ctx.session.key().as_ref()).await {
             return ServerError::unavailable(error).into_response();
@@ -148,7 +147,7 @@ pub async fn revoke(
             // Sealed cookies are revoked by time: re-issue this one after the mark.
             ctx.session.regenerate();
         }
-        database.record(AuditKind::OtherSessionsRevoked, Some(user.id), &device, now).await;
+        state.events.record(AuditKind::OtherSessionsRevoked, Some(user.id), &device, now).await;
         Flash::OthersSignedOut
     } else {
         let handle = form.session.unwrap_or_default();
@@ -160,7 +159,7 @@ pub async fn revoke(
             Ok(false) => return page(&state, &ctx, &user_id, Some("That session no longer exists.")).await,
             Err(error) => return ServerError::unavailable(error).into_response(),
         }
-        database.record(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
+        state.events.record(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
         Flash::SessionSignedOut
     };
     if stepped_up {

@@ -174,7 +174,7 @@ pub async fn confirm(
     match state.auth.second_factors().confirm_setup(user.id, &form.code).await {
         Ok(Some(codes)) => {
             tracing::info!(user_id = user.id, "two-step verification turned on");
-            state.db.record(AuditKind::SecondFactorEnabled, Some(user.id), &ctx.device, now).await;
+            state.events.record(AuditKind::SecondFactorEnabled, Some(user.id), &ctx.device, now).await;
             // A new privilege level for this session: a new ID.
             reauthentication::stepped_up(&ctx.session, now);
             page(&state, &ctx, &user, StatusCode::OK, None, None, Some(codes)).await
@@ -210,7 +210,7 @@ pub async fn recovery_codes(
     match state.auth.second_factors().new_recovery_codes(user.id).await {
         Ok(Some(codes)) => {
             let now = state.clock.now();
-            state.db.record(AuditKind::RecoveryCodesReplaced, Some(user.id), &ctx.device, now).await;
+            state.events.record(AuditKind::RecoveryCodesReplaced, Some(user.id), &ctx.device, now).await;
             page(&state, &ctx, &user, StatusCode::OK, None, None, Some(codes)).await
         }
         Ok(None) => {
@@ -243,7 +243,7 @@ pub async fn disable(
             if removed {
                 let now = state.clock.now();
                 tracing::info!(user_id = user.id, "two-step verification turned off");
-                state.db.record(AuditKind::SecondFactorDisabled, Some(user.id), &ctx.device, now).await;
+                state.events.record(AuditKind::SecondFactorDisabled, Some(user.id), &ctx.device, now).await;
             }
             let mut response = Redirect::to("/account/two-factor").into_response();
             Flash::SecondFactorDisabled.set(state.engine.cookie_config(), response.headers_mut());
