@@ -13,7 +13,7 @@
 # to $TESSERA_SECANTUS_DIR/url (default /tmp/tessera-secantus/url), where the
 # tests look for it. Data lives in memory only. Expired documents are swept
 # by the TTL monitor every second rather than MongoDB's 60 s, so the TTL test
-# is quick; the store does not depend on it.
+# is quick; the store does not depend on it. See scripts/secantus-server.py.
 set -euo pipefail
 
 cmd="${1:-start}"
@@ -21,6 +21,7 @@ venv="${TESSERA_SECANTUS_VENV:-/opt/tessera-secantus}"
 dir="${TESSERA_SECANTUS_DIR:-/tmp/tessera-secantus}"
 version="0.7.0b3"
 python="$venv/bin/python"
+here="$(cd "$(dirname "$0")" && pwd)"
 
 answers() {
     # A ping through the driver SecantusDB itself depends on (pymongo).
@@ -67,23 +68,10 @@ start() {
     fi
     stop
     mkdir -p "$dir"
-    local port
-    port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    cat >"$dir/secantusd.toml" <<EOF
-[server]
-host = "127.0.0.1"
-port = $port
-storage_path = ":memory:"
-log_level = "WARNING"
-
-[storage]
-cache_size = "256M"
-ttl_sweep_seconds = 1
-EOF
-    # setsid: the server outlives this script and the shell that ran it.
-    setsid "$venv/bin/secantusd-py" --config "$dir/secantusd.toml" >"$dir/log" 2>&1 </dev/null &
+    # setsid: the server outlives this script and the shell that ran it. The
+    # launcher binds a free port itself and writes the URL once it listens.
+    setsid "$python" "$here/secantus-server.py" "$dir/url" >"$dir/log" 2>&1 </dev/null &
     echo $! >"$dir/pid"
-    echo "mongodb://127.0.0.1:$port" >"$dir/url"
     for _ in $(seq 1 150); do
         if answers; then
             cat "$dir/url"
@@ -92,7 +80,7 @@ EOF
         kill -0 "$(cat "$dir/pid")" 2>/dev/null || break
         sleep 0.2
     done
-    echo "secantus.sh: SecantusDB did not answer on 127.0.0.1:$port; its log:" >&2
+    echo "secantus.sh: SecantusDB did not start; its log:" >&2
     cat "$dir/log" >&2 || true
     stop
     exit 1

@@ -18,8 +18,8 @@ use tessera::{
     DeviceInfo, SessionData, SessionEngine, SessionId, SessionRecord, SessionStore, StoreError, Timestamp, WriteOutcome,
 };
 use tessera_store_mongodb::mongodb::bson::spec::BinarySubtype;
-use tessera_store_mongodb::mongodb::bson::{doc, Binary, DateTime, Document};
-use tessera_store_mongodb::mongodb::Collection;
+use tessera_store_mongodb::mongodb::bson::{doc, Binary, Bson, DateTime, Document};
+use tessera_store_mongodb::mongodb::{self, Collection};
 use tessera_store_mongodb::MongoStore;
 
 const URL_FILE: &str = "/tmp/tessera-secantus/url";
@@ -82,6 +82,13 @@ impl TestDb {
     /// Documents in the collection, counted behind the store's back.
     async fn count(&self, filter: Document) -> u64 {
         self.raw().count_documents(filter).await.unwrap()
+    }
+
+    /// Drops the TTL index, so that expired documents stay until the store
+    /// itself removes them (the test server's TTL monitor runs every second).
+    async fn without_ttl_monitor(&self) {
+        self.raw().drop_index("tessera_sessions_expires_at").await.unwrap();
+        self.raw().create_index(mongodb::IndexModel::builder().keys(doc! { "expires_at": 1 }).build()).await.unwrap();
     }
 
     async fn drop_database(self) {
@@ -183,12 +190,13 @@ async fn undecodable_documents_are_corrupt_and_the_engine_drops_them() {
     assert!(matches!(db.store.load(&key).await, Err(StoreError::Corrupt(_))), "load of bad JSON is Corrupt");
     assert!(matches!(db.store.list_for_user(&user).await, Err(StoreError::Corrupt(_))), "listing it is Corrupt");
 
-    for (field, value) in [
+    let cases: [(&str, Bson); 4] = [
         ("data", binary(b"[1,2]").into()),
         ("version", "one".into()),
         ("created_at", 1.5.into()),
         ("data", "{}".into()),
-    ] {
+    ];
+    for (field, value) in cases {
         db.raw().update_one(id_filter.clone(), doc! { "$set": { field: value } }).await.unwrap();
         assert!(matches!(db.store.load(&key).await, Err(StoreError::Corrupt(_))), "bad {field} is Corrupt");
         db.raw().update_one(id_filter.clone(), doc! { "$set": { "data": binary(b"{}"), "version": 1_i64, "created_at": 0_i64 } }).await.unwrap();
@@ -206,10 +214,12 @@ async fn undecodable_documents_are_corrupt_and_the_engine_drops_them() {
 #[tokio::test]
 async fn expired_documents_stay_dead_until_purged() {
     let Some(db) = TestDb::new().await else { return };
+    db.without_ttl_monitor().await;
     let store = &db.store;
 
     let dead = record(Some("someone"), -1000);
     assert_eq!(store.create(&dead).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(db.count(doc! {}).await, 1, "the expired document is stored until purged");
     assert!(store.load(&dead.key).await.unwrap().is_none());
     let mut next = dead.clone();
     next.version = 2;
@@ -251,6 +261,7 @@ async fn expired_documents_stay_dead_until_purged() {
 #[tokio::test]
 async fn purge_expired_deletes_in_batches_and_spares_live_documents() {
     let Some(db) = TestDb::new().await else { return };
+    db.without_ttl_monitor().await;
     let now = Timestamp::now().as_millis();
     let expired: Vec<Document> = (0..2500_i64)
         .map(|i| {
