@@ -318,7 +318,9 @@ fn decode(document: &Document) -> Result<SessionRecord, StoreError> {
     let user_id = match document.get("user_id") {
         None | Some(Bson::Null) => None,
         Some(Bson::String(user)) => Some(user.clone()),
-        Some(other) => return Err(StoreError::corrupt(format!("user_id: not a string but {:?}", other.element_type()))),
+        Some(other) => {
+            return Err(StoreError::corrupt(format!("user_id: not a string but {:?}", other.element_type())))
+        }
     };
     let data = SessionData::from_json(binary("data")?).map_err(|e| corrupt("session data", &e))?;
     let created_at = document.get_i64("created_at").map_err(|e| corrupt("created_at", &e))?;
@@ -417,7 +419,8 @@ impl SessionStore for MongoStore {
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            let result = self.regenerate_once(&mut session, old_key, expected_version, &document, &record.key, now).await;
+            let result =
+                self.regenerate_once(&mut session, old_key, expected_version, &document, &record.key, now).await;
             if result.is_err() {
                 // Leave no transaction open on the session; the server may
                 // have aborted it already, so a failure here says nothing.

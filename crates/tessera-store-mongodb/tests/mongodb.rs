@@ -31,7 +31,11 @@ fn server_url() -> Result<String, String> {
     let url = match std::env::var("TESSERA_TEST_MONGODB_URL") {
         Ok(url) => url,
         Err(_) => std::fs::read_to_string(URL_FILE)
-            .map_err(|e| format!("TESSERA_TEST_MONGODB_URL is not set and {URL_FILE} is unreadable ({e}); run scripts/secantus.sh"))?
+            .map_err(|e| {
+                format!(
+                    "TESSERA_TEST_MONGODB_URL is not set and {URL_FILE} is unreadable ({e}); run scripts/secantus.sh"
+                )
+            })?
             .trim()
             .to_owned(),
     };
@@ -133,7 +137,13 @@ async fn indexes_are_created_idempotently_and_documents_are_as_documented() {
 
     let indexes: Vec<Document> = {
         use futures::TryStreamExt;
-        let cursor = db.store.client().database(&db.raw().namespace().db).run_cursor_command(doc! { "listIndexes": "tessera_sessions" }).await.unwrap();
+        let cursor = db
+            .store
+            .client()
+            .database(&db.raw().namespace().db)
+            .run_cursor_command(doc! { "listIndexes": "tessera_sessions" })
+            .await
+            .unwrap();
         cursor.try_collect().await.unwrap()
     };
     let ttl = indexes.iter().find(|i| i.get_str("name") == Ok("tessera_sessions_expires_at")).expect("TTL index");
@@ -199,7 +209,13 @@ async fn undecodable_documents_are_corrupt_and_the_engine_drops_them() {
     for (field, value) in cases {
         db.raw().update_one(id_filter.clone(), doc! { "$set": { field: value } }).await.unwrap();
         assert!(matches!(db.store.load(&key).await, Err(StoreError::Corrupt(_))), "bad {field} is Corrupt");
-        db.raw().update_one(id_filter.clone(), doc! { "$set": { "data": binary(b"{}"), "version": 1_i64, "created_at": 0_i64 } }).await.unwrap();
+        db.raw()
+            .update_one(
+                id_filter.clone(),
+                doc! { "$set": { "data": binary(b"{}"), "version": 1_i64, "created_at": 0_i64 } },
+            )
+            .await
+            .unwrap();
         assert!(db.store.load(&key).await.unwrap().is_some(), "repaired");
     }
     db.raw().update_one(id_filter.clone(), doc! { "$set": { "data": binary(b"{oops") } }).await.unwrap();

@@ -233,12 +233,11 @@ impl MySqlStore {
             // MySQL has no LIMIT in IN-subqueries, but a single-table DELETE
             // takes ORDER BY and LIMIT; walking the expires_at index in order
             // keeps each statement to one short range of rows.
-            let result =
-                sqlx::query("DELETE FROM tessera_sessions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?")
-                    .bind(now)
-                    .bind(PURGE_BATCH)
-                    .execute(&self.pool)
-                    .await;
+            let result = sqlx::query("DELETE FROM tessera_sessions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?")
+                .bind(now)
+                .bind(PURGE_BATCH)
+                .execute(&self.pool)
+                .await;
             let removed = match result {
                 Ok(done) => done.rows_affected(),
                 // Chosen as a deadlock victim by a concurrent transaction
@@ -269,16 +268,14 @@ impl MySqlStore {
         now: i64,
     ) -> Result<Option<WriteOutcome>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let removed = sqlx::query(concat!(
-            delete_by_key!(),
-            " WHERE s.`key` = ? AND s.version = ? AND s.expires_at > ?"
-        ))
-        .bind(old_key.as_bytes().as_slice())
-        .bind(expected_version)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let removed =
+            sqlx::query(concat!(delete_by_key!(), " WHERE s.`key` = ? AND s.version = ? AND s.expires_at > ?"))
+                .bind(old_key.as_bytes().as_slice())
+                .bind(expected_version)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if removed != 1 {
             tx.rollback().await?;
             return Ok(None);
@@ -382,10 +379,8 @@ fn decode(row: Row) -> Result<SessionRecord, StoreError> {
     let key = <[u8; 32]>::try_from(key.as_slice())
         .map_err(|_| StoreError::corrupt(format!("key has {} bytes, not 32", key.len())))?;
     let version = u64::try_from(version).map_err(|_| StoreError::corrupt(format!("negative version {version}")))?;
-    let user_id = user_id
-        .map(String::from_utf8)
-        .transpose()
-        .map_err(|_| StoreError::corrupt("user_id is not UTF-8"))?;
+    let user_id =
+        user_id.map(String::from_utf8).transpose().map_err(|_| StoreError::corrupt("user_id is not UTF-8"))?;
     let data = SessionData::from_json(&data).map_err(|e| StoreError::corrupt(format!("session data: {e}")))?;
     Ok(SessionRecord {
         key: SessionKey::from_bytes(key),

@@ -270,7 +270,12 @@ async fn purge_expired_deletes_in_batches_and_spares_live_rows() {
         let mut values = Vec::new();
         for i in 0..500 {
             let n = chunk * 500 + i;
-            values.push(format!("(UNHEX(SHA2('{n}-{}', 256)), 1, 'user-{}', '{{}}', {now}, {now}, {}, '{{}}')", db.name, n % 7, now - 1 - n));
+            values.push(format!(
+                "(UNHEX(SHA2('{n}-{}', 256)), 1, 'user-{}', '{{}}', {now}, {now}, {}, '{{}}')",
+                db.name,
+                n % 7,
+                now - 1 - n
+            ));
         }
         sql.push_str(&values.join(", "));
         sqlx::query(&sql).execute(&db.admin).await.unwrap();
