@@ -326,7 +326,7 @@ async fn an_unreachable_server_fails_fast_with_unavailable() {
         .expect("connect must not hang");
     assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "connect: {:?}", outcome.err());
     assert!(matches!(MongoStore::connect_lazy("not a url").await, Err(StoreError::Unavailable(_))));
-    let no_database = MongoStore::connect_lazy("mongodb://127.0.0.1:1").await.err().expect("a database is required");
+    let no_database = MongoStore::connect_lazy("mongodb://127.0.0.1:1").await.expect_err("a database is required");
     assert!(no_database.to_string().contains("must name a database"), "{no_database}");
 }
 
