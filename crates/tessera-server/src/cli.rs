@@ -215,7 +215,8 @@ pub struct StoreArgs {
     pub database: Option<String>,
 
     /// Where sessions live: memory://, sqlite://FILE, postgres://…,
-    /// redis://HOST:PORT, redis+cluster://HOST:PORT,HOST:PORT,… or cookie://.
+    /// mysql://USER@HOST:PORT/DB, mongodb://HOST:PORT/DB, redis://HOST:PORT,
+    /// redis+cluster://HOST:PORT,HOST:PORT,… or cookie://.
     /// [config: sessions.store; default: the database]
     #[arg(long, env = "TESSERA_SESSION_STORE")]
     pub session_store: Option<String>,

@@ -11,7 +11,7 @@ use tessera::SessionStore;
 pub enum SessionStoreUrlError {
     /// The URL's scheme is not one tessera knows.
     #[error(
-        "--session-store {0:?}: unsupported URL; expected memory://, sqlite://FILE, postgres://…, redis://…, redis+cluster://… or cookie://"
+        "--session-store {0:?}: unsupported URL; expected memory://, sqlite://FILE, postgres://…, mysql://…, mongodb://…, redis://…, redis+cluster://… or cookie://"
     )]
     Unsupported(String),
     /// The store named by the URL could not be opened.
@@ -52,9 +52,10 @@ pub type Closer = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 pub struct OpenedStore {
     /// The store.
     pub store: Arc<dyn SessionStore>,
-    /// `memory`, `sqlite`, `postgres` or `redis`, for metric labels.
+    /// `memory`, `sqlite`, `postgres`, `mysql`, `mongodb` or `redis`, for
+    /// metric labels.
     pub kind: &'static str,
-    /// Counts live sessions (SQLite, PostgreSQL, memory).
+    /// Counts live sessions (SQLite, PostgreSQL, MySQL, MongoDB, memory).
     pub active: Option<ActiveCounter>,
     /// Closes the pool at shutdown.
     pub close: Option<Closer>,
@@ -120,6 +121,35 @@ pub async fn open_store(url: &str) -> Result<OpenedStore, SessionStoreUrlError> 
             let (active, close) = pool_upkeep(store.pool().clone());
             Ok(OpenedStore { store: Arc::new(store), kind: "postgres", active: Some(active), close: Some(close) })
         }
+        "mysql" | "mariadb" => {
+            let store = tessera_store_mysql::MySqlStore::connect(url).await.map_err(|e| unreachable(e.to_string()))?;
+            let counted = store.clone();
+            let active: ActiveCounter = Arc::new(move || {
+                let store = counted.clone();
+                Box::pin(async move { store.count_live().await.map_err(|e| e.to_string()) })
+            });
+            let pool = store.pool().clone();
+            let close: Closer = Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move { pool.close().await })
+            });
+            Ok(OpenedStore { store: Arc::new(store), kind: "mysql", active: Some(active), close: Some(close) })
+        }
+        "mongodb" => {
+            let store =
+                tessera_store_mongodb::MongoStore::connect(url).await.map_err(|e| unreachable(e.to_string()))?;
+            let counted = store.clone();
+            let active: ActiveCounter = Arc::new(move || {
+                let store = counted.clone();
+                Box::pin(async move { store.count_live().await.map_err(|e| e.to_string()) })
+            });
+            let client = store.client().clone();
+            let close: Closer = Arc::new(move || {
+                let client = client.clone();
+                Box::pin(async move { client.shutdown().await })
+            });
+            Ok(OpenedStore { store: Arc::new(store), kind: "mongodb", active: Some(active), close: Some(close) })
+        }
         "redis" | "rediss" | "redis+cluster" => {
             let store = tessera_store_redis::RedisStore::connect(url).await.map_err(|e| unreachable(e.to_string()))?;
             Ok(OpenedStore { store: Arc::new(store), kind: "redis", active: None, close: None })
@@ -140,9 +170,21 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_schemes_name_the_flag() {
-        let error = open("mysql://x").await.err().unwrap().to_string();
+        let error = open("ftp://x").await.err().unwrap().to_string();
         assert!(error.starts_with("--session-store"), "{error}");
+        assert!(error.contains("mysql://…, mongodb://…"), "the message lists every scheme: {error}");
         let error = open("not a url").await.err().unwrap().to_string();
         assert!(error.contains("unsupported"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_mysql_and_mongodb_stores_name_the_flag_and_hide_passwords() {
+        for url in ["mysql://app:s3cret@127.0.0.1:1/db", "mongodb://app:s3cret@127.0.0.1:1/db"] {
+            let error = open(url).await.err().unwrap().to_string();
+            assert!(error.starts_with("--session-store"), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+        let error = open("mongodb://127.0.0.1:1").await.err().unwrap().to_string();
+        assert!(error.contains("must name a database"), "{error}");
     }
 }

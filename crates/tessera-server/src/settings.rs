@@ -121,8 +121,10 @@ pub struct DatabaseSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct SessionSettings {
     /// Where sessions live: `memory://`, `sqlite://FILE`, `postgres://…`,
-    /// `redis://HOST:PORT`, `redis+cluster://HOST:PORT,HOST:PORT,…` or
-    /// `cookie://`. Empty: the database.
+    /// `mysql://USER@HOST:PORT/DB` (MySQL or MariaDB), `mongodb://HOST:PORT/DB`
+    /// (a replica set; a single node will do), `redis://HOST:PORT`,
+    /// `redis+cluster://HOST:PORT,HOST:PORT,…` or `cookie://`. Empty: the
+    /// database.
     pub store: String,
     /// A session unused this long ends (e.g. `30m`, `2h`).
     #[serde(with = "duration_text")]
@@ -138,7 +140,8 @@ pub struct SessionSettings {
     #[schemars(with = "String")]
     pub store_timeout: Duration,
     /// How often expired sessions are purged from stores without native
-    /// expiry (SQLite, PostgreSQL, memory).
+    /// expiry (SQLite, PostgreSQL, MySQL, memory) and from MongoDB, whose
+    /// TTL index frees them lazily.
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub purge_interval: Duration,
@@ -367,7 +370,7 @@ pub struct MetricsSettings {
     /// metrics tell outsiders more than they should know.
     pub on_public_listener: bool,
     /// How often live sessions are counted for the `tessera_active_sessions`
-    /// gauge (SQLite, PostgreSQL and memory stores).
+    /// gauge (SQLite, PostgreSQL, MySQL, MongoDB and memory stores).
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub active_sessions_interval: Duration,

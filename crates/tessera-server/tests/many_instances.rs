@@ -1,6 +1,7 @@
 //! Several tessera instances sharing one store: sessions move between them,
 //! logout anywhere ends the session everywhere, and concurrent writes spread
-//! over both instances lose nothing, on every store.
+//! over both instances lose nothing, on every store (MongoDB's case runs
+//! against SecantusDB, see scripts/secantus.sh).
 
 mod harness;
 mod services;
@@ -116,6 +117,32 @@ async fn redis_cluster_sessions() {
     })
     .await;
     run_all(first, second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_sessions() {
+    let Some(store) = services::mysql_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    let (first, second, _dir) = pair(url, |config| config.session_store_url = Some(store.clone())).await;
+    run_all(first, second).await;
+    // The sessions really lived there, not in the users' SQLite file.
+    let behind = tessera_store_mysql::MySqlStore::connect(&store).await.unwrap();
+    assert!(behind.count_live().await.unwrap() >= 1, "the instances kept their sessions in MariaDB");
+    behind.pool().close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mongodb_sessions() {
+    let Some(store) = services::mongodb_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    let (first, second, _dir) = pair(url, |config| config.session_store_url = Some(store.clone())).await;
+    run_all(first, second).await;
+    // The sessions really lived there, not in the users' SQLite file.
+    let behind = tessera_store_mongodb::MongoStore::connect(&store).await.unwrap();
+    assert!(behind.count_live().await.unwrap() >= 1, "the instances kept their sessions in MongoDB");
+    behind.client().database(&behind.collection().namespace().db).drop().await.unwrap();
 }
 
 /// Sessions sealed in cookies: any instance sharing the database (and so the

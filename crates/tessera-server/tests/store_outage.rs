@@ -145,7 +145,13 @@ async fn redis_outage_gives_503_then_recovers_without_restart() {
 async fn bad_session_store_urls_name_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    for url in ["mysql://localhost/x", "nonsense", "redis://127.0.0.1:1"] {
+    for url in [
+        "ftp://localhost/x",
+        "nonsense",
+        "redis://127.0.0.1:1",
+        "mysql://root@127.0.0.1:1/x",
+        "mongodb://127.0.0.1:1/x",
+    ] {
         let mut config = test_config(dir.path(), &clock);
         config.session_store_url = Some(url.into());
         let error = match tessera_server::App::build(config).await {

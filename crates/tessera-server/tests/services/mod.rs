@@ -40,3 +40,52 @@ pub fn reachable(service: &str, address: &str) -> bool {
         }
     }
 }
+
+/// A MySQL/MariaDB URL naming a fresh database of its own (created with the
+/// `mariadb` client), or `None` after a skip message when the server is
+/// unreachable (a panic under CI).
+pub fn mysql_url() -> Option<String> {
+    let base = std::env::var("TESSERA_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let parsed = url::Url::parse(&base).expect("TESSERA_TEST_MYSQL_URL is a URL");
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = parsed.port().unwrap_or(3306);
+    if !reachable("MariaDB", &format!("{host}:{port}")) {
+        return None;
+    }
+    let name = format!("tessera_t_{:016x}", rand::random::<u64>());
+    let mut command = std::process::Command::new("mariadb");
+    command.args(["-h", &host, "-P", &port.to_string(), "-u", parsed.username()]);
+    if let Some(password) = parsed.password() {
+        command.arg(format!("-p{password}"));
+    }
+    let status = command.args(["-e", &format!("CREATE DATABASE {name}")]).status().expect("the mariadb client runs");
+    assert!(status.success(), "creating database {name}");
+    let server = base.rsplit_once('/').map(|(server, _)| server).unwrap_or(&base);
+    Some(format!("{server}/{name}"))
+}
+
+/// A MongoDB URL naming a fresh database of its own, on the server from
+/// `TESSERA_TEST_MONGODB_URL` or the one `scripts/secantus.sh` started, or
+/// `None` after a skip message when there is none (a panic under CI).
+pub fn mongodb_url() -> Option<String> {
+    let file = "/tmp/tessera-secantus/url";
+    let base = match std::env::var("TESSERA_TEST_MONGODB_URL") {
+        Ok(url) => url,
+        Err(_) => match std::fs::read_to_string(file) {
+            Ok(url) => url.trim().to_owned(),
+            Err(error) => {
+                if std::env::var_os("TESSERA_REQUIRE_SERVICES").is_some() {
+                    panic!("MongoDB is required but {file} is unreadable ({error}): run scripts/secantus.sh");
+                }
+                eprintln!("SKIPPED: MongoDB: no TESSERA_TEST_MONGODB_URL and {file} is unreadable: {error}");
+                return None;
+            }
+        },
+    };
+    let hosts = base.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap_or_default().to_owned();
+    let first = hosts.split(',').next().unwrap_or_default();
+    if !reachable("MongoDB", first) {
+        return None;
+    }
+    Some(format!("mongodb://{hosts}/tessera_t_{:016x}", rand::random::<u64>()))
+}
