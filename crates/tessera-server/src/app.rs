@@ -527,6 +527,9 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // The limit sits inside render_errors so its 413 becomes a page or
         // a problem document like every other error.
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        // Host, Content-Encoding and 401 challenges (RFC 9110/9112); inside
+        // render_errors so its refusals are pages or problem documents.
+        .layer(middleware::from_fn(crate::http_semantics::check))
         .layer(middleware::from_fn_with_state(state.clone(), render_errors))
         // Outside the session layer, which records the address with the session.
         .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), set_client_ip));
@@ -537,6 +540,8 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         router = router.layer(security_headers::hsts());
     }
     router
+        // gzip or br when the client accepts it; see crate::compression.
+        .layer(crate::compression::layer())
         .layer(middleware::from_fn(crate::metrics::track))
         .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), request_id::assign))
         .with_state(state)

@@ -258,8 +258,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_COOKIE_SAME_SITE", value_parser = ["lax", "strict"])]
     pub cookie_same_site: Option<String>,
 
-    /// Address of the separate metrics listener (GET /metrics); "" for none.
-    /// [config: metrics.listen; default: 127.0.0.1:9300]
+    /// Address of the separate metrics listener (GET /metrics), e.g.
+    /// 127.0.0.1:9300; "" for none. [config: metrics.listen; default: none]
     #[arg(long, env = "TESSERA_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
 

@@ -360,8 +360,10 @@ pub struct ForwardAuthSettings {
 pub struct MetricsSettings {
     /// Serve Prometheus metrics at all.
     pub enabled: bool,
-    /// Address of the separate metrics listener (`GET /metrics`). Empty: no
-    /// separate listener.
+    /// Address of the separate metrics listener (`GET /metrics`), such as
+    /// `127.0.0.1:9300`. Empty (the default): no metrics listener, so that
+    /// several instances on one host start alike; give each its own port.
+    /// A configured address that is busy stops the server.
     pub listen: String,
     /// Also answer `GET /metrics` on the public listener. Off by default:
     /// metrics tell outsiders more than they should know.
@@ -458,7 +460,7 @@ impl Default for MetricsSettings {
     fn default() -> Self {
         MetricsSettings {
             enabled: true,
-            listen: "127.0.0.1:9300".into(),
+            listen: String::new(),
             on_public_listener: false,
             active_sessions_interval: Duration::from_secs(30),
         }
