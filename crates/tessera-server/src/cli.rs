@@ -304,8 +304,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_REFRESH_FAMILY_LIFETIME", value_parser = parse_duration)]
     pub refresh_family_lifetime: Option<Duration>,
 
-    /// The `iss` claim of access tokens, usually the server's public URL.
-    /// [config: tokens.issuer; default: tessera]
+    /// The `iss` claim of access tokens. [config: tokens.issuer; default:
+    /// the server's URL: --public-url, else http(s)://LISTEN]
     #[arg(long, env = "TESSERA_TOKEN_ISSUER")]
     pub token_issuer: Option<String>,
 

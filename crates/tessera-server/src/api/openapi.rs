@@ -36,6 +36,7 @@ use super::{account, auth, products, tokens};
         products::patch,
         products::delete,
         tokens::jwks,
+        tokens::metadata,
         document,
     ),
     components(schemas(ProblemDocument)),
