@@ -28,10 +28,7 @@ type TextPredicate = fn(StatusCode, Version, &HeaderMap, &Extensions) -> bool;
 
 /// The layer: gzip and Brotli for text answers.
 pub fn layer() -> CompressionLayer<And<DefaultPredicate, TextPredicate>> {
-    CompressionLayer::new()
-        .gzip(true)
-        .br(true)
-        .compress_when(DefaultPredicate::new().and(is_text as TextPredicate))
+    CompressionLayer::new().gzip(true).br(true).compress_when(DefaultPredicate::new().and(is_text as TextPredicate))
 }
 
 #[cfg(test)]

@@ -118,11 +118,12 @@ impl Database {
     /// Erases the private halves of keys retired by `now` (they sign no
     /// more). Returns how many were erased.
     pub async fn erase_retired_private_keys(&self, now: Timestamp) -> Result<u64, DatabaseError> {
-        let done =
-            sqlx::query("UPDATE signing_keys SET private_key = NULL WHERE retired_at <= $1 AND private_key IS NOT NULL")
-                .bind(now.as_millis())
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE signing_keys SET private_key = NULL WHERE retired_at <= $1 AND private_key IS NOT NULL",
+        )
+        .bind(now.as_millis())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

@@ -117,7 +117,8 @@ async fn the_document_is_valid_and_its_operation_ids_unique() {
     assert_eq!(created["links"]["GetProduct"]["operationId"], "getProduct");
     // The price pattern agrees with the server's parser.
     let pattern = schemas["NewProduct"]["properties"]["price"]["pattern"].as_str().unwrap();
-    for (price, ok) in [("12.50", true), ("0", true), ("007.10", true), ("1.1234567", false), ("12.", false), ("-1", false)]
+    for (price, ok) in
+        [("12.50", true), ("0", true), ("007.10", true), ("1.1234567", false), ("12.", false), ("-1", false)]
     {
         assert_eq!(tessera_server::api::products::canonical_price(price).is_ok(), ok, "{price}");
         assert_eq!(regex_lite_match(pattern, price), ok, "{pattern} on {price}");
@@ -223,6 +224,9 @@ impl Client<'_> {
     }
 }
 
+/// A refused body: its name, bytes, headers and the status it gets.
+type BodyCase = (&'static str, Vec<u8>, Vec<(&'static str, String)>, u16);
+
 /// The routes with a JSON body, a concrete path, and a valid body.
 fn body_routes(password: &str) -> Vec<(&'static str, &'static str, &'static str, Value)> {
     let confirm = json!({"current_password": password});
@@ -252,14 +256,17 @@ async fn every_status_a_route_answers_is_in_the_document() {
 
     // A user with tokens, and a browser session of another.
     let name = unique_name("docuser");
-    let (status, _) =
-        client.json(o, "post", "/api/signup", "/api/signup", &[], json!({"username": name, "password": PASSWORD})).await;
+    let (status, _) = client
+        .json(o, "post", "/api/signup", "/api/signup", &[], json!({"username": name, "password": PASSWORD}))
+        .await;
     assert_eq!(status, 201);
-    let (status, _) =
-        client.json(o, "post", "/api/signup", "/api/signup", &[], json!({"username": name, "password": PASSWORD})).await;
+    let (status, _) = client
+        .json(o, "post", "/api/signup", "/api/signup", &[], json!({"username": name, "password": PASSWORD}))
+        .await;
     assert_eq!(status, 409);
-    let (_, pair) =
-        client.json(o, "post", "/api/signin", "/api/signin", &[], json!({"username": name, "password": PASSWORD})).await;
+    let (_, pair) = client
+        .json(o, "post", "/api/signin", "/api/signin", &[], json!({"username": name, "password": PASSWORD}))
+        .await;
     let bearer = vec![("authorization", format!("Bearer {}", pair["access_token"].as_str().unwrap()))];
     let mut browser = server.browser();
     assert_eq!(browser.register(&unique_name("doccookie"), PASSWORD).await.status, 303);
@@ -284,7 +291,7 @@ async fn every_status_a_route_answers_is_in_the_document() {
         if !["/api/account", "/api/password"].contains(&route) {
             client.json(o, method, route, path, &bearer, body).await;
         }
-        let cases: [(&str, Vec<u8>, Vec<(&str, String)>, u16); 4] = [
+        let cases: [BodyCase; 4] = [
             ("malformed", b"{".to_vec(), vec![("content-type", "application/json".into())], 400),
             ("array", b"[\"a\",\"b\"]".to_vec(), vec![("content-type", "application/json".into())], 422),
             ("text", b"x".to_vec(), vec![("content-type", "text/plain".into())], 415),
@@ -327,7 +334,14 @@ async fn every_status_a_route_answers_is_in_the_document() {
         let mut headers = cookie.clone();
         headers.push(("x-csrf-token", token));
         client
-            .json(o, "delete", "/api/sessions/{handle}", &format!("/api/sessions/{own}"), &headers, json!({"current_password": PASSWORD}))
+            .json(
+                o,
+                "delete",
+                "/api/sessions/{handle}",
+                &format!("/api/sessions/{own}"),
+                &headers,
+                json!({"current_password": PASSWORD}),
+            )
             .await;
     }
     client

@@ -204,8 +204,7 @@ async fn text_answers_are_compressed_when_the_client_accepts_it() {
         let plain = client.get(format!("{}{path}", server.base)).send().await.unwrap();
         assert!(plain.headers().get("content-encoding").is_none(), "{path}: no Accept-Encoding, no compression");
         let plain = plain.bytes().await.unwrap();
-        let gzip =
-            client.get(format!("{}{path}", server.base)).header("accept-encoding", "gzip").send().await.unwrap();
+        let gzip = client.get(format!("{}{path}", server.base)).header("accept-encoding", "gzip").send().await.unwrap();
         assert_eq!(gzip.status(), 200);
         assert_eq!(gzip.headers()["content-encoding"], "gzip", "{path}");
         assert!(gzip.headers()["vary"].to_str().unwrap().to_ascii_lowercase().contains("accept-encoding"), "{path}");
@@ -242,7 +241,9 @@ async fn password_managers_find_the_change_form_and_the_rules() {
     browser.register(&unique_name("pm"), PASSWORD).await;
     let change = browser.get("/account/password").await;
     assert_eq!(change.status, 200);
-    assert!(change.body.contains(r#"type="hidden" name="username""#) && change.body.contains(r#"autocomplete="username""#));
+    assert!(
+        change.body.contains(r#"type="hidden" name="username""#) && change.body.contains(r#"autocomplete="username""#)
+    );
     assert!(change.body.contains("passwordrules=\"minlength: 12;"));
     server.stop().await;
 }
@@ -271,8 +272,7 @@ async fn access_tokens_follow_rfc_9068_and_the_issuer_is_discoverable() {
     assert_eq!(claims["aud"], "tessera-api");
 
     let client = reqwest::Client::new();
-    let metadata =
-        client.get(format!("{}/.well-known/oauth-authorization-server", server.base)).send().await.unwrap();
+    let metadata = client.get(format!("{}/.well-known/oauth-authorization-server", server.base)).send().await.unwrap();
     assert_eq!(metadata.status(), 200);
     assert_eq!(metadata.headers()["access-control-allow-origin"], "*");
     let metadata: Value = metadata.json().await.unwrap();

@@ -11,8 +11,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::problem::{json_response, ProblemDocument};
-use crate::app::AppState;
 use super::{account, auth, products, tokens};
+use crate::app::AppState;
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -164,10 +164,8 @@ fn complete_operation(path: &str, method: &str, operation: &mut Value) {
     let has_body = operation.get("requestBody").is_some();
     let security = operation.get("security").and_then(Value::as_array).cloned().unwrap_or_default();
     let by_cookie = security.iter().any(|s| s.get("cookie").is_some());
-    let has_query = operation
-        .get("parameters")
-        .and_then(Value::as_array)
-        .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+    let has_query =
+        operation.get("parameters").and_then(Value::as_array).is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
     let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { return };
     let mut add = |status: &str, description: &str| {
         responses.entry(status.to_owned()).or_insert_with(|| problem(description));
@@ -288,7 +286,10 @@ fn constrain_schemas(doc: &mut Value, min_password: usize) {
         }
     }
     let paging = [
-        ("limit", json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": products::MAX_PAGE, "default": 20})),
+        (
+            "limit",
+            json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": products::MAX_PAGE, "default": 20}),
+        ),
         ("offset", json!({"type": "integer", "format": "int64", "minimum": 0, "default": 0})),
     ];
     if let Some(parameters) = doc.pointer_mut("/paths/~1api~1products/get/parameters").and_then(Value::as_array_mut) {

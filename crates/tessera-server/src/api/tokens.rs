@@ -154,8 +154,7 @@ impl TokenService {
     pub async fn rotate_keys(db: &Database, now: Timestamp) -> Result<String, DatabaseError> {
         let pair = KeyPair::generate();
         let sign_from = now.plus(PUBLISH_BEFORE_SIGNING);
-        db.rotate_signing_key(pair.kid(), &pair.private_key_bytes(), &pair.public_key_bytes(), now, sign_from)
-            .await?;
+        db.rotate_signing_key(pair.kid(), &pair.private_key_bytes(), &pair.public_key_bytes(), now, sign_from).await?;
         Ok(pair.kid().to_owned())
     }
 
@@ -347,10 +346,8 @@ async fn load_ring(db: &Database, now: Timestamp, access_ttl: Duration) -> Resul
     // been published long enough) and has its private half; of those, the
     // newest published for PUBLISH_BEFORE_SIGNING signs, or, if none has
     // been (the very first key), the oldest.
-    let can_sign: Vec<_> = keys
-        .iter()
-        .filter(|k| k.private_key.is_some() && k.retired_at.is_none_or(|retired| retired > now))
-        .collect();
+    let can_sign: Vec<_> =
+        keys.iter().filter(|k| k.private_key.is_some() && k.retired_at.is_none_or(|retired| retired > now)).collect();
     let published = |k: &&&crate::token_store::StoredSigningKey| k.created_at.plus(PUBLISH_BEFORE_SIGNING) <= now;
     let signer = can_sign.iter().find(published).or(can_sign.last()).and_then(|k| k.private_key.as_deref());
     if keys.iter().any(|k| k.private_key.is_some() && k.retired_at.is_some_and(|retired| retired <= now)) {

@@ -171,7 +171,10 @@ const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// The machine's 1-minute load average, for the log.
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split(' ').next().map(str::to_owned)).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split(' ').next().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// One start on `port`: the driver and its URL, or what went wrong (with
