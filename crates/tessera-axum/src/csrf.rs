@@ -9,6 +9,12 @@
 //! between rendering and posting. Requests that browsers mark as cross-site
 //! (`Sec-Fetch-Site: cross-site`) or whose `Origin` is another host are
 //! refused before the token is even looked at.
+//!
+//! Each rendering masks the token afresh (a random 32-byte pad, then the
+//! token XOR the pad, base64url: 86 characters), so the bytes on a page
+//! change every time and compressed pages do not leak the token to a
+//! BREACH-style length oracle. Verification unmasks; the bare 43-character
+//! token is accepted too.
 
 use std::sync::Arc;
 
@@ -75,12 +81,40 @@ pub(crate) fn valid_secret(value: &str) -> bool {
     value.len() == 43 && URL_SAFE_NO_PAD.decode(value).map(|b| b.len() == 32).unwrap_or(false)
 }
 
-fn session_token(key: &CsrfKey, session_key: &tessera::SessionKey) -> String {
-    URL_SAFE_NO_PAD.encode(key.sign(b"tessera csrf session v1\0", session_key.as_bytes()))
+fn session_token(key: &CsrfKey, session_key: &tessera::SessionKey) -> [u8; 32] {
+    key.sign(b"tessera csrf session v1\0", session_key.as_bytes())
 }
 
-fn pre_session_token(key: &CsrfKey, secret: &str) -> String {
-    URL_SAFE_NO_PAD.encode(key.sign(b"tessera csrf pre-session v1\0", secret.as_bytes()))
+fn pre_session_token(key: &CsrfKey, secret: &str) -> [u8; 32] {
+    key.sign(b"tessera csrf pre-session v1\0", secret.as_bytes())
+}
+
+/// `base64url(pad || token XOR pad)` with a fresh random pad.
+fn masked(token: [u8; 32]) -> String {
+    let mut pad = [0u8; 32];
+    OsRng.fill_bytes(&mut pad);
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&pad);
+    for (i, byte) in token.iter().enumerate() {
+        out[32 + i] = byte ^ pad[i];
+    }
+    URL_SAFE_NO_PAD.encode(out)
+}
+
+/// The token inside a submitted value: masked (86 characters) or bare (43).
+fn unmasked(submitted: &str) -> Option<[u8; 32]> {
+    let bytes = URL_SAFE_NO_PAD.decode(submitted).ok()?;
+    match bytes.len() {
+        32 => bytes.try_into().ok(),
+        64 => {
+            let mut token = [0u8; 32];
+            for (i, byte) in token.iter_mut().enumerate() {
+                *byte = bytes[32 + i] ^ bytes[i];
+            }
+            Some(token)
+        }
+        _ => None,
+    }
 }
 
 /// The CSRF token to embed in this request's forms as a hidden `csrf_token`
@@ -98,10 +132,10 @@ impl CsrfToken {
         let session = slot.session().await.map_err(IntoResponse::into_response)?;
         let key = &slot.config.csrf_key;
         if let Some(session_key) = session.key() {
-            return Ok(CsrfToken(session_token(key, &session_key)));
+            return Ok(CsrfToken(masked(session_token(key, &session_key))));
         }
         if let Some(secret) = &slot.pre_session_secret {
-            return Ok(CsrfToken(pre_session_token(key, secret)));
+            return Ok(CsrfToken(masked(pre_session_token(key, secret))));
         }
         let mut minted = slot.minted_pre_session_secret.lock().unwrap_or_else(|p| p.into_inner());
         let secret = minted.get_or_insert_with(|| {
@@ -109,7 +143,7 @@ impl CsrfToken {
             OsRng.fill_bytes(&mut bytes);
             URL_SAFE_NO_PAD.encode(bytes)
         });
-        Ok(CsrfToken(pre_session_token(key, secret)))
+        Ok(CsrfToken(masked(pre_session_token(key, secret))))
     }
 }
 
@@ -152,12 +186,13 @@ pub(crate) async fn verify(parts: &Parts, submitted: Option<&str>) -> Result<(),
     let submitted = submitted.ok_or_else(|| missing().into_response())?;
     let session = slot.session().await.map_err(IntoResponse::into_response)?;
     let key = &slot.config.csrf_key;
+    let submitted = unmasked(submitted).ok_or_else(|| missing().into_response())?;
     let mut valid = false;
     if let Some(session_key) = session.key() {
-        valid |= bool::from(session_token(key, &session_key).as_bytes().ct_eq(submitted.as_bytes()));
+        valid |= bool::from(session_token(key, &session_key).ct_eq(&submitted));
     }
     if let Some(secret) = &slot.pre_session_secret {
-        valid |= bool::from(pre_session_token(key, secret).as_bytes().ct_eq(submitted.as_bytes()));
+        valid |= bool::from(pre_session_token(key, secret).ct_eq(&submitted));
     }
     if valid {
         Ok(())
@@ -246,5 +281,23 @@ where
         let form = serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| reject(StatusCode::BAD_REQUEST, &format!("The form is malformed: {e}.")))?;
         Ok(CsrfForm(form))
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::*;
+
+    #[test]
+    fn masking_changes_the_text_not_the_token() {
+        let token = [7u8; 32];
+        let (a, b) = (masked(token), masked(token));
+        assert_eq!(a.len(), 86);
+        assert_ne!(a, b, "a fresh pad each time");
+        assert_eq!(unmasked(&a), Some(token));
+        assert_eq!(unmasked(&b), Some(token));
+        assert_eq!(unmasked(&URL_SAFE_NO_PAD.encode(token)), Some(token), "the bare token is accepted");
+        assert_eq!(unmasked("short"), None);
+        assert_eq!(unmasked("not base64 !!"), None);
     }
 }

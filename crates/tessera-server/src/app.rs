@@ -135,7 +135,10 @@ impl AppConfig {
                 forward_auth::parse_forward_header(header).map_err(|e| format!("forward_auth.headers: {e}"))?;
             forward_auth.headers.push(header);
         }
-        let mut tokens = TokenSettings::new(settings.tokens.issuer.clone(), "tessera-api");
+        // RFC 9068: `iss` is the server's URL, `client_id` the API's own
+        // first-party client, `scope` the whole API (there are no others).
+        let mut tokens = TokenSettings::new(settings.token_issuer(), crate::api::tokens::AUDIENCE);
+        tokens.client_id = crate::api::tokens::CLIENT_ID.into();
         tokens.access_ttl = settings.tokens.access_ttl;
         let throttle = ThrottleConfig {
             account_free_failures: settings.throttle.account_free_failures,
@@ -526,6 +529,9 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // Probes and static files never touch the session.
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        // W3C "A Well-Known URL for Changing Passwords": password managers
+        // send users here.
+        .route("/.well-known/change-password", get(|| async { axum::response::Redirect::to("/account/password") }))
         .merge(static_files::routes());
     if config.metrics_on_public_listener {
         let source = state.metrics.clone();
@@ -535,6 +541,9 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         // The limit sits inside render_errors so its 413 becomes a page or
         // a problem document like every other error.
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        // Host, Content-Encoding and 401 challenges (RFC 9110/9112); inside
+        // render_errors so its refusals are pages or problem documents.
+        .layer(middleware::from_fn(crate::http_semantics::check))
         .layer(middleware::from_fn_with_state(state.clone(), render_errors))
         // Outside the session layer, which records the address with the session.
         .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), set_client_ip));
@@ -545,6 +554,8 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         router = router.layer(security_headers::hsts());
     }
     router
+        // gzip or br when the client accepts it; see crate::compression.
+        .layer(crate::compression::layer())
         .layer(middleware::from_fn(crate::metrics::track))
         .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), request_id::assign))
         .with_state(state)

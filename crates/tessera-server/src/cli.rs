@@ -259,8 +259,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_COOKIE_SAME_SITE", value_parser = ["lax", "strict"])]
     pub cookie_same_site: Option<String>,
 
-    /// Address of the separate metrics listener (GET /metrics); "" for none.
-    /// [config: metrics.listen; default: 127.0.0.1:9300]
+    /// Address of the separate metrics listener (GET /metrics), e.g.
+    /// 127.0.0.1:9300; "" for none. [config: metrics.listen; default: none]
     #[arg(long, env = "TESSERA_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
 
@@ -305,8 +305,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_REFRESH_FAMILY_LIFETIME", value_parser = parse_duration)]
     pub refresh_family_lifetime: Option<Duration>,
 
-    /// The `iss` claim of access tokens, usually the server's public URL.
-    /// [config: tokens.issuer; default: tessera]
+    /// The `iss` claim of access tokens. [config: tokens.issuer; default:
+    /// the server's URL: --public-url, else http(s)://LISTEN]
     #[arg(long, env = "TESSERA_TOKEN_ISSUER")]
     pub token_issuer: Option<String>,
 

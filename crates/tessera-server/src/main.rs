@@ -182,7 +182,7 @@ async fn rotate_keys(settings: &Settings) -> Result<(), String> {
     let kid = TokenService::rotate_keys(&db, tessera::Timestamp::now()).await.map_err(|e| e.to_string())?;
     db.close().await;
     // Only the public key ID: the private key never leaves the database.
-    println!("new signing key {kid}; running servers switch to it within 30 seconds");
+    println!("new signing key {}", tessera_server::api::tokens::rotation_note(&kid));
     Ok(())
 }
 

@@ -227,7 +227,10 @@ pub struct ThrottleSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiTokenSettings {
-    /// The `iss` claim of access tokens, usually the server's public URL.
+    /// The `iss` claim of access tokens and the `issuer` of
+    /// `/.well-known/oauth-authorization-server`. Empty (the default): the
+    /// server's URL, `server.public_url` when set, else `http://` (`https://`
+    /// with `tls.cert`) and `server.listen`.
     pub issuer: String,
     /// Lifetime of API access tokens.
     #[serde(with = "duration_text")]
@@ -363,8 +366,10 @@ pub struct ForwardAuthSettings {
 pub struct MetricsSettings {
     /// Serve Prometheus metrics at all.
     pub enabled: bool,
-    /// Address of the separate metrics listener (`GET /metrics`). Empty: no
-    /// separate listener.
+    /// Address of the separate metrics listener (`GET /metrics`), such as
+    /// `127.0.0.1:9300`. Empty (the default): no metrics listener, so that
+    /// several instances on one host start alike; give each its own port.
+    /// A configured address that is busy stops the server.
     pub listen: String,
     /// Also answer `GET /metrics` on the public listener. Off by default:
     /// metrics tell outsiders more than they should know.
@@ -461,7 +466,7 @@ impl Default for MetricsSettings {
     fn default() -> Self {
         MetricsSettings {
             enabled: true,
-            listen: "127.0.0.1:9300".into(),
+            listen: String::new(),
             on_public_listener: false,
             active_sessions_interval: Duration::from_secs(30),
         }
@@ -485,7 +490,7 @@ impl Default for ThrottleSettings {
 impl Default for ApiTokenSettings {
     fn default() -> Self {
         ApiTokenSettings {
-            issuer: "tessera".into(),
+            issuer: String::new(),
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_family_lifetime: crate::api::tokens::DEFAULT_REFRESH_FAMILY_LIFETIME,
@@ -668,8 +673,9 @@ impl Settings {
         if !domain.is_empty() && !host_name {
             return bad("cookie.domain", format!("{domain:?} is not a host name such as example.com"));
         }
-        if self.tokens.issuer.trim().is_empty() {
-            return bad("tokens.issuer", "must not be empty".into());
+        // Empty means "the server's URL"; blanks are a mistake.
+        if !self.tokens.issuer.is_empty() && self.tokens.issuer.trim().is_empty() {
+            return bad("tokens.issuer", "must not be blank (leave it out for the server's URL)".into());
         }
         let mut ids = std::collections::HashSet::new();
         for (index, provider) in self.oidc.providers.iter().enumerate() {
@@ -691,6 +697,19 @@ impl Settings {
 
     /// Both files or neither, and they must load: `config check` then
     /// catches a bad certificate before a restart does.
+    /// The `iss` of access tokens: `tokens.issuer`, else `server.public_url`
+    /// (without a trailing `/`), else the URL of `server.listen`.
+    pub fn token_issuer(&self) -> String {
+        if !self.tokens.issuer.is_empty() {
+            return self.tokens.issuer.clone();
+        }
+        if !self.server.public_url.is_empty() {
+            return self.server.public_url.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.tls.cert.is_empty() { "http" } else { "https" };
+        format!("{scheme}://{}", self.server.listen)
+    }
+
     fn validate_tls(&self) -> Result<(), SettingsError> {
         let bad = |key: &str, why: String| Err(SettingsError(format!("{key}: {why}")));
         match (self.tls.cert.is_empty(), self.tls.key.is_empty()) {

@@ -76,17 +76,25 @@ impl Database {
             .collect()
     }
 
-    /// Adds a key that signs from now on and retires every other key (their
-    /// public halves keep verifying; their private halves are erased).
+    /// Adds a key and retires every other key at `sign_from`: until then the
+    /// current key keeps signing while the new one is published in the JWKS
+    /// (see [`crate::api::tokens::PUBLISH_BEFORE_SIGNING`]); from then on the
+    /// new key signs. Retired public halves keep verifying; private halves
+    /// of keys retired by now are erased.
     pub async fn rotate_signing_key(
         &self,
         kid: &str,
         private_key: &[u8],
         public_key: &[u8],
         now: Timestamp,
+        sign_from: Timestamp,
     ) -> Result<(), DatabaseError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE signing_keys SET retired_at = $1, private_key = NULL WHERE retired_at IS NULL")
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL OR retired_at > $1")
+            .bind(sign_from.as_millis())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE signing_keys SET private_key = NULL WHERE retired_at <= $1")
             .bind(now.as_millis())
             .execute(&mut *tx)
             .await?;
@@ -105,6 +113,18 @@ impl Database {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Erases the private halves of keys retired by `now` (they sign no
+    /// more). Returns how many were erased.
+    pub async fn erase_retired_private_keys(&self, now: Timestamp) -> Result<u64, DatabaseError> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET private_key = NULL WHERE retired_at <= $1 AND private_key IS NOT NULL",
+        )
+        .bind(now.as_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Adds the first signing key unless another instance already has. Two

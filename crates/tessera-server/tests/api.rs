@@ -184,7 +184,7 @@ async fn api_flow(server: &TestServer) {
     assert_eq!(me.json, signup.json);
     let anonymous = api.get("/api/me").await;
     anonymous.assert_problem(401, "unauthenticated");
-    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer realm=\"tessera\""));
 
     // Products.
     let authed = api.with_bearer(access(&pair.json));
@@ -464,17 +464,31 @@ async fn key_rotation_keeps_old_tokens_valid_until_they_expire() {
     let new_kid = TokenService::rotate_keys(db, tessera::Clock::now(&server.clock)).await.unwrap();
     server.app_state.tokens.reload().await.unwrap();
     assert_ne!(new_kid, old_kid);
+    let jwks_kids = || async {
+        api.get("/.well-known/jwks.json").await.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect::<BTreeSet<String>>()
+    };
+    // Published at once, but not signing yet: a verifier behind an HTTP
+    // cache may hold the JWKS of a moment ago for its max-age.
+    assert_eq!(jwks_kids().await, BTreeSet::from([old_kid.clone(), new_kid.clone()]), "the new key is published");
+    let during = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.json;
+    assert_eq!(jwt_header(access(&during))["kid"], old_kid.as_str(), "the old key signs while the new one spreads");
+    server.clock.advance(tessera_server::api::tokens::PUBLISH_BEFORE_SIGNING - Duration::from_secs(1));
+    server.app_state.tokens.reload().await.unwrap();
+    let still = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.json;
+    assert_eq!(jwt_header(access(&still))["kid"], old_kid.as_str(), "…until the JWKS max-age and a reload passed");
+    assert!(tessera_server::api::tokens::PUBLISH_BEFORE_SIGNING >= Duration::from_secs(300 + 30));
+    server.clock.advance(Duration::from_secs(1));
+    server.app_state.tokens.reload().await.unwrap();
 
     assert_eq!(api.with_bearer(access(&old_pair)).get("/api/me").await.status, 200, "old token still valid");
     let new_pair = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.json;
     assert_eq!(jwt_header(access(&new_pair))["kid"], new_kid.as_str(), "new tokens carry the new kid");
-    let kids: BTreeSet<String> = api.get("/.well-known/jwks.json").await.json["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(kids, BTreeSet::from([old_kid.clone(), new_kid.clone()]), "JWKS lists both");
+    assert_eq!(jwks_kids().await, BTreeSet::from([old_kid.clone(), new_kid.clone()]), "JWKS lists both");
     let stored = db.signing_keys().await.unwrap();
     assert!(stored.iter().find(|k| k.kid == old_kid).unwrap().private_key.is_none(), "retired private key erased");
 

@@ -24,6 +24,31 @@ async fn server() -> (TestServer, tempfile::TempDir) {
     (server, dir)
 }
 
+/// A chromedriver that cannot start (here: its port is taken) is reported
+/// with its own output, not a bare time-out, and the next start succeeds:
+/// what `Chromedriver::start` retries on.
+#[tokio::test]
+async fn a_failed_chromedriver_start_is_reported_and_a_retry_works() {
+    if !chromium::available() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let failure = match chromium::start_on(port, std::time::Duration::from_secs(20)).await {
+        Ok((mut child, _)) => {
+            let _ = child.kill();
+            panic!("chromedriver started on a taken port");
+        }
+        Err(failure) => failure,
+    };
+    assert!(failure.contains(&format!("port {port}")), "{failure}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "an exit is noticed at once: {failure}");
+    drop(taken);
+    let driver = Chromedriver::start().await;
+    drop(driver);
+}
+
 /// Fills in and sends the registration form.
 async fn register(browser: &Chromium, base: &str, name: &str, password: &str) {
     browser.open(&format!("{base}/register")).await;

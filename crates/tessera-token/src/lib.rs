@@ -13,8 +13,8 @@
 //! the key is chosen by `kid` from the ring only (never from `jwk`, `jku`,
 //! `x5u` or any other header), the header may carry nothing but `alg`,
 //! `typ` and `kid`, `typ` must be `at+jwt` (RFC 9068), and `iss`, `aud`,
-//! `sub`, `iat`, `nbf`, `exp` and `jti` must all be present with the right
-//! JSON types. Time is whatever the caller says it is, so a server can use
+//! `sub`, `iat`, `nbf`, `exp`, `jti`, `client_id` and `scope` (RFC 9068
+//! §2.2) must all be present with the right JSON types. Time is whatever the caller says it is, so a server can use
 //! its own clock (and tests a manual one).
 //!
 //! ```
@@ -51,6 +51,10 @@ use sha2::{Digest, Sha256};
 
 /// The `typ` header of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// The `scope` of access tokens unless [`TokenSettings::scope`] says
+/// otherwise: the whole API.
+pub const DEFAULT_SCOPE: &str = "api";
 
 /// The only signing algorithm issued and accepted.
 pub const ALGORITHM: &str = "EdDSA";
@@ -110,10 +114,16 @@ pub enum TokenError {
 /// What issued tokens say and verified tokens must say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSettings {
-    /// The `iss` claim.
+    /// The `iss` claim: the issuer's URL (RFC 9068 §2.2, RFC 8414).
     pub issuer: String,
     /// The `aud` claim.
     pub audience: String,
+    /// The `client_id` claim (RFC 9068 §2.2): the client the token was
+    /// issued to. Default: the audience.
+    pub client_id: String,
+    /// The `scope` claim (RFC 9068 §2.2.3): space-separated scopes granted.
+    /// Default [`DEFAULT_SCOPE`].
+    pub scope: String,
     /// How long an access token lives. Default 15 minutes.
     pub access_ttl: Duration,
     /// Tolerated clock difference for `exp` and `nbf`. Default zero: one
@@ -124,9 +134,12 @@ pub struct TokenSettings {
 impl TokenSettings {
     /// Settings for `issuer` and `audience` with the defaults.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        let audience = audience.into();
         TokenSettings {
             issuer: issuer.into(),
-            audience: audience.into(),
+            client_id: audience.clone(),
+            scope: DEFAULT_SCOPE.to_owned(),
+            audience,
             access_ttl: Duration::from_secs(15 * 60),
             leeway: Duration::ZERO,
         }
@@ -150,6 +163,10 @@ pub struct AccessClaims {
     pub exp: i64,
     /// A unique token ID.
     pub jti: String,
+    /// The client the token was issued to (RFC 9068).
+    pub client_id: String,
+    /// The scopes granted, space-separated (RFC 9068).
+    pub scope: String,
 }
 
 /// A freshly signed access token.
@@ -327,6 +344,8 @@ impl KeyRing {
             nbf: now,
             exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
             jti: URL_SAFE_NO_PAD.encode(jti),
+            client_id: settings.client_id.clone(),
+            scope: settings.scope.clone(),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
@@ -393,6 +412,9 @@ impl KeyRing {
         }
         if claims.sub.is_empty() || claims.jti.is_empty() {
             return Err(TokenError::InvalidClaims("empty sub or jti"));
+        }
+        if claims.client_id != settings.client_id {
+            return Err(TokenError::InvalidClaims("wrong client_id"));
         }
         let leeway = i64::try_from(settings.leeway.as_secs()).unwrap_or(0);
         // RFC 7519: the token must not be accepted "on or after" exp.

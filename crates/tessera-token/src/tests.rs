@@ -16,7 +16,10 @@ fn setup() -> (TokenSettings, KeyRing, KeyPair) {
 }
 
 fn good_claims() -> serde_json::Value {
-    json!({"iss": "tessera", "aud": "tessera-api", "sub": "1", "iat": NOW, "nbf": NOW, "exp": NOW + 900, "jti": "x"})
+    json!({
+        "iss": "tessera", "aud": "tessera-api", "sub": "1", "iat": NOW, "nbf": NOW, "exp": NOW + 900, "jti": "x",
+        "client_id": "tessera-api", "scope": "api"
+    })
 }
 
 /// Signs `header` and `claims` with `pair`, whatever they say.
@@ -41,6 +44,8 @@ fn issued_tokens_verify_and_carry_every_claim() {
     let claims = ring.verify(&settings, &issued.token, NOW).unwrap();
     assert_eq!((claims.sub.as_str(), claims.exp - claims.iat, claims.nbf), ("7", 900, NOW));
     assert_eq!(claims.jti.len(), 22);
+    // RFC 9068 §2.2: client_id and scope are there.
+    assert_eq!((claims.client_id.as_str(), claims.scope.as_str()), ("tessera-api", DEFAULT_SCOPE));
     // A hand-signed token with the same header is accepted: the forging
     // helper is faithful, so the refusals below are about what they change.
     assert!(ring.verify(&settings, &sign(&pair, &header(&pair), &good_claims()), NOW).is_ok());
@@ -200,4 +205,25 @@ fn rotation_keeps_old_public_keys() {
     assert_eq!(KeyRing::new().with_verification_key(&[1, 2, 3]).err(), Some(KeyError::WrongLength(3)));
     assert!(KeyPair::from_private_key_bytes(&[0; 31]).is_err());
     assert_eq!(KeyRing::new().issue(&settings, "1", NOW), Err(TokenError::NoSigningKey));
+}
+
+#[test]
+fn rfc_9068_claims_are_required() {
+    let (settings, ring, pair) = setup();
+    let check = |claims: serde_json::Value| ring.verify(&settings, &sign(&pair, &header(&pair), &claims), NOW);
+    for field in ["client_id", "scope"] {
+        let mut claims = good_claims();
+        claims.as_object_mut().unwrap().remove(field);
+        assert!(matches!(check(claims), Err(TokenError::InvalidClaims(_))), "missing {field}");
+    }
+    let mut claims = good_claims();
+    claims["client_id"] = json!("someone-else");
+    assert_eq!(check(claims), Err(TokenError::InvalidClaims("wrong client_id")));
+    let mut custom = settings.clone();
+    custom.client_id = "mobile".into();
+    custom.scope = "api products:read".into();
+    let issued = ring.issue(&custom, "7", NOW).unwrap();
+    assert_eq!(issued.claims.scope, "api products:read");
+    assert!(ring.verify(&custom, &issued.token, NOW).is_ok());
+    assert!(ring.verify(&settings, &issued.token, NOW).is_err(), "another client's token");
 }

@@ -29,6 +29,6 @@ pub async fn rotate_jwt_signing_keys(context: &AdminContext, out: &mut dyn Write
     let kid = crate::api::tokens::TokenService::rotate_keys(&context.backends.db, context.config.clock.now())
         .await
         .map_err(|e| AdminError::Failed(e.to_string()))?;
-    say(out, format!("JWT signing key rotated: new key {kid}; running servers switch to it within 30 seconds"));
+    say(out, format!("JWT signing key rotated: {}", crate::api::tokens::rotation_note(&kid)));
     Ok(())
 }

@@ -18,7 +18,8 @@ use tessera_axum::LoginClient;
 pub struct Credentials {
     /// 3–64 characters: letters, digits, `.`, `_`, `-`; case-insensitive.
     pub username: String,
-    /// At least 8 characters, at most 1024 bytes.
+    /// At least `passwords.min_chars` characters (12 by default; the
+    /// served document states the running value), at most 1024 bytes.
     pub password: String,
 }
 

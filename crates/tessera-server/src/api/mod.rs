@@ -52,6 +52,7 @@ api_routes! {
     },
     "/api/openapi.json" => { get => openapi::document },
     "/.well-known/jwks.json" => { get => tokens::jwks },
+    "/.well-known/oauth-authorization-server" => { get => tokens::metadata },
 }
 
 /// Whether errors on `path` must be problem documents whatever `Accept` says.

@@ -3,7 +3,7 @@
 
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,6 +22,9 @@ pub enum ApiError {
     InvalidQuery(String),
     /// 415 `unsupported-media-type`: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 415 `unsupported-content-encoding`: the body is compressed (or
+    /// otherwise encoded) in a way this server does not decode.
+    UnsupportedContentEncoding,
     /// 413 `payload-too-large`.
     PayloadTooLarge,
     /// 422 `validation`: JSON of the wrong shape or with invalid values.
@@ -81,6 +84,12 @@ impl ApiError {
                 "unsupported-media-type",
                 "Unsupported media type",
                 "Send the body as application/json.".into(),
+            ),
+            UnsupportedContentEncoding => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-content-encoding",
+                "Unsupported content encoding",
+                UNSUPPORTED_ENCODING_DETAIL.into(),
             ),
             PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -149,6 +158,10 @@ impl ApiError {
     }
 }
 
+/// The detail of a 415 for a `Content-Encoding` this server does not decode.
+pub const UNSUPPORTED_ENCODING_DETAIL: &str =
+    "This server does not decode compressed request bodies: send the body without Content-Encoding.";
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProblemDocument {
@@ -182,11 +195,14 @@ impl IntoResponse for ApiError {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
-            ApiError::Unauthenticated | ApiError::InvalidCredentials => {
-                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
             ApiError::InvalidToken => {
-                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tessera\", error=\"invalid_token\""),
+                );
+            }
+            ApiError::UnsupportedContentEncoding => {
+                headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
             }
             ApiError::Unavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
@@ -195,6 +211,10 @@ impl IntoResponse for ApiError {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_seconds(wait)));
             }
             _ => {}
+        }
+        // RFC 9110 §15.5.2: every 401 names a scheme the client can use.
+        if status == StatusCode::UNAUTHORIZED && !headers.contains_key(WWW_AUTHENTICATE) {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(crate::http_semantics::BEARER_CHALLENGE));
         }
         response
     }
@@ -221,6 +241,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if !is_json(content_type) {
             return Err(ApiError::UnsupportedMediaType);
         }
+        // Also refused server-wide (crate::http_semantics); kept here so the
+        // extractor is right wherever it is mounted.
+        if crate::http_semantics::unsupported_content_encoding(request.headers()) {
+            return Err(ApiError::UnsupportedContentEncoding);
+        }
         // The server-wide RequestBodyLimitLayer refuses bodies that announce
         // a larger Content-Length; this bounds chunked ones too.
         let bytes = axum::body::to_bytes(request.into_body(), state.max_body_bytes)
@@ -233,12 +258,30 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// Parses JSON: syntax errors are 400, shape errors 422.
+/// Parses a JSON object: syntax errors are 400, shape errors 422.
+///
+/// Every API body is an object. serde would also fill a struct from an
+/// array of its fields in order (`["Widget","Blue","12.50"]`), which no
+/// client means and which the OpenAPI document does not allow: any other
+/// top-level value than an object is refused with 422 first.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+    let classify = |error: serde_json::Error| match error.classify() {
         serde_json::error::Category::Data => ApiError::Validation(capitalize(&error.to_string())),
         _ => ApiError::MalformedJson(error.to_string()),
-    })
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(classify)?;
+    if !value.is_object() {
+        let found = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(ApiError::Validation(format!("The body must be a JSON object, not {found}.")));
+    }
+    // Parsed again from the bytes (not the value) for errors with positions.
+    serde_json::from_slice(bytes).map_err(classify)
 }
 
 fn capitalize(text: &str) -> String {

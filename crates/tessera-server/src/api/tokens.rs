@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use http::header::CACHE_CONTROL;
+use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL};
 use http::{HeaderValue, StatusCode};
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -29,6 +29,24 @@ const RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// Least time between reloads forced by an unknown `kid`, so junk tokens
 /// cannot turn into a database query each.
 const UNKNOWN_KID_RELOAD_GAP: Duration = Duration::from_secs(2);
+
+/// The `aud` of access tokens: this server's API.
+pub const AUDIENCE: &str = "tessera-api";
+
+/// The `client_id` of access tokens (RFC 9068 §2.2). API callers sign in
+/// with a user's password at `/api/signin` and register no client, so
+/// every token is issued to the API's one first-party client.
+pub const CLIENT_ID: &str = "tessera-api";
+
+/// How long a new signing key is published in the JWKS before it signs:
+/// the JWKS's `Cache-Control: max-age` (300 s) plus the key ring's reload
+/// interval (30 s), so that a verifier behind an HTTP cache that fetched
+/// the JWKS just before the rotation has the new key by the time it sees a
+/// token signed with it.
+pub const PUBLISH_BEFORE_SIGNING: Duration = Duration::from_secs(JWKS_MAX_AGE_SECS + 30);
+
+/// `Cache-Control: max-age` of the JWKS.
+pub const JWKS_MAX_AGE_SECS: u64 = 300;
 
 /// The default absolute lifetime of a refresh family: 30 days. NIST SP
 /// 800-63B asks single-factor (AAL1) sessions to re-authenticate at least
@@ -130,11 +148,14 @@ impl TokenService {
         self
     }
 
-    /// Generates a new signing key; the previous ones keep verifying the
-    /// tokens they signed until those expire. Returns the new `kid`.
+    /// Generates a new signing key, published in the JWKS at once and
+    /// signing after [`PUBLISH_BEFORE_SIGNING`] (the current key signs until
+    /// then); the previous keys keep verifying the tokens they signed until
+    /// those expire. Returns the new `kid`.
     pub async fn rotate_keys(db: &Database, now: Timestamp) -> Result<String, DatabaseError> {
         let pair = KeyPair::generate();
-        db.rotate_signing_key(pair.kid(), &pair.private_key_bytes(), &pair.public_key_bytes(), now).await?;
+        let sign_from = now.plus(PUBLISH_BEFORE_SIGNING);
+        db.rotate_signing_key(pair.kid(), &pair.private_key_bytes(), &pair.public_key_bytes(), now, sign_from).await?;
         Ok(pair.kid().to_owned())
     }
 
@@ -321,8 +342,21 @@ async fn load_ring(db: &Database, now: Timestamp, access_ttl: Duration) -> Resul
             DatabaseError::Unavailable(format!("stored public key {} is unusable: {error}", key.kid))
         })?;
     }
-    // `keys` is newest first: the first unretired key with its private half signs.
-    let signer = keys.iter().find(|k| k.retired_at.is_none()).and_then(|k| k.private_key.as_deref());
+    // `keys` is newest first. A key may sign while it is not retired yet
+    // (rotation retires the old key in the future, when the new one has
+    // been published long enough) and has its private half; of those, the
+    // newest published for PUBLISH_BEFORE_SIGNING signs, or, if none has
+    // been (the very first key), the oldest.
+    let can_sign: Vec<_> =
+        keys.iter().filter(|k| k.private_key.is_some() && k.retired_at.is_none_or(|retired| retired > now)).collect();
+    let published = |k: &&&crate::token_store::StoredSigningKey| k.created_at.plus(PUBLISH_BEFORE_SIGNING) <= now;
+    let signer = can_sign.iter().find(published).or(can_sign.last()).and_then(|k| k.private_key.as_deref());
+    if keys.iter().any(|k| k.private_key.is_some() && k.retired_at.is_some_and(|retired| retired <= now)) {
+        // A rotation's old key has stopped signing: its private half goes.
+        if let Err(error) = db.erase_retired_private_keys(now).await {
+            tracing::warn!(%error, "erasing retired signing keys failed; trying again at the next reload");
+        }
+    }
     match signer.map(KeyPair::from_private_key_bytes) {
         Some(Ok(pair)) => ring = ring.with_signing_key(pair),
         Some(Err(error)) => return Err(DatabaseError::Unavailable(format!("stored signing key is unusable: {error}"))),
@@ -340,7 +374,71 @@ async fn load_ring(db: &Database, now: Timestamp, access_ttl: Duration) -> Resul
 )]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = json_response(StatusCode::OK, &state.tokens.jwks().await);
-    // Verifiers may cache it briefly; rotation keeps old keys listed anyway.
-    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    // Verifiers may cache it for JWKS_MAX_AGE_SECS: new keys are published
+    // that long before they sign, old ones stay until their tokens expire.
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    // Public keys, no credentials: any origin's script may read them.
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response.into_response()
+}
+
+/// What `tessera keys rotate` and `tessera admin rotate-keys` say.
+pub fn rotation_note(kid: &str) -> String {
+    format!(
+        "{kid}: running servers publish it in the JWKS within 30 seconds and sign with it after {} seconds \
+         (verifiers may cache the JWKS for {JWKS_MAX_AGE_SECS} seconds)",
+        PUBLISH_BEFORE_SIGNING.as_secs()
+    )
+}
+
+/// RFC 8414 authorization server metadata: where resource servers find the
+/// issuer's keys. tessera offers no OAuth flows (clients sign in at
+/// `/api/signin`), so only the discovery fields are given.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ServerMetadata {
+    /// The `iss` of access tokens.
+    pub issuer: String,
+    /// The JWKS with the keys that verify them.
+    pub jwks_uri: String,
+    /// OAuth response types offered: none.
+    pub response_types_supported: Vec<String>,
+    /// The OpenAPI document of the API.
+    pub service_documentation: String,
+}
+
+/// The base URL that metadata links start from: the issuer when it is a
+/// URL, else the public URL, else this request's host.
+fn base_url(state: &AppState, headers: &http::HeaderMap) -> String {
+    let issuer = &state.tokens.settings().issuer;
+    if issuer.starts_with("https://") || issuer.starts_with("http://") {
+        return issuer.trim_end_matches('/').to_owned();
+    }
+    if let Some(url) = &state.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+/// `GET /.well-known/oauth-authorization-server`.
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "tokens",
+    responses((status = 200, description = "RFC 8414 metadata: the issuer and its JWKS", body = ServerMetadata))
+)]
+pub async fn metadata(State(state): State<AppState>, headers: http::HeaderMap) -> Response {
+    let base = base_url(&state, &headers);
+    let metadata = ServerMetadata {
+        issuer: state.tokens.settings().issuer.clone(),
+        jwks_uri: format!("{base}/.well-known/jwks.json"),
+        response_types_supported: Vec::new(),
+        service_documentation: format!("{base}/api/openapi.json"),
+    };
+    let mut response = json_response(StatusCode::OK, &metadata);
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
 }

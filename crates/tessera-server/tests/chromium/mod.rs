@@ -80,32 +80,36 @@ static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 impl Chromedriver {
     /// Starts chromedriver on a free loopback port and waits until it is ready.
+    ///
+    /// Under load (two cores shared by parallel builds and tests) a start
+    /// can take long or fail (a port taken between choosing and binding):
+    /// each attempt waits up to `TESSERA_BROWSER_READY_SECS` (default 60 s),
+    /// logging every 10 s, and a driver that exits or never gets ready is
+    /// stopped and started again, [`START_ATTEMPTS`] times in all. A driver
+    /// that never starts still fails the test, with every attempt's output.
     pub async fn start() -> Chromedriver {
         let turn = TURNS.acquire().await.expect("semaphore open");
-        let port = free_port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("chromedriver starts");
-        let driver = Chromedriver { child, url: format!("http://127.0.0.1:{port}"), _turn: turn };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = match http.get(format!("{}/status", driver.url)).send().await {
-                Ok(response) => response.json::<Value>().await.ok().and_then(|v| v["value"]["ready"].as_bool()),
-                Err(_) => None,
-            };
-            if ready == Some(true) {
-                return driver;
+        let limit = std::env::var("TESSERA_BROWSER_READY_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(READY_WAIT);
+        let mut failures = Vec::new();
+        for attempt in 1..=START_ATTEMPTS {
+            match start_on(free_port(), limit).await {
+                Ok((child, url)) => {
+                    if attempt > 1 {
+                        eprintln!("chromedriver: ready on attempt {attempt} after: {}", failures.join("; "));
+                    }
+                    return Chromedriver { child, url, _turn: turn };
+                }
+                Err(failure) => {
+                    eprintln!("chromedriver: attempt {attempt}/{START_ATTEMPTS} failed: {failure}");
+                    failures.push(failure);
+                }
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready on port {port}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("chromedriver did not become ready in {START_ATTEMPTS} attempts:\n{}", failures.join("\n"));
     }
 
     /// A new browser with a fresh, empty profile, its window `size` large.
@@ -157,6 +161,77 @@ impl Drop for Chromedriver {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// How many times [`Chromedriver::start`] tries.
+const START_ATTEMPTS: u32 = 3;
+/// How long one attempt waits for `/status` to say ready.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// The machine's 1-minute load average, for the log.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split(' ').next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// One start on `port`: the driver and its URL, or what went wrong (with
+/// its output). Public for the test of the retry path.
+pub async fn start_on(port: u16, limit: Duration) -> Result<(Child, String), String> {
+    let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let out = log.reopen().map_err(|e| e.to_string())?;
+    let err = log.reopen().map_err(|e| e.to_string())?;
+    let mut child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("chromedriver does not start: {e}"))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut next_report = Duration::from_secs(10);
+    let output = |log: &tempfile::NamedTempFile| std::fs::read_to_string(log.path()).unwrap_or_default();
+    loop {
+        let ready = match http.get(format!("{url}/status")).send().await {
+            Ok(response) => response.json::<Value>().await.ok().and_then(|v| v["value"]["ready"].as_bool()),
+            Err(_) => None,
+        };
+        if ready == Some(true) {
+            if started.elapsed() > Duration::from_secs(5) {
+                eprintln!("chromedriver: ready on port {port} after {:.1} s", started.elapsed().as_secs_f64());
+            }
+            return Ok((child, url));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited ({status}) on port {port}; output: {}", output(&log).trim()));
+        }
+        let waited = started.elapsed();
+        if waited >= limit {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "not ready on port {port} after {} s (load {}); output: {}",
+                waited.as_secs(),
+                load_average(),
+                output(&log).trim()
+            ));
+        }
+        if waited >= next_report {
+            eprintln!(
+                "chromedriver: still waiting on port {port} after {} s (load {})",
+                waited.as_secs(),
+                load_average()
+            );
+            next_report += Duration::from_secs(10);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
