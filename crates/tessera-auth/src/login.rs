@@ -300,16 +300,24 @@ impl Authenticator {
         next: Option<String>,
     ) -> Result<LoginStep, RegisterError> {
         let user = self.sign_up(channel, client, username, password).await?;
+        Ok(self.after_sign_up(user, next))
+    }
+
+    /// The login of an account just created (by [`Authenticator::sign_up`],
+    /// or by a host that checked more first, such as an invitation): logged
+    /// in at once, or, on a server that requires a second factor, the
+    /// pending login that sets one up first.
+    pub fn after_sign_up(&self, user: User, next: Option<String>) -> LoginStep {
         if self.require_second_factor {
-            return Ok(LoginStep::SecondFactor(self.pending(&user, FirstFactor::Password, true, None, next)));
+            return LoginStep::SecondFactor(self.pending(&user, FirstFactor::Password, true, None, next));
         }
         let authenticated_at = Some(self.clock.now());
-        Ok(LoginStep::LoggedIn(LoggedIn {
+        LoginStep::LoggedIn(LoggedIn {
             user,
             first_factor: FirstFactor::Password,
             authenticated_at,
             device_cookie: None,
-        }))
+        })
     }
 
     /// The first factor by password. Reserves an attempt first; a blocked
