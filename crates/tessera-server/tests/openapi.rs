@@ -388,7 +388,7 @@ async fn every_status_a_route_answers_is_in_the_document() {
     client.json(o, "post", "/api/signin", "/api/signin", &[], json!({"username": "", "password": ""})).await;
 
     // The database goes away: everything that needs it answers 503.
-    server.app_state.accounts.database().close().await;
+    server.app_state.db.close().await;
     for (method, route) in tessera_server::api::ROUTES {
         let path = route.replace("{id}", "1").replace("{handle}", "nosuchhandle");
         client.send(o, method, route, &path, &bearer, None).await;

@@ -77,7 +77,8 @@ impl Modify for SecuritySchemes {
     responses((status = 200, description = "This OpenAPI 3.1 document", body = Object))
 )]
 pub async fn document(State(state): State<AppState>) -> Response {
-    let mut response = json_response(StatusCode::OK, &document_value(state.password_policy.effective_min_chars()));
+    let mut response =
+        json_response(StatusCode::OK, &document_value(state.auth.accounts().policy().effective_min_chars()));
     // The same for everyone: caches may keep it briefly.
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
