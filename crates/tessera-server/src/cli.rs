@@ -140,6 +140,21 @@ pub enum AdminCommand {
     /// Rotate keys: adds a new cookie sealing key (older ones keep opening
     /// existing cookies).
     RotateKeys,
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AdminAuditCommand),
+}
+
+/// `tessera admin audit …`
+#[derive(Debug, Subcommand)]
+pub enum AdminAuditCommand {
+    /// Delete audit events older than the retention (`audit.retention`,
+    /// default 400 days) now; the server also does this in the background.
+    Purge {
+        /// Delete events older than this instead (e.g. 90d).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<Duration>,
+    },
 }
 
 /// `tessera admin user …`

@@ -35,7 +35,11 @@ pub enum DatabaseError {
     /// The user name is taken.
     #[error("user name taken")]
     UsernameTaken,
-    /// The URL names no supported database.
+    /// The database file is open to other users (the message names it and
+    /// the fix).
+    #[error("{0}")]
+    Insecure(String),
+    /// The URL (password masked) names no supported database.
     #[error("unsupported database URL {0:?}: expected sqlite://… or postgres://…")]
     UnsupportedUrl(String),
 }
@@ -86,7 +90,11 @@ impl Database {
         sqlx::any::install_default_drivers();
         let is_sqlite = url.starts_with("sqlite:");
         if !is_sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            return Err(DatabaseError::UnsupportedUrl(url.to_owned()));
+            return Err(DatabaseError::UnsupportedUrl(crate::session_store::mask_url(url)));
+        }
+        if is_sqlite {
+            // Created 0600 (its -wal/-shm files follow); refused if others may read it.
+            crate::file_permissions::prepare_sqlite(url, "database").map_err(DatabaseError::Insecure)?;
         }
         let url = if is_sqlite && !url.contains("mode=") {
             format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
@@ -109,7 +117,10 @@ impl Database {
                     Ok(())
                 })
             });
-        let pool = options.connect(&url).await?;
+        let pool = options
+            .connect(&url)
+            .await
+            .map_err(|e| DatabaseError::Unavailable(crate::session_store::scrub_message(&e.to_string(), &url)))?;
         let mut migrator: Migrator =
             if is_sqlite { sqlx::migrate!("./migrations/sqlite") } else { sqlx::migrate!("./migrations/postgres") };
         // The session store keeps its own migrations in the same table.

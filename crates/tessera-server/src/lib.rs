@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client_ip;
 pub mod database;
 pub mod error_pages;
+pub mod file_permissions;
 pub mod flash;
 pub mod forward_auth;
 pub mod health;

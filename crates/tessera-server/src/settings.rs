@@ -60,6 +60,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Hourly activity counters (`tessera sessions stats`).
     pub stats: StatsSettings,
+    /// The audit trail (`/account/activity`, `tessera admin audit`).
+    pub audit: AuditSettings,
 }
 
 /// `[server]`
@@ -405,6 +407,24 @@ pub struct StatsSettings {
     pub flush_interval: Duration,
 }
 
+/// `[audit]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// How long audit events (logins, failures, password changes, …) are
+    /// kept; older ones are deleted in the background (every
+    /// `sessions.purge_interval`) and by `tessera admin audit purge`.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub retention: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings { retention: crate::audit::DEFAULT_RETENTION }
+    }
+}
+
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
@@ -616,6 +636,7 @@ impl Settings {
             ("sessions.store_timeout", self.sessions.store_timeout),
             ("sessions.purge_interval", self.sessions.purge_interval),
             ("stats.flush_interval", self.stats.flush_interval),
+            ("audit.retention", self.audit.retention),
         ] {
             if value.is_zero() {
                 return bad(key, "must be longer than zero".into());

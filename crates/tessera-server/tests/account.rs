@@ -284,3 +284,42 @@ async fn a_password_step_up_rotates_the_session_id() {
     assert!(!main.get("/account/sessions").await.body.contains("revoke-all-password"));
     server.stop().await;
 }
+
+/// Issue #14 item 11: audit events older than `audit.retention` are deleted
+/// in the background; younger ones stay.
+#[tokio::test]
+async fn old_audit_events_are_purged_in_the_background() {
+    use tessera::{Clock, DeviceInfo};
+    use tessera_server::audit::AuditKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.purge_interval = Duration::from_millis(100);
+    config.audit_retention = Duration::from_secs(30 * 24 * 3600);
+    let server = TestServer::start(config, clock.clone()).await;
+    let name = unique_name("audited");
+    assert_eq!(server.browser().register(&name, PASSWORD).await.status, 303);
+    let db = server.app_state.accounts.database().clone();
+    let key = tessera_server::password_policy::check_username(&name).unwrap();
+    let user_id = db.user_by_name(&key).await.unwrap().unwrap().id;
+    let day = 24 * 3600 * 1000;
+    let now = clock.now().as_millis();
+    let device = DeviceInfo::default();
+    db.audit(AuditKind::LoginFailed, Some(user_id), &device, tessera::Timestamp(now - 31 * day)).await.unwrap();
+    db.audit(AuditKind::LoginFailed, None, &device, tessera::Timestamp(now - 90 * day)).await.unwrap();
+    db.audit(AuditKind::Logout, Some(user_id), &device, tessera::Timestamp(now - 29 * day)).await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let kinds = loop {
+        let events = db.audit_events(user_id, 100).await.unwrap();
+        let kinds: Vec<String> = events.into_iter().map(|e| e.kind).collect();
+        if !kinds.contains(&"login_failed".to_owned()) {
+            break kinds;
+        }
+        assert!(std::time::Instant::now() < deadline, "old events were never purged: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(kinds, ["sign_up", "logout"], "events younger than the retention stay");
+    server.stop().await;
+}

@@ -3,6 +3,7 @@
 //! Every action prints what it did on standard output, errors on standard
 //! error, and exits with a code a script can act on ([`AdminError::exit_code`]).
 
+pub mod audit;
 pub mod keys;
 pub mod sessions;
 pub mod users;
@@ -10,7 +11,7 @@ pub mod users;
 use std::io::Write;
 
 use crate::app::{AppConfig, Backends};
-use crate::cli::{AdminCommand, AdminSessionsCommand, UserCommand};
+use crate::cli::{AdminAuditCommand, AdminCommand, AdminSessionsCommand, UserCommand};
 use crate::database::{DatabaseError, User};
 use crate::password_policy::check_username;
 
@@ -109,6 +110,7 @@ pub async fn run(
         }
         AdminCommand::Sessions(AdminSessionsCommand::PurgeExpired) => sessions::purge_expired(context, out).await,
         AdminCommand::RotateKeys => keys::rotate(context, out).await,
+        AdminCommand::Audit(AdminAuditCommand::Purge { older_than }) => audit::purge(context, *older_than, out).await,
     }
 }
 

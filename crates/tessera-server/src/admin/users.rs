@@ -121,7 +121,9 @@ pub async fn reset_password(
 }
 
 /// Turns two-step verification off (app secret and recovery codes) and ends
-/// every session, so that whoever holds one now must log in again.
+/// every session and every API token (refresh families, and access tokens
+/// through the user's "not before" mark), so that whoever holds one now
+/// must sign in again.
 pub async fn reset_second_factor(
     context: &AdminContext,
     username: &str,
@@ -135,6 +137,15 @@ pub async fn reset_second_factor(
     let now = context.config.clock.now();
     context.backends.db.record(AuditKind::SecondFactorDisabled, Some(user.id), &DeviceInfo::default(), now).await;
     let ended = context.backends.engine.revoke_all(&user.id.to_string(), None).await?;
-    say(out, format!("two-step verification of {:?} turned off; ended {ended} session(s)", user.username));
+    // API tokens too: they were obtained with the factor being reset, and
+    // whoever holds them must sign in again like a browser must.
+    let tokens = revoke_api_tokens(context, user.id).await?;
+    say(
+        out,
+        format!(
+            "two-step verification of {:?} turned off; ended {ended} session(s) and {tokens} API refresh token(s)",
+            user.username
+        ),
+    );
     Ok(())
 }

@@ -205,9 +205,10 @@ pub async fn signin(
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientDevice(device): ClientDevice,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Response, ApiError> {
-    match state.tokens.refresh(&body.refresh_token).await {
+    match state.tokens.refresh_from(&body.refresh_token, &device).await {
         Ok(pair) => Ok(json_response(StatusCode::OK, &pair)),
         Err(RefreshError::Refused) => Err(ApiError::InvalidRefreshToken),
         Err(RefreshError::Unavailable(error)) => Err(ApiError::unavailable(error)),
