@@ -1074,9 +1074,17 @@ pub mod duration_text {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// Writes `30m`.
+    /// Writes `30m`; whole days past a month as `400days` (humantime's own
+    /// `1year 1month 4days 7h 26m 24s` counts its years and months in
+    /// fractional days).
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+        const DAY: u64 = 24 * 3600;
+        let text = humantime::format_duration(*value).to_string();
+        let calendar = text.contains("month") || text.contains("year");
+        if calendar && value.as_secs() % DAY == 0 && value.subsec_nanos() == 0 {
+            return serializer.serialize_str(&format!("{}days", value.as_secs() / DAY));
+        }
+        serializer.serialize_str(&text)
     }
 
     /// Reads `30m`, `2h 30m`, `1500ms`.

@@ -519,8 +519,12 @@ async fn login_behind_nginx_with_its_default_proxy_headers() {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tessera_port = listener.local_addr().unwrap().port();
+    // Only `proxy_pass`: nginx then sends `Host: 127.0.0.1:<port>` and no
+    // X-Forwarded-* headers. (`/` answers itself: the harness polls it
+    // before tessera, which needs nginx's port for its public URL, runs.)
     let site = format!(
-        "  server {{\n    listen 127.0.0.1:{{PORT}};\n    location / {{ proxy_pass http://127.0.0.1:{tessera_port}; }}\n  }}\n"
+        "  server {{\n    listen 127.0.0.1:{{PORT}};\n    location = / {{ return 204; }}\n    \
+         location / {{ proxy_pass http://127.0.0.1:{tessera_port}; }}\n  }}\n"
     );
     let Some(proxy) = harness::external::Proxy::nginx(&site, "browser login behind nginx").await else { return };
     let base = format!("http://localhost:{}", proxy.port);
