@@ -332,8 +332,9 @@ pub struct ServeArgs {
     pub cookie_domain: Option<String>,
 
     /// The address browsers use for tessera, e.g. https://auth.example.com.
-    /// Needed for OpenID Connect (callback URLs) and used for forward-auth
-    /// login redirects. [config: server.public_url; default: none]
+    /// Needed for OpenID Connect (callback URLs), used for forward-auth
+    /// login redirects and accepted as the Origin of form posts (behind a
+    /// proxy that rewrites Host). [config: server.public_url; default: none]
     #[arg(long, env = "TESSERA_PUBLIC_URL")]
     pub public_url: Option<String>,
 

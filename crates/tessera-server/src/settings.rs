@@ -80,12 +80,15 @@ pub struct ServerSettings {
     /// Reverse proxies (IP addresses or CIDR ranges, e.g. `10.0.0.0/8`)
     /// whose `X-Forwarded-For`, `X-Forwarded-*`, `X-Original-URL` and
     /// `x-request-id` headers are believed: client addresses (throttling,
-    /// device lists), original URLs (`/auth/verify`) and request IDs. From
-    /// anyone else those headers are ignored.
+    /// device lists), original URLs (`/auth/verify`), the host form posts
+    /// may come from (`X-Forwarded-Host`) and request IDs. From anyone else
+    /// those headers are ignored.
     pub trusted_proxies: Vec<String>,
     /// The address browsers use for tessera, e.g.
     /// `https://auth.example.com`. Needed for OpenID Connect (callback
-    /// URLs) and used for forward-auth login redirects. Empty: none.
+    /// URLs), used for forward-auth login redirects, and accepted as the
+    /// `Origin` of form posts (needed behind a proxy that passes neither
+    /// the browser's `Host` nor `X-Forwarded-Host`). Empty: none.
     pub public_url: String,
 }
 

@@ -263,7 +263,8 @@ async fn forms_pass_the_origin_check_behind_proxies() {
          proxy_set_header X-Forwarded-Host $http_host;\n    }}\n  }}\n"
     );
     let Some(nginx) = Proxy::nginx(&nginx_site, "origin check behind nginx").await else { return };
-    let caddy_site = format!("http://localhost:{{PORT}}, http://127.0.0.1:{{PORT}} {{\n  reverse_proxy h2c://127.0.0.1:{port}\n}}");
+    let caddy_site =
+        format!("http://localhost:{{PORT}}, http://127.0.0.1:{{PORT}} {{\n  reverse_proxy h2c://127.0.0.1:{port}\n}}");
     let Some(caddy) = Proxy::caddy(&caddy_site, "origin check behind caddy h2c").await else { return };
 
     for (kind, proxy_port) in [("nginx", nginx.port), ("caddy-h2c", caddy.port)] {
@@ -275,9 +276,8 @@ async fn forms_pass_the_origin_check_behind_proxies() {
         let registered = browser.post_form_with("/register", &fields, &[("origin", site.as_str())]).await;
         assert_eq!(registered.status, 303, "{kind}: {}", registered.body);
         let token = browser.get("/profile").await.csrf();
-        let evil = browser
-            .post_form_with("/logout", &[("csrf_token", &token)], &[("origin", "http://evil.example")])
-            .await;
+        let evil =
+            browser.post_form_with("/logout", &[("csrf_token", &token)], &[("origin", "http://evil.example")]).await;
         assert_eq!(evil.status, 403, "{kind}: another origin is still refused");
         let out = browser.post_form_with("/logout", &[("csrf_token", &token)], &[("origin", site.as_str())]).await;
         assert_eq!(out.status, 303, "{kind}: {}", out.body);
