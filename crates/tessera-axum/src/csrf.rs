@@ -182,7 +182,7 @@ fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), &'static str> {
         return Err(foreign);
     }
     let origin = normalize_origin(origin).ok_or("The request's origin is invalid.")?;
-    if allowed.iter().any(|a| *a == origin) {
+    if allowed.contains(&origin) {
         return Ok(());
     }
     let (scheme, origin_host) = origin.split_once("://").unwrap_or(("", ""));

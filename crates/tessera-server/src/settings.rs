@@ -1084,7 +1084,7 @@ pub mod duration_text {
         const DAY: u64 = 24 * 3600;
         let text = humantime::format_duration(*value).to_string();
         let calendar = text.contains("month") || text.contains("year");
-        if calendar && value.as_secs() % DAY == 0 && value.subsec_nanos() == 0 {
+        if calendar && value.as_secs().is_multiple_of(DAY) && value.subsec_nanos() == 0 {
             return serializer.serialize_str(&format!("{}days", value.as_secs() / DAY));
         }
         serializer.serialize_str(&text)

@@ -26,7 +26,7 @@ pub async fn purge(
 /// `400d` for whole days (humantime would say `1year 1month 4days 7h…`).
 fn days_or_exact(duration: Duration) -> String {
     const DAY: u64 = 24 * 3600;
-    if duration.as_secs() % DAY == 0 && duration.subsec_nanos() == 0 {
+    if duration.as_secs().is_multiple_of(DAY) && duration.subsec_nanos() == 0 {
         format!("{}d", duration.as_secs() / DAY)
     } else {
         humantime::format_duration(duration).to_string()
