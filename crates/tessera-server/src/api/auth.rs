@@ -198,7 +198,7 @@ pub async fn signin(
     responses(
         (status = 200, description = "A new pair; the presented refresh token is now used", body = TokenPair),
         (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, expired, revoked or reused refresh token (a reused one also revokes its family and every access token of the user, and is audited)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "`refresh_token` missing", body = ProblemDocument, content_type = "application/problem+json"),
     )
