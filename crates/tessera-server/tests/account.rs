@@ -2,6 +2,7 @@
 //! activity, recent-authentication rules.
 
 mod harness;
+mod services;
 
 use std::time::Duration;
 
@@ -289,12 +290,28 @@ async fn a_password_step_up_rotates_the_session_id() {
 /// in the background; younger ones stay.
 #[tokio::test]
 async fn old_audit_events_are_purged_in_the_background() {
+    purges_old_audit_events(None).await;
+}
+
+/// The same with the users database in PostgreSQL.
+#[tokio::test]
+async fn old_audit_events_are_purged_in_the_background_in_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    purges_old_audit_events(Some(services::postgres_url())).await;
+}
+
+async fn purges_old_audit_events(database_url: Option<String>) {
     use tessera::{Clock, DeviceInfo};
     use tessera_server::audit::AuditKind;
 
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let mut config = test_config(dir.path(), &clock);
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
     config.purge_interval = Duration::from_millis(100);
     config.audit_retention = Duration::from_secs(30 * 24 * 3600);
     let server = TestServer::start(config, clock.clone()).await;
