@@ -293,7 +293,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
 
-    /// The PEM private key for --tls-cert. [config: tls.key; default: none]
+    /// The PEM private key for --tls-cert, mode 0600 (a key others can read
+    /// is refused). [config: tls.key; default: none]
     #[arg(long, env = "TESSERA_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 

@@ -99,7 +99,8 @@ pub struct TlsSettings {
     /// Serve HTTPS with this PEM certificate chain (with `key`). Empty:
     /// plain HTTP.
     pub cert: String,
-    /// The PEM private key for `cert`.
+    /// The PEM private key for `cert`; it must be readable by the server's
+    /// user only (`chmod 600`): a key the group or others may read is refused.
     pub key: String,
     /// Send `Strict-Transport-Security` even without `cert` (when a
     /// TLS-terminating proxy is in front). Always on with `cert`.
