@@ -34,6 +34,10 @@ pub enum DatabaseError {
     /// The database could not be reached or refused the query.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database file is open to other users (the message names it and
+    /// the fix).
+    #[error("{0}")]
+    Insecure(String),
     /// The URL names no supported database.
     #[error("unsupported database URL {0:?}: expected sqlite://… or postgres://…")]
     UnsupportedUrl(String),

@@ -6,9 +6,15 @@
 //! login and registration forms are protected too, against login CSRF).
 //! Verification accepts a token made from either binding the request
 //! carries, so a form stays valid when the session is created or emptied
-//! between rendering and posting. Requests that browsers mark as cross-site
-//! (`Sec-Fetch-Site: cross-site`) or whose `Origin` is another host are
-//! refused before the token is even looked at.
+//! between rendering and posting. The pre-session secret is replaced
+//! whenever a request logs a user in or out ([`tessera::Session::owner_changed`]),
+//! so a token minted for the login form dies with the login. Requests that
+//! browsers mark as cross-site (`Sec-Fetch-Site: cross-site`) or whose
+//! `Origin` is another host are refused before the token is even looked
+//! at. The request's own host is its authority (HTTP/2 `:authority` or
+//! HTTP/1.1 `Host`), a [`ForwardedHost`] the application vouches for, or
+//! one of the origins given to
+//! [`SessionLayer::with_allowed_origins`](crate::SessionLayer::with_allowed_origins).
 //!
 //! Each rendering masks the token afresh (a random 32-byte pad, then the
 //! token XOR the pad, base64url: 86 characters), so the bytes on a page
@@ -77,6 +83,13 @@ impl std::fmt::Debug for CsrfKey {
     }
 }
 
+/// A fresh pre-session secret: 32 random bytes, base64url.
+pub(crate) fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 pub(crate) fn valid_secret(value: &str) -> bool {
     value.len() == 43 && URL_SAFE_NO_PAD.decode(value).map(|b| b.len() == 32).unwrap_or(false)
 }
@@ -138,11 +151,7 @@ impl CsrfToken {
             return Ok(CsrfToken(masked(pre_session_token(key, secret))));
         }
         let mut minted = slot.minted_pre_session_secret.lock().unwrap_or_else(|p| p.into_inner());
-        let secret = minted.get_or_insert_with(|| {
-            let mut bytes = [0u8; 32];
-            OsRng.fill_bytes(&mut bytes);
-            URL_SAFE_NO_PAD.encode(bytes)
-        });
+        let secret = minted.get_or_insert_with(new_secret);
         Ok(CsrfToken(masked(pre_session_token(key, secret))))
     }
 }
@@ -156,29 +165,78 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
     }
 }
 
-/// Refuses requests that the browser says come from another site.
-fn check_origin(parts: &Parts) -> Result<(), &'static str> {
+/// The host a trusted reverse proxy says the browser addressed (its
+/// `X-Forwarded-Host`). Insert it as a request extension before
+/// [`SessionLayer`](crate::SessionLayer) runs, and only for requests that
+/// really come from a proxy you trust: the `Origin` check then also accepts
+/// forms posted from this host. (The library cannot know which peers are
+/// proxies; the tessera server inserts it for `--trusted-proxy` peers.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardedHost(pub String);
+
+/// An origin as compared: `scheme://host[:port]`, lower case, without a
+/// trailing slash or path, and without the scheme's default port.
+pub(crate) fn normalize_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().to_ascii_lowercase();
+    let (scheme, rest) = origin.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if scheme.is_empty() || authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(format!("{scheme}://{}", strip_default_port(scheme, authority)))
+}
+
+/// `authority` without `:443` (https) or `:80` (http).
+fn strip_default_port<'a>(scheme: &str, authority: &'a str) -> &'a str {
+    let default = match scheme {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return authority,
+    };
+    authority.strip_suffix(default).unwrap_or(authority)
+}
+
+/// Refuses requests that the browser says come from another site, or whose
+/// `Origin` is none of the request's own: the authority it was sent to
+/// (HTTP/2's `:authority`, which browsers send instead of `Host`, or
+/// HTTP/1.1's `Host`), the host a trusted proxy forwarded
+/// ([`ForwardedHost`]), or an origin the application configured
+/// ([`SessionLayer::with_allowed_origins`](crate::SessionLayer::with_allowed_origins),
+/// e.g. its public URL behind a proxy that rewrites `Host`).
+fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), &'static str> {
     if let Some(site) = parts.headers.get("sec-fetch-site") {
         if site.as_bytes() == b"cross-site" {
             return Err("This request came from another site.");
         }
     }
-    if let Some(origin) = parts.headers.get(ORIGIN) {
-        let origin = origin.to_str().map_err(|_| "The request's origin is invalid.")?;
-        let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-        let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
-        if origin == "null" || !origin_host.eq_ignore_ascii_case(host) {
-            return Err("This request came from another origin.");
-        }
+    let Some(origin) = parts.headers.get(ORIGIN) else { return Ok(()) };
+    let origin = origin.to_str().map_err(|_| "The request's origin is invalid.")?;
+    let foreign = "This request came from another origin.";
+    if origin == "null" {
+        return Err(foreign);
     }
-    Ok(())
+    let origin = normalize_origin(origin).ok_or("The request's origin is invalid.")?;
+    if allowed.contains(&origin) {
+        return Ok(());
+    }
+    let (scheme, origin_host) = origin.split_once("://").unwrap_or(("", ""));
+    let same = |authority: &str| strip_default_port(scheme, authority.trim()).eq_ignore_ascii_case(origin_host);
+    let uri_authority = parts.uri.authority().map(|a| a.as_str());
+    let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok());
+    let forwarded = parts.extensions.get::<ForwardedHost>().map(|f| f.0.as_str());
+    if [uri_authority, host, forwarded].into_iter().flatten().any(same) {
+        Ok(())
+    } else {
+        Err(foreign)
+    }
 }
 
 /// Checks `submitted` against the tokens this request's bindings allow.
 pub(crate) async fn verify(parts: &Parts, submitted: Option<&str>) -> Result<(), Response> {
     let slot = slot(parts).map_err(IntoResponse::into_response)?;
     let json = slot.json;
-    check_origin(parts).map_err(|reason| CsrfRejection { json, reason }.into_response())?;
+    check_origin(parts, &slot.config.allowed_origins)
+        .map_err(|reason| CsrfRejection { json, reason }.into_response())?;
     let missing = || CsrfRejection {
         json,
         reason: "The form's security token is missing or expired. Reload the page and try again.",
@@ -299,5 +357,59 @@ mod mask_tests {
         assert_eq!(unmasked(&URL_SAFE_NO_PAD.encode(token)), Some(token), "the bare token is accepted");
         assert_eq!(unmasked("short"), None);
         assert_eq!(unmasked("not base64 !!"), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::builder().method("POST").uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn origins_normalize() {
+        assert_eq!(normalize_origin("https://Auth.Example.com/").as_deref(), Some("https://auth.example.com"));
+        assert_eq!(normalize_origin("https://auth.example.com:443/x").as_deref(), Some("https://auth.example.com"));
+        assert_eq!(normalize_origin("http://localhost:8080").as_deref(), Some("http://localhost:8080"));
+        assert_eq!(normalize_origin("localhost:8080"), None);
+        assert_eq!(normalize_origin("https://"), None);
+    }
+
+    /// Issue #14 item 9: HTTP/2 requests carry `:authority`, not `Host`.
+    #[test]
+    fn http2_requests_are_compared_with_their_authority() {
+        let h2 = parts("https://localhost:8443/login", &[("origin", "https://localhost:8443")]);
+        assert_eq!(check_origin(&h2, &[]), Ok(()));
+        let h2_default_port = parts("https://auth.example.com/login", &[("origin", "https://auth.example.com")]);
+        assert_eq!(check_origin(&h2_default_port, &[]), Ok(()));
+        let forged = parts("https://localhost:8443/login", &[("origin", "https://evil.example")]);
+        assert!(check_origin(&forged, &[]).is_err());
+        // HTTP/1.1: the Host header, as before.
+        let h1 = parts("/login", &[("origin", "http://localhost:3000"), ("host", "localhost:3000")]);
+        assert_eq!(check_origin(&h1, &[]), Ok(()));
+        let h1_foreign = parts("/login", &[("origin", "http://evil.example"), ("host", "localhost:3000")]);
+        assert!(check_origin(&h1_foreign, &[]).is_err());
+        assert!(check_origin(&parts("/login", &[("origin", "null"), ("host", "x")]), &[]).is_err());
+    }
+
+    #[test]
+    fn proxies_configured_origins_and_forwarded_hosts() {
+        // nginx's plain proxy_pass: Host is the upstream's address.
+        let proxied = parts("/login", &[("origin", "https://auth.example.com"), ("host", "127.0.0.1:3000")]);
+        assert!(check_origin(&proxied, &[]).is_err());
+        let allowed = vec![normalize_origin("https://auth.example.com/").unwrap()];
+        assert_eq!(check_origin(&proxied, &allowed), Ok(()));
+        let other = parts("/login", &[("origin", "http://auth.example.com"), ("host", "127.0.0.1:3000")]);
+        assert!(check_origin(&other, &allowed).is_err(), "the scheme is part of the origin");
+        let mut forwarded = parts("/login", &[("origin", "https://app.example.com"), ("host", "127.0.0.1:3000")]);
+        assert!(check_origin(&forwarded, &[]).is_err());
+        forwarded.extensions.insert(ForwardedHost("app.example.com".into()));
+        assert_eq!(check_origin(&forwarded, &[]), Ok(()));
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct LayerConfig {
     pub(crate) login_path: String,
     pub(crate) pre_session_cookie: String,
     pub(crate) session_cookie: String,
+    /// Normalized origins form posts may come from besides the request's own.
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 impl SessionLayer {
@@ -54,6 +56,7 @@ impl SessionLayer {
                 login_path: "/login".to_owned(),
                 pre_session_cookie,
                 session_cookie,
+                allowed_origins: Vec::new(),
             }),
         }
     }
@@ -63,6 +66,26 @@ impl SessionLayer {
     pub fn with_login_path(mut self, path: impl Into<String>) -> Self {
         if let Some(config) = Arc::get_mut(&mut self.config) {
             config.login_path = path.into();
+        }
+        self
+    }
+
+    /// Origins (`https://auth.example.com`) that form posts and
+    /// cookie-authenticated requests may come from besides the request's
+    /// own authority. Give the site's public URL when a reverse proxy in
+    /// front does not pass the browser's `Host` on (nginx's plain
+    /// `proxy_pass` sends its upstream's address instead). A path, a
+    /// trailing slash and the scheme's default port are ignored; text that
+    /// is no `scheme://host` origin is skipped.
+    pub fn with_allowed_origins<I, T>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        if let Some(config) = Arc::get_mut(&mut self.config) {
+            config
+                .allowed_origins
+                .extend(origins.into_iter().filter_map(|origin| crate::csrf::normalize_origin(origin.as_ref())));
         }
         self
     }
@@ -121,6 +144,16 @@ impl SessionSlot {
     }
 
     async fn finish(&self, response: &mut Response) {
+        // A login (or logout) rotates the pre-session CSRF secret: a token
+        // minted for the login form must not outlive it, neither for the
+        // user who logged in nor for the next one in the same browser.
+        let had_secret = self.pre_session_secret.is_some();
+        if self.session.get().is_some_and(Session::owner_changed) {
+            let mut minted = self.minted_pre_session_secret.lock().unwrap_or_else(|p| p.into_inner());
+            if had_secret || minted.is_some() {
+                *minted = Some(crate::csrf::new_secret());
+            }
+        }
         if let Some(secret) = self.minted_pre_session_secret.lock().ok().and_then(|mut s| s.take()) {
             let cookie =
                 self.config.engine.cookie_config().cookie(self.config.pre_session_cookie.clone(), secret, None);

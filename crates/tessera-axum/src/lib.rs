@@ -12,6 +12,12 @@
 //!   [`CsrfHeader`] / [`verify_csrf_header`] — the same check on an
 //!   `X-CSRF-Token` header, for JSON requests authenticated by the cookie.
 //!
+//! CSRF checks also refuse a form whose `Origin` is not the request's own
+//! (its HTTP/2 `:authority` or HTTP/1.1 `Host`). Behind a reverse proxy
+//! that rewrites `Host`, give the public origin with
+//! [`SessionLayer::with_allowed_origins`], or insert a [`ForwardedHost`]
+//! for requests from a proxy you trust.
+//!
 //! Changes to the session are committed after the handler answers, with one
 //! conditional write; a store failure turns the answer into a `503`, never
 //! into an anonymous request that silently lost its session.
@@ -70,7 +76,7 @@ mod negotiation;
 mod next_path;
 mod rejection;
 
-pub use csrf::{verify_csrf_header, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, CSRF_HEADER};
+pub use csrf::{verify_csrf_header, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, ForwardedHost, CSRF_HEADER};
 pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
 pub use layer::{client_device, SessionLayer, SessionService};
 pub use login::{

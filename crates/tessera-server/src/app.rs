@@ -109,6 +109,9 @@ pub struct AppConfig {
     pub oidc_jwks_min_refresh: Duration,
     /// `/auth/verify` for reverse proxies.
     pub forward_auth: ForwardAuthConfig,
+    /// How long audit events are kept (`audit.retention`); older ones are
+    /// purged every `purge_interval`.
+    pub audit_retention: Duration,
 }
 
 impl Default for AppConfig {
@@ -176,6 +179,7 @@ impl AppConfig {
             oidc_providers: settings.oidc.providers.iter().map(|p| p.to_config()).collect(),
             oidc_jwks_min_refresh: settings.oidc.jwks_min_refresh,
             forward_auth,
+            audit_retention: settings.audit.retention,
             session_store: None,
             cookie: CookieConfig::default(),
             clock: Arc::new(SystemClock),
@@ -295,8 +299,12 @@ impl Backends {
                 // Sessions sealed in the cookie; keys and revocation marks in the database.
                 let keys = db.cookie_sealing_keys().await.map_err(database_error)?;
                 let keys = keys.into_iter().map(|(id, bytes)| SealingKey::from_bytes(id, bytes)).collect();
-                let sealer = CookieSealer::new(&config.cookie.cookie_name(), keys)
-                    .map_err(|e| SessionStoreUrlError::Unreachable { url: store_url.clone(), reason: e.to_string() })?;
+                let sealer = CookieSealer::new(&config.cookie.cookie_name(), keys).map_err(|e| {
+                    SessionStoreUrlError::Unreachable {
+                        url: session_store::mask_url(&store_url),
+                        reason: e.to_string(),
+                    }
+                })?;
                 (SessionEngine::sealed(Arc::new(sealer), Arc::new(db.clone())), None)
             }
             None => {
@@ -393,10 +401,18 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             reauth_window: config.reauth_window,
         };
-        let router =
-            routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
+        // Behind a proxy that does not pass the browser's Host on, forms
+        // come from the public URL's origin.
+        let sessions = SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret))
+            .with_allowed_origins(config.public_url.iter());
+        let router = routes(&config, state.clone(), sessions);
         let mut background = vec![
-            tokio::spawn(purge_periodically(engine, auth_throttle, config.purge_interval)),
+            tokio::spawn(purge_periodically(
+                engine,
+                auth_throttle,
+                AuditPurge { db: db.clone(), retention: config.audit_retention, clock: config.clock.clone() },
+                config.purge_interval,
+            )),
             tokio::spawn(activity.clone().flush_periodically(db, config.stats_flush_interval)),
             tokio::spawn(crate::metrics::upkeep_periodically(Duration::from_secs(5))),
         ];
@@ -582,7 +598,26 @@ async fn count_active_periodically(
     }
 }
 
-async fn purge_periodically(engine: SessionEngine, throttle: Throttle, every: Duration) {
+/// What the background purge needs to forget old audit events.
+struct AuditPurge {
+    db: Database,
+    retention: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl AuditPurge {
+    async fn run(&self) {
+        let cutoff =
+            self.clock.now().as_millis().saturating_sub(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX));
+        match self.db.purge_audit_events(tessera::Timestamp(cutoff)).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, retention = ?self.retention, "purged old audit events"),
+            Err(error) => tracing::warn!(%error, "purging old audit events failed"),
+        }
+    }
+}
+
+async fn purge_periodically(engine: SessionEngine, throttle: Throttle, audit: AuditPurge, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -595,6 +630,7 @@ async fn purge_periodically(engine: SessionEngine, throttle: Throttle, every: Du
         if let Err(error) = throttle.purge().await {
             tracing::warn!(%error, "purging old login throttle counters failed");
         }
+        audit.run().await;
     }
 }
 
@@ -621,6 +657,7 @@ mod tests {
         assert_eq!(config.refresh_token_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(config.refresh_family_lifetime, crate::api::tokens::DEFAULT_REFRESH_FAMILY_LIFETIME);
         assert_eq!(config.oidc_jwks_min_refresh, Duration::from_secs(30));
+        assert_eq!(config.audit_retention, Duration::from_secs(400 * 24 * 3600));
         assert!(config.oidc_providers.is_empty() && config.public_url.is_none());
         assert!(config.cookie.secure && config.cookie.domain.is_none());
         assert_eq!(config.cookie.same_site, SameSite::Lax);

@@ -5,10 +5,16 @@
 //! ID, token or CSRF value. User-supplied text (the user agent) is stored as
 //! data and escaped when shown.
 
+use std::time::Duration;
+
 use sqlx::Row;
 use tessera::{DeviceInfo, Timestamp};
 
 use crate::database::{Database, DatabaseError};
+
+/// Default of `audit.retention`: 400 days, a year and a bit, so that a
+/// yearly review still finds last year's events.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +187,29 @@ impl Database {
                 })
             })
             .collect()
+    }
+
+    /// Deletes every audit event recorded before `before`; returns how many.
+    /// Runs in batches so that a first purge of a large table never holds
+    /// the write lock (SQLite) or a huge transaction (PostgreSQL) for long.
+    pub async fn purge_audit_events(&self, before: Timestamp) -> Result<u64, DatabaseError> {
+        const BATCH: i64 = 10_000;
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM audit_events WHERE id IN \
+                 (SELECT id FROM audit_events WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+            )
+            .bind(before.as_millis())
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += deleted;
+            if deleted < BATCH as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Deletes a user and their events: the user asked to be forgotten. A

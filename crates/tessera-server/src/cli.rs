@@ -140,6 +140,21 @@ pub enum AdminCommand {
     /// Rotate keys: adds a new cookie sealing key (older ones keep opening
     /// existing cookies).
     RotateKeys,
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AdminAuditCommand),
+}
+
+/// `tessera admin audit …`
+#[derive(Debug, Subcommand)]
+pub enum AdminAuditCommand {
+    /// Delete audit events older than the retention (`audit.retention`,
+    /// default 400 days) now; the server also does this in the background.
+    Purge {
+        /// Delete events older than this instead (e.g. 90d).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<Duration>,
+    },
 }
 
 /// `tessera admin user …`
@@ -279,7 +294,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
 
-    /// The PEM private key for --tls-cert. [config: tls.key; default: none]
+    /// The PEM private key for --tls-cert, mode 0600 (a key others can read
+    /// is refused). [config: tls.key; default: none]
     #[arg(long, env = "TESSERA_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
@@ -318,8 +334,9 @@ pub struct ServeArgs {
     pub cookie_domain: Option<String>,
 
     /// The address browsers use for tessera, e.g. https://auth.example.com.
-    /// Needed for OpenID Connect (callback URLs) and used for forward-auth
-    /// login redirects. [config: server.public_url; default: none]
+    /// Needed for OpenID Connect (callback URLs), used for forward-auth
+    /// login redirects and accepted as the Origin of form posts (behind a
+    /// proxy that rewrites Host). [config: server.public_url; default: none]
     #[arg(long, env = "TESSERA_PUBLIC_URL")]
     pub public_url: Option<String>,
 

@@ -16,7 +16,7 @@ use axum::response::Response;
 use http::request::Parts;
 use http::HeaderMap;
 use ipnet::IpNet;
-use tessera_axum::ClientIp;
+use tessera_axum::{ClientIp, ForwardedHost};
 
 /// Proxies whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,12 +88,27 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Middleware: sets [`ClientIp`] for the session layer, the throttle and logs.
+/// The first host in the `X-Forwarded-Host` headers: the `Host` the
+/// browser sent to the first proxy.
+fn forwarded_host(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("x-forwarded-host")?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    (!first.is_empty()).then(|| first.to_owned())
+}
+
+/// Middleware: sets [`ClientIp`] for the session layer, the throttle and
+/// logs; and, for requests from a trusted proxy, [`ForwardedHost`] from its
+/// `X-Forwarded-Host`, which the CSRF `Origin` check accepts.
 pub async fn set_client_ip(State(proxies): State<TrustedProxies>, mut request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if let Some(peer) = peer {
         let ip = proxies.client_ip(peer, request.headers());
         request.extensions_mut().insert(ClientIp(ip));
+        if proxies.contains(peer) {
+            if let Some(host) = forwarded_host(request.headers()) {
+                request.extensions_mut().insert(ForwardedHost(host));
+            }
+        }
     }
     next.run(request).await
 }

@@ -31,7 +31,17 @@ impl Database {
     /// server's); every later query that takes longer than `query_timeout`
     /// fails as [`DatabaseError::Unavailable`].
     pub async fn connect_with_timeout(url: &str, query_timeout: Duration) -> Result<Self, DatabaseError> {
-        let pool = TimedPool::connect(url, query_timeout).await?;
+        if url.starts_with("sqlite:") {
+            // Created 0600 (its -wal/-shm files follow); refused if others may read it.
+            crate::file_permissions::prepare_sqlite(url, "database").map_err(DatabaseError::Insecure)?;
+        }
+        let pool = TimedPool::connect(url, query_timeout).await.map_err(|error| match error {
+            DatabaseError::UnsupportedUrl(url) => DatabaseError::UnsupportedUrl(crate::session_store::mask_url(&url)),
+            DatabaseError::Unavailable(message) => {
+                DatabaseError::Unavailable(crate::session_store::scrub_message(&message, url))
+            }
+            other => other,
+        })?;
         let migrator: Migrator = if pool.is_sqlite() {
             sqlx::migrate!("./migrations/sqlite")
         } else {

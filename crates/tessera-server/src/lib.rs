@@ -21,6 +21,7 @@ pub mod client_ip;
 pub mod compression;
 pub mod database;
 pub mod error_pages;
+pub mod file_permissions;
 pub mod flash;
 pub mod forward_auth;
 pub mod health;

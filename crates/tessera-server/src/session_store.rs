@@ -24,16 +24,112 @@ pub enum SessionStoreUrlError {
     },
 }
 
-/// Masks the password in `scheme://user:password@host` URLs for messages.
-pub fn mask_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((credentials, host)) = rest.split_once('@') {
-            if let Some((user, _password)) = credentials.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
+/// What a masked secret reads as.
+const MASK: &str = "***";
+
+/// Whether a query parameter called `name` holds a secret: any name that
+/// mentions a password, secret, key or token (`password`, `sslpassword`,
+/// `auth_token`, `api-key`, …), compared case-insensitively.
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "key", "token", "auth"].iter().any(|word| name.contains(word))
+}
+
+/// Masks the query parameters of `query` (without its `?`) that hold
+/// secrets; everything else is kept byte for byte.
+fn mask_query(query: &str) -> (String, bool) {
+    let mut masked = false;
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !value.is_empty() => {
+                let decoded: String = url::form_urlencoded::parse(name.as_bytes())
+                    .map(|(k, _)| k.into_owned())
+                    .next()
+                    .unwrap_or_default();
+                if is_secret_parameter(&decoded) {
+                    masked = true;
+                    format!("{name}={MASK}")
+                } else {
+                    pair.to_owned()
+                }
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    (parts.join("&"), masked)
+}
+
+/// The URL `text` fit to print or log: the password of
+/// `scheme://user:password@host` and the value of every query parameter
+/// named like a secret (`?password=`, `?sslpassword=`, `?token=`, …) are
+/// replaced by `***`. The one masking function for database and store URLs:
+/// every message, log line and `config check` output that shows one uses it.
+/// Text that is no URL is masked the same way as far as it looks like one.
+pub fn mask_url(text: &str) -> String {
+    if let Ok(mut url) = url::Url::parse(text) {
+        let mut changed = false;
+        if url.password().is_some_and(|p| !p.is_empty()) && url.set_password(Some(MASK)).is_ok() {
+            changed = true;
+        }
+        if let Some(query) = url.query().map(str::to_owned) {
+            let (masked, any) = mask_query(&query);
+            if any {
+                url.set_query(Some(&masked));
+                changed = true;
+            }
+        }
+        return if changed { url.to_string() } else { text.to_owned() };
+    }
+    // Not parseable (a typo, say): mask what looks like credentials anyway.
+    let (base, query) = match text.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (text, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:{MASK}@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(&mask_query(query).0);
+    }
+    out
+}
+
+/// `message` (an error from a driver that was given `url`) with every
+/// secret of `url` (see [`mask_url`]) replaced by `***`, in case the driver
+/// quoted it.
+pub fn scrub_message(message: &str, url: &str) -> String {
+    let mut secrets: Vec<String> = Vec::new();
+    if let Ok(parsed) = url::Url::parse(url) {
+        if let Some(password) = parsed.password().filter(|p| !p.is_empty()) {
+            secrets.push(password.to_owned());
+            secrets.push(percent_decode(password));
+        }
+        for (name, value) in parsed.query_pairs() {
+            if is_secret_parameter(&name) && !value.is_empty() {
+                secrets.push(value.into_owned());
             }
         }
     }
-    url.to_owned()
+    let mut out = message.replace(url, &mask_url(url));
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets.iter().filter(|s| s.len() >= 3) {
+        out = out.replace(secret.as_str(), MASK);
+    }
+    out
+}
+
+/// `text` percent-decoded (as a form value: `+` is a space).
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
 
 /// Opens the store named by `url`.
@@ -97,7 +193,8 @@ where
 
 /// Opens the store named by `url`, with its kind, counter and closer.
 pub async fn open_store(url: &str) -> Result<OpenedStore, SessionStoreUrlError> {
-    let unreachable = |reason: String| SessionStoreUrlError::Unreachable { url: mask_url(url), reason };
+    let unreachable =
+        |reason: String| SessionStoreUrlError::Unreachable { url: mask_url(url), reason: scrub_message(&reason, url) };
     let scheme = url.split_once("://").map(|(scheme, _)| scheme).unwrap_or("");
     match scheme {
         "memory" => {
@@ -110,6 +207,7 @@ pub async fn open_store(url: &str) -> Result<OpenedStore, SessionStoreUrlError> 
             Ok(OpenedStore { store, kind: "memory", active: Some(active), close: None })
         }
         "sqlite" => {
+            crate::file_permissions::prepare_sqlite(url, "session store").map_err(&unreachable)?;
             let store =
                 tessera_store_sqlite::SqliteStore::connect(url).await.map_err(|e| unreachable(e.to_string()))?;
             let (active, close) = pool_upkeep(store.pool().clone());
@@ -166,6 +264,24 @@ mod tests {
     fn masks_passwords() {
         assert_eq!(mask_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(mask_url("redis://h:6379"), "redis://h:6379");
+        // Issue #14 item 12: a password given as a query parameter.
+        assert_eq!(mask_url("postgres://u@h/db?password=hunter2"), "postgres://u@h/db?password=***");
+        assert_eq!(
+            mask_url("postgres://h/db?sslmode=require&user=u&PassWord=hunter2&sslpassword=x%20y"),
+            "postgres://h/db?sslmode=require&user=u&PassWord=***&sslpassword=***"
+        );
+        assert_eq!(mask_url("redis://:s3cret@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(mask_url("rediss://h?auth_token=abc&db=1"), "rediss://h?auth_token=***&db=1");
+        assert_eq!(mask_url("sqlite://tessera.db?mode=rwc"), "sqlite://tessera.db?mode=rwc");
+        assert_eq!(mask_url("sqlite::memory:"), "sqlite::memory:");
+        // Not a URL, still masked.
+        assert_eq!(mask_url("pg://u:p@ss@h/db"), "pg://u:***@h/db");
+        assert_eq!(mask_url("nonsense?password=x"), "nonsense?password=***");
+        for url in ["postgres://u:hunter2@h/db", "postgres://h/db?password=hunter2", "x://?token=hunter2"] {
+            assert!(!mask_url(url).contains("hunter2"), "{url}");
+            let message = format!("error connecting to {url}: bad password hunter2");
+            assert!(!scrub_message(&message, url).contains("hunter2"), "{url}");
+        }
     }
 
     #[tokio::test]

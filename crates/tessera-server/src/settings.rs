@@ -60,6 +60,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Hourly activity counters (`tessera sessions stats`).
     pub stats: StatsSettings,
+    /// The audit trail (`/account/activity`, `tessera admin audit`).
+    pub audit: AuditSettings,
 }
 
 /// `[server]`
@@ -78,12 +80,15 @@ pub struct ServerSettings {
     /// Reverse proxies (IP addresses or CIDR ranges, e.g. `10.0.0.0/8`)
     /// whose `X-Forwarded-For`, `X-Forwarded-*`, `X-Original-URL` and
     /// `x-request-id` headers are believed: client addresses (throttling,
-    /// device lists), original URLs (`/auth/verify`) and request IDs. From
-    /// anyone else those headers are ignored.
+    /// device lists), original URLs (`/auth/verify`), the host form posts
+    /// may come from (`X-Forwarded-Host`) and request IDs. From anyone else
+    /// those headers are ignored.
     pub trusted_proxies: Vec<String>,
     /// The address browsers use for tessera, e.g.
     /// `https://auth.example.com`. Needed for OpenID Connect (callback
-    /// URLs) and used for forward-auth login redirects. Empty: none.
+    /// URLs), used for forward-auth login redirects, and accepted as the
+    /// `Origin` of form posts (needed behind a proxy that passes neither
+    /// the browser's `Host` nor `X-Forwarded-Host`). Empty: none.
     pub public_url: String,
 }
 
@@ -94,7 +99,8 @@ pub struct TlsSettings {
     /// Serve HTTPS with this PEM certificate chain (with `key`). Empty:
     /// plain HTTP.
     pub cert: String,
-    /// The PEM private key for `cert`.
+    /// The PEM private key for `cert`; it must be readable by the server's
+    /// user only (`chmod 600`): a key the group or others may read is refused.
     pub key: String,
     /// Send `Strict-Transport-Security` even without `cert` (when a
     /// TLS-terminating proxy is in front). Always on with `cert`.
@@ -413,6 +419,24 @@ pub struct StatsSettings {
     pub flush_interval: Duration,
 }
 
+/// `[audit]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// How long audit events (logins, failures, password changes, …) are
+    /// kept; older ones are deleted in the background (every
+    /// `sessions.purge_interval`) and by `tessera admin audit purge`.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub retention: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings { retention: crate::audit::DEFAULT_RETENTION }
+    }
+}
+
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
@@ -624,6 +648,7 @@ impl Settings {
             ("sessions.store_timeout", self.sessions.store_timeout),
             ("sessions.purge_interval", self.sessions.purge_interval),
             ("stats.flush_interval", self.stats.flush_interval),
+            ("audit.retention", self.audit.retention),
         ] {
             if value.is_zero() {
                 return bad(key, "must be longer than zero".into());
@@ -1075,9 +1100,17 @@ pub mod duration_text {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// Writes `30m`.
+    /// Writes `30m`; whole days past a month as `400days` (humantime's own
+    /// `1year 1month 4days 7h 26m 24s` counts its years and months in
+    /// fractional days).
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+        const DAY: u64 = 24 * 3600;
+        let text = humantime::format_duration(*value).to_string();
+        let calendar = text.contains("month") || text.contains("year");
+        if calendar && value.as_secs().is_multiple_of(DAY) && value.subsec_nanos() == 0 {
+            return serializer.serialize_str(&format!("{}days", value.as_secs() / DAY));
+        }
+        serializer.serialize_str(&text)
     }
 
     /// Reads `30m`, `2h 30m`, `1500ms`.

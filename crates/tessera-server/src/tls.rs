@@ -45,7 +45,8 @@ pub enum TlsError {
     Config(String),
 }
 
-/// A rustls server configuration from PEM files (HTTP/2 and HTTP/1.1 offered).
+/// A rustls server configuration from PEM files (HTTP/2 and HTTP/1.1
+/// offered). A key file the group or others may read is refused.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let certificate_error = |reason: String| TlsError::Certificate { path: cert.display().to_string(), reason };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -55,6 +56,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     if certs.is_empty() {
         return Err(certificate_error("no certificate found".into()));
     }
+    // The private key is the server's identity: refuse one others can read.
+    crate::file_permissions::check_private(key, "TLS private key")
+        .map_err(|reason| TlsError::Key { path: key.display().to_string(), reason })?;
     let private_key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| TlsError::Key { path: key.display().to_string(), reason: e.to_string() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

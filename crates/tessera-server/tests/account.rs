@@ -2,8 +2,10 @@
 //! activity, recent-authentication rules.
 
 mod harness;
+mod services;
 
 use std::time::Duration;
+use tessera_auth::UserDirectory;
 
 use harness::{test_config, unique_name, Browser, TestServer};
 use tessera::ManualClock;
@@ -282,5 +284,60 @@ async fn a_password_step_up_rotates_the_session_id() {
     assert_eq!(other.get("/profile").await.status, 303, "the other device was signed out");
     // The step-up counts as recent authentication: no password needed now.
     assert!(!main.get("/account/sessions").await.body.contains("revoke-all-password"));
+    server.stop().await;
+}
+
+/// Issue #14 item 11: audit events older than `audit.retention` are deleted
+/// in the background; younger ones stay.
+#[tokio::test]
+async fn old_audit_events_are_purged_in_the_background() {
+    purges_old_audit_events(None).await;
+}
+
+/// The same with the users database in PostgreSQL.
+#[tokio::test]
+async fn old_audit_events_are_purged_in_the_background_in_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    purges_old_audit_events(Some(services::postgres_url())).await;
+}
+
+async fn purges_old_audit_events(database_url: Option<String>) {
+    use tessera::{Clock, DeviceInfo};
+    use tessera_server::audit::AuditKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
+    config.purge_interval = Duration::from_millis(100);
+    config.audit_retention = Duration::from_secs(30 * 24 * 3600);
+    let server = TestServer::start(config, clock.clone()).await;
+    let name = unique_name("audited");
+    assert_eq!(server.browser().register(&name, PASSWORD).await.status, 303);
+    let db = server.app_state.db.clone();
+    let key = tessera_auth::password_policy::check_username(&name).unwrap();
+    let user_id = db.users().user_by_name(&key).await.unwrap().unwrap().id;
+    let day = 24 * 3600 * 1000;
+    let now = clock.now().as_millis();
+    let device = DeviceInfo::default();
+    db.audit(AuditKind::LoginFailed, Some(user_id), &device, tessera::Timestamp(now - 31 * day)).await.unwrap();
+    db.audit(AuditKind::LoginFailed, None, &device, tessera::Timestamp(now - 90 * day)).await.unwrap();
+    db.audit(AuditKind::Logout, Some(user_id), &device, tessera::Timestamp(now - 29 * day)).await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let kinds = loop {
+        let events = db.audit_events(user_id, 100).await.unwrap();
+        let kinds: Vec<String> = events.into_iter().map(|e| e.kind).collect();
+        if !kinds.contains(&"login_failed".to_owned()) {
+            break kinds;
+        }
+        assert!(std::time::Instant::now() < deadline, "old events were never purged: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(kinds, ["sign_up", "logout"], "events younger than the retention stay");
     server.stop().await;
 }

@@ -7,6 +7,7 @@ mod harness;
 
 use binary::{admin, Server};
 use harness::Browser;
+use tessera_auth::UserDirectory;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -111,6 +112,21 @@ async fn admin_resets_a_lost_second_factor() {
     let server = Server::start(dir.path(), &db, &[], &[]);
     let mut browser = Browser::new(&server.base);
     assert_eq!(browser.login("dave", PASSWORD).await.status, 303);
+    // An API client signed in before the factor was turned on.
+    let http = reqwest::Client::new();
+    let pair: serde_json::Value = http
+        .post(format!("{}/api/signin", server.base))
+        .json(&serde_json::json!({"username": "dave", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = pair["access_token"].as_str().expect("an access token").to_owned();
+    let refresh = pair["refresh_token"].as_str().expect("a refresh token").to_owned();
+    let me = || http.get(format!("{}/api/me", server.base)).bearer_auth(&access).send();
+    assert_eq!(me().await.unwrap().status(), 200);
     let setup = browser.submit("/account/two-factor", "/account/two-factor/setup", &[]).await;
     let secret = TotpSecret::from_base32(&setup.element_text("totp-secret").unwrap().replace(' ', "")).unwrap();
     let code = secret.code_at(step_at(SystemClock.now()));
@@ -119,10 +135,57 @@ async fn admin_resets_a_lost_second_factor() {
     let pending = Browser::new(&server.base).login("dave", PASSWORD).await;
     assert_eq!(pending.location(), Some("/login/second-factor"));
 
+    // Access tokens are refused when issued in a second before the mark's.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (code, out, err) = admin(&db, &["user", "reset-second-factor", "dave"], "");
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("turned off; ended 1 session(s)"), "{out}");
+    assert!(out.contains("turned off; ended 1 session(s) and 1 API refresh token(s)"), "{out}");
     assert_eq!(browser.get("/profile").await.status, 303, "the user's sessions ended");
+    // Issue #14 item 7: and the user's API tokens.
+    assert_eq!(me().await.unwrap().status(), 401, "the access token is refused at once");
+    let refreshed = http
+        .post(format!("{}/api/token/refresh", server.base))
+        .json(&serde_json::json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 401, "the refresh token is revoked");
     let login = Browser::new(&server.base).login("dave", PASSWORD).await;
     assert_eq!(login.location(), Some("/profile"), "the password alone logs in again");
+}
+
+/// Issue #14 item 11: `tessera admin audit purge` deletes events older than
+/// the retention (or `--older-than`) and keeps the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_audit_purge_deletes_old_events() {
+    use tessera::{DeviceInfo, Timestamp};
+    use tessera_server::audit::AuditKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+    let (code, _, err) = admin(&db_url, &["user", "create", "erin", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert_eq!(code, 0, "{err}");
+    let db = tessera_server::database::Database::connect(&db_url).await.unwrap();
+    let user_id = db.users().user_by_name("erin").await.unwrap().unwrap().id;
+    let now = Timestamp::now().as_millis();
+    let day = 24 * 3600 * 1000;
+    let device = DeviceInfo::default();
+    for age in [500, 401, 100, 1] {
+        db.audit(AuditKind::LoginFailed, Some(user_id), &device, Timestamp(now - age * day)).await.unwrap();
+    }
+    let count =
+        |db: tessera_server::database::Database| async move { db.audit_events(user_id, 100).await.unwrap().len() };
+    let before = count(db.clone()).await;
+
+    let (code, out, err) = admin(&db_url, &["audit", "purge"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("purged 2 audit event(s) older than 400d"), "the default retention: {out}");
+    assert_eq!(count(db.clone()).await, before - 2);
+    let (code, out, err) = admin(&db_url, &["audit", "purge", "--older-than", "30d"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("purged 1 audit event(s)"), "{out}");
+    assert_eq!(count(db.clone()).await, before - 3);
+    let (code, _, err) = admin(&db_url, &["audit", "purge", "--older-than", "0s"], "");
+    assert_eq!(code, 2, "zero is bad usage: {err}");
+    db.close().await;
 }

@@ -507,6 +507,7 @@ async fn a_reused_refresh_token_revokes_its_whole_family() {
     let api = Api::new(&server);
     let name = unique_name("thief");
     let first = api.signup_and_signin(&name).await;
+    let user_id = api.with_bearer(access(&first)).get("/api/me").await.json["id"].as_i64().unwrap();
     let other_device = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.json;
 
     let second = api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&first)})).await;
@@ -525,7 +526,6 @@ async fn a_reused_refresh_token_revokes_its_whole_family() {
     assert_eq!(elsewhere.status, 200);
 
     // Log out everywhere: every family of the user.
-    let user_id = api.with_bearer(access(&first)).get("/api/me").await.json["id"].as_i64().unwrap();
     let again = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.json;
     let revoked = server.app_state.tokens.revoke_all_refresh_families(user_id).await.unwrap();
     // The other device's used and newest tokens, and the new sign-in's.
@@ -542,6 +542,49 @@ async fn a_reused_refresh_token_revokes_its_whole_family() {
     api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&late)}))
         .await
         .assert_problem(401, "invalid-refresh-token");
+    server.stop().await;
+}
+
+/// Issue #14 item 7: a replayed refresh token also ends the access tokens
+/// of its family at once (through the user's "not before" mark, so the
+/// user's other clients' access tokens too; they refresh once), and the
+/// replay is in the audit trail.
+#[tokio::test]
+async fn a_replayed_refresh_token_ends_the_familys_access_tokens_and_is_audited() {
+    let (server, _dir) = server().await;
+    let api = Api::new(&server);
+    let name = unique_name("replay");
+    let first = api.signup_and_signin(&name).await;
+    let user_id = api.with_bearer(access(&first)).get("/api/me").await.json["id"].as_i64().unwrap();
+    let other_device = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await.json;
+    server.clock.advance(Duration::from_secs(5));
+    let second = api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&first)})).await;
+    assert_eq!(second.status, 200);
+    for pair in [&first, &second.json] {
+        assert_eq!(api.with_bearer(access(pair)).get("/api/me").await.status, 200, "valid before the replay");
+    }
+
+    // A minute later the thief replays the first refresh token.
+    server.clock.advance(Duration::from_secs(60));
+    api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&first)}))
+        .await
+        .assert_problem(401, "invalid-refresh-token");
+    // Every access token of the family is dead now, not in 15 minutes.
+    for pair in [&first, &second.json] {
+        api.with_bearer(access(pair)).get("/api/me").await.assert_problem(401, "invalid-token");
+    }
+    // The user's other client refreshes once and carries on.
+    api.with_bearer(access(&other_device)).get("/api/me").await.assert_problem(401, "invalid-token");
+    server.clock.advance(Duration::from_secs(1));
+    let renewed = api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&other_device)})).await;
+    assert_eq!(renewed.status, 200);
+    assert_eq!(api.with_bearer(access(&renewed.json)).get("/api/me").await.status, 200);
+
+    // The audit trail says what happened (and never the token).
+    let events = server.app_state.db.audit_events(user_id, 20).await.unwrap();
+    let reuse: Vec<_> = events.iter().filter(|e| e.kind == "token_reuse_detected").collect();
+    assert_eq!(reuse.len(), 1, "{events:?}");
+    assert_eq!(reuse[0].ip.as_deref(), Some("127.0.0.1"), "the replaying client's address is recorded");
     server.stop().await;
 }
 

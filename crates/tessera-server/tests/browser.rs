@@ -475,3 +475,96 @@ async fn device_list_and_revoking_another_browser() {
     phone.close().await;
     server.stop().await;
 }
+
+/// The protocol the current page was fetched with (`h2`, `http/1.1`).
+async fn page_protocol(browser: &Chromium) -> String {
+    let protocol = browser.eval("return performance.getEntriesByType('navigation')[0].nextHopProtocol;").await;
+    protocol.as_str().unwrap_or_default().to_owned()
+}
+
+/// Registers, logs out and logs in again through the forms at `base`,
+/// checking that every form post is accepted (no 403 from the Origin check).
+async fn register_logout_login(browser: &Chromium, base: &str, name: &str) {
+    register(browser, base, name, PASSWORD).await;
+    let body = browser.client.source().await.unwrap();
+    assert_eq!(browser.path().await, "/profile", "registration went through: {body:.600}");
+    assert_eq!(browser.text("#username").await, name);
+    browser.click_and_wait("header nav button[type=submit]").await;
+    assert_eq!(browser.path().await, "/login", "logout went through");
+    log_in_here(browser, name, PASSWORD).await;
+    assert_eq!(browser.path().await, "/profile", "login went through");
+    assert_eq!(browser.text("#username").await, name);
+}
+
+/// Issue #14 item 9: with `--tls-cert`, Chromium speaks HTTP/2, whose
+/// requests carry `:authority` and no `Host`; registering, logging out and
+/// logging in must all pass the Origin check.
+#[tokio::test]
+async fn login_over_builtin_tls_with_http2() {
+    use std::os::unix::fs::PermissionsExt;
+    if !chromium::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tls = tessera_server::tls::server_config(&cert, &key).unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.hsts = true;
+    let app = tessera_server::App::build(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve_tls(listener, tls, async {
+        let _ = stopped.await;
+    }));
+
+    let driver = Chromedriver::start().await;
+    let browser = driver.chromium_with_flags(DESKTOP, &["--ignore-certificate-errors"]).await;
+    browser.open(&format!("{base}/login")).await;
+    assert_eq!(page_protocol(&browser).await, "h2", "Chromium negotiated HTTP/2");
+    register_logout_login(&browser, &base, &unique_name("h2")).await;
+    assert_eq!(page_protocol(&browser).await, "h2");
+    browser.close().await;
+    let _ = stop.send(());
+    let _ = server.await;
+}
+
+/// Issue #14 item 9: behind nginx with nothing but `proxy_pass` (so tessera
+/// sees `Host: 127.0.0.1:<its port>` and no `X-Forwarded-*`), forms work
+/// when `server.public_url` names the address browsers use.
+#[tokio::test]
+async fn login_behind_nginx_with_its_default_proxy_headers() {
+    if !chromium::available() {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tessera_port = listener.local_addr().unwrap().port();
+    // Only `proxy_pass`: nginx then sends `Host: 127.0.0.1:<port>` and no
+    // X-Forwarded-* headers. (`/` answers itself: the harness polls it
+    // before tessera, which needs nginx's port for its public URL, runs.)
+    let site = format!(
+        "  server {{\n    listen 127.0.0.1:{{PORT}};\n    location = / {{ return 204; }}\n    \
+         location / {{ proxy_pass http://127.0.0.1:{tessera_port}; }}\n  }}\n"
+    );
+    let Some(proxy) = harness::external::Proxy::nginx(&site, "browser login behind nginx").await else { return };
+    let base = format!("http://localhost:{}", proxy.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.public_url = Some(base.clone());
+    let server = TestServer::start_on(config, clock, listener).await;
+
+    let driver = Chromedriver::start().await;
+    let browser = driver.chromium(DESKTOP).await;
+    register_logout_login(&browser, &base, &unique_name("nginx")).await;
+    let log = std::fs::read_to_string(proxy.dir.path().join("access.log")).unwrap();
+    assert!(log.contains("POST /login"), "the requests went through nginx: {log}");
+    browser.close().await;
+    proxy.stop();
+    server.stop().await;
+}

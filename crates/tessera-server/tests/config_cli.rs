@@ -53,6 +53,30 @@ fn file_then_environment_then_flags() {
     assert!(out.contains("idle_timeout = \"25m\"") && out.contains("127.0.0.1:4003"), "{out}");
 }
 
+/// Issue #14 item 12: a password given as a query parameter of a URL (or
+/// as another secret-looking parameter) is masked like one in the userinfo.
+#[test]
+fn passwords_in_url_query_parameters_are_masked() {
+    let (code, out, err) = check(
+        &[
+            "--database",
+            "postgres://app@db.internal/tessera?sslmode=require&password=hunter2",
+            "--session-store",
+            "redis://cache.internal:6379/0?password=swordfish&protocol=resp3",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("hunter2") && !err.contains("hunter2"), "the database password is masked: {out}{err}");
+    assert!(!out.contains("swordfish") && !err.contains("swordfish"), "the store password is masked: {out}{err}");
+    assert!(out.contains("postgres://app@db.internal/tessera?sslmode=require&password=***"), "{out}");
+    assert!(out.contains("redis://cache.internal:6379/0?password=***&protocol=resp3"), "{out}");
+    // An unsupported URL's error message masks it too.
+    let (code, out, err) = check(&["--database", "mysql://app@db/x?password=hunter2"], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(!err.contains("hunter2") && !out.contains("hunter2"), "{err}");
+}
+
 #[test]
 fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,6 +125,9 @@ fn every_section_layers_file_then_environment_then_flags() {
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let key = dir.path().join("tls.key");
     std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    // Keys others can read are refused (issue #14 item 10).
+    std::fs::set_permissions(&key, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .unwrap();
     let cert = |name: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, generated.cert.pem()).unwrap();

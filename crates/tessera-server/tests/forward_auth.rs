@@ -244,3 +244,65 @@ async fn nginx_auth_request() {
 async fn caddy_forward_auth() {
     behind_a_proxy("caddy").await;
 }
+
+/// Issue #14 item 9: form posts carry the browser's `Origin`, which must
+/// match the request's own host however it reaches tessera: through nginx
+/// sending `X-Forwarded-Host` (believed from a trusted proxy only, with
+/// `Host` left at nginx's default, the upstream's address), and through
+/// Caddy over h2c, where HTTP/2 carries `:authority` and no `Host`.
+#[tokio::test]
+async fn forms_pass_the_origin_check_behind_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.trusted_proxies =
+        tessera_server::client_ip::TrustedProxies::new(vec![parse_trusted_proxy("127.0.0.1").unwrap()]);
+    let server = TestServer::start(config, clock).await;
+    let port = server.address.port();
+    let nginx_site = format!(
+        "  server {{\n    listen 127.0.0.1:{{PORT}};\n    location / {{\n      proxy_pass http://127.0.0.1:{port};\n      \
+         proxy_set_header X-Forwarded-Host $http_host;\n    }}\n  }}\n"
+    );
+    let Some(nginx) = Proxy::nginx(&nginx_site, "origin check behind nginx").await else { return };
+    let caddy_site =
+        format!("http://localhost:{{PORT}}, http://127.0.0.1:{{PORT}} {{\n  reverse_proxy h2c://127.0.0.1:{port}\n}}");
+    let Some(caddy) = Proxy::caddy(&caddy_site, "origin check behind caddy h2c").await else { return };
+
+    for (kind, proxy_port) in [("nginx", nginx.port), ("caddy-h2c", caddy.port)] {
+        let site = format!("http://localhost:{proxy_port}");
+        let mut browser = Browser::new(&site);
+        let name = unique_name(kind);
+        let token = browser.get("/register").await.csrf();
+        let fields = [("csrf_token", token.as_str()), ("username", name.as_str()), ("password", PASSWORD)];
+        let registered = browser.post_form_with("/register", &fields, &[("origin", site.as_str())]).await;
+        assert_eq!(registered.status, 303, "{kind}: {}", registered.body);
+        let token = browser.get("/profile").await.csrf();
+        let evil =
+            browser.post_form_with("/logout", &[("csrf_token", &token)], &[("origin", "http://evil.example")]).await;
+        assert_eq!(evil.status, 403, "{kind}: another origin is still refused");
+        let out = browser.post_form_with("/logout", &[("csrf_token", &token)], &[("origin", site.as_str())]).await;
+        assert_eq!(out.status, 303, "{kind}: {}", out.body);
+    }
+    nginx.stop();
+    caddy.stop();
+    server.stop().await;
+
+    // Without a trusted proxy, X-Forwarded-Host is anyone's to send and
+    // changes nothing.
+    let (plain, _plain_dir) = {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        (TestServer::start(test_config(dir.path(), &clock), clock).await, dir)
+    };
+    let mut browser = plain.browser();
+    let token = browser.get("/login").await.csrf();
+    let forged = browser
+        .post_form_with(
+            "/login",
+            &[("csrf_token", &token), ("username", "nobody"), ("password", PASSWORD)],
+            &[("origin", "http://evil.example"), ("x-forwarded-host", "evil.example")],
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    plain.stop().await;
+}

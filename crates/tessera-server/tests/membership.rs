@@ -201,6 +201,37 @@ async fn csrf_refusals() {
     server.stop().await;
 }
 
+/// Issue #14 item 8: a token minted for the pre-login cookie stops working
+/// at login (the pre-session secret is rotated), for the user who logged in
+/// and for the next user of the same browser.
+#[tokio::test]
+async fn the_pre_session_csrf_secret_is_rotated_at_login() {
+    let (server, _dir) = server().await;
+    let alice = unique_name("alice");
+    let bob = unique_name("bob");
+    server.browser().register(&bob, PASSWORD).await;
+    let mut browser = server.browser();
+    let login_form = browser.get("/login").await;
+    let pre_login_token = login_form.csrf();
+    let pre_session_cookie = browser.cookies.get("__Host-csrf").cloned().expect("a pre-session cookie");
+
+    let registered = browser
+        .post_form("/register", &[("csrf_token", &pre_login_token), ("username", &alice), ("password", PASSWORD)])
+        .await;
+    assert_eq!(registered.status, 303);
+    let rotated = browser.cookies.get("__Host-csrf").cloned().expect("the pre-session cookie is still there");
+    assert_ne!(rotated, pre_session_cookie, "registering (a login) replaced the pre-session secret");
+    assert!(registered.set_cookies.iter().any(|c| c.starts_with("__Host-csrf=") && c.contains("HttpOnly")));
+    // The login form's token no longer works for the logged-in user...
+    assert_eq!(browser.post_form("/logout", &[("csrf_token", &pre_login_token)]).await.status, 403);
+    assert_eq!(browser.get("/profile").await.status, 200, "still logged in");
+    // ...nor for the next user of this browser.
+    assert_eq!(browser.logout().await.status, 303);
+    assert_eq!(browser.login(&bob, PASSWORD).await.status, 303);
+    assert_eq!(browser.post_form("/logout", &[("csrf_token", &pre_login_token)]).await.status, 403);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn idle_timeout_slides_with_touches_and_ends_idle_sessions() {
     let (server, _dir) = server().await;

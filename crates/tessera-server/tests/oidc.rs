@@ -409,6 +409,59 @@ async fn email_linking_only_when_enabled_and_verified_and_keys_rotate() {
     setup.stop().await;
 }
 
+/// Issue #14 item 3: a link is bound to the session that started it. Left
+/// unfinished by a user who then logged out (or who logged out and in
+/// again, or after whom someone else logged in), it cannot be finished:
+/// nothing is linked and nobody is logged in by it.
+#[tokio::test]
+async fn a_link_left_unfinished_cannot_be_finished_by_the_next_person_at_the_browser() {
+    let Some(setup) = setup("oidc link bound to its session", false).await else { return };
+    let db = setup.server.app_state.db.clone();
+    let alice = unique_name("alice");
+    let bob = unique_name("bob");
+    setup.server.browser().register(&bob, PASSWORD).await;
+    let mut browser = setup.server.browser();
+    browser.register(&alice, PASSWORD).await;
+    let alice_id = db.users().user_by_name(&alice.to_lowercase()).await.unwrap().unwrap().id;
+
+    for (case, then) in [("logged out", None), ("logged in again", Some(&alice)), ("someone else", Some(&bob))] {
+        if browser.get("/profile").await.status != 200 {
+            assert_eq!(browser.login(&alice, PASSWORD).await.status, 303, "{case}");
+        }
+        let authorize = setup.start(&mut browser, "/account", None).await;
+        assert_eq!(browser.logout().await.status, 303, "{case}");
+        if let Some(name) = then {
+            assert_eq!(browser.login(name, PASSWORD).await.status, 303, "{case}");
+        }
+        // The next person at the browser signs in at the provider.
+        let hint = format!("mallory-{}", case.replace(' ', "-"));
+        let callback = setup.provider.authorize(&authorize, &hint, &setup.callback_prefix()).await;
+        let answer = browser.get(path_of(&callback)).await;
+        assert_eq!(answer.status, 409, "{case}: {}", answer.body);
+        assert!(answer.body.contains("not linked"), "{case}: {}", answer.body);
+        let linked = db.identity(&setup.provider.issuer, &format!("sub-{hint}")).await.unwrap();
+        assert!(linked.is_none(), "{case}: the identity was linked to {linked:?}");
+        let profile = browser.get("/profile").await;
+        match then {
+            None => assert_eq!(profile.status, 303, "{case}: nobody is logged in"),
+            Some(name) => assert_eq!(profile.element_text("username").as_deref(), Some(name.as_str()), "{case}"),
+        }
+        if then.is_some() {
+            browser.logout().await;
+        }
+    }
+    assert!(db.identities_of(alice_id).await.unwrap().is_empty(), "nothing was linked to alice");
+
+    // Finished in the session that started it, the link works as before.
+    assert_eq!(browser.login(&alice, PASSWORD).await.status, 303);
+    let authorize = setup.start(&mut browser, "/account", None).await;
+    let callback = setup.provider.authorize(&authorize, "alice-own", &setup.callback_prefix()).await;
+    let linked = browser.get(path_of(&callback)).await;
+    assert_eq!(linked.location(), Some("/account"), "{}", linked.body);
+    assert_eq!(db.identities_of(alice_id).await.unwrap().len(), 1);
+    setup.stop().await;
+}
+
 /// Posts the link button of `/account` with extra fields.
 async fn start_link(browser: &mut Browser, fields: &[(&str, &str)]) -> Page {
     let token = browser.get("/account").await.csrf();

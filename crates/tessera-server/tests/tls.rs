@@ -3,6 +3,7 @@
 
 mod harness;
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use harness::test_config;
@@ -20,6 +21,7 @@ async fn serves_https_with_hsts() {
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, certified.cert.pem()).unwrap();
     std::fs::write(&key_path, certified.key_pair.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let tls = tessera_server::tls::server_config(&cert_path, &key_path).unwrap();
 
     let clock = ManualClock::new();
@@ -71,4 +73,59 @@ fn bad_files_name_the_flag() {
     std::fs::write(&empty, "not a pem").unwrap();
     let error = tessera_server::tls::server_config(&empty, &empty).unwrap_err().to_string();
     assert!(error.starts_with("--tls-cert"), "{error}");
+}
+
+/// Issue #14 item 10: a TLS key file that others can read is refused, with
+/// a message naming the file and the fix.
+#[test]
+fn a_key_file_others_can_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.key_pair.serialize_pem()).unwrap();
+    for mode in [0o644, 0o640, 0o604] {
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let error = tessera_server::tls::server_config(&cert_path, &key_path).unwrap_err().to_string();
+        assert!(error.starts_with("--tls-key"), "{error}");
+        assert!(error.contains(&format!("chmod 600 {}", key_path.display())), "{error}");
+    }
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(tessera_server::tls::server_config(&cert_path, &key_path).is_ok());
+    // The certificate is public: its mode does not matter.
+    std::fs::set_permissions(&cert_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(tessera_server::tls::server_config(&cert_path, &key_path).is_ok());
+}
+
+/// Issue #14 item 10: the SQLite database is created readable by the
+/// owner only, with its `-wal` and `-shm` files; an existing database that
+/// others can read stops the server from starting.
+#[tokio::test]
+async fn the_database_is_private_and_an_open_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let app = App::build(test_config(dir.path(), &clock)).await.unwrap();
+    // A write, so that the WAL and shared-memory files exist.
+    app.state.db.secret("file-mode-test").await.unwrap();
+    for name in ["tessera.db", "tessera.db-wal", "tessera.db-shm"] {
+        let path = dir.path().join(name);
+        let mode = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{name}: {e}")).permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+    }
+    drop(app);
+
+    let other = tempfile::tempdir().unwrap();
+    let database = other.path().join("tessera.db");
+    tessera_server::database::Database::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = match App::build(test_config(other.path(), &clock)).await {
+        Ok(_) => panic!("a world-readable database was used"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains(&format!("chmod 600 {}", database.display())) && error.contains("0644"), "{error}");
 }

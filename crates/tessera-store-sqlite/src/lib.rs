@@ -102,6 +102,27 @@ pub struct SqliteStore {
     write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// Creates the database file `path` empty with mode `0600` if it is missing
+/// (SQLite would create it `0644`), unless `url` names an in-memory database.
+fn create_private(path: &std::path::Path, url: &str) -> Result<(), StoreError> {
+    let name = path.to_string_lossy();
+    if name.is_empty() || name == ":memory:" || name.starts_with("file:sqlx-in-memory") || url.contains("mode=memory") {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::unavailable(error)),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `url` —
     /// `sqlite://path/to/file.db`, `sqlite:file.db`, or a plain file path —
@@ -110,8 +131,14 @@ impl SqliteStore {
     ///
     /// Use a file: an in-memory database (`sqlite::memory:`) is private to
     /// each pooled connection, so a pool would see several empty databases.
+    ///
+    /// A file it creates gets mode `0600` on Unix (SQLite gives its `-wal`
+    /// and `-shm` files the same mode): sessions are nobody else's business.
+    /// An existing file keeps its mode.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_with(Self::connect_options(url)?).await
+        let options = Self::connect_options(url)?;
+        create_private(options.get_filename(), url)?;
+        Self::connect_with(options).await
     }
 
     /// The options [`SqliteStore::connect`] uses for `url`: create the file if

@@ -229,3 +229,20 @@ async fn concurrent_regenerations_have_one_winner() {
     assert_eq!(listed, winners);
     store.close().await;
 }
+
+/// Issue #14 item 10: a database file the store creates, and the `-wal`
+/// and `-shm` files beside it, are readable by the owner only.
+#[cfg(unix)]
+#[tokio::test]
+async fn creates_its_files_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(&url(dir.path())).await.unwrap();
+    store.create(&record(Some("alice"), HOUR)).await.unwrap();
+    for name in ["sessions.db", "sessions.db-wal", "sessions.db-shm"] {
+        let path = dir.path().join(name);
+        let mode = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{name}: {e}")).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} is {:o}", mode & 0o777);
+    }
+    store.close().await;
+}

@@ -305,6 +305,16 @@ impl Session {
         self.state().base.as_ref().map(|base| base.created_at)
     }
 
+    /// Whether this request changed who the session belongs to: a
+    /// [`login`](Session::login) (of anyone, the same user again included),
+    /// or the end of a session that had an owner (a logout). Web layers
+    /// rotate secrets bound to the browser rather than the session then,
+    /// such as the pre-session CSRF secret.
+    pub fn owner_changed(&self) -> bool {
+        let state = self.state();
+        state.destroyed_user.is_some() || state.changes.iter().any(|change| matches!(change, Change::SetUser(_)))
+    }
+
     /// Whether this request changed anything that a commit would write.
     pub fn is_modified(&self) -> bool {
         let state = self.state();

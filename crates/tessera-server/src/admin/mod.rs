@@ -3,6 +3,7 @@
 //! Every action prints what it did on standard output, errors on standard
 //! error, and exits with a code a script can act on ([`AdminError::exit_code`]).
 
+pub mod audit;
 pub mod keys;
 pub mod sessions;
 pub mod users;
@@ -11,7 +12,7 @@ use std::io::Write;
 use tessera_auth::UserDirectory;
 
 use crate::app::{AppConfig, Backends};
-use crate::cli::{AdminCommand, AdminSessionsCommand, UserCommand};
+use crate::cli::{AdminAuditCommand, AdminCommand, AdminSessionsCommand, UserCommand};
 use crate::database::DatabaseError;
 use tessera_auth::password_policy::check_username;
 use tessera_auth::User;
@@ -116,6 +117,7 @@ pub async fn run(
         }
         AdminCommand::Sessions(AdminSessionsCommand::PurgeExpired) => sessions::purge_expired(context, out).await,
         AdminCommand::RotateKeys => keys::rotate(context, out).await,
+        AdminCommand::Audit(AdminAuditCommand::Purge { older_than }) => audit::purge(context, *older_than, out).await,
     }
 }
 

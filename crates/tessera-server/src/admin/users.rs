@@ -119,8 +119,9 @@ pub async fn reset_password(
 }
 
 /// Turns two-step verification off (app secret and recovery codes) and ends
-/// every session and API token, so that whoever holds one now must log in
-/// again.
+/// every session and every API token (refresh families, and access tokens
+/// through the user's "not before" mark), so that whoever holds one now
+/// must sign in again.
 pub async fn reset_second_factor(
     context: &AdminContext,
     username: &str,

@@ -11,7 +11,7 @@ use super::rfc3339;
 use super::tokens::{RefreshError, TokenPair};
 use crate::app::AppState;
 use tessera_auth::{Channel, LoginError, RegisterError, User};
-use tessera_axum::LoginClient;
+use tessera_axum::{ClientDevice, LoginClient};
 
 /// A user name and password.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -158,16 +158,17 @@ pub async fn signin(
     responses(
         (status = 200, description = "A new pair; the presented refresh token is now used", body = TokenPair),
         (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown, expired, revoked or reused refresh token (a reused one also revokes its family and every access token of the user, and is audited)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "`refresh_token` missing", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientDevice(device): ClientDevice,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Response, ApiError> {
-    match state.tokens.refresh(&body.refresh_token).await {
+    match state.tokens.refresh_from(&body.refresh_token, &device).await {
         Ok(pair) => Ok(json_response(StatusCode::OK, &pair)),
         Err(RefreshError::Refused) => Err(ApiError::InvalidRefreshToken),
         Err(RefreshError::Unavailable(error)) => Err(ApiError::unavailable(error)),

@@ -14,12 +14,13 @@ use http::{HeaderValue, StatusCode};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::Serialize;
-use tessera::{Clock, Timestamp};
+use tessera::{Clock, DeviceInfo, Timestamp};
 use tessera_token::refresh::{self, RefreshToken};
 use tessera_token::{Jwks, KeyPair, KeyRing, TokenError, TokenSettings};
 
 use super::problem::{json_response, ApiError};
 use crate::app::AppState;
+use crate::audit::AuditKind;
 use crate::database::{Database, DatabaseError};
 use crate::token_store::RefreshUse;
 
@@ -266,6 +267,20 @@ impl TokenService {
     /// presented twice revokes its family: one of the two presenters stole it.
     /// Owners that were deleted or disabled get nothing.
     pub async fn refresh(&self, presented: &str) -> Result<TokenPair, RefreshError> {
+        self.refresh_from(presented, &DeviceInfo::default()).await
+    }
+
+    /// [`TokenService::refresh`] for a client on `device` (recorded in the
+    /// audit trail when the token turns out to be a replay).
+    ///
+    /// A replayed token means two parties hold the family: besides its
+    /// refresh tokens, every access token the user was issued until now is
+    /// ended (the per-user "not before" mark: an access token does not say
+    /// which family it came from, and a per-family mark would need a new
+    /// claim and a second lookup on every bearer request), and a
+    /// `token_reuse_detected` event is recorded. The user's other API
+    /// clients keep their refresh tokens and simply refresh once.
+    pub async fn refresh_from(&self, presented: &str, device: &DeviceInfo) -> Result<TokenPair, RefreshError> {
         let Some(digest) = refresh::digest(presented) else { return Err(RefreshError::Refused) };
         let successor = RefreshToken::generate();
         let now = self.clock.now();
@@ -291,7 +306,12 @@ impl TokenService {
                 })
             }
             RefreshUse::Reused { user_id } => {
-                tracing::warn!(user_id, "a used refresh token was presented again; its family is revoked");
+                tracing::warn!(
+                    user_id,
+                    "a used refresh token was presented again; its family and the user's access tokens are revoked"
+                );
+                self.db.revoke_access_tokens_before(user_id, now).await?;
+                self.db.record(AuditKind::TokenReuseDetected, Some(user_id), device, now).await;
                 Err(RefreshError::Refused)
             }
             RefreshUse::Invalid => Err(RefreshError::Refused),

@@ -42,6 +42,13 @@ pub struct Flow {
     pub next: Option<String>,
     /// The logged-in user who asked to link an identity, if any.
     pub link_user: Option<i64>,
+    /// The public handle of the session that asked to link (see
+    /// [`tessera::SessionHandle`]): the callback links only into that same
+    /// session, still logged in as `link_user`, so a link left unfinished
+    /// by someone who then logged out cannot be finished by the next
+    /// person at the browser.
+    #[serde(default)]
+    pub link_session: Option<String>,
     /// The logged-in user who asked to confirm who they are at the
     /// provider (a step-up for linking, unlinking or deleting), if any.
     #[serde(default)]
@@ -151,6 +158,7 @@ mod tests {
             pkce_verifier: "v".into(),
             next: None,
             link_user: None,
+            link_session: None,
             reauth_user: None,
             max_age: Some(600),
             expires_at,

@@ -127,7 +127,10 @@ pub async fn start(
         Some(user) => Purpose::Link(user.id),
         None => Purpose::Login,
     };
-    begin(&state, &provider_id, provider, form.next, purpose).await
+    // The link is bound to this session (its handle after any step-up above
+    // gave it a new ID), not only to the user.
+    let session = ctx.user.as_ref().and_then(|_| ctx.session.handle()).map(|h| h.as_str().to_owned());
+    begin(&state, &provider_id, provider, form.next, purpose, session).await
 }
 
 /// Starts a re-authentication at the provider for the logged-in user (the
@@ -160,7 +163,7 @@ pub async fn reauthenticate(
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    begin(&state, &provider_id, provider, form.next, Purpose::Reauthenticate(user.id)).await
+    begin(&state, &provider_id, provider, form.next, Purpose::Reauthenticate(user.id), None).await
 }
 
 /// Why a flow was started.
@@ -182,6 +185,7 @@ async fn begin(
     provider: &Provider,
     next: Option<String>,
     purpose: Purpose,
+    session: Option<String>,
 ) -> Response {
     // max_age = the window, not 0 (prompt=login): a sign-in at the provider
     // within the window counts just as a password typed here within it
@@ -212,6 +216,10 @@ async fn begin(
         next: state.forward_auth.checked_next(next),
         link_user: match purpose {
             Purpose::Link(user) => Some(user),
+            _ => None,
+        },
+        link_session: match purpose {
+            Purpose::Link(_) => session,
             _ => None,
         },
         reauth_user: match purpose {
@@ -329,15 +337,30 @@ async fn finish(
         return reauthenticated(state, ctx, provider_id, &flow, &identity, asked, fresh_at).await;
     }
 
-    // Linking: the session must still belong to the user who asked.
+    // Linking: the browser must still hold the very session that asked,
+    // still logged in as the user who asked. Otherwise whoever signs in at
+    // the provider next (after the user logged out, or in another account)
+    // would link their identity to the first account and be logged in as
+    // its owner.
     let current = ctx.user.as_ref().map(|u| u.id);
-    if let (Some(asked), Some(current)) = (flow.link_user, current) {
-        if asked != current {
+    if let Some(asked) = flow.link_user {
+        let handle = ctx.session.handle();
+        let same_session = match (&flow.link_session, &handle) {
+            (Some(started), Some(handle)) => handle.matches(started),
+            _ => false,
+        };
+        if current != Some(asked) || !same_session {
+            tracing::info!(
+                user_id = asked,
+                provider = %provider_id,
+                logged_in = current.is_some(),
+                "OIDC link refused: the session that started it is gone or belongs to someone else"
+            );
             return refused(
                 StatusCode::CONFLICT,
                 "oidc-session-changed",
-                "You logged in as someone else meanwhile",
-                &format!("The identity was not linked. {START_AGAIN}"),
+                "You logged out or logged in as someone else meanwhile",
+                &format!("The identity was not linked and nobody was logged in. {START_AGAIN}"),
             );
         }
     }
@@ -375,10 +398,9 @@ async fn finish(
         // The user who linked stays as recently authenticated as the link
         // required; the new identity's sign-in does not prove the account
         // holder, so it adds nothing to the mark.
+        // The session is the linking user's (checked above): nobody is
+        // logged in by a link.
         tracing::info!(user_id = user.id, provider = %provider_id, "OIDC identity linked");
-        if current != Some(user.id) {
-            return log_in_or_ask_second_factor(state, ctx, &user, auth_time, Some("/account".to_owned())).await;
-        }
         return Redirect::to("/account").into_response();
     }
     let auth_age_secs = auth_time.map(|at| now.since(at).as_secs());

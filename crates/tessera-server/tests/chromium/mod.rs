@@ -114,17 +114,23 @@ impl Chromedriver {
 
     /// A new browser with a fresh, empty profile, its window `size` large.
     pub async fn chromium(&self, size: (u32, u32)) -> Chromium {
-        self.chromium_with(size, true).await
+        self.chromium_with(size, true, &[]).await
     }
 
     /// A new browser whose pages cannot run JavaScript.
     pub async fn chromium_without_javascript(&self, size: (u32, u32)) -> Chromium {
-        self.chromium_with(size, false).await
+        self.chromium_with(size, false, &[]).await
     }
 
-    async fn chromium_with(&self, size: (u32, u32), javascript: bool) -> Chromium {
+    /// A new browser started with extra command-line `flags` (such as
+    /// `--ignore-certificate-errors` for a test's self-signed certificate).
+    pub async fn chromium_with_flags(&self, size: (u32, u32), flags: &[&str]) -> Chromium {
+        self.chromium_with(size, true, flags).await
+    }
+
+    async fn chromium_with(&self, size: (u32, u32), javascript: bool, flags: &[&str]) -> Chromium {
         let profile = tempfile::tempdir().expect("profile dir");
-        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| (*s).to_owned()).collect();
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().chain(flags).map(|s| (*s).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
         args.push(format!("--window-size={},{}", size.0, size.1));
         let mut prefs = json!({ "credentials_enable_service": false, "profile.password_manager_enabled": false });
