@@ -31,6 +31,7 @@ use crate::pages::{
     login_second_factor, logout, profile, register,
 };
 use crate::password_policy::PasswordPolicy;
+use crate::registration_policy::RegistrationPolicy;
 use crate::request_id;
 use crate::second_factor::SecondFactors;
 use crate::security_headers;
@@ -109,6 +110,8 @@ pub struct AppConfig {
     pub oidc_jwks_min_refresh: Duration,
     /// `/auth/verify` for reverse proxies.
     pub forward_auth: ForwardAuthConfig,
+    /// Who may create an account (`accounts.registration`).
+    pub registration: RegistrationPolicy,
 }
 
 impl Default for AppConfig {
@@ -130,6 +133,7 @@ impl AppConfig {
         let proxies = settings.trusted_proxy_networks();
         let mut forward_auth = ForwardAuthConfig { trusted_proxies: proxies.clone(), ..ForwardAuthConfig::default() };
         forward_auth.protected_hosts = settings.forward_auth.protected_hosts.clone();
+        forward_auth.rules = settings.forward_auth.rules.clone();
         for header in &settings.forward_auth.headers {
             let header =
                 forward_auth::parse_forward_header(header).map_err(|e| format!("forward_auth.headers: {e}"))?;
@@ -173,6 +177,7 @@ impl AppConfig {
             oidc_providers: settings.oidc.providers.iter().map(|p| p.to_config()).collect(),
             oidc_jwks_min_refresh: settings.oidc.jwks_min_refresh,
             forward_auth,
+            registration: settings.accounts.registration,
             session_store: None,
             cookie: CookieConfig::default(),
             clock: Arc::new(SystemClock),
@@ -250,6 +255,8 @@ pub struct AppState {
     pub second_factors: SecondFactors,
     /// See [`AppConfig::require_second_factor`].
     pub require_second_factor: bool,
+    /// See [`AppConfig::registration`].
+    pub registration: RegistrationPolicy,
 }
 
 impl AppState {
@@ -381,7 +388,11 @@ impl App {
             reauth_window: config.reauth_window,
             second_factors: SecondFactors::new(db.clone(), config.clock.clone()),
             require_second_factor: config.require_second_factor,
+            registration: config.registration,
         };
+        if config.forward_auth.rules.is_empty() {
+            tracing::info!("forward_auth.rules is empty: /auth/verify refuses every request (default deny)");
+        }
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
         let mut background = vec![

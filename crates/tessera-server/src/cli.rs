@@ -140,6 +140,63 @@ pub enum AdminCommand {
     /// Rotate keys: adds a new cookie sealing key (older ones keep opening
     /// existing cookies).
     RotateKeys,
+    /// Put users in groups (for forward-auth access rules; `admin` may
+    /// change anyone's products), take them out, list groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Invitations to register (`accounts.registration = "invite"`).
+    #[command(subcommand)]
+    Invite(InviteCommand),
+}
+
+/// `tessera admin group …`
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Add a user to a group (created by its first member).
+    Add {
+        /// The group.
+        group: String,
+        /// The user name.
+        username: String,
+    },
+    /// Remove a user from a group.
+    Remove {
+        /// The group.
+        group: String,
+        /// The user name.
+        username: String,
+    },
+    /// List groups and their members (or one group's members).
+    List {
+        /// Only this group.
+        group: Option<String>,
+    },
+}
+
+/// `tessera admin invite …`
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Create a single-use invitation and print its link (with
+    /// server.public_url; else the path) once: only a hash is stored.
+    Create {
+        /// Put the new account in this group (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// How long the invitation works, e.g. 7d, 12h.
+        #[arg(long, default_value = "7d", value_parser = parse_expiry)]
+        expires: std::time::Duration,
+    },
+    /// List unused, unexpired invitations (expiry and groups; the links
+    /// cannot be shown again).
+    List,
+}
+
+fn parse_expiry(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (expected e.g. 7d, 12h)"))?;
+    if duration.is_zero() || duration > std::time::Duration::from_secs(366 * 24 * 3600) {
+        return Err(format!("{text:?}: between a second and a year"));
+    }
+    Ok(duration)
 }
 
 /// `tessera admin user …`

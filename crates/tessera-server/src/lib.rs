@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_rules;
 pub mod accounts;
 pub mod activity_stats;
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod database;
 pub mod error_pages;
 pub mod flash;
 pub mod forward_auth;
+pub mod groups;
 pub mod health;
 pub mod metrics;
 pub mod oidc;
@@ -29,6 +31,7 @@ pub mod pages;
 pub mod password_policy;
 pub mod product_store;
 pub mod reauthentication;
+pub mod registration_policy;
 pub mod request_id;
 pub mod revocation_marks;
 pub mod second_factor;

@@ -45,6 +45,8 @@ pub struct Settings {
     pub cookie: CookieSettings,
     /// Password hashing and rules, and whether a second factor is required.
     pub passwords: PasswordSettings,
+    /// Who may create an account.
+    pub accounts: AccountSettings,
     /// Delays after failed logins, per account or device and per client
     /// address.
     pub throttle: ThrottleSettings,
@@ -197,6 +199,18 @@ pub struct PasswordSettings {
     pub require_second_factor: bool,
 }
 
+/// `[accounts]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountSettings {
+    /// Who may create an account (web form, `POST /api/signup`, first
+    /// OpenID Connect login): `open` (anyone), `invite` (only with an
+    /// invitation from `tessera admin invite create`; provider logins create
+    /// no accounts unless the provider says `allow_signup = true`) or
+    /// `closed` (nobody; `tessera admin user create` still works).
+    pub registration: crate::registration_policy::RegistrationPolicy,
+}
+
 /// `[throttle]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -288,6 +302,17 @@ pub struct OidcProviderSettings {
     /// addresses you trust. Default `false`.
     #[serde(default)]
     pub link_by_verified_email: bool,
+    /// Whether a first login may create an account. Unset: only when
+    /// `accounts.registration` is `open`; `true`: also under `invite` (an
+    /// invitation cannot travel through a provider login); `false`: never.
+    /// Never under `closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_signup: Option<bool>,
+    /// When not empty, a first login creates an account only for an identity
+    /// with a verified email address in one of these domains (exact match,
+    /// like Google's `hd`). Logins of existing accounts are not affected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_email_domains: Vec<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -313,6 +338,8 @@ impl OidcProviderSettings {
             scopes: self.scopes.clone(),
             display_name: self.display_name.clone(),
             link_by_verified_email: self.link_by_verified_email,
+            allow_signup: self.allow_signup,
+            allowed_email_domains: self.allowed_email_domains.clone(),
         }
     }
 }
@@ -352,6 +379,12 @@ pub struct ForwardAuthSettings {
     /// `X-Auth-User-Id`: `NAME=FIELD` with FIELD one of `username`, `id`,
     /// `email` (e.g. `X-Remote-User=username`).
     pub headers: Vec<String>,
+    /// Who may enter which address: `[[forward_auth.rules]]` tables (fields
+    /// below), tried in order; the first whose hosts, paths and users /
+    /// groups / email domains match decides. An address no rule matches is
+    /// refused with 403, so with no rules every request is refused. In an
+    /// environment variable: a JSON array of rule objects.
+    pub rules: Vec<crate::access_rules::AccessRule>,
 }
 
 /// `[metrics]`
@@ -676,6 +709,11 @@ impl Settings {
             }
             if !ids.insert(provider.id.as_str()) {
                 return bad(&key, format!("the id {:?} is used twice", provider.id));
+            }
+        }
+        for (index, rule) in self.forward_auth.rules.iter().enumerate() {
+            if let Err(why) = rule.validate() {
+                return bad(&format!("forward_auth.rules[{index}]"), why);
             }
         }
         for header in &self.forward_auth.headers {

@@ -135,6 +135,8 @@ async fn setup_with(test: &str, link_by_verified_email: bool, require_auth_time:
         scopes: vec!["openid".into(), "email".into(), "profile".into()],
         display_name: Some("Test ID".into()),
         link_by_verified_email,
+        allow_signup: None,
+        allowed_email_domains: vec![],
     }];
     assert_eq!(config.reauth_window, Duration::from_secs(WINDOW_SECS));
     let server = TestServer::start_on(config, clock, listener).await;

@@ -1,8 +1,10 @@
-//! `tessera admin …`: users, sessions and keys, from the command line.
+//! `tessera admin …`: users, sessions, keys, groups and invitations, from
+//! the command line.
 //!
 //! Every action prints what it did on standard output, errors on standard
 //! error, and exits with a code a script can act on ([`AdminError::exit_code`]).
 
+pub mod groups;
 pub mod keys;
 pub mod sessions;
 pub mod users;
@@ -10,7 +12,7 @@ pub mod users;
 use std::io::Write;
 
 use crate::app::{AppConfig, Backends};
-use crate::cli::{AdminCommand, AdminSessionsCommand, UserCommand};
+use crate::cli::{AdminCommand, AdminSessionsCommand, GroupCommand, InviteCommand, UserCommand};
 use crate::database::{DatabaseError, User};
 use crate::password_policy::check_username;
 
@@ -109,6 +111,17 @@ pub async fn run(
         }
         AdminCommand::Sessions(AdminSessionsCommand::PurgeExpired) => sessions::purge_expired(context, out).await,
         AdminCommand::RotateKeys => keys::rotate(context, out).await,
+        AdminCommand::Group(GroupCommand::Add { group, username }) => {
+            groups::add(context, group, username, out).await
+        }
+        AdminCommand::Group(GroupCommand::Remove { group, username }) => {
+            groups::remove(context, group, username, out).await
+        }
+        AdminCommand::Group(GroupCommand::List { group }) => groups::list(context, group.as_deref(), out).await,
+        AdminCommand::Invite(InviteCommand::Create { groups, expires }) => {
+            groups::invite(context, groups, *expires, out).await
+        }
+        AdminCommand::Invite(InviteCommand::List) => groups::invitations(context, out).await,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::audit::AuditKind;
 use crate::client_ip::ClientAddress;
 use crate::database::User;
 use crate::password_policy::check_username;
+use crate::registration_policy::{self, Refusal};
 use crate::second_factor::Verification;
 use tessera_axum::ClientDevice;
 
@@ -25,6 +26,10 @@ pub struct Credentials {
     pub username: String,
     /// At least 8 characters, at most 1024 bytes.
     pub password: String,
+    /// The invitation token (the `invite` parameter of the invitation
+    /// link). Required when `accounts.registration` is `invite`.
+    #[serde(default)]
+    pub invite: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -87,6 +92,7 @@ impl From<&User> for UserView {
     responses(
         (status = 201, description = "Created", body = UserView),
         (status = 400, description = "Malformed JSON or invalid UTF-8", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "The registration policy refuses new accounts: `registration-closed`, `invitation-required` or `invalid-invitation` (unknown, used or expired)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "User name taken", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
@@ -94,7 +100,13 @@ impl From<&User> for UserView {
     )
 )]
 pub async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<Credentials>) -> Result<Response, ApiError> {
-    match state.accounts.register(&body.username, &body.password).await {
+    let registered = registration_policy::register(&state, body.invite.as_deref(), &body.username, &body.password)
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::Unavailable(error) => ApiError::unavailable(error),
+            refusal => ApiError::RegistrationRefused(refusal.kind(), refusal.message()),
+        })?;
+    match registered {
         Ok(user) => {
             tracing::info!(user_id = user.id, "API sign-up");
             Ok(json_response(StatusCode::CREATED, &UserView::from(&user)))

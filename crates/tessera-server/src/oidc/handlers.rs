@@ -344,7 +344,13 @@ async fn finish(
         }
     }
     let link_by_email = provider.config.link_by_verified_email;
-    let outcome = resolve(state.accounts.database(), &identity, flow.link_user, link_by_email, now).await;
+    let signup = crate::registration_policy::oidc_signup(
+        state.registration,
+        &provider.config,
+        identity.verified_email.as_deref(),
+    );
+    let may_create = signup.is_ok();
+    let outcome = resolve(state.accounts.database(), &identity, flow.link_user, link_by_email, may_create, now).await;
     let user = match outcome {
         Ok(Outcome::Existing(user)) => user,
         Ok(Outcome::Linked(user)) => {
@@ -371,6 +377,11 @@ async fn finish(
                 "Sign-in refused",
                 "This account cannot log in. Contact the administrator.",
             );
+        }
+        Err(ResolveError::SignupRefused) => {
+            let refusal = signup.err().unwrap_or(crate::registration_policy::Refusal::ProviderSignupRefused);
+            tracing::info!(provider = %provider_id, reason = %refusal, "OIDC login refused: no account, none created");
+            return refused(StatusCode::FORBIDDEN, refusal.kind(), "No account for this sign-in", refusal.message());
         }
         Err(ResolveError::Database(error)) => return ServerError::unavailable(error).into_response(),
     };
