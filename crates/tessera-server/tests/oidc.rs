@@ -13,6 +13,7 @@ use harness::external::{IdpBrowser, OidcProvider, CLIENT_ID, CLIENT_SECRET};
 use harness::{test_config, unique_name, Browser, Page, TestServer};
 use tessera::ManualClock;
 use tessera_server::oidc::OidcProviderConfig;
+use tessera_server::registration_policy::RegistrationPolicy;
 use tokio::net::TcpListener;
 
 const PASSWORD: &str = "correct horse battery";
@@ -117,6 +118,16 @@ async fn setup(test: &str, link_by_verified_email: bool) -> Option<Setup> {
 /// A server and provider; `require_auth_time` false makes the provider
 /// leave `auth_time` out of ID tokens unless the request asks for it.
 async fn setup_with(test: &str, link_by_verified_email: bool, require_auth_time: bool) -> Option<Setup> {
+    setup_configured(test, link_by_verified_email, require_auth_time, |_| {}).await
+}
+
+/// [`setup_with`], with a last change to the configuration.
+async fn setup_configured(
+    test: &str,
+    link_by_verified_email: bool,
+    require_auth_time: bool,
+    configure: impl FnOnce(&mut tessera_server::AppConfig),
+) -> Option<Setup> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
     let callback = format!("{base}/auth/oidc/test/callback");
@@ -139,6 +150,7 @@ async fn setup_with(test: &str, link_by_verified_email: bool, require_auth_time:
         allowed_email_domains: vec![],
     }];
     assert_eq!(config.reauth_window, Duration::from_secs(WINDOW_SECS));
+    configure(&mut config);
     let server = TestServer::start_on(config, clock, listener).await;
     Some(Setup { server, provider, _dir: dir })
 }
@@ -721,5 +733,42 @@ async fn a_provider_login_asks_for_the_second_factor_of_accounts_that_have_one()
     let done = browser.submit("/login/second-factor", "/login/second-factor", &[("code", &code)]).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert_eq!(browser.get("/profile").await.element_text("username").as_deref(), Some("carol"));
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn first_logins_create_accounts_only_where_the_registration_policy_allows() {
+    // Under `invite`, a provider without `allow_signup` creates no account:
+    // an invitation cannot travel through a provider login.
+    let configure = |config: &mut tessera_server::AppConfig| config.registration = RegistrationPolicy::Invite;
+    let Some(setup) = setup_configured("oidc signup refused", false, true, configure).await else { return };
+    let mut browser = setup.server.browser();
+    let refused = setup.login(&mut browser, "alice").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("cannot create one"), "{}", refused.body);
+    assert!(setup.server.app_state.accounts.database().user_by_name("alice").await.unwrap().is_none());
+    assert_eq!(browser.get("/profile").await.status, 303, "not logged in");
+    setup.stop().await;
+
+    // A provider allowed to, for its own email domain only.
+    let configure = |config: &mut tessera_server::AppConfig| {
+        config.registration = RegistrationPolicy::Invite;
+        config.oidc_providers[0].allow_signup = Some(true);
+        config.oidc_providers[0].allowed_email_domains = vec!["example.test".into()];
+    };
+    let Some(setup) = setup_configured("oidc signup by domain", false, true, configure).await else { return };
+    let mut browser = setup.server.browser();
+    let done = setup.login(&mut browser, "alice").await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(browser.get("/profile").await.element_text("username").as_deref(), Some("alice"));
+    setup.stop().await;
+
+    let configure = |config: &mut tessera_server::AppConfig| {
+        config.oidc_providers[0].allow_signup = Some(true);
+        config.oidc_providers[0].allowed_email_domains = vec!["corp.example".into()];
+    };
+    let Some(setup) = setup_configured("oidc signup other domain", false, true, configure).await else { return };
+    let refused = setup.login(&mut setup.server.browser(), "alice").await;
+    assert_eq!(refused.status, 403, "an address outside the allowed domains: {}", refused.body);
     setup.stop().await;
 }
