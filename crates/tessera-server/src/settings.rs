@@ -1168,6 +1168,42 @@ mod tests {
     }
 
     #[test]
+    fn access_rules_and_registration_from_toml_and_env() {
+        use crate::access_rules::Policy;
+        use crate::registration_policy::RegistrationPolicy;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "[accounts]\nregistration = \"invite\"\n\
+             [[forward_auth.rules]]\nhosts = [\"*.corp.example\"]\npaths = [\"/admin\"]\npolicy = \"deny\"\n\
+             [[forward_auth.rules]]\nhosts = [\"wiki.corp.example\"]\npolicy = \"two_factor\"\ngroups = [\"staff\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &[], &[]).unwrap();
+        assert_eq!(s.accounts.registration, RegistrationPolicy::Invite);
+        assert_eq!(s.forward_auth.rules.len(), 2);
+        assert_eq!(s.forward_auth.rules[1].policy, Policy::TwoFactor);
+        assert_eq!(s.forward_auth.rules[1].groups, vec!["staff"]);
+        let e = env(&[
+            ("TESSERA_FORWARD_AUTH__RULES", r#"[{"hosts":["app.example.com"],"policy":"one_factor"}]"#),
+            ("TESSERA_ACCOUNTS__REGISTRATION", "closed"),
+        ]);
+        let s = Settings::load(Some(&file), &e, &[]).unwrap();
+        assert_eq!(s.forward_auth.rules.len(), 1, "the variable replaces the file's list");
+        assert_eq!(s.accounts.registration, RegistrationPolicy::Closed);
+        std::fs::write(&file, "[[forward_auth.rules]]\nhosts = [\"https://x\"]\npolicy = \"deny\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("forward_auth.rules[0]"), "{error}");
+        std::fs::write(&file, "[[forward_auth.rules]]\nhosts = [\"x\"]\npolicy = \"allow\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("forward_auth.rules"), "{error}");
+        std::fs::write(&file, "[accounts]\nregistration = \"maybe\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("accounts.registration"), "{error}");
+    }
+
+    #[test]
     fn ip_ranges() {
         let range = IpRange::parse("10.0.0.0/8").unwrap();
         assert!(range.contains("10.1.2.3".parse().unwrap()));
