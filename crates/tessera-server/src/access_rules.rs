@@ -159,8 +159,9 @@ pub struct Target {
 impl Target {
     /// The target of an absolute http(s) URL. `None` for anything else, and
     /// for paths that could mean another path to the application than to
-    /// the rules: dot segments or backslashes (also percent-encoded),
-    /// encoded NULs and slashes, or invalid UTF-8 once decoded.
+    /// the rules: dot segments, backslashes or `;` path parameters (also
+    /// percent-encoded), encoded NULs and slashes, or invalid UTF-8 once
+    /// decoded.
     pub fn from_url(text: &str) -> Option<Target> {
         if text.len() > 8192 || text.chars().any(char::is_control) {
             return None;
@@ -180,7 +181,9 @@ impl Target {
             return None;
         }
         let path = percent_encoding::percent_decode_str(raw_path).decode_utf8().ok()?.into_owned();
-        if path.contains('\\') || path.split('/').any(|segment| segment == "." || segment == "..") {
+        // `;` starts path parameters, which some servers (Tomcat) strip
+        // before routing: `/admin;x/users` would be `/admin/users` there.
+        if path.contains(['\\', ';']) || path.split('/').any(|segment| segment == "." || segment == "..") {
             return None;
         }
         if !path.starts_with('/') {
@@ -358,6 +361,8 @@ mod tests {
             "https://app.example.com/a%00b",
             "https://app.example.com/%ff",
             "https://app.example.com/./x",
+            "https://app.example.com/admin;jsessionid=1/users",
+            "https://app.example.com/admin%3bx/users",
             "ftp://app.example.com/",
             "not a url",
         ] {

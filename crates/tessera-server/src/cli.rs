@@ -685,4 +685,27 @@ mod tests {
             assert!(Cli::try_parse_from(["tessera", bad[0], bad[1]]).is_err(), "{bad:?}");
         }
     }
+
+    #[test]
+    fn group_and_invite_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "tessera", "admin", "invite", "create", "--group", "staff", "--group", "ops", "--expires", "12h",
+        ])
+        .unwrap();
+        let Some(Command::Admin(args)) = cli.command else { panic!("an admin command") };
+        let AdminCommand::Invite(InviteCommand::Create { groups, expires }) = args.command else { panic!("invite") };
+        assert_eq!((groups, expires), (vec!["staff".to_owned(), "ops".to_owned()], Duration::from_secs(12 * 3600)));
+        let cli = Cli::try_parse_from(["tessera", "admin", "invite", "create"]).unwrap();
+        let Some(Command::Admin(args)) = cli.command else { panic!("an admin command") };
+        let AdminCommand::Invite(InviteCommand::Create { expires, .. }) = args.command else { panic!("invite") };
+        assert_eq!(expires, Duration::from_secs(7 * 24 * 3600), "a week by default");
+        for bad in ["0s", "2y", "soon"] {
+            assert!(Cli::try_parse_from(["tessera", "admin", "invite", "create", "--expires", bad]).is_err(), "{bad}");
+        }
+        let cli = Cli::try_parse_from(["tessera", "admin", "group", "add", "staff", "bob"]).unwrap();
+        let Some(Command::Admin(args)) = cli.command else { panic!("an admin command") };
+        assert!(matches!(args.command, AdminCommand::Group(GroupCommand::Add { .. })));
+        assert!(Cli::try_parse_from(["tessera", "admin", "group", "list"]).is_ok());
+        assert!(Cli::try_parse_from(["tessera", "admin", "group", "remove", "staff"]).is_err(), "needs a user");
+    }
 }

@@ -663,6 +663,15 @@ async fn the_openapi_document_covers_every_route() {
     for scheme in ["bearer", "cookie"] {
         assert!(doc.json["components"]["securitySchemes"][scheme].is_object(), "{scheme}");
     }
+    // Who may change a product, and who may sign up, are documented.
+    for method in ["put", "patch", "delete"] {
+        let refused = &doc.json["paths"]["/api/products/{id}"][method]["responses"]["403"]["description"];
+        assert!(refused.as_str().unwrap().contains("owner"), "{method}: {refused}");
+    }
+    assert!(doc.json["components"]["schemas"]["Product"]["properties"]["owner_id"].is_object());
+    assert!(doc.json["components"]["schemas"]["Credentials"]["properties"]["invite"].is_object());
+    let signup_refused = &doc.json["paths"]["/api/signup"]["post"]["responses"]["403"]["description"];
+    assert!(signup_refused.as_str().unwrap().contains("invitation"), "{signup_refused}");
 
     // And ROUTES is what the router really serves: no route is a 404 or 405.
     for (method, path) in routes {

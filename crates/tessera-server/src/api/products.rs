@@ -1,4 +1,7 @@
-//! `/api/products`: a small CRUD resource behind authentication.
+//! `/api/products`: a small CRUD resource behind authentication. Every
+//! signed-in user reads every product; only the owner (the user who created
+//! it) or a member of the `admin` group changes or deletes it. Others get
+//! 403, not 404: they can read the product, so hiding it would hide nothing.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
