@@ -254,7 +254,8 @@ async fn decide(
     match decision.verdict {
         Verdict::Allow => {}
         Verdict::AllowWithSecondFactor => {
-            let Some(user) = &user else { return ServerError::NotFound.into_response() };
+            // `evaluate` asks for a second factor only of a logged-in user.
+            let Some(user) = &user else { return login_required(state, original, browser, query) };
             match state.second_factors.is_enabled(user.id).await {
                 Ok(true) => {}
                 Ok(false) => {
