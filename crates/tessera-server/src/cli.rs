@@ -689,7 +689,16 @@ mod tests {
     #[test]
     fn group_and_invite_commands_parse() {
         let cli = Cli::try_parse_from([
-            "tessera", "admin", "invite", "create", "--group", "staff", "--group", "ops", "--expires", "12h",
+            "tessera",
+            "admin",
+            "invite",
+            "create",
+            "--group",
+            "staff",
+            "--group",
+            "ops",
+            "--expires",
+            "12h",
         ])
         .unwrap();
         let Some(Command::Admin(args)) = cli.command else { panic!("an admin command") };

@@ -83,7 +83,9 @@ async fn invitations_through_the_web_form_and_groups_from_the_cli() {
 
     // The same link again: refused.
     let mut second = server.browser();
-    let again = second.submit(path, "/register", &[("username", &unique_name("again")), ("password", PASSWORD), ("invite", token)]).await;
+    let again = second
+        .submit(path, "/register", &[("username", &unique_name("again")), ("password", PASSWORD), ("invite", token)])
+        .await;
     assert_eq!(again.status, 403);
     assert!(again.body.contains("not valid"), "{}", again.body);
 
@@ -100,7 +102,8 @@ async fn invitations_through_the_web_form_and_groups_from_the_cli() {
     assert_eq!(missing.unwrap_err().exit_code(), admin::EXIT_NOT_FOUND);
     let bad = admin(&context, group(GroupCommand::Add { group: "a b".into(), username: name.clone() })).await;
     assert_eq!(bad.unwrap_err().exit_code(), admin::EXIT_USAGE);
-    let nobody = admin(&context, group(GroupCommand::Add { group: "ops".into(), username: "nobody-here".into() })).await;
+    let nobody =
+        admin(&context, group(GroupCommand::Add { group: "ops".into(), username: "nobody-here".into() })).await;
     assert_eq!(nobody.unwrap_err().exit_code(), admin::EXIT_NOT_FOUND);
     assert_eq!(invited.get("/account").await.element_text("groups").as_deref(), Some("ops"));
     context.backends.close().await;

@@ -972,7 +972,10 @@ async fn products_belong_to_their_owner_in_postgres() {
     server.stop().await;
 }
 
-async fn server_with(registration: RegistrationPolicy, database_url: Option<String>) -> (TestServer, tempfile::TempDir) {
+async fn server_with(
+    registration: RegistrationPolicy,
+    database_url: Option<String>,
+) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let mut config = test_config(dir.path(), &clock);

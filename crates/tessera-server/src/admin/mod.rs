@@ -111,9 +111,7 @@ pub async fn run(
         }
         AdminCommand::Sessions(AdminSessionsCommand::PurgeExpired) => sessions::purge_expired(context, out).await,
         AdminCommand::RotateKeys => keys::rotate(context, out).await,
-        AdminCommand::Group(GroupCommand::Add { group, username }) => {
-            groups::add(context, group, username, out).await
-        }
+        AdminCommand::Group(GroupCommand::Add { group, username }) => groups::add(context, group, username, out).await,
         AdminCommand::Group(GroupCommand::Remove { group, username }) => {
             groups::remove(context, group, username, out).await
         }

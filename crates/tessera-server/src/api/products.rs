@@ -378,8 +378,12 @@ const NOT_OWNER: &str = "Only the product's owner or a member of the admin group
 
 async fn update(state: &AppState, caller: &ApiUser, id: i64, changes: ProductChanges) -> Result<Response, ApiError> {
     let editor = editor(state, caller).await?;
-    let row =
-        state.accounts.database().update_product(id, editor, &changes, state.clock.now()).await.map_err(ApiError::unavailable)?;
+    let row = state
+        .accounts
+        .database()
+        .update_product(id, editor, &changes, state.clock.now())
+        .await
+        .map_err(ApiError::unavailable)?;
     match row {
         Some(row) => Ok(json_response(StatusCode::OK, &Product::from(row))),
         None => Err(not_changed(state, id).await),
