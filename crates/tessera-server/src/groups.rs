@@ -46,10 +46,29 @@ impl Database {
         Ok(row.is_some())
     }
 
-    /// Adds `user_id` to `group` (a canonical name); `false` if already a member.
+    /// Adds `user_id` to `group` (a canonical name), as an administrator's
+    /// (or an invitation's) membership; `false` if already a member. A
+    /// membership that came from a provider's groups claim becomes the
+    /// administrator's, so the next login does not take it away.
     pub async fn add_to_group(&self, user_id: i64, group: &str, now: Timestamp) -> Result<bool, DatabaseError> {
+        let existing = sqlx::query("SELECT source FROM user_groups WHERE user_id = $1 AND group_name = $2")
+            .bind(user_id)
+            .bind(group)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = existing {
+            let source: String = row.try_get(0)?;
+            if !source.is_empty() {
+                sqlx::query("UPDATE user_groups SET source = '' WHERE user_id = $1 AND group_name = $2")
+                    .bind(user_id)
+                    .bind(group)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            return Ok(false);
+        }
         let done = sqlx::query(
-            "INSERT INTO user_groups (user_id, group_name, added_at) VALUES ($1, $2, $3) \
+            "INSERT INTO user_groups (user_id, group_name, added_at, source) VALUES ($1, $2, $3, '') \
              ON CONFLICT (user_id, group_name) DO NOTHING",
         )
         .bind(user_id)
@@ -58,6 +77,38 @@ impl Database {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces the memberships of `user_id` that came from `source`
+    /// (`oidc:<provider id>`) with `groups` (canonical names), in one
+    /// transaction. Memberships from elsewhere stay as they are.
+    pub async fn set_groups_from(
+        &self,
+        user_id: i64,
+        source: &str,
+        groups: &[String],
+        now: Timestamp,
+    ) -> Result<(), DatabaseError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM user_groups WHERE user_id = $1 AND source = $2")
+            .bind(user_id)
+            .bind(source)
+            .execute(&mut *tx)
+            .await?;
+        for group in groups {
+            sqlx::query(
+                "INSERT INTO user_groups (user_id, group_name, added_at, source) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (user_id, group_name) DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(group)
+            .bind(now.as_millis())
+            .bind(source)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Removes `user_id` from `group`; `false` if not a member.

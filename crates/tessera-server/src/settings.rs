@@ -313,6 +313,13 @@ pub struct OidcProviderSettings {
     /// like Google's `hd`). Logins of existing accounts are not affected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_email_domains: Vec<String>,
+    /// The claim (ID token or UserInfo) holding the user's groups, e.g.
+    /// `groups` (request its scope in `scopes` if the provider needs one).
+    /// When set, each login through this provider replaces the groups the
+    /// account got from it with the claim's; groups given with `tessera
+    /// admin group add` stay. Unset (the default): no groups from providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -340,6 +347,7 @@ impl OidcProviderSettings {
             link_by_verified_email: self.link_by_verified_email,
             allow_signup: self.allow_signup,
             allowed_email_domains: self.allowed_email_domains.clone(),
+            groups_claim: self.groups_claim.clone(),
         }
     }
 }

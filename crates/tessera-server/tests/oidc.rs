@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use harness::external::{IdpBrowser, OidcProvider, CLIENT_ID, CLIENT_SECRET};
 use harness::{test_config, unique_name, Browser, Page, TestServer};
-use tessera::ManualClock;
+use tessera::{Clock, ManualClock};
 use tessera_server::oidc::OidcProviderConfig;
 use tessera_server::registration_policy::RegistrationPolicy;
 use tokio::net::TcpListener;
@@ -148,6 +148,7 @@ async fn setup_configured(
         link_by_verified_email,
         allow_signup: None,
         allowed_email_domains: vec![],
+        groups_claim: None,
     }];
     assert_eq!(config.reauth_window, Duration::from_secs(WINDOW_SECS));
     configure(&mut config);
@@ -770,5 +771,41 @@ async fn first_logins_create_accounts_only_where_the_registration_policy_allows(
     let Some(setup) = setup_configured("oidc signup other domain", false, true, configure).await else { return };
     let refused = setup.login(&mut setup.server.browser(), "alice").await;
     assert_eq!(refused.status, 403, "an address outside the allowed domains: {}", refused.body);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn groups_come_from_the_providers_claim_when_configured() {
+    let configure = |config: &mut tessera_server::AppConfig| {
+        config.oidc_providers[0].groups_claim = Some("groups".into());
+        config.oidc_providers[0].scopes.push("groups".into());
+    };
+    let Some(setup) = setup_configured("oidc groups claim", false, true, configure).await else { return };
+    let db = setup.server.app_state.accounts.database();
+    let mut browser = setup.server.browser();
+    assert_eq!(setup.login(&mut browser, "staff-ann").await.status, 303);
+    let user = db.user_by_name("staff-ann").await.unwrap().unwrap();
+    assert_eq!(db.groups_of(user.id).await.unwrap(), vec!["staff"], "valid names only");
+    assert_eq!(browser.get("/account").await.element_text("groups").as_deref(), Some("staff"));
+
+    // An administrator's group stays; the provider's are replaced at each
+    // login (here: taken away by hand, given back by the next login).
+    let now = setup.server.clock.now();
+    db.add_to_group(user.id, "ops", now).await.unwrap();
+    db.set_groups_from(user.id, "oidc:test", &[], now).await.unwrap();
+    assert_eq!(db.groups_of(user.id).await.unwrap(), vec!["ops"]);
+    browser.logout().await;
+    assert_eq!(setup.login(&mut browser, "staff-ann").await.status, 303);
+    assert_eq!(db.groups_of(user.id).await.unwrap(), vec!["ops", "staff"]);
+    // A group the administrator also gives is the administrator's from then on.
+    db.add_to_group(user.id, "staff", now).await.unwrap();
+    db.set_groups_from(user.id, "oidc:test", &[], now).await.unwrap();
+    assert_eq!(db.groups_of(user.id).await.unwrap(), vec!["ops", "staff"]);
+
+    // Someone the claim gives no groups gets none.
+    let mut other = setup.server.browser();
+    assert_eq!(setup.login(&mut other, "bea").await.status, 303);
+    let bea = db.user_by_name("bea").await.unwrap().unwrap();
+    assert!(db.groups_of(bea.id).await.unwrap().is_empty());
     setup.stop().await;
 }

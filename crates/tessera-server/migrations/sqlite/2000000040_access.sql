@@ -2,10 +2,14 @@
 --
 -- A group exists while it has members: a row per (user, group), the group
 -- named by its lowercase name. Deleting the user removes the memberships.
+-- `source` is '' for memberships given by an administrator (or an
+-- invitation), 'oidc:<provider id>' for those read from a provider's groups
+-- claim, which each login through that provider replaces.
 CREATE TABLE IF NOT EXISTS user_groups (
     user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     group_name TEXT    NOT NULL,
     added_at   INTEGER NOT NULL,
+    source     TEXT   NOT NULL DEFAULT '',
     PRIMARY KEY (user_id, group_name)
 );
 CREATE INDEX IF NOT EXISTS user_groups_group ON user_groups (group_name);

@@ -58,6 +58,12 @@ pub struct OidcProviderConfig {
     /// like Google's `hd`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_email_domains: Vec<String>,
+    /// The claim (in the ID token or UserInfo) holding the user's groups,
+    /// e.g. `groups`. When set, every login through this provider replaces
+    /// the groups the account got from this provider with the claim's (the
+    /// groups given with `tessera admin group add` stay). Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -77,6 +83,7 @@ impl std::fmt::Debug for OidcProviderConfig {
             .field("link_by_verified_email", &self.link_by_verified_email)
             .field("allow_signup", &self.allow_signup)
             .field("allowed_email_domains", &self.allowed_email_domains)
+            .field("groups_claim", &self.groups_claim)
             .finish()
     }
 }

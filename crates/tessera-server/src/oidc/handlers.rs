@@ -300,7 +300,7 @@ async fn finish(
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    let VerifiedLogin { identity, auth_time } =
+    let VerifiedLogin { identity, auth_time, groups } =
         match provider.finish(code, flow.pkce_verifier.clone(), &flow.nonce).await {
             Ok(login) => login,
             Err(error) => {
@@ -385,6 +385,16 @@ async fn finish(
         }
         Err(ResolveError::Database(error)) => return ServerError::unavailable(error).into_response(),
     };
+    if provider.config.groups_claim.is_some() {
+        // An absent claim means no groups from this provider (providers
+        // often leave out empty claims): the safe reading for access rules.
+        let groups = groups.unwrap_or_default();
+        let source = format!("oidc:{provider_id}");
+        if let Err(error) = state.accounts.database().set_groups_from(user.id, &source, &groups, now).await {
+            return ServerError::unavailable(error).into_response();
+        }
+        tracing::info!(user_id = user.id, provider = %provider_id, groups = groups.join(","), "groups from the provider's claim");
+    }
     if flow.link_user.is_some() {
         // The user who linked stays as recently authenticated as the link
         // required; the new identity's sign-in does not prove the account
