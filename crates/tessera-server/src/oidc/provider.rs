@@ -286,10 +286,7 @@ impl Provider {
             // not fatal.
             let subject = openidconnect::SubjectIdentifier::new(identity.subject.clone());
             if let Ok(request) = client.user_info(response.access_token().clone(), Some(subject)) {
-                match request
-                    .request_async::<OtherClaims, _, openidconnect::core::CoreGenderClaim>(&self.http)
-                    .await
-                {
+                match request.request_async::<OtherClaims, _, openidconnect::core::CoreGenderClaim>(&self.http).await {
                     Ok(info) => {
                         if identity.any_email.is_none() && identity.preferred_username.is_none() {
                             let email = info.email().map(|e| e.as_str().to_owned());
@@ -345,10 +342,8 @@ mod group_claim_tests {
         assert_eq!(groups_from_claim(&value), Some(vec!["ops".to_owned(), "staff".to_owned()]));
         assert_eq!(groups_from_claim(&serde_json::json!("admins")), Some(vec!["admins".to_owned()]));
         assert_eq!(groups_from_claim(&serde_json::json!({"a": 1})), None);
-        let payload = base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            br#"{"sub":"x","groups":["a"]}"#,
-        );
+        let payload =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, br#"{"sub":"x","groups":["a"]}"#);
         let jwt = format!("h.{payload}.s");
         assert_eq!(claim_of_verified_jwt(&jwt, "groups"), Some(serde_json::json!(["a"])));
         assert_eq!(claim_of_verified_jwt(&jwt, "roles"), None);
