@@ -12,6 +12,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use tessera_auth::UserDirectory;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -24,8 +25,8 @@ use tessera_axum::{safe_next, Problem, Session};
 
 use crate::access_rules::{evaluate, AccessRule, Subject, Target, Verdict};
 use crate::app::AppState;
-use crate::database::User;
 use crate::error_pages::ServerError;
+use tessera_auth::User;
 
 /// What `/auth/verify` can say about the user in a response header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,8 +172,7 @@ async fn user_header_value(state: &AppState, user: &User, field: UserField) -> R
         UserField::Username => Some(user.username.clone()),
         UserField::UserId => Some(user.id.to_string()),
         UserField::Email => state
-            .accounts
-            .database()
+            .db
             .identities_of(user.id)
             .await
             .map_err(ServerError::unavailable)?
@@ -215,7 +215,7 @@ async fn decide(
     headers: &HeaderMap,
 ) -> Response {
     let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
-        Some(id) => match state.accounts.database().user_by_id(id).await {
+        Some(id) => match state.db.users().user_by_id(id).await {
             Ok(user) => user.filter(|u| u.disabled_at.is_none()),
             Err(error) => return ServerError::unavailable(error).into_response(),
         },
@@ -237,7 +237,7 @@ async fn decide(
         );
     };
     let groups = match &user {
-        Some(user) => match state.accounts.database().groups_of(user.id).await {
+        Some(user) => match state.db.groups_of(user.id).await {
             Ok(groups) => groups,
             Err(error) => return ServerError::unavailable(error).into_response(),
         },
@@ -256,7 +256,7 @@ async fn decide(
         Verdict::AllowWithSecondFactor => {
             // `evaluate` asks for a second factor only of a logged-in user.
             let Some(user) = &user else { return login_required(state, original, browser, query) };
-            match state.second_factors.is_enabled(user.id).await {
+            match state.auth.second_factors().is_enabled(user.id).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!(user_id, rule = ?decision.rule, host = %target.host, "forward-auth: second factor required");

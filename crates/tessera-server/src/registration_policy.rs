@@ -6,7 +6,7 @@
 //! The check holds on every way an account is created: the web form
 //! (`POST /register`), the API (`POST /api/signup`) and a first OpenID
 //! Connect login ([`oidc_signup`]). Handlers call [`register`] instead of
-//! `Accounts::register`.
+//! `Authenticator::sign_up` / `register`.
 //!
 //! Invitations are 256-bit random tokens; only their SHA-256 is stored. One
 //! conditional `UPDATE` claims an invitation before the account is created,
@@ -24,10 +24,10 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use tessera::Timestamp;
 
-use crate::accounts::RegisterError;
 use crate::app::AppState;
-use crate::database::{Database, DatabaseError, User};
+use crate::database::{Database, DatabaseError};
 use crate::oidc::OidcProviderConfig;
+use tessera_auth::{Channel, Client, RegisterError, User};
 
 /// `accounts.registration`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -200,7 +200,8 @@ pub fn notice(policy: RegistrationPolicy, invite: &str) -> Option<&'static str> 
 
 /// Creates an account with `username` and `password` if the registration
 /// policy allows it: the outer `Err` is the policy's refusal, the inner
-/// result is `Accounts::register`'s.
+/// result is the core's `Authenticator::sign_up` (which records the
+/// sign-up); the caller logs the account in (`Authenticator::after_sign_up`).
 ///
 /// `invite` is the token from the invitation link (empty counts as none).
 /// Under `open` an invitation is optional, but one that is given must be
@@ -208,6 +209,8 @@ pub fn notice(policy: RegistrationPolicy, invite: &str) -> Option<&'static str> 
 pub async fn register(
     state: &AppState,
     invite: Option<&str>,
+    channel: Channel,
+    client: &Client,
     username: &str,
     password: &str,
 ) -> Result<Result<User, RegisterError>, Refusal> {
@@ -215,16 +218,16 @@ pub async fn register(
     match (state.registration, invite) {
         (RegistrationPolicy::Closed, _) => return Err(Refusal::Closed),
         (RegistrationPolicy::Invite, None) => return Err(Refusal::InvitationRequired),
-        (RegistrationPolicy::Open, None) => return Ok(state.accounts.register(username, password).await),
+        (RegistrationPolicy::Open, None) => return Ok(state.auth.sign_up(channel, client, username, password).await),
         (_, Some(_)) => {}
     }
-    let db = state.accounts.database();
+    let db = &state.db;
     let hash = token_hash(invite.unwrap_or_default());
     let Some(groups) = db.claim_invitation(&hash, state.clock.now()).await? else {
         tracing::info!("registration refused: invalid, used or expired invitation");
         return Err(Refusal::InvalidInvitation);
     };
-    match state.accounts.register(username, password).await {
+    match state.auth.sign_up(channel, client, username, password).await {
         Ok(user) => {
             // The account exists now: a failure below is logged, not undone.
             if let Err(error) = db.complete_invitation(&hash, user.id).await {

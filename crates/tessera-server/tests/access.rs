@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use harness::{test_config, unique_name, TestServer};
 use tessera::ManualClock;
+use tessera_auth::UserDirectory;
 use tessera_server::admin::{self, AdminContext, AdminError};
 use tessera_server::app::Backends;
 use tessera_server::cli::{AdminCommand, GroupCommand, InviteCommand};
@@ -51,7 +52,7 @@ async fn invitations_through_the_web_form_and_groups_from_the_cli() {
     let name = unique_name("stranger");
     let refused = stranger.register(&name, PASSWORD).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
-    assert!(server.app_state.accounts.database().user_by_name(&name.to_lowercase()).await.unwrap().is_none());
+    assert!(server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().is_none());
 
     // `admin invite create` prints a link; it carries the token into the form.
     let out = admin(

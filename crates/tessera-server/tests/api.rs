@@ -7,6 +7,7 @@ mod services;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tessera_auth::UserDirectory;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -311,7 +312,7 @@ async fn the_api_flow_with_users_in_postgres() {
 
 /// The active signing key, read from the database, to forge tokens with.
 async fn active_key(server: &TestServer) -> (String, ed25519_dalek::SigningKey) {
-    let keys = server.app_state.accounts.database().signing_keys().await.unwrap();
+    let keys = server.app_state.db.signing_keys().await.unwrap();
     let key = keys.iter().find(|k| k.retired_at.is_none()).unwrap();
     let seed: [u8; 32] = key.private_key.clone().unwrap().try_into().unwrap();
     (key.kid.clone(), ed25519_dalek::SigningKey::from_bytes(&seed))
@@ -460,7 +461,7 @@ async fn key_rotation_keeps_old_tokens_valid_until_they_expire() {
 
     // What `tessera keys rotate` does, then the reload a running server does
     // within 30 seconds.
-    let db = server.app_state.accounts.database();
+    let db = &server.app_state.db;
     let new_kid = TokenService::rotate_keys(db, tessera::Clock::now(&server.clock)).await.unwrap();
     server.app_state.tokens.reload().await.unwrap();
     assert_ne!(new_kid, old_kid);
@@ -869,11 +870,11 @@ async fn access_tokens_die_with_sign_out_password_change_and_account_changes() {
     // does it: the old token stays dead after the account is enabled again.
     use tessera::Clock as _;
     server.clock.advance(Duration::from_secs(2));
-    let db = server.app_state.accounts.database();
-    let user = db.user_by_name(&name).await.unwrap().unwrap();
-    db.set_disabled(user.id, Some(server.clock.now())).await.unwrap();
+    let db = &server.app_state.db;
+    let user = db.users().user_by_name(&name).await.unwrap().unwrap();
+    db.users().set_disabled(user.id, Some(server.clock.now())).await.unwrap();
     db.revoke_all_refresh_tokens(user.id, server.clock.now()).await.unwrap();
-    db.set_disabled(user.id, None).await.unwrap();
+    db.users().set_disabled(user.id, None).await.unwrap();
     api.with_bearer(access(&fresh.json)).get("/api/me").await.assert_problem(401, "invalid-token");
     server.stop().await;
 }
@@ -913,8 +914,8 @@ async fn products_belong_to_their_owner(server: &TestServer) {
     let alice_api = api.with_bearer(access(&api.signup_and_signin(&alice).await));
     let bob_api = api.with_bearer(access(&api.signup_and_signin(&bob).await));
     let carol_api = api.with_bearer(access(&api.signup_and_signin(&carol).await));
-    let db = server.app_state.accounts.database();
-    let alice_id = db.user_by_name(&alice.to_lowercase()).await.unwrap().unwrap().id;
+    let db = &server.app_state.db;
+    let alice_id = db.users().user_by_name(&alice.to_lowercase()).await.unwrap().unwrap().id;
 
     let created = alice_api.post("/api/products", json!({"name": "Widget", "price": "12.50"})).await;
     assert_eq!(created.status, 201, "{created:?}");
@@ -942,7 +943,7 @@ async fn products_belong_to_their_owner(server: &TestServer) {
 
     // A member of the admin group can change and delete anyone's product.
     carol_api.send("PATCH", &path, Some(json!({"price": "1"}))).await.assert_problem(403, "forbidden");
-    let carol_id = db.user_by_name(&carol.to_lowercase()).await.unwrap().unwrap().id;
+    let carol_id = db.users().user_by_name(&carol.to_lowercase()).await.unwrap().unwrap().id;
     db.add_to_group(carol_id, "admin", server.clock.now()).await.unwrap();
     let replaced = carol_api.send("PUT", &path, Some(json!({"name": "Moderated", "price": "1"}))).await;
     assert_eq!(replaced.status, 200, "{replaced:?}");
@@ -989,14 +990,14 @@ async fn server_with(
 async fn invitation(server: &TestServer, groups: &[&str], valid_for: Duration) -> String {
     let now = server.clock.now();
     let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-    server.app_state.accounts.database().create_invitation(&groups, now, now.plus(valid_for)).await.unwrap().token
+    server.app_state.db.create_invitation(&groups, now, now.plus(valid_for)).await.unwrap().token
 }
 
 #[tokio::test]
 async fn api_signup_follows_the_registration_policy() {
     let (server, _dir) = server_with(RegistrationPolicy::Invite, None).await;
     let api = Api::new(&server);
-    let db = server.app_state.accounts.database();
+    let db = &server.app_state.db;
     let signup = |name: String, invite: Option<String>| {
         let api = api.clone();
         async move {
@@ -1012,7 +1013,7 @@ async fn api_signup_follows_the_registration_policy() {
     let stranger = unique_name("stranger");
     signup(stranger.clone(), None).await.assert_problem(403, "invitation-required");
     signup(stranger.clone(), Some("made-up".into())).await.assert_problem(403, "invalid-invitation");
-    assert!(db.user_by_name(&stranger.to_lowercase()).await.unwrap().is_none());
+    assert!(db.users().user_by_name(&stranger.to_lowercase()).await.unwrap().is_none());
 
     // A valid one: an account, in the invitation's group; then it is used.
     let token = invitation(&server, &["staff"], Duration::from_secs(3600)).await;
@@ -1063,10 +1064,10 @@ async fn one_invitation_many_racers(database_url: Option<String>) {
     for reply in replies.iter().filter(|r| r.status != 201) {
         reply.assert_problem(403, "invalid-invitation");
     }
-    let db = server.app_state.accounts.database();
+    let db = &server.app_state.db;
     let mut accounts = 0;
     for i in 0..60 {
-        accounts += usize::from(db.user_by_name(&format!("{prefix}-{i}")).await.unwrap().is_some());
+        accounts += usize::from(db.users().user_by_name(&format!("{prefix}-{i}")).await.unwrap().is_some());
     }
     assert_eq!(accounts, 1);
     eprintln!("60 concurrent sign-ups with one invitation: 1 account, 59 refused, in {elapsed:?}");

@@ -8,9 +8,10 @@ use harness::external::Proxy;
 use harness::{test_config, unique_name, Browser, TestServer};
 use http::HeaderMap;
 use tessera::{Clock, ManualClock};
+use tessera_auth::second_factor::totp::step_at;
+use tessera_auth::UserDirectory;
 use tessera_server::access_rules::{AccessRule, Policy};
 use tessera_server::forward_auth::{parse_forward_header, parse_trusted_proxy};
-use tessera_server::second_factor::totp::step_at;
 use tessera_server::AppConfig;
 use tokio::net::TcpListener;
 
@@ -145,7 +146,7 @@ async fn verify_answers_by_session_client_kind_and_proxy_trust() {
     assert_eq!(ok.header("x-auth-groups"), Some(""), "no groups: an empty header, never a forged one");
     assert_eq!(ok.header("x-auth-user"), Some(name.as_str()));
     assert_eq!(ok.header("x-remote-user"), Some(name.as_str()));
-    let user = server.app_state.accounts.database().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
     assert_eq!(ok.header("x-auth-user-id"), Some(user.id.to_string().as_str()));
     browser.logout().await;
     let mut headers = vec![("accept", "application/json")];
@@ -292,8 +293,8 @@ async fn behind_a_proxy(kind: &str) {
     let mut staff_tessera = server.browser();
     assert_eq!(staff_tessera.register(&staff_name, PASSWORD).await.status, 303);
     let state = &server.app_state;
-    let db = state.accounts.database();
-    let staff_id = db.user_by_name(&staff_name.to_lowercase()).await.unwrap().unwrap().id;
+    let db = &state.db;
+    let staff_id = db.users().user_by_name(&staff_name.to_lowercase()).await.unwrap().unwrap().id;
     db.add_to_group(staff_id, "staff", server.clock.now()).await.unwrap();
     let mut staff = through(port, &staff_tessera);
     let page = staff.get_with("/wiki", &[("host", &staff_host), ("x-auth-groups", "admin")]).await;
@@ -316,9 +317,9 @@ async fn behind_a_proxy(kind: &str) {
     staff_api.extra_headers = vec![("accept".into(), "application/json".into())];
     assert_eq!(staff_api.get_with("/", &[("host", &secure_host)]).await.status, 403, "{kind}");
     // With two-step verification on, the same member passes.
-    let secret = state.second_factors.begin_setup(staff_id).await.unwrap().expect("setup starts");
+    let secret = state.auth.second_factors().begin_setup(staff_id).await.unwrap().expect("setup starts");
     let code = secret.code_at(step_at(server.clock.now()));
-    assert!(state.second_factors.confirm_setup(staff_id, &code).await.unwrap().is_some());
+    assert!(state.auth.second_factors().confirm_setup(staff_id, &code).await.unwrap().is_some());
     let page = staff.get_with("/", &[("host", &secure_host)]).await;
     assert_eq!(page.status, 200, "{kind}: {}", page.body);
 

@@ -224,7 +224,7 @@ pub async fn list(
     if offset < 0 {
         return Err(ApiError::InvalidQuery("offset must be zero or more".into()));
     }
-    let (rows, total) = state.accounts.database().list_products(limit, offset).await.map_err(ApiError::unavailable)?;
+    let (rows, total) = state.db.list_products(limit, offset).await.map_err(ApiError::unavailable)?;
     let page = ProductPage { items: rows.into_iter().map(Product::from).collect(), total, limit, offset };
     Ok(json_response(StatusCode::OK, &page))
 }
@@ -256,8 +256,7 @@ pub async fn create(
         return Err(ApiError::Validation("name and price are required.".into()));
     };
     let row = state
-        .accounts
-        .database()
+        .db
         .create_product(caller.user.id, &name, &description, &price, state.clock.now())
         .await
         .map_err(ApiError::unavailable)?;
@@ -288,7 +287,7 @@ pub async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = product_id(path)?;
-    let row = state.accounts.database().product(id).await.map_err(ApiError::unavailable)?.ok_or(ApiError::NotFound)?;
+    let row = state.db.product(id).await.map_err(ApiError::unavailable)?.ok_or(ApiError::NotFound)?;
     Ok(json_response(StatusCode::OK, &Product::from(row)))
 }
 
@@ -359,7 +358,7 @@ pub async fn patch(
 /// What `caller` may change: every product for members of `admin`, else
 /// their own.
 async fn editor(state: &AppState, caller: &ApiUser) -> Result<Editor, ApiError> {
-    let admin = state.accounts.database().in_group(caller.user.id, ADMIN_GROUP).await.map_err(ApiError::unavailable)?;
+    let admin = state.db.in_group(caller.user.id, ADMIN_GROUP).await.map_err(ApiError::unavailable)?;
     Ok(if admin { Editor::Admin } else { Editor::Owner(caller.user.id) })
 }
 
@@ -367,7 +366,7 @@ async fn editor(state: &AppState, caller: &ApiUser) -> Result<Editor, ApiError> 
 /// product exists (products are readable by every signed-in user, so a 404
 /// would hide nothing), else 404.
 async fn not_changed(state: &AppState, id: i64) -> ApiError {
-    match state.accounts.database().product(id).await {
+    match state.db.product(id).await {
         Ok(Some(_)) => ApiError::Forbidden(NOT_OWNER),
         Ok(None) => ApiError::NotFound,
         Err(error) => ApiError::unavailable(error),
@@ -378,12 +377,7 @@ const NOT_OWNER: &str = "Only the product's owner or a member of the admin group
 
 async fn update(state: &AppState, caller: &ApiUser, id: i64, changes: ProductChanges) -> Result<Response, ApiError> {
     let editor = editor(state, caller).await?;
-    let row = state
-        .accounts
-        .database()
-        .update_product(id, editor, &changes, state.clock.now())
-        .await
-        .map_err(ApiError::unavailable)?;
+    let row = state.db.update_product(id, editor, &changes, state.clock.now()).await.map_err(ApiError::unavailable)?;
     match row {
         Some(row) => Ok(json_response(StatusCode::OK, &Product::from(row))),
         None => Err(not_changed(state, id).await),
@@ -411,7 +405,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let id = product_id(path)?;
     let editor = editor(&state, &caller).await?;
-    if state.accounts.database().delete_product(id, editor).await.map_err(ApiError::unavailable)? {
+    if state.db.delete_product(id, editor).await.map_err(ApiError::unavailable)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(not_changed(&state, id).await)

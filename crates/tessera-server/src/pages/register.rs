@@ -1,20 +1,18 @@
 //! `GET/POST /register`: create an account and log in.
 
-use crate::second_factor::pending_login::FirstFactor;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use serde::Deserialize;
-use tessera_axum::CsrfForm;
+use tessera_auth::{Channel, LoginStep, RegisterError};
+use tessera_axum::{CsrfForm, LoginClient};
 
+use super::login::continue_login;
 use super::{Chrome, PageContext};
-use crate::accounts::RegisterError;
 use crate::app::AppState;
-use crate::audit::AuditKind;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
-use crate::reauthentication;
 use crate::registration_policy;
 
 #[derive(Template)]
@@ -56,7 +54,7 @@ fn page(ctx: &PageContext, state: &AppState, username: String) -> RegisterPage {
         form_error: None,
         username_error: None,
         password_error: None,
-        min_password: state.password_policy.effective_min_chars(),
+        min_password: state.auth.accounts().policy().effective_min_chars(),
         invite: String::new(),
     }
 }
@@ -81,12 +79,23 @@ pub async fn show(
 /// up first.
 pub async fn submit(
     State(state): State<AppState>,
+    LoginClient(client): LoginClient,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RegisterForm>,
 ) -> Response {
-    let registered = registration_policy::register(&state, Some(&form.invite), &form.username, &form.password).await;
+    // The registration policy first (`accounts.registration`, invitations);
+    // then the core's login of the new account.
+    let registered = registration_policy::register(
+        &state,
+        Some(&form.invite),
+        Channel::Web,
+        &client,
+        &form.username,
+        &form.password,
+    )
+    .await;
     let registered = match registered {
-        Ok(registered) => registered,
+        Ok(registered) => registered.map(|user| state.auth.after_sign_up(user, None)),
         Err(refusal) if refusal.status() == StatusCode::SERVICE_UNAVAILABLE => {
             return ServerError::unavailable(refusal).into_response()
         }
@@ -98,23 +107,15 @@ pub async fn submit(
         }
     };
     match registered {
-        Ok(user) if state.require_second_factor => {
-            // The account exists, but is not usable before it has a second
-            // factor: straight on to setting one up, as at a login.
-            let now = state.clock.now();
-            state.accounts.database().record(AuditKind::SignUp, Some(user.id), &ctx.device, now).await;
-            let first = FirstFactor::Password;
-            super::login::after_first_factor(&state, &ctx, &user, first, None, None, None).await
-        }
-        Ok(user) => {
-            let now = state.clock.now();
-            ctx.session.login(user.id.to_string());
-            reauthentication::mark(&ctx.session, now);
-            state.accounts.database().record(AuditKind::SignUp, Some(user.id), &ctx.device, now).await;
+        Ok(LoginStep::LoggedIn(done)) => {
+            tessera_axum::log_in(&ctx.session, &done);
             let mut response = Redirect::to("/profile").into_response();
             Flash::Welcome.set(state.engine.cookie_config(), response.headers_mut());
             response
         }
+        // The account exists, but is not usable before it has a second
+        // factor: straight on to setting one up, as at a login.
+        Ok(step) => continue_login(&state, &ctx, step, None),
         Err(RegisterError::Unavailable(error)) => ServerError::unavailable(error).into_response(),
         Err(error) => {
             let mut view = page(&ctx, &state, form.username.clone());
