@@ -18,7 +18,8 @@
 // provider's cookies stays signed in (single sign-on) and later requests
 // answer without the form. The account's claims are
 //   sub = "sub-<login>", preferred_username = <login>,
-//   email = "<login>@example.test", email_verified = !login.startsWith("unverified").
+//   email = "<login>@example.test", email_verified = !login.startsWith("unverified"),
+//   groups (scope `groups`) = ["staff", "Wiki Editors"] for logins starting with "staff".
 //
 // The clock: POST /__test/clock?advance=SECONDS moves this provider's clock
 // (Date.now, used for auth_time, iat/exp and every expiry) forward, so tests
@@ -53,6 +54,8 @@ function claimsFor(hint) {
     name: hint,
     email: `${hint}@example.test`,
     email_verified: !hint.startsWith('unverified'),
+    // Only with the `groups` scope; "Wiki Editors" is not a valid group name.
+    groups: hint.startsWith('staff') ? ['staff', 'Wiki Editors'] : [],
   };
 }
 
@@ -74,6 +77,7 @@ const provider = new Provider(issuer, {
     openid: ['sub'],
     email: ['email', 'email_verified'],
     profile: ['preferred_username', 'name'],
+    groups: ['groups'],
   },
   pkce: { required: () => true },
   features: { devInteractions: { enabled: false } },
@@ -88,7 +92,7 @@ const provider = new Provider(issuer, {
     const existing = grantId && (await ctx.oidc.provider.Grant.find(grantId));
     if (existing) return existing;
     const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
-    grant.addOIDCScope('openid email profile');
+    grant.addOIDCScope('openid email profile groups');
     await grant.save();
     return grant;
   },

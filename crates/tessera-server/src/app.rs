@@ -30,6 +30,7 @@ use crate::pages::{
     account, account_activity, account_password, account_sessions, account_two_factor, home, login,
     login_second_factor, logout, profile, register,
 };
+use crate::registration_policy::RegistrationPolicy;
 use crate::request_id;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
@@ -112,6 +113,8 @@ pub struct AppConfig {
     /// How long audit events are kept (`audit.retention`); older ones are
     /// purged every `purge_interval`.
     pub audit_retention: Duration,
+    /// Who may create an account (`accounts.registration`).
+    pub registration: RegistrationPolicy,
 }
 
 impl Default for AppConfig {
@@ -133,6 +136,7 @@ impl AppConfig {
         let proxies = settings.trusted_proxy_networks();
         let mut forward_auth = ForwardAuthConfig { trusted_proxies: proxies.clone(), ..ForwardAuthConfig::default() };
         forward_auth.protected_hosts = settings.forward_auth.protected_hosts.clone();
+        forward_auth.rules = settings.forward_auth.rules.clone();
         for header in &settings.forward_auth.headers {
             let header =
                 forward_auth::parse_forward_header(header).map_err(|e| format!("forward_auth.headers: {e}"))?;
@@ -180,6 +184,7 @@ impl AppConfig {
             oidc_jwks_min_refresh: settings.oidc.jwks_min_refresh,
             forward_auth,
             audit_retention: settings.audit.retention,
+            registration: settings.accounts.registration,
             session_store: None,
             cookie: CookieConfig::default(),
             clock: Arc::new(SystemClock),
@@ -253,6 +258,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// See [`AppConfig::reauth_window`].
     pub reauth_window: Duration,
+    /// See [`AppConfig::registration`].
+    pub registration: RegistrationPolicy,
 }
 
 /// A built server, ready to serve.
@@ -400,7 +407,11 @@ impl App {
             clock: config.clock.clone(),
             max_body_bytes: config.max_body_bytes,
             reauth_window: config.reauth_window,
+            registration: config.registration,
         };
+        if config.forward_auth.rules.is_empty() {
+            tracing::info!("forward_auth.rules is empty: /auth/verify refuses every request (default deny)");
+        }
         // Behind a proxy that does not pass the browser's Host on, forms
         // come from the public URL's origin.
         let sessions = SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret))

@@ -143,6 +143,13 @@ pub enum AdminCommand {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AdminAuditCommand),
+    /// Put users in groups (for forward-auth access rules; `admin` may
+    /// change anyone's products), take them out, list groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Invitations to register (`accounts.registration = "invite"`).
+    #[command(subcommand)]
+    Invite(InviteCommand),
 }
 
 /// `tessera admin audit …`
@@ -155,6 +162,56 @@ pub enum AdminAuditCommand {
         #[arg(long, value_parser = parse_duration)]
         older_than: Option<Duration>,
     },
+}
+
+/// `tessera admin group …`
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Add a user to a group (created by its first member).
+    Add {
+        /// The group.
+        group: String,
+        /// The user name.
+        username: String,
+    },
+    /// Remove a user from a group.
+    Remove {
+        /// The group.
+        group: String,
+        /// The user name.
+        username: String,
+    },
+    /// List groups and their members (or one group's members).
+    List {
+        /// Only this group.
+        group: Option<String>,
+    },
+}
+
+/// `tessera admin invite …`
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Create a single-use invitation and print its link (with
+    /// server.public_url; else the path) once: only a hash is stored.
+    Create {
+        /// Put the new account in this group (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// How long the invitation works, e.g. 7d, 12h.
+        #[arg(long, default_value = "7d", value_parser = parse_expiry)]
+        expires: std::time::Duration,
+    },
+    /// List unused, unexpired invitations (expiry and groups; the links
+    /// cannot be shown again).
+    List,
+}
+
+fn parse_expiry(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (expected e.g. 7d, 12h)"))?;
+    if duration.is_zero() || duration > std::time::Duration::from_secs(366 * 24 * 3600) {
+        return Err(format!("{text:?}: between a second and a year"));
+    }
+    Ok(duration)
 }
 
 /// `tessera admin user …`
@@ -645,5 +702,37 @@ mod tests {
         for bad in [["--min-password-length", "7"], ["--min-password-length", "65"], ["--trusted-proxy", "nope"]] {
             assert!(Cli::try_parse_from(["tessera", bad[0], bad[1]]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn group_and_invite_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "tessera",
+            "admin",
+            "invite",
+            "create",
+            "--group",
+            "staff",
+            "--group",
+            "ops",
+            "--expires",
+            "12h",
+        ])
+        .unwrap();
+        let Some(Command::Admin(args)) = cli.command else { panic!("an admin command") };
+        let AdminCommand::Invite(InviteCommand::Create { groups, expires }) = args.command else { panic!("invite") };
+        assert_eq!((groups, expires), (vec!["staff".to_owned(), "ops".to_owned()], Duration::from_secs(12 * 3600)));
+        let cli = Cli::try_parse_from(["tessera", "admin", "invite", "create"]).unwrap();
+        let Some(Command::Admin(args)) = cli.command else { panic!("an admin command") };
+        let AdminCommand::Invite(InviteCommand::Create { expires, .. }) = args.command else { panic!("invite") };
+        assert_eq!(expires, Duration::from_secs(7 * 24 * 3600), "a week by default");
+        for bad in ["0s", "2y", "soon"] {
+            assert!(Cli::try_parse_from(["tessera", "admin", "invite", "create", "--expires", bad]).is_err(), "{bad}");
+        }
+        let cli = Cli::try_parse_from(["tessera", "admin", "group", "add", "staff", "bob"]).unwrap();
+        let Some(Command::Admin(args)) = cli.command else { panic!("an admin command") };
+        assert!(matches!(args.command, AdminCommand::Group(GroupCommand::Add { .. })));
+        assert!(Cli::try_parse_from(["tessera", "admin", "group", "list"]).is_ok());
+        assert!(Cli::try_parse_from(["tessera", "admin", "group", "remove", "staff"]).is_err(), "needs a user");
     }
 }

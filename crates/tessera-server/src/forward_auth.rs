@@ -1,8 +1,9 @@
 //! Forward-auth for applications behind a reverse proxy (nginx
 //! `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth`):
 //! `GET /auth/verify` answers 200 with headers naming the user when the
-//! request carries a valid session cookie, and otherwise 401 for API clients
-//! or a redirect to the login page for browsers.
+//! access rules ([`crate::access_rules`]) let the request's user into the
+//! original URL; 401 (API clients) or a redirect to the login page
+//! (browsers) when a login could help; and 403 otherwise: default deny.
 //!
 //! The original URL (for the login page's `next`) is read from
 //! `X-Original-URL` or `X-Forwarded-Proto`/`-Host`/`-Uri` only when the
@@ -22,6 +23,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use tessera_axum::{safe_next, Problem, Session};
 
+use crate::access_rules::{evaluate, AccessRule, Subject, Target, Verdict};
 use crate::app::AppState;
 use crate::error_pages::ServerError;
 use tessera_auth::User;
@@ -75,8 +77,10 @@ pub struct ForwardAuthConfig {
     /// for every subdomain) the login page may send users back to.
     pub protected_hosts: Vec<String>,
     /// Headers of a 200 answer; default `X-Auth-User` (user name) and
-    /// `X-Auth-User-Id`.
+    /// `X-Auth-User-Id`. `X-Auth-Groups` (comma-separated) is always sent.
     pub headers: Vec<ForwardHeader>,
+    /// Who may enter which address; empty: nobody (default deny).
+    pub rules: Vec<AccessRule>,
 }
 
 impl Default for ForwardAuthConfig {
@@ -88,6 +92,7 @@ impl Default for ForwardAuthConfig {
                 ForwardHeader { name: HeaderName::from_static("x-auth-user"), field: UserField::Username },
                 ForwardHeader { name: HeaderName::from_static("x-auth-user-id"), field: UserField::UserId },
             ],
+            rules: Vec::new(),
         }
     }
 }
@@ -176,13 +181,38 @@ async fn user_header_value(state: &AppState, user: &User, field: UserField) -> R
     })
 }
 
-/// `GET /auth/verify`.
+/// A 403 answer: an HTML page for browsers, a problem document otherwise
+/// (rendered by `render_errors`).
+fn forbidden(kind: &str, title: &str, detail: &str) -> Response {
+    let problem =
+        Problem { status: StatusCode::FORBIDDEN, kind: kind.into(), title: title.into(), detail: detail.into() };
+    let mut response = StatusCode::FORBIDDEN.into_response();
+    response.extensions_mut().insert(problem);
+    response
+}
+
+/// `GET /auth/verify`: asks the access rules
+/// ([`crate::access_rules::evaluate`]) about the original URL, which must
+/// come from a trusted proxy; without one, or with an ambiguous path, the
+/// answer is 403.
 pub async fn verify(
     State(state): State<AppState>,
     session: Session,
     extensions: http::Extensions,
     Query(query): Query<VerifyQuery>,
     headers: HeaderMap,
+) -> Response {
+    let mut response = decide(&state, &session, &extensions, &query, &headers).await;
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn decide(
+    state: &AppState,
+    session: &Session,
+    extensions: &http::Extensions,
+    query: &VerifyQuery,
+    headers: &HeaderMap,
 ) -> Response {
     let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
         Some(id) => match state.db.users().user_by_id(id).await {
@@ -192,32 +222,108 @@ pub async fn verify(
         None => None,
     };
     let config = &state.forward_auth;
-    if let Some(user) = user {
-        let mut response = StatusCode::OK.into_response();
-        for header in &config.headers {
-            match user_header_value(&state, &user, header.field).await {
-                Ok(Some(value)) => {
-                    if let Ok(value) = HeaderValue::from_str(&value) {
-                        response.headers_mut().insert(header.name.clone(), value);
-                    }
-                }
-                Ok(None) => {}
-                Err(error) => return error.into_response(),
-            }
-        }
-        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return response;
-    }
-
     let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
     let trusted = peer.is_some_and(|ip| config.is_trusted(ip));
-    let next = if trusted { original_url(&headers).filter(|url| config.allows_absolute(url)) } else { None };
+    let original = if trusted { original_url(headers) } else { None };
+    let browser = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"));
+
+    let Some(target) = original.as_deref().and_then(Target::from_url) else {
+        tracing::info!(trusted, has_url = original.is_some(), "forward-auth refused: no usable original URL");
+        return forbidden(
+            "forward-auth-no-target",
+            "Access denied",
+            "tessera cannot tell which address this request is for, or its path is ambiguous. \
+             The proxy in front must be one of server.trusted_proxies and send X-Original-URL or X-Forwarded-Host.",
+        );
+    };
+    let groups = match &user {
+        Some(user) => match state.db.groups_of(user.id).await {
+            Ok(groups) => groups,
+            Err(error) => return ServerError::unavailable(error).into_response(),
+        },
+        None => Vec::new(),
+    };
+    let subject = user.as_ref().map(|user| Subject {
+        username: user.username.clone(),
+        groups: groups.clone(),
+        // Accounts have no verified email address of their own yet.
+        verified_emails: Vec::new(),
+    });
+    let decision = evaluate(&config.rules, &target, subject.as_ref());
+    let user_id = user.as_ref().map(|u| u.id);
+    match decision.verdict {
+        Verdict::Allow => {}
+        Verdict::AllowWithSecondFactor => {
+            // `evaluate` asks for a second factor only of a logged-in user.
+            let Some(user) = &user else { return login_required(state, original, browser, query) };
+            match state.auth.second_factors().is_enabled(user.id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(user_id, rule = ?decision.rule, host = %target.host, "forward-auth: second factor required");
+                    return second_factor_missing(state, browser, query);
+                }
+                Err(error) => return ServerError::unavailable(error).into_response(),
+            }
+        }
+        Verdict::LoginRequired => return login_required(state, original, browser, query),
+        Verdict::Deny => {
+            tracing::info!(user_id, rule = ?decision.rule, host = %target.host, "forward-auth: access denied");
+            let detail = if user.is_some() {
+                "Your account may not open this address. Ask an administrator if you need it."
+            } else {
+                "Nobody may open this address."
+            };
+            return forbidden("forward-auth-denied", "Access denied", detail);
+        }
+    }
+    let mut response = StatusCode::OK.into_response();
+    let Some(user) = user else { return response };
+    for header in &config.headers {
+        match user_header_value(state, &user, header.field).await {
+            Ok(Some(value)) => {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(header.name.clone(), value);
+                }
+            }
+            Ok(None) => {}
+            Err(error) => return error.into_response(),
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&groups.join(",")) {
+        response.headers_mut().insert(HeaderName::from_static("x-auth-groups"), value);
+    }
+    response
+}
+
+/// A `two_factor` rule and an account without two-step verification:
+/// browsers go to set it up (unless the proxy asked for `?status=401`,
+/// nginx, which cannot pass a redirect on), everyone else gets 403.
+fn second_factor_missing(state: &AppState, browser: bool, query: &VerifyQuery) -> Response {
+    let setup = format!("{}/account/two-factor", state.public_url.as_deref().unwrap_or("").trim_end_matches('/'));
+    if browser && query.status != Some(401) {
+        let mut response = StatusCode::FOUND.into_response();
+        if let Ok(location) = HeaderValue::from_str(&setup) {
+            response.headers_mut().insert(LOCATION, location);
+        }
+        return response;
+    }
+    forbidden(
+        "second-factor-required",
+        "Two-step verification required",
+        &format!("This address needs an account with two-step verification. Set it up at {setup}, then try again."),
+    )
+}
+
+/// Nobody is logged in: 401 for API clients (and nginx), a redirect to the
+/// login page for browsers, with the original URL as `next` when it is on
+/// a protected host.
+fn login_required(state: &AppState, original: Option<String>, browser: bool, query: &VerifyQuery) -> Response {
+    let next = original.filter(|url| state.forward_auth.allows_absolute(url));
     let mut login = format!("{}/login", state.public_url.as_deref().unwrap_or("").trim_end_matches('/'));
     if let Some(next) = &next {
         login.push_str("?next=");
         login.extend(utf8_percent_encode(next, NON_ALPHANUMERIC));
     }
-    let browser = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"));
     let location = HeaderValue::from_str(&login).ok();
     let mut response = if browser && query.status != Some(401) {
         StatusCode::FOUND.into_response()
@@ -237,7 +343,6 @@ pub async fn verify(
             response.headers_mut().insert(LOCATION, location);
         }
     }
-    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_rules;
 pub mod activity_stats;
 pub mod admin;
 pub mod api;
@@ -24,6 +25,7 @@ pub mod error_pages;
 pub mod file_permissions;
 pub mod flash;
 pub mod forward_auth;
+pub mod groups;
 pub mod health;
 pub mod http_semantics;
 pub mod metrics;
@@ -31,6 +33,7 @@ pub mod oidc;
 pub mod pages;
 pub mod product_store;
 pub mod reauthentication;
+pub mod registration_policy;
 pub mod request_id;
 pub mod revocation_marks;
 pub mod security_headers;

@@ -21,6 +21,18 @@ pub struct ProductRow {
     pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
+    /// The user who created it; `None` for products made before products
+    /// had owners (or whose owner's account was deleted).
+    pub owner_id: Option<i64>,
+}
+
+/// Who asks to change or delete a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Editor {
+    /// A member of the `admin` group: any product.
+    Admin,
+    /// Anyone else: only products this user owns.
+    Owner(i64),
 }
 
 /// Changes to a product; `None` keeps the stored value.
@@ -34,7 +46,7 @@ pub struct ProductChanges {
     pub price: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, description, price, created_at, updated_at";
+const COLUMNS: &str = "id, name, description, price, created_at, updated_at, owner_id";
 
 fn product_from_row(row: AnyRow) -> Result<ProductRow, DatabaseError> {
     Ok(ProductRow {
@@ -44,6 +56,7 @@ fn product_from_row(row: AnyRow) -> Result<ProductRow, DatabaseError> {
         price: row.try_get(3)?,
         created_at: Timestamp(row.try_get(4)?),
         updated_at: Timestamp(row.try_get(5)?),
+        owner_id: row.try_get(6)?,
     })
 }
 
@@ -59,22 +72,24 @@ impl Database {
         Ok((rows.into_iter().map(product_from_row).collect::<Result<_, _>>()?, total))
     }
 
-    /// Adds a product.
+    /// Adds a product owned by `owner_id`.
     pub async fn create_product(
         &self,
+        owner_id: i64,
         name: &str,
         description: &str,
         price: &str,
         now: Timestamp,
     ) -> Result<ProductRow, DatabaseError> {
         let row = sqlx::query(&format!(
-            "INSERT INTO products (name, description, price, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-             RETURNING {COLUMNS}"
+            "INSERT INTO products (name, description, price, created_at, updated_at, owner_id) \
+             VALUES ($1, $2, $3, $4, $4, $5) RETURNING {COLUMNS}"
         ))
         .bind(name)
         .bind(description)
         .bind(price)
         .bind(now.as_millis())
+        .bind(owner_id)
         .fetch_one(&self.pool)
         .await?;
         product_from_row(row)
@@ -90,30 +105,45 @@ impl Database {
     }
 
     /// Applies `changes` in one statement (no lost updates between a read
-    /// and a write); `None` if there is no such product.
+    /// and a write, and the ownership check is part of it); `None` if there
+    /// is no such product that `editor` may change.
     pub async fn update_product(
         &self,
         id: i64,
+        editor: Editor,
         changes: &ProductChanges,
         now: Timestamp,
     ) -> Result<Option<ProductRow>, DatabaseError> {
-        let row = sqlx::query(&format!(
+        let owned = if matches!(editor, Editor::Owner(_)) { " AND owner_id = $6" } else { "" };
+        let query = format!(
             "UPDATE products SET name = COALESCE($1, name), description = COALESCE($2, description), \
-             price = COALESCE($3, price), updated_at = $4 WHERE id = $5 RETURNING {COLUMNS}"
-        ))
-        .bind(changes.name.clone())
-        .bind(changes.description.clone())
-        .bind(changes.price.clone())
-        .bind(now.as_millis())
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+             price = COALESCE($3, price), updated_at = $4 WHERE id = $5{owned} RETURNING {COLUMNS}"
+        );
+        let mut query = sqlx::query(&query)
+            .bind(changes.name.clone())
+            .bind(changes.description.clone())
+            .bind(changes.price.clone())
+            .bind(now.as_millis())
+            .bind(id);
+        if let Editor::Owner(owner) = editor {
+            query = query.bind(owner);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
         row.map(product_from_row).transpose()
     }
 
-    /// Deletes a product; `false` if there was none.
-    pub async fn delete_product(&self, id: i64) -> Result<bool, DatabaseError> {
-        let done = sqlx::query("DELETE FROM products WHERE id = $1").bind(id).execute(&self.pool).await?;
+    /// Deletes a product `editor` may delete; `false` if there was none.
+    pub async fn delete_product(&self, id: i64, editor: Editor) -> Result<bool, DatabaseError> {
+        let done = match editor {
+            Editor::Admin => sqlx::query("DELETE FROM products WHERE id = $1").bind(id).execute(&self.pool).await?,
+            Editor::Owner(owner) => {
+                sqlx::query("DELETE FROM products WHERE id = $1 AND owner_id = $2")
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
         Ok(done.rows_affected() > 0)
     }
 }

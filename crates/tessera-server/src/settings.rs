@@ -45,6 +45,8 @@ pub struct Settings {
     pub cookie: CookieSettings,
     /// Password hashing and rules, and whether a second factor is required.
     pub passwords: PasswordSettings,
+    /// Who may create an account.
+    pub accounts: AccountSettings,
     /// Delays after failed logins, per account or device and per client
     /// address.
     pub throttle: ThrottleSettings,
@@ -206,6 +208,18 @@ pub struct PasswordSettings {
     pub require_second_factor: bool,
 }
 
+/// `[accounts]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountSettings {
+    /// Who may create an account (web form, `POST /api/signup`, first
+    /// OpenID Connect login): `open` (anyone), `invite` (only with an
+    /// invitation from `tessera admin invite create`; provider logins create
+    /// no accounts unless the provider says `allow_signup = true`) or
+    /// `closed` (nobody; `tessera admin user create` still works).
+    pub registration: crate::registration_policy::RegistrationPolicy,
+}
+
 /// `[throttle]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -300,6 +314,24 @@ pub struct OidcProviderSettings {
     /// addresses you trust. Default `false`.
     #[serde(default)]
     pub link_by_verified_email: bool,
+    /// Whether a first login may create an account. Unset: only when
+    /// `accounts.registration` is `open`; `true`: also under `invite` (an
+    /// invitation cannot travel through a provider login); `false`: never.
+    /// Never under `closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_signup: Option<bool>,
+    /// When not empty, a first login creates an account only for an identity
+    /// with a verified email address in one of these domains (exact match,
+    /// like Google's `hd`). Logins of existing accounts are not affected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_email_domains: Vec<String>,
+    /// The claim (ID token or UserInfo) holding the user's groups, e.g.
+    /// `groups` (request its scope in `scopes` if the provider needs one).
+    /// When set, each login through this provider replaces the groups the
+    /// account got from it with the claim's; groups given with `tessera
+    /// admin group add` stay. Unset (the default): no groups from providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -325,6 +357,9 @@ impl OidcProviderSettings {
             scopes: self.scopes.clone(),
             display_name: self.display_name.clone(),
             link_by_verified_email: self.link_by_verified_email,
+            allow_signup: self.allow_signup,
+            allowed_email_domains: self.allowed_email_domains.clone(),
+            groups_claim: self.groups_claim.clone(),
         }
     }
 }
@@ -364,6 +399,12 @@ pub struct ForwardAuthSettings {
     /// `X-Auth-User-Id`: `NAME=FIELD` with FIELD one of `username`, `id`,
     /// `email` (e.g. `X-Remote-User=username`).
     pub headers: Vec<String>,
+    /// Who may enter which address: `[[forward_auth.rules]]` tables (fields
+    /// below), tried in order; the first whose hosts, paths and users /
+    /// groups / email domains match decides. An address no rule matches is
+    /// refused with 403, so with no rules every request is refused. In an
+    /// environment variable: a JSON array of rule objects.
+    pub rules: Vec<crate::access_rules::AccessRule>,
 }
 
 /// `[metrics]`
@@ -710,6 +751,11 @@ impl Settings {
             }
             if !ids.insert(provider.id.as_str()) {
                 return bad(&key, format!("the id {:?} is used twice", provider.id));
+            }
+        }
+        for (index, rule) in self.forward_auth.rules.iter().enumerate() {
+            if let Err(why) = rule.validate() {
+                return bad(&format!("forward_auth.rules[{index}]"), why);
             }
         }
         for header in &self.forward_auth.headers {
@@ -1182,6 +1228,42 @@ mod tests {
         std::fs::write(&file, "[server]\ntrusted_proxies = [\"10.0.0.0/99\"]\n").unwrap();
         let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
         assert!(error.contains("server.trusted_proxies"), "{error}");
+    }
+
+    #[test]
+    fn access_rules_and_registration_from_toml_and_env() {
+        use crate::access_rules::Policy;
+        use crate::registration_policy::RegistrationPolicy;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "[accounts]\nregistration = \"invite\"\n\
+             [[forward_auth.rules]]\nhosts = [\"*.corp.example\"]\npaths = [\"/admin\"]\npolicy = \"deny\"\n\
+             [[forward_auth.rules]]\nhosts = [\"wiki.corp.example\"]\npolicy = \"two_factor\"\ngroups = [\"staff\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &[], &[]).unwrap();
+        assert_eq!(s.accounts.registration, RegistrationPolicy::Invite);
+        assert_eq!(s.forward_auth.rules.len(), 2);
+        assert_eq!(s.forward_auth.rules[1].policy, Policy::TwoFactor);
+        assert_eq!(s.forward_auth.rules[1].groups, vec!["staff"]);
+        let e = env(&[
+            ("TESSERA_FORWARD_AUTH__RULES", r#"[{"hosts":["app.example.com"],"policy":"one_factor"}]"#),
+            ("TESSERA_ACCOUNTS__REGISTRATION", "closed"),
+        ]);
+        let s = Settings::load(Some(&file), &e, &[]).unwrap();
+        assert_eq!(s.forward_auth.rules.len(), 1, "the variable replaces the file's list");
+        assert_eq!(s.accounts.registration, RegistrationPolicy::Closed);
+        std::fs::write(&file, "[[forward_auth.rules]]\nhosts = [\"https://x\"]\npolicy = \"deny\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("forward_auth.rules[0]"), "{error}");
+        std::fs::write(&file, "[[forward_auth.rules]]\nhosts = [\"x\"]\npolicy = \"allow\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("forward_auth.rules"), "{error}");
+        std::fs::write(&file, "[accounts]\nregistration = \"maybe\"\n").unwrap();
+        let error = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        assert!(error.contains("accounts.registration"), "{error}");
     }
 
     #[test]

@@ -189,3 +189,34 @@ async fn admin_audit_purge_deletes_old_events() {
     assert_eq!(code, 2, "zero is bad usage: {err}");
     db.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_groups_and_invitations_in_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("tessera.db").display());
+    let (code, _, err) = admin(&db, &["user", "create", "erin", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = admin(&db, &["group", "add", "Staff", "erin"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("added \"erin\" to group \"staff\""), "{out}");
+    let (code, out, _) = admin(&db, &["group", "list"], "");
+    assert_eq!((code, out.as_str()), (0, "staff: erin\n"));
+    let (code, _, err) = admin(&db, &["group", "remove", "staff", "nobody"], "");
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = admin(&db, &["group", "add", "no good", "erin"], "");
+    assert_eq!(code, 2, "{err}");
+
+    let (code, out, err) = admin(&db, &["invite", "create", "--group", "staff", "--expires", "1h"], "");
+    assert_eq!(code, 0, "{err}");
+    let link = out.lines().find_map(|l| l.strip_prefix("invitation: /register?invite=")).expect("a link");
+    assert_eq!(link.len(), 43, "{out}");
+    assert!(out.contains("server.public_url is not set"), "{out}");
+    assert!(out.contains("accounts.registration is \"open\""), "{out}");
+    let (code, out, _) = admin(&db, &["invite", "list"], "");
+    assert_eq!(code, 0);
+    assert!(out.starts_with("1 open invitation(s)") && out.contains("groups staff"), "{out}");
+    assert!(!out.contains(link), "the link is shown once only");
+    let (code, _, err) = admin(&db, &["invite", "create", "--expires", "soon"], "");
+    assert_eq!(code, 2, "{err}");
+}

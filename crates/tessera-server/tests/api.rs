@@ -15,8 +15,9 @@ use ed25519_dalek::Signer as _;
 use harness::{test_config, unique_name, TestServer};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use tessera::ManualClock;
+use tessera::{Clock, ManualClock};
 use tessera_server::api::tokens::TokenService;
+use tessera_server::registration_policy::RegistrationPolicy;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -720,6 +721,15 @@ async fn the_openapi_document_covers_every_route() {
     for scheme in ["bearer", "cookie"] {
         assert!(doc.json["components"]["securitySchemes"][scheme].is_object(), "{scheme}");
     }
+    // Who may change a product, and who may sign up, are documented.
+    for method in ["put", "patch", "delete"] {
+        let refused = &doc.json["paths"]["/api/products/{id}"][method]["responses"]["403"]["description"];
+        assert!(refused.as_str().unwrap().contains("owner"), "{method}: {refused}");
+    }
+    assert!(doc.json["components"]["schemas"]["Product"]["properties"]["owner_id"].is_object());
+    assert!(doc.json["components"]["schemas"]["Credentials"]["properties"]["invite"].is_object());
+    let signup_refused = &doc.json["paths"]["/api/signup"]["post"]["responses"]["403"]["description"];
+    assert!(signup_refused.as_str().unwrap().contains("invitation"), "{signup_refused}");
 
     // And ROUTES is what the router really serves: no route is a 404 or 405.
     for (method, path) in routes {
@@ -950,4 +960,186 @@ async fn refresh_families_end_after_their_absolute_lifetime() {
     let refreshed = api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&again.json)})).await;
     assert_eq!(refreshed.status, 200);
     server.stop().await;
+}
+
+/// Products have owners: another signed-in user may read a product but not
+/// change or delete it (403 `forbidden`, since reading shows it exists
+/// anyway); the owner and members of `admin` may.
+async fn products_belong_to_their_owner(server: &TestServer) {
+    let api = Api::new(server);
+    let (alice, bob, carol) = (unique_name("alice"), unique_name("bob"), unique_name("carol"));
+    let alice_api = api.with_bearer(access(&api.signup_and_signin(&alice).await));
+    let bob_api = api.with_bearer(access(&api.signup_and_signin(&bob).await));
+    let carol_api = api.with_bearer(access(&api.signup_and_signin(&carol).await));
+    let db = &server.app_state.db;
+    let alice_id = db.users().user_by_name(&alice.to_lowercase()).await.unwrap().unwrap().id;
+
+    let created = alice_api.post("/api/products", json!({"name": "Widget", "price": "12.50"})).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.json["owner_id"], alice_id);
+    let path = format!("/api/products/{}", created.json["id"]);
+
+    // Bob can read it, and cannot change or delete it.
+    let shown = bob_api.get(&path).await;
+    assert_eq!(shown.status, 200);
+    assert_eq!(shown.json["owner_id"], alice_id);
+    let put = bob_api.send("PUT", &path, Some(json!({"name": "Mine now", "price": "0"}))).await;
+    put.assert_problem(403, "forbidden");
+    assert!(put.json["detail"].as_str().unwrap().contains("owner"), "{put:?}");
+    bob_api.send("PATCH", &path, Some(json!({"price": "0"}))).await.assert_problem(403, "forbidden");
+    bob_api.send("DELETE", &path, None).await.assert_problem(403, "forbidden");
+    let unchanged = alice_api.get(&path).await;
+    assert_eq!((unchanged.json["name"].as_str(), unchanged.json["price"].as_str()), (Some("Widget"), Some("12.5")));
+    // A product that does not exist is still 404.
+    bob_api.send("DELETE", "/api/products/999999999", None).await.assert_problem(404, "not-found");
+    bob_api.send("PATCH", "/api/products/999999999", Some(json!({}))).await.assert_problem(404, "not-found");
+
+    // The owner can.
+    let patched = alice_api.send("PATCH", &path, Some(json!({"price": "9"}))).await;
+    assert_eq!((patched.status, patched.json["price"].as_str()), (200, Some("9")), "{patched:?}");
+
+    // A member of the admin group can change and delete anyone's product.
+    carol_api.send("PATCH", &path, Some(json!({"price": "1"}))).await.assert_problem(403, "forbidden");
+    let carol_id = db.users().user_by_name(&carol.to_lowercase()).await.unwrap().unwrap().id;
+    db.add_to_group(carol_id, "admin", server.clock.now()).await.unwrap();
+    let replaced = carol_api.send("PUT", &path, Some(json!({"name": "Moderated", "price": "1"}))).await;
+    assert_eq!(replaced.status, 200, "{replaced:?}");
+    assert_eq!(replaced.json["owner_id"], alice_id, "the owner stays");
+    assert_eq!(carol_api.send("DELETE", &path, None).await.status, 204);
+    alice_api.get(&path).await.assert_problem(404, "not-found");
+}
+
+#[tokio::test]
+async fn products_belong_to_their_owner_on_sqlite() {
+    let (server, _dir) = server().await;
+    products_belong_to_their_owner(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn products_belong_to_their_owner_in_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.database_url = services::postgres_url();
+    let server = TestServer::start(config, clock).await;
+    products_belong_to_their_owner(&server).await;
+    server.stop().await;
+}
+
+async fn server_with(
+    registration: RegistrationPolicy,
+    database_url: Option<String>,
+) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.registration = registration;
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
+    (TestServer::start(config, clock).await, dir)
+}
+
+async fn invitation(server: &TestServer, groups: &[&str], valid_for: Duration) -> String {
+    let now = server.clock.now();
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    server.app_state.db.create_invitation(&groups, now, now.plus(valid_for)).await.unwrap().token
+}
+
+#[tokio::test]
+async fn api_signup_follows_the_registration_policy() {
+    let (server, _dir) = server_with(RegistrationPolicy::Invite, None).await;
+    let api = Api::new(&server);
+    let db = &server.app_state.db;
+    let signup = |name: String, invite: Option<String>| {
+        let api = api.clone();
+        async move {
+            let mut body = json!({"username": name, "password": PASSWORD});
+            if let Some(invite) = invite {
+                body["invite"] = json!(invite);
+            }
+            api.post("/api/signup", body).await
+        }
+    };
+
+    // No invitation, a made-up one: refused, no account.
+    let stranger = unique_name("stranger");
+    signup(stranger.clone(), None).await.assert_problem(403, "invitation-required");
+    signup(stranger.clone(), Some("made-up".into())).await.assert_problem(403, "invalid-invitation");
+    assert!(db.users().user_by_name(&stranger.to_lowercase()).await.unwrap().is_none());
+
+    // A valid one: an account, in the invitation's group; then it is used.
+    let token = invitation(&server, &["staff"], Duration::from_secs(3600)).await;
+    assert_eq!(token.len(), 43, "256 bits, base64url");
+    // A refused sign-up (weak password) does not use it up.
+    let weak = json!({"username": unique_name("weak"), "password": "short", "invite": token});
+    api.post("/api/signup", weak).await.assert_problem(422, "validation");
+    let invited = unique_name("invited");
+    let created = signup(invited.clone(), Some(token.clone())).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let user_id = created.json["id"].as_i64().unwrap();
+    assert_eq!(db.groups_of(user_id).await.unwrap(), vec!["staff".to_owned()]);
+    signup(unique_name("second"), Some(token.clone())).await.assert_problem(403, "invalid-invitation");
+
+    // An expired one.
+    let expiring = invitation(&server, &[], Duration::from_secs(60)).await;
+    server.clock.advance(Duration::from_secs(61));
+    signup(unique_name("late"), Some(expiring)).await.assert_problem(403, "invalid-invitation");
+    server.stop().await;
+
+    // Closed: nobody, invitation or not.
+    let (closed, _dir) = server_with(RegistrationPolicy::Closed, None).await;
+    let token = invitation(&closed, &[], Duration::from_secs(3600)).await;
+    let api = Api::new(&closed);
+    let refused = api.post("/api/signup", json!({"username": unique_name("c"), "password": PASSWORD})).await;
+    refused.assert_problem(403, "registration-closed");
+    let body = json!({"username": unique_name("c"), "password": PASSWORD, "invite": token});
+    api.post("/api/signup", body).await.assert_problem(403, "registration-closed");
+    closed.stop().await;
+}
+
+/// Sixty sign-ups at once with the same invitation: exactly one account.
+async fn one_invitation_many_racers(database_url: Option<String>) {
+    let (server, _dir) = server_with(RegistrationPolicy::Invite, database_url).await;
+    let token = invitation(&server, &["staff"], Duration::from_secs(3600)).await;
+    let api = Api::new(&server);
+    let prefix = unique_name("racer");
+    let started = std::time::Instant::now();
+    let attempts = (0..60).map(|i| {
+        let api = api.clone();
+        let body = json!({"username": format!("{prefix}-{i}"), "password": PASSWORD, "invite": token});
+        async move { api.post("/api/signup", body).await }
+    });
+    let replies = futures::future::join_all(attempts).await;
+    let elapsed = started.elapsed();
+    let created: Vec<&Reply> = replies.iter().filter(|r| r.status == 201).collect();
+    assert_eq!(created.len(), 1, "exactly one account: {:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    for reply in replies.iter().filter(|r| r.status != 201) {
+        reply.assert_problem(403, "invalid-invitation");
+    }
+    let db = &server.app_state.db;
+    let mut accounts = 0;
+    for i in 0..60 {
+        accounts += usize::from(db.users().user_by_name(&format!("{prefix}-{i}")).await.unwrap().is_some());
+    }
+    assert_eq!(accounts, 1);
+    eprintln!("60 concurrent sign-ups with one invitation: 1 account, 59 refused, in {elapsed:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_invitation_used_sixty_times_at_once_creates_one_account_on_sqlite() {
+    one_invitation_many_racers(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_invitation_used_sixty_times_at_once_creates_one_account_in_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    one_invitation_many_racers(Some(services::postgres_url())).await;
 }

@@ -7,8 +7,10 @@ mod harness;
 use harness::external::Proxy;
 use harness::{test_config, unique_name, Browser, TestServer};
 use http::HeaderMap;
-use tessera::ManualClock;
+use tessera::{Clock, ManualClock};
+use tessera_auth::second_factor::totp::step_at;
 use tessera_auth::UserDirectory;
+use tessera_server::access_rules::{AccessRule, Policy};
 use tessera_server::forward_auth::{parse_forward_header, parse_trusted_proxy};
 use tessera_server::AppConfig;
 use tokio::net::TcpListener;
@@ -23,8 +25,25 @@ async fn start_server(configure: impl FnOnce(&mut AppConfig)) -> (TestServer, te
     config.public_url = Some(format!("http://localhost:{}", listener.local_addr().unwrap().port()));
     config.forward_auth.trusted_proxies = vec![parse_trusted_proxy("127.0.0.1").unwrap()];
     config.forward_auth.protected_hosts = vec!["localhost".into(), "app.example.test".into()];
+    config.forward_auth.rules = vec![
+        rule(&["staff.test"], Policy::OneFactor, &["staff"]),
+        rule(&["secure.test"], Policy::TwoFactor, &["staff"]),
+        rule(&["public.test"], Policy::Bypass, &[]),
+        rule(&["localhost", "app.example.test"], Policy::OneFactor, &[]),
+    ];
     configure(&mut config);
     (TestServer::start_on(config, clock, listener).await, dir)
+}
+
+fn rule(hosts: &[&str], policy: Policy, groups: &[&str]) -> AccessRule {
+    AccessRule {
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        paths: vec![],
+        policy,
+        users: vec![],
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        email_domains: vec![],
+    }
 }
 
 /// The app behind the proxy: echoes who the proxy says the user is.
@@ -33,7 +52,13 @@ async fn upstream() -> (u16, tokio::task::JoinHandle<()>) {
     let port = listener.local_addr().unwrap().port();
     let app = axum::Router::new().fallback(|headers: HeaderMap, uri: http::Uri| async move {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-        format!("upstream user={} id={} uri={}", get("x-auth-user"), get("x-auth-user-id"), uri)
+        format!(
+            "upstream user={} id={} groups={} uri={}",
+            get("x-auth-user"),
+            get("x-auth-user-id"),
+            get("x-auth-groups"),
+            uri
+        )
     });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -76,8 +101,23 @@ async fn verify_answers_by_session_client_kind_and_proxy_trust() {
         anonymous.get_with("/auth/verify?status=401", &[("x-original-url", "http://localhost:1/x")]).await;
     assert_eq!(nginx_style.status, 401);
     assert_eq!(nginx_style.location(), Some(format!("{public}/login?next=http%3A%2F%2Flocalhost%3A1%2Fx").as_str()));
-    let unprotected = anonymous.get_with("/auth/verify", &[("x-original-url", "https://evil.example/")]).await;
+    let unprotected = anonymous.get_with("/auth/verify", &[("x-original-url", "https://staff.test/")]).await;
     assert_eq!(unprotected.location(), Some(format!("{public}/login").as_str()), "next only for protected hosts");
+    // No rule for the host: refused outright, no detour to the login page.
+    let no_rule = anonymous.get_with("/auth/verify", &[("x-original-url", "https://evil.example/")]).await;
+    assert_eq!(no_rule.status, 403);
+    assert!(no_rule.location().is_none());
+    assert!(no_rule.body.contains("<html") || no_rule.body.contains("<!DOCTYPE"), "a page for browsers");
+    let json = anonymous
+        .get_with("/auth/verify", &[("x-original-url", "https://evil.example/"), ("accept", "application/json")])
+        .await;
+    assert_eq!(json.status, 403);
+    assert_eq!(json.header("content-type"), Some("application/problem+json"));
+    assert!(json.body.contains("/problems/forward-auth-denied"), "{}", json.body);
+    // A bypass rule lets anyone in, without user headers.
+    let public_page = anonymous.get_with("/auth/verify", &[("x-original-url", "https://public.test/x")]).await;
+    assert_eq!(public_page.status, 200);
+    assert!(public_page.header("x-auth-user").is_none());
 
     // The login page takes an absolute next only on a protected host.
     let name = unique_name("lena");
@@ -101,21 +141,25 @@ async fn verify_answers_by_session_client_kind_and_proxy_trust() {
     let evil = server.browser().get("/login?next=https%3A%2F%2Fevil.example%2F").await;
     assert!(!evil.body.contains("name=\"next\""));
 
-    let ok = browser.get("/auth/verify").await;
+    let ok = browser.get_with("/auth/verify", &forwarded).await;
     assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("x-auth-groups"), Some(""), "no groups: an empty header, never a forged one");
     assert_eq!(ok.header("x-auth-user"), Some(name.as_str()));
     assert_eq!(ok.header("x-remote-user"), Some(name.as_str()));
     let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
     assert_eq!(ok.header("x-auth-user-id"), Some(user.id.to_string().as_str()));
     browser.logout().await;
-    assert_eq!(browser.get_with("/auth/verify", &[("accept", "application/json")]).await.status, 401);
+    let mut headers = vec![("accept", "application/json")];
+    headers.extend(forwarded);
+    assert_eq!(browser.get_with("/auth/verify", &headers).await.status, 401);
     server.stop().await;
 
-    // A peer that is not a trusted proxy: its forwarded headers are ignored.
+    // A peer that is not a trusted proxy: its forwarded headers are ignored,
+    // so tessera cannot tell which address is meant and lets nobody in.
     let (untrusting, _dir) = start_server(|config| config.forward_auth.trusted_proxies.clear()).await;
     let page = untrusting.browser().get_with("/auth/verify", &forwarded).await;
-    assert_eq!(page.status, 302);
-    assert_eq!(page.location(), Some(format!("{}/login", untrusting.base).as_str()));
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("trusted_proxies"), "the page says why: {}", page.body);
     untrusting.stop().await;
 }
 
@@ -129,7 +173,8 @@ async fn cookie_domain_uses_the_secure_prefix_and_still_verifies() {
         cookie.contains("Domain=localhost") && cookie.contains("Secure") && cookie.contains("HttpOnly"),
         "{cookie}"
     );
-    assert_eq!(browser.get("/auth/verify").await.status, 200);
+    let page = browser.get_with("/auth/verify", &[("x-original-url", "https://app.example.test/")]).await;
+    assert_eq!(page.status, 200);
     server.stop().await;
 }
 
@@ -151,23 +196,26 @@ const NGINX_SITE: &str = r#"
       auth_request /_tessera_verify;
       auth_request_set $tessera_user $upstream_http_x_auth_user;
       auth_request_set $tessera_user_id $upstream_http_x_auth_user_id;
+      auth_request_set $tessera_groups $upstream_http_x_auth_groups;
       auth_request_set $tessera_login $upstream_http_location;
       error_page 401 = @tessera_login;
       proxy_set_header X-Auth-User $tessera_user;
       proxy_set_header X-Auth-User-Id $tessera_user_id;
+      proxy_set_header X-Auth-Groups $tessera_groups;
       proxy_pass http://127.0.0.1:{UPSTREAM};
     }
   }
 "#;
 
 const CADDY_SITE: &str = r#"
-http://localhost:{PORT}, http://127.0.0.1:{PORT} {
+http://:{PORT} {
   route {
     request_header -X-Auth-User
     request_header -X-Auth-User-Id
+    request_header -X-Auth-Groups
     forward_auth 127.0.0.1:{TESSERA} {
       uri /auth/verify
-      copy_headers X-Auth-User X-Auth-User-Id
+      copy_headers X-Auth-User X-Auth-User-Id X-Auth-Groups
     }
     reverse_proxy 127.0.0.1:{UPSTREAM}
   }
@@ -225,6 +273,55 @@ async fn behind_a_proxy(kind: &str) {
     assert_eq!(page.status, 200, "{kind}: {}", page.body);
     assert!(page.body.starts_with(&format!("upstream user={name} id=")), "{kind}: {}", page.body);
     assert!(page.body.ends_with("uri=/app?x=1"), "{kind}: {}", page.body);
+
+    // The access rules, through the real proxy (other hosts by Host header).
+    let port = proxy.port;
+    let (staff_host, secure_host, no_rule_host) =
+        (format!("staff.test:{port}"), format!("secure.test:{port}"), format!("norule.test:{port}"));
+    // A self-registered user is refused where the rule names group staff,
+    // and on a host with no rule.
+    let refused = user.get_with("/wiki", &[("host", &staff_host)]).await;
+    assert_eq!(refused.status, 403, "{kind}: a self-registered user on a staff host: {}", refused.body);
+    assert!(!refused.body.contains("upstream"), "{kind}");
+    assert_eq!(user.get_with("/", &[("host", &no_rule_host)]).await.status, 403, "{kind}: no rule");
+    assert_eq!(anonymous.get_with("/", &[("host", &no_rule_host)]).await.status, 403, "{kind}: no rule, anonymous");
+    assert_eq!(api.get_with("/", &[("host", &no_rule_host)]).await.status, 403, "{kind}: no rule, API client");
+
+    // A staff member passes, and the application sees the group, not a
+    // forged one.
+    let staff_name = unique_name("stina");
+    let mut staff_tessera = server.browser();
+    assert_eq!(staff_tessera.register(&staff_name, PASSWORD).await.status, 303);
+    let state = &server.app_state;
+    let db = &state.db;
+    let staff_id = db.users().user_by_name(&staff_name.to_lowercase()).await.unwrap().unwrap().id;
+    db.add_to_group(staff_id, "staff", server.clock.now()).await.unwrap();
+    let mut staff = through(port, &staff_tessera);
+    let page = staff.get_with("/wiki", &[("host", &staff_host), ("x-auth-groups", "admin")]).await;
+    assert_eq!(page.status, 200, "{kind}: {}", page.body);
+    assert!(page.body.contains(&format!("user={staff_name} ")), "{kind}: {}", page.body);
+    assert!(page.body.contains(" groups=staff "), "{kind}: {}", page.body);
+    assert_eq!(staff.get_with("/", &[("host", &no_rule_host)]).await.status, 403, "{kind}: no rule, staff");
+
+    // A two_factor host refuses a staff member without a second factor:
+    // browsers are sent to set one up where the proxy can pass a redirect
+    // on (Caddy), nginx's auth_request answers 403.
+    let page = staff.get_with("/", &[("host", &secure_host)]).await;
+    if kind == "nginx" {
+        assert_eq!(page.status, 403, "{kind}: {}", page.body);
+    } else {
+        assert_eq!(page.status, 302, "{kind}: {}", page.body);
+        assert_eq!(page.location(), Some(format!("{}/account/two-factor", server.base).as_str()), "{kind}");
+    }
+    let mut staff_api = staff.clone();
+    staff_api.extra_headers = vec![("accept".into(), "application/json".into())];
+    assert_eq!(staff_api.get_with("/", &[("host", &secure_host)]).await.status, 403, "{kind}");
+    // With two-step verification on, the same member passes.
+    let secret = state.auth.second_factors().begin_setup(staff_id).await.unwrap().expect("setup starts");
+    let code = secret.code_at(step_at(server.clock.now()));
+    assert!(state.auth.second_factors().confirm_setup(staff_id, &code).await.unwrap().is_some());
+    let page = staff.get_with("/", &[("host", &secure_host)]).await;
+    assert_eq!(page.status, 200, "{kind}: {}", page.body);
 
     // Logout ends access.
     tessera.logout().await;

@@ -14,6 +14,7 @@ use harness::external::{IdpBrowser, OidcProvider, CLIENT_ID, CLIENT_SECRET};
 use harness::{test_config, unique_name, Browser, Page, TestServer};
 use tessera::{Clock, ManualClock};
 use tessera_server::oidc::OidcProviderConfig;
+use tessera_server::registration_policy::RegistrationPolicy;
 use tokio::net::TcpListener;
 
 const PASSWORD: &str = "correct horse battery";
@@ -118,6 +119,16 @@ async fn setup(test: &str, link_by_verified_email: bool) -> Option<Setup> {
 /// A server and provider; `require_auth_time` false makes the provider
 /// leave `auth_time` out of ID tokens unless the request asks for it.
 async fn setup_with(test: &str, link_by_verified_email: bool, require_auth_time: bool) -> Option<Setup> {
+    setup_configured(test, link_by_verified_email, require_auth_time, |_| {}).await
+}
+
+/// [`setup_with`], with a last change to the configuration.
+async fn setup_configured(
+    test: &str,
+    link_by_verified_email: bool,
+    require_auth_time: bool,
+    configure: impl FnOnce(&mut tessera_server::AppConfig),
+) -> Option<Setup> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
     let callback = format!("{base}/auth/oidc/test/callback");
@@ -136,8 +147,12 @@ async fn setup_with(test: &str, link_by_verified_email: bool, require_auth_time:
         scopes: vec!["openid".into(), "email".into(), "profile".into()],
         display_name: Some("Test ID".into()),
         link_by_verified_email,
+        allow_signup: None,
+        allowed_email_domains: vec![],
+        groups_claim: None,
     }];
     assert_eq!(config.reauth_window, Duration::from_secs(WINDOW_SECS));
+    configure(&mut config);
     let server = TestServer::start_on(config, clock, listener).await;
     Some(Setup { server, provider, _dir: dir })
 }
@@ -780,5 +795,78 @@ async fn a_provider_login_asks_for_the_second_factor_of_accounts_that_have_one()
     let done = browser.submit("/login/second-factor", "/login/second-factor", &[("code", &code)]).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert_eq!(browser.get("/profile").await.element_text("username").as_deref(), Some("carol"));
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn first_logins_create_accounts_only_where_the_registration_policy_allows() {
+    // Under `invite`, a provider without `allow_signup` creates no account:
+    // an invitation cannot travel through a provider login.
+    let configure = |config: &mut tessera_server::AppConfig| config.registration = RegistrationPolicy::Invite;
+    let Some(setup) = setup_configured("oidc signup refused", false, true, configure).await else { return };
+    let mut browser = setup.server.browser();
+    let refused = setup.login(&mut browser, "alice").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("cannot create one"), "{}", refused.body);
+    assert!(setup.server.app_state.db.users().user_by_name("alice").await.unwrap().is_none());
+    assert_eq!(browser.get("/profile").await.status, 303, "not logged in");
+    setup.stop().await;
+
+    // A provider allowed to, for its own email domain only.
+    let configure = |config: &mut tessera_server::AppConfig| {
+        config.registration = RegistrationPolicy::Invite;
+        config.oidc_providers[0].allow_signup = Some(true);
+        config.oidc_providers[0].allowed_email_domains = vec!["example.test".into()];
+    };
+    let Some(setup) = setup_configured("oidc signup by domain", false, true, configure).await else { return };
+    let mut browser = setup.server.browser();
+    let done = setup.login(&mut browser, "alice").await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(browser.get("/profile").await.element_text("username").as_deref(), Some("alice"));
+    setup.stop().await;
+
+    let configure = |config: &mut tessera_server::AppConfig| {
+        config.oidc_providers[0].allow_signup = Some(true);
+        config.oidc_providers[0].allowed_email_domains = vec!["corp.example".into()];
+    };
+    let Some(setup) = setup_configured("oidc signup other domain", false, true, configure).await else { return };
+    let refused = setup.login(&mut setup.server.browser(), "alice").await;
+    assert_eq!(refused.status, 403, "an address outside the allowed domains: {}", refused.body);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn groups_come_from_the_providers_claim_when_configured() {
+    let configure = |config: &mut tessera_server::AppConfig| {
+        config.oidc_providers[0].groups_claim = Some("groups".into());
+        config.oidc_providers[0].scopes.push("groups".into());
+    };
+    let Some(setup) = setup_configured("oidc groups claim", false, true, configure).await else { return };
+    let db = &setup.server.app_state.db;
+    let mut browser = setup.server.browser();
+    assert_eq!(setup.login(&mut browser, "staff-ann").await.status, 303);
+    let user = db.users().user_by_name("staff-ann").await.unwrap().unwrap();
+    assert_eq!(db.groups_of(user.id).await.unwrap(), vec!["staff"], "valid names only");
+    assert_eq!(browser.get("/account").await.element_text("groups").as_deref(), Some("staff"));
+
+    // An administrator's group stays; the provider's are replaced at each
+    // login (here: taken away by hand, given back by the next login).
+    let now = setup.server.clock.now();
+    db.add_to_group(user.id, "ops", now).await.unwrap();
+    db.set_groups_from(user.id, "oidc:test", &[], now).await.unwrap();
+    assert_eq!(db.groups_of(user.id).await.unwrap(), vec!["ops"]);
+    browser.logout().await;
+    assert_eq!(setup.login(&mut browser, "staff-ann").await.status, 303);
+    assert_eq!(db.groups_of(user.id).await.unwrap(), vec!["ops", "staff"]);
+    // A group the administrator also gives is the administrator's from then on.
+    db.add_to_group(user.id, "staff", now).await.unwrap();
+    db.set_groups_from(user.id, "oidc:test", &[], now).await.unwrap();
+    assert_eq!(db.groups_of(user.id).await.unwrap(), vec!["ops", "staff"]);
+
+    // Someone the claim gives no groups gets none.
+    let mut other = setup.server.browser();
+    assert_eq!(setup.login(&mut other, "bea").await.status, 303);
+    let bea = db.users().user_by_name("bea").await.unwrap().unwrap();
+    assert!(db.groups_of(bea.id).await.unwrap().is_empty());
     setup.stop().await;
 }

@@ -1,9 +1,11 @@
-//! `tessera admin …`: users, sessions and keys, from the command line.
+//! `tessera admin …`: users, sessions, keys, groups and invitations, from
+//! the command line.
 //!
 //! Every action prints what it did on standard output, errors on standard
 //! error, and exits with a code a script can act on ([`AdminError::exit_code`]).
 
 pub mod audit;
+pub mod groups;
 pub mod keys;
 pub mod sessions;
 pub mod users;
@@ -12,7 +14,7 @@ use std::io::Write;
 use tessera_auth::UserDirectory;
 
 use crate::app::{AppConfig, Backends};
-use crate::cli::{AdminAuditCommand, AdminCommand, AdminSessionsCommand, UserCommand};
+use crate::cli::{AdminAuditCommand, AdminCommand, AdminSessionsCommand, GroupCommand, InviteCommand, UserCommand};
 use crate::database::DatabaseError;
 use tessera_auth::password_policy::check_username;
 use tessera_auth::User;
@@ -118,6 +120,15 @@ pub async fn run(
         AdminCommand::Sessions(AdminSessionsCommand::PurgeExpired) => sessions::purge_expired(context, out).await,
         AdminCommand::RotateKeys => keys::rotate(context, out).await,
         AdminCommand::Audit(AdminAuditCommand::Purge { older_than }) => audit::purge(context, *older_than, out).await,
+        AdminCommand::Group(GroupCommand::Add { group, username }) => groups::add(context, group, username, out).await,
+        AdminCommand::Group(GroupCommand::Remove { group, username }) => {
+            groups::remove(context, group, username, out).await
+        }
+        AdminCommand::Group(GroupCommand::List { group }) => groups::list(context, group.as_deref(), out).await,
+        AdminCommand::Invite(InviteCommand::Create { groups, expires }) => {
+            groups::invite(context, groups, *expires, out).await
+        }
+        AdminCommand::Invite(InviteCommand::List) => groups::invitations(context, out).await,
     }
 }
 

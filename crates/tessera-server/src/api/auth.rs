@@ -10,6 +10,7 @@ use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::rfc3339;
 use super::tokens::{RefreshError, TokenPair};
 use crate::app::AppState;
+use crate::registration_policy::{self, Refusal};
 use tessera_auth::{Channel, LoginError, RegisterError, User};
 use tessera_axum::{ClientDevice, LoginClient};
 
@@ -21,6 +22,10 @@ pub struct Credentials {
     /// At least `passwords.min_chars` characters (12 by default; the
     /// served document states the running value), at most 1024 bytes.
     pub password: String,
+    /// The invitation token (the `invite` parameter of the invitation
+    /// link). Required when `accounts.registration` is `invite`.
+    #[serde(default)]
+    pub invite: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -83,6 +88,7 @@ impl From<&User> for UserView {
     responses(
         (status = 201, description = "Created", body = UserView),
         (status = 400, description = "Malformed JSON or invalid UTF-8", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "The registration policy refuses new accounts: `registration-closed`, `invitation-required` or `invalid-invitation` (unknown, used or expired)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "User name taken", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
@@ -94,7 +100,20 @@ pub async fn signup(
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    match state.auth.sign_up(Channel::Api, &client, &body.username, &body.password).await {
+    let registered = registration_policy::register(
+        &state,
+        body.invite.as_deref(),
+        Channel::Api,
+        &client,
+        &body.username,
+        &body.password,
+    )
+    .await
+    .map_err(|refusal| match refusal {
+        Refusal::Unavailable(error) => ApiError::unavailable(error),
+        refusal => ApiError::RegistrationRefused(refusal.kind(), refusal.message()),
+    })?;
+    match registered {
         Ok(user) => {
             tracing::info!(user_id = user.id, "API sign-up");
             Ok(json_response(StatusCode::CREATED, &UserView::from(&user)))

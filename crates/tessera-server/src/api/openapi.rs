@@ -48,7 +48,7 @@ use crate::app::AppState;
     tags(
         (name = "auth", description = "Sign up, sign in, tokens"),
         (name = "account", description = "Sessions, password, deletion; sensitive operations need the current password"),
-        (name = "products", description = "Products; bearer token or session cookie (+ X-CSRF-Token for unsafe methods)"),
+        (name = "products", description = "Products; bearer token or session cookie (+ X-CSRF-Token for unsafe methods). Every signed-in user may read every product; only its owner (`owner_id`) or a member of the `admin` group may change or delete it: anyone else gets 403 `forbidden` (not 404, since the product is readable anyway)."),
         (name = "tokens", description = "Public keys"),
         (name = "meta", description = "This document"),
     )

@@ -50,6 +50,10 @@ pub enum ApiError {
     Throttled(std::time::Duration),
     /// 403 `forbidden`: the caller may not do this (with the reason).
     Forbidden(&'static str),
+    /// 403: the registration policy refuses a new account; the kind
+    /// (`registration-closed`, `invitation-required`, `invalid-invitation`)
+    /// and the reason.
+    RegistrationRefused(&'static str, &'static str),
     /// 503 `service-unavailable`; the text goes to the log only.
     Unavailable(String),
 }
@@ -146,6 +150,9 @@ impl ApiError {
                 format!("Too many failed password attempts. Retry after {} seconds.", retry_seconds(*wait)),
             ),
             Forbidden(reason) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed", (*reason).to_owned()),
+            RegistrationRefused(kind, reason) => {
+                (StatusCode::FORBIDDEN, kind, "Registration refused", (*reason).to_owned())
+            }
             NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "There is no such resource.".into()),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

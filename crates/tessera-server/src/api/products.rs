@@ -1,4 +1,7 @@
-//! `/api/products`: a small CRUD resource behind authentication.
+//! `/api/products`: a small CRUD resource behind authentication. Every
+//! signed-in user reads every product; only the owner (the user who created
+//! it) or a member of the `admin` group changes or deletes it. Others get
+//! 403, not 404: they can read the product, so hiding it would hide nothing.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -11,7 +14,8 @@ use super::identity::ApiUser;
 use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::rfc3339;
 use crate::app::AppState;
-use crate::product_store::{ProductChanges, ProductRow};
+use crate::groups::ADMIN_GROUP;
+use crate::product_store::{Editor, ProductChanges, ProductRow};
 
 /// Longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -41,6 +45,10 @@ pub struct Product {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// The ID of the user who created it, the only one (with members of
+    /// the `admin` group) who may change or delete it; `null` for products
+    /// made before products had owners, which only admins may change.
+    pub owner_id: Option<i64>,
 }
 
 impl From<ProductRow> for Product {
@@ -52,6 +60,7 @@ impl From<ProductRow> for Product {
             price: row.price,
             created_at: rfc3339(row.created_at),
             updated_at: rfc3339(row.updated_at),
+            owner_id: row.owner_id,
         }
     }
 }
@@ -239,15 +248,18 @@ pub async fn list(
 )]
 pub async fn create(
     State(state): State<AppState>,
-    _caller: ApiUser,
+    caller: ApiUser,
     ApiJson(body): ApiJson<NewProduct>,
 ) -> Result<Response, ApiError> {
     let changes = full_changes(body)?;
     let (Some(name), Some(description), Some(price)) = (changes.name, changes.description, changes.price) else {
         return Err(ApiError::Validation("name and price are required.".into()));
     };
-    let row =
-        state.db.create_product(&name, &description, &price, state.clock.now()).await.map_err(ApiError::unavailable)?;
+    let row = state
+        .db
+        .create_product(caller.user.id, &name, &description, &price, state.clock.now())
+        .await
+        .map_err(ApiError::unavailable)?;
     let location = format!("/api/products/{}", row.id);
     let mut response = json_response(StatusCode::CREATED, &Product::from(row));
     if let Ok(value) = location.parse() {
@@ -291,7 +303,7 @@ pub async fn show(
         (status = 200, description = "Replaced", body = Product),
         (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = PROBLEM),
         (status = 401, description = "Not authenticated", body = ProblemDocument, content_type = PROBLEM),
-        (status = 403, description = "Cookie authentication without a valid X-CSRF-Token", body = ProblemDocument, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: the caller is neither the product's owner nor in the `admin` group (403, not 404: every signed-in user can read every product, so hiding its existence would hide nothing); or cookie authentication without a valid X-CSRF-Token", body = ProblemDocument, content_type = PROBLEM),
         (status = 404, description = "No such product", body = ProblemDocument, content_type = PROBLEM),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = PROBLEM),
         (status = 422, description = "Invalid fields", body = ProblemDocument, content_type = PROBLEM),
@@ -299,13 +311,13 @@ pub async fn show(
 )]
 pub async fn replace(
     State(state): State<AppState>,
-    _caller: ApiUser,
+    caller: ApiUser,
     path: Result<Path<String>, PathRejection>,
     ApiJson(body): ApiJson<NewProduct>,
 ) -> Result<Response, ApiError> {
     let id = product_id(path)?;
     let changes = full_changes(body)?;
-    update(&state, id, changes).await
+    update(&state, &caller, id, changes).await
 }
 
 /// `PATCH /api/products/{id}`: changes some fields.
@@ -320,7 +332,7 @@ pub async fn replace(
         (status = 200, description = "Changed", body = Product),
         (status = 400, description = "Malformed JSON", body = ProblemDocument, content_type = PROBLEM),
         (status = 401, description = "Not authenticated", body = ProblemDocument, content_type = PROBLEM),
-        (status = 403, description = "Cookie authentication without a valid X-CSRF-Token", body = ProblemDocument, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: the caller is neither the product's owner nor in the `admin` group (403, not 404: every signed-in user can read every product, so hiding its existence would hide nothing); or cookie authentication without a valid X-CSRF-Token", body = ProblemDocument, content_type = PROBLEM),
         (status = 404, description = "No such product", body = ProblemDocument, content_type = PROBLEM),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = PROBLEM),
         (status = 422, description = "Invalid fields", body = ProblemDocument, content_type = PROBLEM),
@@ -328,7 +340,7 @@ pub async fn replace(
 )]
 pub async fn patch(
     State(state): State<AppState>,
-    _caller: ApiUser,
+    caller: ApiUser,
     path: Result<Path<String>, PathRejection>,
     ApiJson(body): ApiJson<ProductPatch>,
 ) -> Result<Response, ApiError> {
@@ -340,17 +352,36 @@ pub async fn patch(
         check_description(description)?;
     }
     let price = body.price.as_deref().map(price_from_json).transpose()?;
-    update(&state, id, ProductChanges { name: body.name, description: body.description, price }).await
+    update(&state, &caller, id, ProductChanges { name: body.name, description: body.description, price }).await
 }
 
-async fn update(state: &AppState, id: i64, changes: ProductChanges) -> Result<Response, ApiError> {
-    let row = state
-        .db
-        .update_product(id, &changes, state.clock.now())
-        .await
-        .map_err(ApiError::unavailable)?
-        .ok_or(ApiError::NotFound)?;
-    Ok(json_response(StatusCode::OK, &Product::from(row)))
+/// What `caller` may change: every product for members of `admin`, else
+/// their own.
+async fn editor(state: &AppState, caller: &ApiUser) -> Result<Editor, ApiError> {
+    let admin = state.db.in_group(caller.user.id, ADMIN_GROUP).await.map_err(ApiError::unavailable)?;
+    Ok(if admin { Editor::Admin } else { Editor::Owner(caller.user.id) })
+}
+
+/// The refusal after a conditional change matched nothing: 403 if the
+/// product exists (products are readable by every signed-in user, so a 404
+/// would hide nothing), else 404.
+async fn not_changed(state: &AppState, id: i64) -> ApiError {
+    match state.db.product(id).await {
+        Ok(Some(_)) => ApiError::Forbidden(NOT_OWNER),
+        Ok(None) => ApiError::NotFound,
+        Err(error) => ApiError::unavailable(error),
+    }
+}
+
+const NOT_OWNER: &str = "Only the product's owner or a member of the admin group may change or delete it.";
+
+async fn update(state: &AppState, caller: &ApiUser, id: i64, changes: ProductChanges) -> Result<Response, ApiError> {
+    let editor = editor(state, caller).await?;
+    let row = state.db.update_product(id, editor, &changes, state.clock.now()).await.map_err(ApiError::unavailable)?;
+    match row {
+        Some(row) => Ok(json_response(StatusCode::OK, &Product::from(row))),
+        None => Err(not_changed(state, id).await),
+    }
 }
 
 /// `DELETE /api/products/{id}`.
@@ -363,20 +394,21 @@ async fn update(state: &AppState, id: i64, changes: ProductChanges) -> Result<Re
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Not authenticated", body = ProblemDocument, content_type = PROBLEM),
-        (status = 403, description = "Cookie authentication without a valid X-CSRF-Token", body = ProblemDocument, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: the caller is neither the product's owner nor in the `admin` group (403, not 404: every signed-in user can read every product, so hiding its existence would hide nothing); or cookie authentication without a valid X-CSRF-Token", body = ProblemDocument, content_type = PROBLEM),
         (status = 404, description = "No such product", body = ProblemDocument, content_type = PROBLEM),
     )
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    _caller: ApiUser,
+    caller: ApiUser,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = product_id(path)?;
-    if state.db.delete_product(id).await.map_err(ApiError::unavailable)? {
+    let editor = editor(&state, &caller).await?;
+    if state.db.delete_product(id, editor).await.map_err(ApiError::unavailable)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::NotFound)
+        Err(not_changed(&state, id).await)
     }
 }
 

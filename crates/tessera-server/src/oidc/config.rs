@@ -48,6 +48,22 @@ pub struct OidcProviderConfig {
     /// whose verified addresses you trust.
     #[serde(default)]
     pub link_by_verified_email: bool,
+    /// Whether a first login may create an account. `None` (the default):
+    /// only when `accounts.registration` is `open`; `Some(true)`: also under
+    /// `invite`; `Some(false)`: never. Never under `closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_signup: Option<bool>,
+    /// When not empty, a first login creates an account only for an identity
+    /// with a verified email address in one of these domains (exact match,
+    /// like Google's `hd`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_email_domains: Vec<String>,
+    /// The claim (in the ID token or UserInfo) holding the user's groups,
+    /// e.g. `groups`. When set, every login through this provider replaces
+    /// the groups the account got from this provider with the claim's (the
+    /// groups given with `tessera admin group add` stay). Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -65,6 +81,9 @@ impl std::fmt::Debug for OidcProviderConfig {
             .field("scopes", &self.scopes)
             .field("display_name", &self.display_name)
             .field("link_by_verified_email", &self.link_by_verified_email)
+            .field("allow_signup", &self.allow_signup)
+            .field("allowed_email_domains", &self.allowed_email_domains)
+            .field("groups_claim", &self.groups_claim)
             .finish()
     }
 }
@@ -102,6 +121,11 @@ impl OidcProviderConfig {
         }
         if self.client_id.is_empty() {
             return Err(format!("OIDC provider {:?}: client_id is empty", self.id));
+        }
+        for domain in &self.allowed_email_domains {
+            if domain.is_empty() || domain.contains('@') || domain.chars().any(char::is_whitespace) {
+                return Err(format!("OIDC provider {:?}: allowed_email_domains: {domain:?} is not a domain", self.id));
+            }
         }
         self.secret()?;
         Ok(())

@@ -306,7 +306,7 @@ async fn finish(
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    let VerifiedLogin { identity, auth_time } =
+    let VerifiedLogin { identity, auth_time, groups } =
         match provider.finish(code, flow.pkce_verifier.clone(), &flow.nonce).await {
             Ok(login) => login,
             Err(error) => {
@@ -365,7 +365,13 @@ async fn finish(
         }
     }
     let link_by_email = provider.config.link_by_verified_email;
-    let outcome = resolve(&state.db, &identity, flow.link_user, link_by_email, now).await;
+    let signup = crate::registration_policy::oidc_signup(
+        state.registration,
+        &provider.config,
+        identity.verified_email.as_deref(),
+    );
+    let may_create = signup.is_ok();
+    let outcome = resolve(&state.db, &identity, flow.link_user, link_by_email, may_create, now).await;
     let user = match outcome {
         Ok(Outcome::Existing(user)) => user,
         Ok(Outcome::Linked(user)) => {
@@ -392,8 +398,23 @@ async fn finish(
                 "This account cannot log in. Contact the administrator.",
             );
         }
+        Err(ResolveError::SignupRefused) => {
+            let refusal = signup.err().unwrap_or(crate::registration_policy::Refusal::ProviderSignupRefused);
+            tracing::info!(provider = %provider_id, reason = %refusal, "OIDC login refused: no account, none created");
+            return refused(StatusCode::FORBIDDEN, refusal.kind(), "No account for this sign-in", refusal.message());
+        }
         Err(ResolveError::Database(error)) => return ServerError::unavailable(error).into_response(),
     };
+    if provider.config.groups_claim.is_some() {
+        // An absent claim means no groups from this provider (providers
+        // often leave out empty claims): the safe reading for access rules.
+        let groups = groups.unwrap_or_default();
+        let source = format!("oidc:{provider_id}");
+        if let Err(error) = state.db.set_groups_from(user.id, &source, &groups, now).await {
+            return ServerError::unavailable(error).into_response();
+        }
+        tracing::info!(user_id = user.id, provider = %provider_id, groups = groups.join(","), "groups from the provider's claim");
+    }
     if flow.link_user.is_some() {
         // The user who linked stays as recently authenticated as the link
         // required; the new identity's sign-in does not prove the account

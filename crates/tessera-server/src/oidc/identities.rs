@@ -48,6 +48,10 @@ pub enum ResolveError {
     /// The account is disabled or gone.
     #[error("the account is disabled")]
     Disabled,
+    /// The identity has no account, and the registration policy or the
+    /// provider's settings forbid creating one.
+    #[error("no account, and none may be created")]
+    SignupRefused,
     /// The database failed.
     #[error(transparent)]
     Database(#[from] DatabaseError),
@@ -247,12 +251,14 @@ pub fn username_base(identity: &VerifiedIdentity) -> String {
 
 /// Decides what a verified login means: the account of an identity already
 /// linked, a link to `link_user` (a logged-in user who asked), a link by
-/// verified email when `link_by_email` allows it, or a new account.
+/// verified email when `link_by_email` allows it, or a new account if
+/// `may_create` (the registration policy, `registration_policy::oidc_signup`).
 pub async fn resolve(
     db: &Database,
     identity: &VerifiedIdentity,
     link_user: Option<i64>,
     link_by_email: bool,
+    may_create: bool,
     now: Timestamp,
 ) -> Result<Outcome, ResolveError> {
     let enabled = |user: Option<User>| user.filter(|u| u.disabled_at.is_none()).ok_or(ResolveError::Disabled);
@@ -274,13 +280,16 @@ pub async fn resolve(
         let user = enabled(db.users().user_by_id(user_id).await?)?;
         if !db.link_identity(user.id, identity, now).await? {
             // Linked concurrently: decide again with the winner.
-            return Box::pin(resolve(db, identity, link_user, false, now)).await;
+            return Box::pin(resolve(db, identity, link_user, false, may_create, now)).await;
         }
         return Ok(Outcome::Linked(user));
     }
+    if !may_create {
+        return Err(ResolveError::SignupRefused);
+    }
     match db.create_user_for_identity(identity, now).await? {
         Some(user) => Ok(Outcome::Created(user)),
-        None => Box::pin(resolve(db, identity, link_user, false, now)).await,
+        None => Box::pin(resolve(db, identity, link_user, false, may_create, now)).await,
     }
 }
 

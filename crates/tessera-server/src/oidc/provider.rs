@@ -66,6 +66,44 @@ pub struct VerifiedLogin {
     /// The `auth_time` claim, if sent: when the user last authenticated at
     /// the provider, which may be long before this login (single sign-on).
     pub auth_time: Option<Timestamp>,
+    /// The groups in the provider's `groups_claim`, when it is configured
+    /// and the ID token or UserInfo carries it (valid group names only,
+    /// lowercase); `None` when the claim is absent.
+    pub groups: Option<Vec<String>>,
+}
+
+/// Claims outside the standard set, for `groups_claim` from UserInfo.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct OtherClaims {
+    #[serde(flatten)]
+    claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl openidconnect::AdditionalClaims for OtherClaims {}
+
+/// The group names in a claim: an array of strings, or one string. Names
+/// that are not valid group names are left out.
+pub fn groups_from_claim(value: &serde_json::Value) -> Option<Vec<String>> {
+    let names: Vec<&str> = match value {
+        serde_json::Value::Array(items) => items.iter().filter_map(serde_json::Value::as_str).collect(),
+        serde_json::Value::String(one) => vec![one.as_str()],
+        _ => return None,
+    };
+    let mut groups: Vec<String> =
+        names.into_iter().filter_map(|name| crate::groups::check_group_name(name).ok()).collect();
+    groups.sort();
+    groups.dedup();
+    Some(groups)
+}
+
+/// A claim of a JWT whose signature was already verified, read from its
+/// payload.
+fn claim_of_verified_jwt(jwt: &str, claim: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let mut claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
+    claims.remove(claim)
 }
 
 /// The start of a login: where to send the browser, and what to remember.
@@ -221,7 +259,7 @@ impl Provider {
             let verifier = client.id_token_verifier();
             id_token.claims(&verifier, &nonce).map(verified_login)
         };
-        let VerifiedLogin { mut identity, auth_time } = match verified {
+        let VerifiedLogin { mut identity, auth_time, .. } = match verified {
             Ok(login) => login,
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 // Keys rotated since discovery: fetch them again, once.
@@ -236,22 +274,29 @@ impl Provider {
             }
             Err(error) => return Err(ProviderError::IdToken(error.to_string())),
         };
-        if identity.any_email.is_none() && identity.preferred_username.is_none() {
-            // Many providers put profile claims in UserInfo only. Its `sub`
-            // must match the ID token's; a failure here is not fatal.
+        // The signature was checked above, on this very string.
+        let groups_claim = self.config.groups_claim.as_deref();
+        let mut groups = groups_claim
+            .and_then(|claim| claim_of_verified_jwt(&id_token.to_string(), claim))
+            .and_then(|value| groups_from_claim(&value));
+        let want_groups = groups_claim.is_some() && groups.is_none();
+        if (identity.any_email.is_none() && identity.preferred_username.is_none()) || want_groups {
+            // Many providers put profile claims (and groups) in UserInfo
+            // only. Its `sub` must match the ID token's; a failure here is
+            // not fatal.
             let subject = openidconnect::SubjectIdentifier::new(identity.subject.clone());
             if let Ok(request) = client.user_info(response.access_token().clone(), Some(subject)) {
-                match request
-                    .request_async::<openidconnect::EmptyAdditionalClaims, _, openidconnect::core::CoreGenderClaim>(
-                        &self.http,
-                    )
-                    .await
-                {
+                match request.request_async::<OtherClaims, _, openidconnect::core::CoreGenderClaim>(&self.http).await {
                     Ok(info) => {
-                        let email = info.email().map(|e| e.as_str().to_owned());
-                        identity.verified_email = email.clone().filter(|_| info.email_verified() == Some(true));
-                        identity.preferred_username = info.preferred_username().map(|u| u.as_str().to_owned());
-                        identity.any_email = email;
+                        if identity.any_email.is_none() && identity.preferred_username.is_none() {
+                            let email = info.email().map(|e| e.as_str().to_owned());
+                            identity.verified_email = email.clone().filter(|_| info.email_verified() == Some(true));
+                            identity.preferred_username = info.preferred_username().map(|u| u.as_str().to_owned());
+                            identity.any_email = email;
+                        }
+                        if let (true, Some(claim)) = (want_groups, groups_claim) {
+                            groups = info.additional_claims().claims.get(claim).and_then(groups_from_claim);
+                        }
                     }
                     Err(error) => {
                         tracing::info!(provider = %self.config.id, error = %error_chain(&error), "OIDC userinfo failed; using the ID token's claims")
@@ -259,7 +304,7 @@ impl Provider {
                 }
             }
         }
-        Ok(VerifiedLogin { identity, auth_time })
+        Ok(VerifiedLogin { identity, auth_time, groups })
     }
 }
 
@@ -272,7 +317,7 @@ fn verified_login(claims: &openidconnect::core::CoreIdTokenClaims) -> VerifiedLo
         preferred_username: claims.preferred_username().map(|u| u.as_str().to_owned()),
         any_email: email,
     };
-    VerifiedLogin { identity, auth_time: claims.auth_time().map(|at| Timestamp(at.timestamp_millis())) }
+    VerifiedLogin { identity, auth_time: claims.auth_time().map(|at| Timestamp(at.timestamp_millis())), groups: None }
 }
 
 /// An error and its sources on one line.
@@ -285,4 +330,22 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod group_claim_tests {
+    use super::*;
+
+    #[test]
+    fn group_claims_are_read_leniently_and_checked() {
+        let value = serde_json::json!(["Staff", "ops", "bad name", 3, "staff"]);
+        assert_eq!(groups_from_claim(&value), Some(vec!["ops".to_owned(), "staff".to_owned()]));
+        assert_eq!(groups_from_claim(&serde_json::json!("admins")), Some(vec!["admins".to_owned()]));
+        assert_eq!(groups_from_claim(&serde_json::json!({"a": 1})), None);
+        let payload =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, br#"{"sub":"x","groups":["a"]}"#);
+        let jwt = format!("h.{payload}.s");
+        assert_eq!(claim_of_verified_jwt(&jwt, "groups"), Some(serde_json::json!(["a"])));
+        assert_eq!(claim_of_verified_jwt(&jwt, "roles"), None);
+    }
 }

@@ -59,10 +59,13 @@ struct SignInMethods {
     /// "Confirm with …" re-authenticates there.
     reauth_providers: Vec<ProviderButton>,
     error: Option<String>,
+    /// The account's groups (`tessera admin group add`), shown beside them.
+    groups: Vec<String>,
 }
 
 async fn sign_in_methods(state: &AppState, user: &User) -> Result<SignInMethods, ServerError> {
     let identities = state.db.identities_of(user.id).await.map_err(ServerError::unavailable)?;
+    let groups = state.db.groups_of(user.id).await.map_err(ServerError::unavailable)?;
     let has_password = user.password_hash.is_some();
     let can_unlink = has_password || identities.len() > 1;
     let providers = state.oidc.buttons();
@@ -81,7 +84,7 @@ async fn sign_in_methods(state: &AppState, user: &User) -> Result<SignInMethods,
             email: identity.email,
         })
         .collect();
-    Ok(SignInMethods { has_password, identities, can_unlink, providers, reauth_providers, error: None })
+    Ok(SignInMethods { has_password, identities, can_unlink, providers, reauth_providers, error: None, groups })
 }
 
 /// The account overview.

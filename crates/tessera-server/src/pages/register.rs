@@ -1,7 +1,7 @@
 //! `GET/POST /register`: create an account and log in.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use serde::Deserialize;
@@ -13,6 +13,7 @@ use super::{Chrome, PageContext};
 use crate::app::AppState;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
+use crate::registration_policy;
 
 #[derive(Template)]
 #[template(path = "register.html")]
@@ -23,6 +24,8 @@ struct RegisterPage {
     username_error: Option<String>,
     password_error: Option<String>,
     min_password: usize,
+    /// The invitation token from the link (`?invite=`), carried along.
+    invite: String,
 }
 
 /// The registration form's fields.
@@ -32,6 +35,16 @@ pub struct RegisterForm {
     username: String,
     #[serde(default)]
     password: String,
+    /// The invitation token, when `accounts.registration` needs one.
+    #[serde(default)]
+    invite: String,
+}
+
+/// `GET /register?invite=…`.
+#[derive(Deserialize)]
+pub struct InviteQuery {
+    #[serde(default)]
+    invite: String,
 }
 
 fn page(ctx: &PageContext, state: &AppState, username: String) -> RegisterPage {
@@ -42,15 +55,23 @@ fn page(ctx: &PageContext, state: &AppState, username: String) -> RegisterPage {
         username_error: None,
         password_error: None,
         min_password: state.auth.accounts().policy().effective_min_chars(),
+        invite: String::new(),
     }
 }
 
 /// The registration form.
-pub async fn show(State(state): State<AppState>, ctx: PageContext) -> Response {
+pub async fn show(
+    State(state): State<AppState>,
+    ctx: PageContext,
+    query: Result<Query<InviteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     if ctx.user.is_some() {
         return Redirect::to("/profile").into_response();
     }
-    ctx.render(StatusCode::OK, &page(&ctx, &state, String::new()))
+    let mut view = page(&ctx, &state, String::new());
+    view.invite = query.map(|Query(q)| q.invite).unwrap_or_default();
+    view.form_error = registration_policy::notice(state.registration, &view.invite).map(str::to_owned);
+    ctx.render(StatusCode::OK, &view)
 }
 
 /// Registers, logs the new user in (with a new session ID) and goes to the
@@ -62,7 +83,30 @@ pub async fn submit(
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RegisterForm>,
 ) -> Response {
-    match state.auth.register(Channel::Web, &client, &form.username, &form.password, None).await {
+    // The registration policy first (`accounts.registration`, invitations);
+    // then the core's login of the new account.
+    let registered = registration_policy::register(
+        &state,
+        Some(&form.invite),
+        Channel::Web,
+        &client,
+        &form.username,
+        &form.password,
+    )
+    .await;
+    let registered = match registered {
+        Ok(registered) => registered.map(|user| state.auth.after_sign_up(user, None)),
+        Err(refusal) if refusal.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            return ServerError::unavailable(refusal).into_response()
+        }
+        Err(refusal) => {
+            let mut view = page(&ctx, &state, form.username.clone());
+            view.invite = form.invite.clone();
+            view.form_error = Some(refusal.message().to_owned());
+            return ctx.render(refusal.status(), &view);
+        }
+    };
+    match registered {
         Ok(LoginStep::LoggedIn(done)) => {
             tessera_axum::log_in(&ctx.session, &done);
             let mut response = Redirect::to("/profile").into_response();
