@@ -65,6 +65,7 @@ pub struct ReadmeDoctests;
 mod csrf;
 mod extract;
 mod layer;
+mod login;
 mod negotiation;
 mod next_path;
 mod rejection;
@@ -72,6 +73,10 @@ mod rejection;
 pub use csrf::{verify_csrf_header, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, CSRF_HEADER};
 pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
 pub use layer::{client_device, SessionLayer, SessionService};
+pub use login::{
+    clear_pending_login, continue_login, log_in, pending_login, remember_device, retry_after_seconds, Auth,
+    AuthRejection, LoginClient, Progress, AUTHENTICATED_AT,
+};
 
 /// Entry points for the fuzz targets in `fuzz/`: the parsers that read
 /// untrusted request bytes. Not a stable API.

@@ -15,10 +15,10 @@ use tessera_token::TokenSettings;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::accounts::Accounts;
 use crate::activity_stats::ActivityStats;
 use crate::api;
 use crate::api::tokens::TokenService;
+use crate::auth_events::{EndEverything, ServerEvents};
 use crate::client_ip::{set_client_ip, TrustedProxies};
 use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
@@ -30,15 +30,15 @@ use crate::pages::{
     account, account_activity, account_password, account_sessions, account_two_factor, home, login,
     login_second_factor, logout, profile, register,
 };
-use crate::password_policy::PasswordPolicy;
 use crate::request_id;
-use crate::second_factor::SecondFactors;
 use crate::security_headers;
 use crate::session_store::{self, SessionStoreUrlError};
 use crate::session_store::{ActiveCounter, Closer, OpenedStore};
 use crate::settings::{SameSiteSetting, Settings};
 use crate::static_files;
-use crate::throttle::{Throttle, ThrottleConfig};
+use tessera_auth::password_policy::PasswordPolicy;
+use tessera_auth::throttle::{Throttle, ThrottleConfig};
+use tessera_auth::{Accounts, Authenticator, SecondFactors};
 
 /// Everything the server can be told, in the form the code uses. The
 /// binary derives it solely from [`Settings`] ([`AppConfig::from_settings`]);
@@ -218,14 +218,14 @@ pub enum StartupError {
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// Users.
-    pub accounts: Accounts,
+    /// The authentication core: every way in, accounts, second factors.
+    pub auth: Authenticator,
+    /// The server's tables (tokens, audit, identities, products).
+    pub db: Database,
+    /// The audit trail for account events that are no login step.
+    pub events: ServerEvents,
     /// Sessions.
     pub engine: SessionEngine,
-    /// Password rules, for forms.
-    pub password_policy: PasswordPolicy,
-    /// Failed-login counters.
-    pub throttle: Throttle,
     /// Bound on dependency calls in probes.
     pub store_timeout: Duration,
     /// Hourly activity counters.
@@ -246,19 +246,6 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// See [`AppConfig::reauth_window`].
     pub reauth_window: Duration,
-    /// Authenticator apps and recovery codes.
-    pub second_factors: SecondFactors,
-    /// See [`AppConfig::require_second_factor`].
-    pub require_second_factor: bool,
-}
-
-impl AppState {
-    /// Revokes every API refresh-token family of the user (password change,
-    /// account deletion, log out everywhere), and every access token issued
-    /// before now (a per-user "not before" time checked on each request).
-    pub async fn revoke_api_tokens(&self, user_id: i64) -> Result<(), crate::database::DatabaseError> {
-        self.tokens.revoke_all_refresh_families(user_id).await.map(|_| ())
-    }
 }
 
 /// A built server, ready to serve.
@@ -323,6 +310,29 @@ impl Backends {
         Ok(Backends { db, engine, store })
     }
 
+    /// The authentication core over these backends, as configured; its
+    /// events go to `events`, and account changes end sessions in this
+    /// engine and tokens in this database.
+    pub async fn authenticator(
+        &self,
+        config: &AppConfig,
+        events: ServerEvents,
+    ) -> Result<Authenticator, DatabaseError> {
+        let device_secret = self.db.secret("device-cookie").await?;
+        let throttle = Throttle::new(self.db.pool.clone(), config.throttle, config.clock.clone(), device_secret);
+        let accounts = Accounts::new(
+            Arc::new(self.db.users()),
+            config.hasher.clone(),
+            config.password_policy,
+            config.clock.clone(),
+        );
+        let second_factors = SecondFactors::new(self.db.pool.clone(), config.clock.clone());
+        let revocation = EndEverything::new(self.engine.clone(), self.db.clone(), config.clock.clone());
+        Ok(Authenticator::new(accounts, throttle, second_factors, Arc::new(events), config.clock.clone())
+            .require_second_factor(config.require_second_factor)
+            .with_revocation(Arc::new(revocation)))
+    }
+
     /// Closes the database and the store's pool.
     pub async fn close(&self) {
         if let Some(close) = self.store.as_ref().and_then(|s| s.close.clone()) {
@@ -361,14 +371,14 @@ impl App {
         )
         .map_err(StartupError::Oidc)?;
         oidc.warm_up();
-        let device_secret = db.secret("device-cookie").await.map_err(database_error)?;
-        let throttle = Throttle::new(db.clone(), config.throttle, config.clock.clone(), device_secret);
-        let accounts = Accounts::new(db.clone(), config.hasher.clone(), config.password_policy, config.clock.clone());
+        let events = ServerEvents::new(db.clone(), activity.clone());
+        let auth = backends.authenticator(&config, events.clone()).await.map_err(database_error)?;
+        let auth_throttle = auth.throttle().clone();
         let state = AppState {
-            accounts,
+            auth,
+            db: db.clone(),
+            events,
             engine: engine.clone(),
-            password_policy: config.password_policy,
-            throttle: throttle.clone(),
             store_timeout: config.store_timeout,
             activity: activity.clone(),
             metrics: MetricsSource::new(config.hasher.clone()),
@@ -379,13 +389,11 @@ impl App {
             clock: config.clock.clone(),
             max_body_bytes: config.max_body_bytes,
             reauth_window: config.reauth_window,
-            second_factors: SecondFactors::new(db.clone(), config.clock.clone()),
-            require_second_factor: config.require_second_factor,
         };
         let router =
             routes(&config, state.clone(), SessionLayer::new(engine.clone(), CsrfKey::from_bytes(csrf_secret)));
         let mut background = vec![
-            tokio::spawn(purge_periodically(engine, throttle, config.purge_interval)),
+            tokio::spawn(purge_periodically(engine, auth_throttle, config.purge_interval)),
             tokio::spawn(activity.clone().flush_periodically(db, config.stats_flush_interval)),
             tokio::spawn(crate::metrics::upkeep_periodically(Duration::from_secs(5))),
         ];
@@ -472,7 +480,7 @@ impl App {
         for task in &self.background {
             task.abort();
         }
-        let db = self.state.accounts.database().clone();
+        let db = self.state.db.clone();
         if let Err(error) = self.state.activity.flush(&db).await {
             tracing::warn!(%error, "writing activity stats at shutdown failed");
         }

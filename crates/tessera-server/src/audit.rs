@@ -34,6 +34,8 @@ pub enum AuditKind {
     TokenReuseDetected,
     /// The account was deleted.
     AccountDeleted,
+    /// An administrator disabled the account.
+    AccountDisabled,
     /// An OpenID Connect identity was linked to the account.
     IdentityLinked,
     /// An OpenID Connect identity was unlinked from the account.
@@ -69,6 +71,7 @@ impl AuditKind {
             AuditKind::OtherSessionsRevoked => "other_sessions_revoked",
             AuditKind::TokenReuseDetected => "token_reuse_detected",
             AuditKind::AccountDeleted => "account_deleted",
+            AuditKind::AccountDisabled => "account_disabled",
             AuditKind::IdentityLinked => "identity_linked",
             AuditKind::IdentityUnlinked => "identity_unlinked",
             AuditKind::SecondFactorEnabled => "second_factor_enabled",
@@ -93,6 +96,7 @@ impl AuditKind {
             "other_sessions_revoked" => "All other sessions were signed out",
             "token_reuse_detected" => "A reused API token was refused; its sign-in was revoked",
             "account_deleted" => "Account deleted",
+            "account_disabled" => "Account disabled by an administrator",
             "identity_linked" => "A sign-in provider was linked",
             "identity_unlinked" => "A sign-in provider was unlinked",
             "second_factor_enabled" => "Two-step verification turned on",

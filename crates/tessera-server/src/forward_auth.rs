@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use tessera_auth::UserDirectory;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -22,8 +23,8 @@ use serde::Deserialize;
 use tessera_axum::{safe_next, Problem, Session};
 
 use crate::app::AppState;
-use crate::database::User;
 use crate::error_pages::ServerError;
+use tessera_auth::User;
 
 /// What `/auth/verify` can say about the user in a response header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,8 +167,7 @@ async fn user_header_value(state: &AppState, user: &User, field: UserField) -> R
         UserField::Username => Some(user.username.clone()),
         UserField::UserId => Some(user.id.to_string()),
         UserField::Email => state
-            .accounts
-            .database()
+            .db
             .identities_of(user.id)
             .await
             .map_err(ServerError::unavailable)?
@@ -185,7 +185,7 @@ pub async fn verify(
     headers: HeaderMap,
 ) -> Response {
     let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
-        Some(id) => match state.accounts.database().user_by_id(id).await {
+        Some(id) => match state.db.users().user_by_id(id).await {
             Ok(user) => user.filter(|u| u.disabled_at.is_none()),
             Err(error) => return ServerError::unavailable(error).into_response(),
         },

@@ -15,9 +15,8 @@ pub async fn live() -> &'static str {
 /// `GET /readyz`: the session store and the database answer (each within the
 /// store time-out); 503 naming the one that does not.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let (store, database) = tokio::join!(state.engine.ping(), async {
-        tokio::time::timeout(state.store_timeout, state.accounts.database().ping()).await
-    });
+    let (store, database) =
+        tokio::join!(state.engine.ping(), async { tokio::time::timeout(state.store_timeout, state.db.ping()).await });
     let store_ok = store.is_ok();
     let database_ok = matches!(database, Ok(Ok(())));
     let status = if store_ok && database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -10,12 +10,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod accounts;
 pub mod activity_stats;
 pub mod admin;
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod auth_events;
 pub mod cli;
 pub mod client_ip;
 pub mod database;
@@ -26,17 +26,14 @@ pub mod health;
 pub mod metrics;
 pub mod oidc;
 pub mod pages;
-pub mod password_policy;
 pub mod product_store;
 pub mod reauthentication;
 pub mod request_id;
 pub mod revocation_marks;
-pub mod second_factor;
 pub mod security_headers;
 pub mod session_store;
 pub mod settings;
 pub mod static_files;
-pub mod throttle;
 pub mod tls;
 pub mod token_store;
 

@@ -8,20 +8,13 @@
 //! client address): a stolen session cookie or access token must not become
 //! an unthrottled password-guessing oracle.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use http::HeaderMap;
 use tessera::Timestamp;
-use tessera_axum::Session;
+use tessera_auth::{Channel, Client, LoginError, User};
+use tessera_axum::{retry_after_seconds, Session, AUTHENTICATED_AT};
 
-use crate::accounts::AccountsUnavailable;
 use crate::app::AppState;
-use crate::database::User;
-use crate::password_policy::check_username;
-
-/// The session key holding when the user last typed their password.
-const AUTHENTICATED_AT: &str = "authenticated_at";
 
 /// How far an identity provider's clock may be ahead of tessera's when
 /// its `auth_time` is checked against a requested `max_age`: a provider a
@@ -34,23 +27,6 @@ pub const AUTH_TIME_SKEW: Duration = Duration::from_secs(60);
 pub fn mark(session: &Session, at: Timestamp) {
     // Serializing an integer cannot fail.
     let _ = session.insert(AUTHENTICATED_AT, &at.as_millis());
-}
-
-/// Records a login whose authentication time is what the identity
-/// provider said (`auth_time`), clamped to `now` so a provider clock
-/// running ahead cannot stretch the window. Without `auth_time` the session
-/// is not recently authenticated at all: the provider may have answered
-/// from a sign-in days old, and a mark left by an earlier login on this
-/// session must not carry over either.
-pub fn mark_provider_login(session: &Session, auth_time: Option<Timestamp>, now: Timestamp) {
-    match auth_time {
-        Some(at) => mark(session, Timestamp(at.as_millis().min(now.as_millis()))),
-        None => {
-            // Only the decoded old value can fail, and it is not wanted:
-            // the key is removed either way.
-            let _ = session.remove::<i64>(AUTHENTICATED_AT);
-        }
-    }
 }
 
 /// Records a successful step-up (a password typed again on a logged-in
@@ -116,45 +92,30 @@ pub enum Confirmation {
     Throttled(Duration),
 }
 
-/// Checks `password` against `user`'s current password behind the login
-/// throttle: the same account (or device) and address keys as `/login`, so
-/// guesses here and there add up. A blocked key answers
-/// [`Confirmation::Throttled`] before any hashing; a failure that starts a
-/// block answers it too, so the caller can say so at once.
+/// Checks `password` against `user`'s current password through the
+/// authentication core, behind the login throttle: the same account (or
+/// device) and address counters as `/login`, so guesses here and there add
+/// up. A blocked counter answers [`Confirmation::Throttled`] before any
+/// hashing; a failure that starts a block answers it too.
 pub async fn confirm_password(
     state: &AppState,
+    channel: Channel,
+    client: &Client,
     user: &User,
     password: &str,
-    ip: Option<IpAddr>,
-    headers: &HeaderMap,
-) -> Result<Confirmation, AccountsUnavailable> {
-    let username_key = check_username(&user.username).ok();
-    let keys = state.throttle.keys(username_key.as_deref(), ip, headers, state.engine.cookie_config());
-    if let Some(wait) = state.throttle.retry_after(&keys).await? {
-        crate::metrics::login_throttled();
-        tracing::info!(user_id = user.id, wait_secs = wait.as_secs(), "password confirmation refused: throttled");
-        return Ok(Confirmation::Throttled(wait));
-    }
-    if state.accounts.verify_password(user, password).await? {
-        if let Err(error) = state.throttle.record_success(&keys).await {
-            tracing::warn!(%error, "clearing the throttle after a password confirmation failed");
+) -> Result<Confirmation, LoginError> {
+    match state.auth.confirm_password(channel, client, user, password).await {
+        Ok(()) => Ok(Confirmation::Confirmed),
+        Err(LoginError::InvalidCredentials) => {
+            tracing::info!(user_id = user.id, "password confirmation failed");
+            Ok(Confirmation::Wrong)
         }
-        return Ok(Confirmation::Confirmed);
-    }
-    tracing::info!(user_id = user.id, "password confirmation failed");
-    match state.throttle.record_failure(&keys).await? {
-        Some(wait) => {
-            crate::metrics::login_throttled();
+        Err(LoginError::Throttled(wait)) => {
+            tracing::info!(user_id = user.id, wait_secs = wait.as_secs(), "password confirmation refused: throttled");
             Ok(Confirmation::Throttled(wait))
         }
-        None => Ok(Confirmation::Wrong),
+        Err(other) => Err(other),
     }
-}
-
-/// `Retry-After` in whole seconds, rounded up and at least 1, so a client
-/// that waits exactly that long gets through.
-pub fn retry_after_seconds(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// A person-readable wait ("2m 8s") for throttling messages.
@@ -183,15 +144,14 @@ pub async fn ensure_recent(
     session: &Session,
     user: &User,
     password: Option<&str>,
-    ip: Option<IpAddr>,
-    headers: &HeaderMap,
-) -> Result<Recency, AccountsUnavailable> {
+    client: &Client,
+) -> Result<Recency, LoginError> {
     let now = state.clock.now();
     if is_recent(session, now, state.reauth_window) {
         return Ok(Recency::Recent);
     }
     let Some(password) = password.filter(|p| !p.is_empty()) else { return Ok(Recency::Stale) };
-    Ok(match confirm_password(state, user, password, ip, headers).await? {
+    Ok(match confirm_password(state, Channel::Web, client, user, password).await? {
         Confirmation::Confirmed => {
             stepped_up(session, now);
             Recency::Recent

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::oidc::OidcProviderConfig;
-use crate::throttle::ThrottleConfig;
+use tessera_auth::throttle::ThrottleConfig;
 
 /// Prefix of every environment variable read as a setting.
 pub const ENV_PREFIX: &str = "TESSERA_";
@@ -448,7 +448,7 @@ impl Default for CookieSettings {
 impl Default for PasswordSettings {
     fn default() -> Self {
         PasswordSettings {
-            min_chars: crate::password_policy::DEFAULT_MIN_CHARS,
+            min_chars: tessera_auth::password_policy::DEFAULT_MIN_CHARS,
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,

@@ -98,7 +98,7 @@ async fn admin_commands_manage_users_sessions_and_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_resets_a_lost_second_factor() {
     use tessera::{Clock, SystemClock};
-    use tessera_server::second_factor::totp::{step_at, TotpSecret};
+    use tessera_auth::second_factor::totp::{step_at, TotpSecret};
 
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("tessera.db").display());

@@ -7,6 +7,7 @@ mod services;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tessera_auth::UserDirectory;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -310,7 +311,7 @@ async fn the_api_flow_with_users_in_postgres() {
 
 /// The active signing key, read from the database, to forge tokens with.
 async fn active_key(server: &TestServer) -> (String, ed25519_dalek::SigningKey) {
-    let keys = server.app_state.accounts.database().signing_keys().await.unwrap();
+    let keys = server.app_state.db.signing_keys().await.unwrap();
     let key = keys.iter().find(|k| k.retired_at.is_none()).unwrap();
     let seed: [u8; 32] = key.private_key.clone().unwrap().try_into().unwrap();
     (key.kid.clone(), ed25519_dalek::SigningKey::from_bytes(&seed))
@@ -459,7 +460,7 @@ async fn key_rotation_keeps_old_tokens_valid_until_they_expire() {
 
     // What `tessera keys rotate` does, then the reload a running server does
     // within 30 seconds.
-    let db = server.app_state.accounts.database();
+    let db = &server.app_state.db;
     let new_kid = TokenService::rotate_keys(db, tessera::Clock::now(&server.clock)).await.unwrap();
     server.app_state.tokens.reload().await.unwrap();
     assert_ne!(new_kid, old_kid);
@@ -859,11 +860,11 @@ async fn access_tokens_die_with_sign_out_password_change_and_account_changes() {
     // does it: the old token stays dead after the account is enabled again.
     use tessera::Clock as _;
     server.clock.advance(Duration::from_secs(2));
-    let db = server.app_state.accounts.database();
-    let user = db.user_by_name(&name).await.unwrap().unwrap();
-    db.set_disabled(user.id, Some(server.clock.now())).await.unwrap();
+    let db = &server.app_state.db;
+    let user = db.users().user_by_name(&name).await.unwrap().unwrap();
+    db.users().set_disabled(user.id, Some(server.clock.now())).await.unwrap();
     db.revoke_all_refresh_tokens(user.id, server.clock.now()).await.unwrap();
-    db.set_disabled(user.id, None).await.unwrap();
+    db.users().set_disabled(user.id, None).await.unwrap();
     api.with_bearer(access(&fresh.json)).get("/api/me").await.assert_problem(401, "invalid-token");
     server.stop().await;
 }

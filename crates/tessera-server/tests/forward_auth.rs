@@ -8,6 +8,7 @@ use harness::external::Proxy;
 use harness::{test_config, unique_name, Browser, TestServer};
 use http::HeaderMap;
 use tessera::ManualClock;
+use tessera_auth::UserDirectory;
 use tessera_server::forward_auth::{parse_forward_header, parse_trusted_proxy};
 use tessera_server::AppConfig;
 use tokio::net::TcpListener;
@@ -104,7 +105,7 @@ async fn verify_answers_by_session_client_kind_and_proxy_trust() {
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("x-auth-user"), Some(name.as_str()));
     assert_eq!(ok.header("x-remote-user"), Some(name.as_str()));
-    let user = server.app_state.accounts.database().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
     assert_eq!(ok.header("x-auth-user-id"), Some(user.id.to_string().as_str()));
     browser.logout().await;
     assert_eq!(browser.get_with("/auth/verify", &[("accept", "application/json")]).await.status, 401);

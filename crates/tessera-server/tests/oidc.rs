@@ -8,10 +8,11 @@
 mod harness;
 
 use std::time::Duration;
+use tessera_auth::UserDirectory;
 
 use harness::external::{IdpBrowser, OidcProvider, CLIENT_ID, CLIENT_SECRET};
 use harness::{test_config, unique_name, Browser, Page, TestServer};
-use tessera::ManualClock;
+use tessera::{Clock, ManualClock};
 use tessera_server::oidc::OidcProviderConfig;
 use tokio::net::TcpListener;
 
@@ -167,9 +168,16 @@ async fn login_creates_a_password_less_account_and_logs_in_like_a_password_login
     assert_eq!(account.element_text("password-state").as_deref(), Some("none"));
     assert!(account.body.contains("alice@example.test"), "verified email listed");
     assert!(account.body.contains("cannot be unlinked"), "the only way to log in stays");
-    let db = setup.server.app_state.accounts.database();
-    let user = db.user_by_name("alice").await.unwrap().unwrap();
+    let db = &setup.server.app_state.db;
+    let user = db.users().user_by_name("alice").await.unwrap().unwrap();
     assert_eq!(user.password_hash, None);
+    // The same events as a password login, through the same core.
+    let events = db.audit_events(user.id, 100).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "login_succeeded"), "audited: {events:?}");
+    setup.server.app_state.activity.flush(db).await.unwrap();
+    let now_secs = setup.server.clock.now().as_millis() / 1000;
+    let hours = tessera_server::activity_stats::recent(db, now_secs, 2).await.unwrap();
+    assert_eq!(hours.iter().map(|h| h.counts.logins).sum::<i64>(), 1, "counted in the activity statistics");
     let identities = db.identities_of(user.id).await.unwrap();
     assert_eq!(identities.len(), 1);
     assert_eq!(
@@ -261,7 +269,7 @@ async fn replayed_cross_browser_tampered_and_wrong_nonce_callbacks_are_refused()
     assert_eq!(refused.status, 400);
     assert!(refused.body.contains("could not be verified"), "{}", refused.body);
     assert!(browser.session_id().is_none());
-    assert!(setup.server.app_state.accounts.database().user_by_name("frank").await.unwrap().is_none());
+    assert!(setup.server.app_state.db.users().user_by_name("frank").await.unwrap().is_none());
 
     // The provider's own refusal.
     let mut browser = setup.server.browser();
@@ -359,12 +367,12 @@ async fn email_linking_only_when_enabled_and_verified_and_keys_rotate() {
     // "judy" gets an identity with a verified address.
     let mut first = setup.server.browser();
     setup.login(&mut first, "judy").await;
-    let judy = setup.server.app_state.accounts.database().user_by_name("judy").await.unwrap().unwrap();
+    let judy = setup.server.app_state.db.users().user_by_name("judy").await.unwrap().unwrap();
     // judy's account also has an identity elsewhere whose verified address
     // is dan@example.test (linked directly in the database); the provider's
     // "dan" asserts that same address as verified, so his first login joins
     // judy's account.
-    let db = setup.server.app_state.accounts.database();
+    let db = &setup.server.app_state.db;
     let twin = tessera_server::oidc::provider::VerifiedIdentity {
         issuer: "https://other-issuer.example".into(),
         subject: "someone".into(),
@@ -411,7 +419,7 @@ async fn start_link(browser: &mut Browser, fields: &[(&str, &str)]) -> Page {
 
 /// The kinds of the user's audit events, newest first.
 async fn audit_kinds(setup: &Setup, user_id: i64) -> Vec<String> {
-    let db = setup.server.app_state.accounts.database();
+    let db = &setup.server.app_state.db;
     db.audit_events(user_id, 50).await.unwrap().into_iter().map(|event| event.kind).collect()
 }
 
@@ -421,7 +429,7 @@ async fn linking_and_unlinking_need_a_recent_authentication() {
     let name = unique_name("judy");
     let mut browser = setup.server.browser();
     browser.register(&name, PASSWORD).await;
-    let user = setup.server.app_state.accounts.database().user_by_name(&name).await.unwrap().unwrap();
+    let user = setup.server.app_state.db.users().user_by_name(&name).await.unwrap().unwrap();
 
     // Eleven minutes after the login, a session cookie alone cannot link.
     setup.advance(Duration::from_secs(11 * 60)).await;
@@ -457,7 +465,7 @@ async fn linking_and_unlinking_need_a_recent_authentication() {
     let fields = [("csrf_token", token.as_str()), ("issuer", issuer.as_str()), ("subject", "sub-judy-oidc")];
     let refused = browser.post_form("/account/identities/unlink", &fields).await;
     assert_eq!(refused.status, 401);
-    let db = setup.server.app_state.accounts.database();
+    let db = &setup.server.app_state.db;
     assert_eq!(db.identities_of(user.id).await.unwrap().len(), 1, "nothing was unlinked");
     let mut with_password = fields.to_vec();
     with_password.push(("current_password", PASSWORD));
@@ -493,7 +501,7 @@ async fn step_ups_send_max_age_and_record_the_providers_auth_time() {
     let (done, showed_login) = setup.login_at(&mut browser, &idp, &hint).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert!(showed_login, "the first sign-in at the provider goes through its form");
-    let db = setup.server.app_state.accounts.database();
+    let db = &setup.server.app_state.db;
     let user = db.identity(&setup.provider.issuer, &format!("sub-{hint}")).await.unwrap().unwrap();
     let account = browser.get("/account").await;
     assert!(!account.body.contains("id=\"reauth-help\""), "signed in at the provider just now: recent");
@@ -515,7 +523,7 @@ async fn step_ups_send_max_age_and_record_the_providers_auth_time() {
     let refused = delete_password_less(&mut browser, &username).await;
     assert_eq!(refused.status, 401, "the login counts from the provider's auth_time: {}", refused.body);
     assert!(refused.body.contains("Confirm with"), "{}", refused.body);
-    assert!(db.user_by_id(user.user_id).await.unwrap().is_some());
+    assert!(db.users().user_by_id(user.user_id).await.unwrap().is_some());
 
     // "Confirm with Test ID" sends max_age; the provider's sign-in is eleven
     // minutes old, so it shows its form again. The step-up rotates the
@@ -548,7 +556,7 @@ async fn step_ups_send_max_age_and_record_the_providers_auth_time() {
     setup.advance(Duration::from_secs(4 * 60)).await;
     let refused = delete_password_less(&mut browser, &username).await;
     assert_eq!(refused.status, 401, "marked with the eleven-minute-old auth_time: {}", refused.body);
-    assert!(db.user_by_id(user.user_id).await.unwrap().is_some());
+    assert!(db.users().user_by_id(user.user_id).await.unwrap().is_some());
     setup.stop().await;
 }
 
@@ -561,7 +569,7 @@ async fn an_old_provider_session_cannot_link_unlink_or_delete_until_the_user_sig
     let idp = setup.provider.browser();
     let mut browser = setup.server.browser();
     assert_eq!(setup.login_at(&mut browser, &idp, &hint).await.0.status, 303);
-    let db = setup.server.app_state.accounts.database();
+    let db = &setup.server.app_state.db;
     let user_id = db.identity(&issuer, &format!("sub-{hint}")).await.unwrap().unwrap().user_id;
     let username = browser.get("/account").await.element_text("username").unwrap();
 
@@ -633,7 +641,7 @@ async fn an_old_provider_session_cannot_link_unlink_or_delete_until_the_user_sig
     let deleted = delete_password_less(&mut browser, &username).await;
     assert_eq!(deleted.status, 303, "{}", deleted.body);
     assert_eq!(deleted.location(), Some("/"));
-    assert!(db.user_by_id(user_id).await.unwrap().is_none(), "the account is gone");
+    assert!(db.users().user_by_id(user_id).await.unwrap().is_none(), "the account is gone");
     assert_eq!(browser.get("/profile").await.status, 303, "and the browser is logged out");
     setup.stop().await;
 }
@@ -648,7 +656,7 @@ async fn without_auth_time_a_provider_login_is_not_recent_and_step_ups_require_i
     let (done, showed_login) = setup.login_at(&mut browser, &idp, &hint).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert!(showed_login);
-    let db = setup.server.app_state.accounts.database();
+    let db = &setup.server.app_state.db;
     let user_id = db.identity(&setup.provider.issuer, &format!("sub-{hint}")).await.unwrap().unwrap().user_id;
 
     // The provider signed the user in just now but did not say when: it
@@ -672,7 +680,7 @@ async fn without_auth_time_a_provider_login_is_not_recent_and_step_ups_require_i
     let name = unique_name("olga");
     let mut other = setup.server.browser();
     other.register(&name, PASSWORD).await;
-    let other_user = db.user_by_name(&name).await.unwrap().unwrap();
+    let other_user = db.users().user_by_name(&name).await.unwrap().unwrap();
     let started = start_link(&mut other, &[]).await;
     assert_eq!(started.status, 303, "{}", started.body);
     let callback = setup.provider.authorize(&without_max_age(started.location().unwrap()), "olga-oidc", &prefix).await;
@@ -690,14 +698,14 @@ async fn without_auth_time_a_provider_login_is_not_recent_and_step_ups_require_i
     assert_eq!(browser.get(path_of(&answer.callback)).await.location(), Some("/account"));
     let deleted = delete_password_less(&mut browser, &username).await;
     assert_eq!(deleted.status, 303, "{}", deleted.body);
-    assert!(db.user_by_id(user_id).await.unwrap().is_none());
+    assert!(db.users().user_by_id(user_id).await.unwrap().is_none());
     setup.stop().await;
 }
 
 #[tokio::test]
 async fn a_provider_login_asks_for_the_second_factor_of_accounts_that_have_one() {
     use tessera::Clock;
-    use tessera_server::second_factor::totp::{step_at, TotpSecret, STEP_SECONDS};
+    use tessera_auth::second_factor::totp::{step_at, TotpSecret, STEP_SECONDS};
 
     let Some(setup) = setup("oidc second factor", false).await else { return };
     let mut browser = setup.server.browser();

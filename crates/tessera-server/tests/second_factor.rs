@@ -6,10 +6,11 @@ mod harness;
 mod services;
 
 use std::time::Duration;
+use tessera_auth::UserDirectory;
 
 use harness::{test_config, unique_name, Browser, Page, TestServer};
 use tessera::{Clock, ManualClock};
-use tessera_server::second_factor::totp::{step_at, TotpSecret, STEP_SECONDS};
+use tessera_auth::second_factor::totp::{step_at, TotpSecret, STEP_SECONDS};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -276,8 +277,8 @@ async fn turning_it_off_needs_a_recent_authentication_and_restores_password_logi
     assert_eq!(browser.get("/profile").await.status, 200);
     // The recovery codes died with it: turned on again, the old ones fail.
     assert!(!codes.is_empty());
-    let user = server.app_state.accounts.database().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
-    assert_eq!(server.app_state.second_factors.status(user.id).await.unwrap().recovery_codes_left, 0);
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    assert_eq!(server.app_state.auth.second_factors().status(user.id).await.unwrap().recovery_codes_left, 0);
 }
 
 #[tokio::test]
@@ -348,9 +349,9 @@ async fn deleting_the_account_removes_its_second_factor() {
     let name = unique_name("gone");
     let mut owner = server.browser();
     enrolled(&server, &mut owner, &name).await;
-    let db = server.app_state.accounts.database().clone();
-    let user = db.user_by_name(&name.to_lowercase()).await.unwrap().expect("registered");
-    let factors = &server.app_state.second_factors;
+    let db = server.app_state.db.clone();
+    let user = db.users().user_by_name(&name.to_lowercase()).await.unwrap().expect("registered");
+    let factors = &server.app_state.auth.second_factors();
     assert!(factors.status(user.id).await.unwrap().enabled);
     let deleted = owner.submit("/account", "/account/delete", &[("current_password", PASSWORD)]).await;
     assert_eq!(deleted.status, 303);

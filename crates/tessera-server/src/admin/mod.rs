@@ -8,11 +8,13 @@ pub mod sessions;
 pub mod users;
 
 use std::io::Write;
+use tessera_auth::UserDirectory;
 
 use crate::app::{AppConfig, Backends};
 use crate::cli::{AdminCommand, AdminSessionsCommand, UserCommand};
-use crate::database::{DatabaseError, User};
-use crate::password_policy::check_username;
+use crate::database::DatabaseError;
+use tessera_auth::password_policy::check_username;
+use tessera_auth::User;
 
 /// Exit code: done.
 pub const EXIT_OK: u8 = 0;
@@ -78,7 +80,12 @@ impl AdminContext {
     /// The user called `username`, or [`AdminError::NotFound`].
     pub async fn user(&self, username: &str) -> Result<User, AdminError> {
         let key = check_username(username).map_err(|why| AdminError::Usage(format!("{username:?}: {why}")))?;
-        self.backends.db.user_by_name(&key).await?.ok_or_else(|| AdminError::NotFound(format!("no user {username:?}")))
+        self.backends
+            .db
+            .users()
+            .user_by_name(&key)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("no user {username:?}")))
     }
 }
 

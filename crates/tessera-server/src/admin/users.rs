@@ -5,10 +5,9 @@ use std::io::{BufRead, Write};
 use rand::Rng;
 
 use super::{say, AdminContext, AdminError};
-use crate::accounts::{Accounts, RegisterError};
-use crate::audit::AuditKind;
-use crate::second_factor::SecondFactors;
-use tessera::DeviceInfo;
+use crate::activity_stats::ActivityStats;
+use crate::auth_events::ServerEvents;
+use tessera_auth::{Authenticator, Channel, Client, RegisterError};
 
 /// A password from the first line of `input`, or a generated one (printed
 /// once by the caller).
@@ -29,19 +28,12 @@ fn obtain_password(from_stdin: bool, input: &mut dyn BufRead) -> Result<(String,
     }
 }
 
-fn accounts(context: &AdminContext) -> Accounts {
-    Accounts::new(
-        context.backends.db.clone(),
-        context.config.hasher.clone(),
-        context.config.password_policy,
-        context.config.clock.clone(),
-    )
-}
-
-/// Revokes every API refresh-token family of the user, and every access
-/// token issued before now (the per-user mark).
-async fn revoke_api_tokens(context: &AdminContext, user_id: i64) -> Result<u64, AdminError> {
-    Ok(context.backends.db.revoke_all_refresh_tokens(user_id, context.config.clock.now()).await?)
+/// The authentication core, as the server builds it: admin changes end
+/// sessions and tokens, and are audited, exactly as the server's own.
+async fn authenticator(context: &AdminContext) -> Result<Authenticator, AdminError> {
+    let activity = ActivityStats::new(context.config.clock.clone());
+    let events = ServerEvents::new(context.backends.db.clone(), activity);
+    Ok(context.backends.authenticator(&context.config, events).await?)
 }
 
 /// Creates a user.
@@ -53,12 +45,14 @@ pub async fn create(
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
     let (password, generated) = obtain_password(password_stdin, input)?;
-    let user = accounts(context).register(username, &password).await.map_err(|error| match error {
-        RegisterError::InvalidUsername(why) => AdminError::Usage(format!("{username:?}: {why}")),
-        RegisterError::InvalidPassword(why) => AdminError::Refused(why),
-        RegisterError::UsernameTaken => AdminError::Refused(format!("user name {username:?} is taken")),
-        RegisterError::Unavailable(e) => AdminError::Failed(e.to_string()),
-    })?;
+    let auth = authenticator(context).await?;
+    let user =
+        auth.sign_up(Channel::Admin, &Client::default(), username, &password).await.map_err(|error| match error {
+            RegisterError::InvalidUsername(why) => AdminError::Usage(format!("{username:?}: {why}")),
+            RegisterError::InvalidPassword(why) => AdminError::Refused(why),
+            RegisterError::UsernameTaken => AdminError::Refused(format!("user name {username:?} is taken")),
+            RegisterError::Unavailable(e) => AdminError::Failed(e.to_string()),
+        })?;
     say(out, format!("created user {:?} (id {})", user.username, user.id));
     if generated {
         say(out, format!("password: {password}"));
@@ -67,7 +61,7 @@ pub async fn create(
     Ok(())
 }
 
-/// Disables (ending every session) or enables a user.
+/// Disables (ending every session and API token) or enables a user.
 pub async fn set_enabled(
     context: &AdminContext,
     username: &str,
@@ -75,22 +69,24 @@ pub async fn set_enabled(
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
     let user = context.user(username).await?;
-    let when = if enabled { None } else { Some(context.config.clock.now()) };
-    context.backends.db.set_disabled(user.id, when).await?;
+    let auth = authenticator(context).await?;
+    let revoked = auth.set_disabled(Channel::Admin, &Client::default(), user.id, !enabled).await?;
+    let revoked = revoked.ok_or_else(|| AdminError::NotFound(format!("no user {username:?}")))?;
     if enabled {
         say(out, format!("enabled user {:?}", user.username));
     } else {
-        let ended = context.backends.engine.revoke_all(&user.id.to_string(), None).await?;
-        let tokens = revoke_api_tokens(context, user.id).await?;
         say(
             out,
-            format!("disabled user {:?}; ended {ended} session(s) and {tokens} API refresh token(s)", user.username),
+            format!(
+                "disabled user {:?}; ended {} session(s) and {} API refresh token(s)",
+                user.username, revoked.sessions, revoked.tokens
+            ),
         );
     }
     Ok(())
 }
 
-/// Sets a new password and ends every session of the user.
+/// Sets a new password and ends every session and API token of the user.
 pub async fn reset_password(
     context: &AdminContext,
     username: &str,
@@ -100,18 +96,20 @@ pub async fn reset_password(
 ) -> Result<(), AdminError> {
     let user = context.user(username).await?;
     let (password, generated) = obtain_password(password_stdin, input)?;
-    context
-        .config
-        .password_policy
-        .check(&password, &user.username)
-        .map_err(|why| AdminError::Refused(why.to_string()))?;
-    let hash = context.config.hasher.hash(password.clone()).await.map_err(|e| AdminError::Failed(e.to_string()))?;
-    context.backends.db.set_password_hash(user.id, &hash).await?;
-    let ended = context.backends.engine.revoke_all(&user.id.to_string(), None).await?;
-    let tokens = revoke_api_tokens(context, user.id).await?;
+    let auth = authenticator(context).await?;
+    let revoked =
+        auth.change_password(Channel::Admin, &Client::default(), &user, &password, None).await.map_err(|error| {
+            match error {
+                RegisterError::Unavailable(e) => AdminError::Failed(e.to_string()),
+                why => AdminError::Refused(why.to_string()),
+            }
+        })?;
     say(
         out,
-        format!("password of {:?} reset; ended {ended} session(s) and {tokens} API refresh token(s)", user.username),
+        format!(
+            "password of {:?} reset; ended {} session(s) and {} API refresh token(s)",
+            user.username, revoked.sessions, revoked.tokens
+        ),
     );
     if generated {
         say(out, format!("password: {password}"));
@@ -121,20 +119,24 @@ pub async fn reset_password(
 }
 
 /// Turns two-step verification off (app secret and recovery codes) and ends
-/// every session, so that whoever holds one now must log in again.
+/// every session and API token, so that whoever holds one now must log in
+/// again.
 pub async fn reset_second_factor(
     context: &AdminContext,
     username: &str,
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
     let user = context.user(username).await?;
-    let factors = SecondFactors::new(context.backends.db.clone(), context.config.clock.clone());
-    if !factors.disable(user.id).await? {
+    let auth = authenticator(context).await?;
+    let Some(revoked) = auth.reset_second_factor(Channel::Admin, &Client::default(), user.id).await? else {
         return Err(AdminError::Refused(format!("{:?} has no two-step verification", user.username)));
-    }
-    let now = context.config.clock.now();
-    context.backends.db.record(AuditKind::SecondFactorDisabled, Some(user.id), &DeviceInfo::default(), now).await;
-    let ended = context.backends.engine.revoke_all(&user.id.to_string(), None).await?;
-    say(out, format!("two-step verification of {:?} turned off; ended {ended} session(s)", user.username));
+    };
+    say(
+        out,
+        format!(
+            "two-step verification of {:?} turned off; ended {} session(s) and {} API refresh token(s)",
+            user.username, revoked.sessions, revoked.tokens
+        ),
+    );
     Ok(())
 }

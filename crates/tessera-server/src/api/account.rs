@@ -7,23 +7,21 @@
 //! can a stolen token or cookie be used to guess it; a cookie caller who
 //! confirms it steps up to a new session ID.
 
-use axum::extract::FromRequestParts;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::request::Parts;
-use http::HeaderMap;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tessera_auth::Channel;
+use tessera_axum::LoginClient;
 use tessera_axum::{ClientDevice, Session};
 
 use super::identity::{ApiUser, AuthMethod};
 use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::rfc3339;
-use crate::accounts::RegisterError;
 use crate::app::AppState;
 use crate::audit::AuditKind;
-use crate::client_ip::ClientAddress;
 use crate::reauthentication::{self, Confirmation};
+use tessera_auth::accounts::RegisterError;
 
 /// One session (device) of the user.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -65,25 +63,10 @@ pub struct Revoked {
     pub revoked: u64,
 }
 
-/// Where a password confirmation comes from, for the throttle: the client
-/// address and the request headers (for the device cookie).
-pub struct Origin {
-    ip: Option<std::net::IpAddr>,
-    headers: HeaderMap,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Origin {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let ClientAddress(ip) = ClientAddress::from_request_parts(parts, state).await?;
-        Ok(Origin { ip, headers: parts.headers.clone() })
-    }
-}
-
-/// Checks the current password behind the login throttle.
-async fn confirm(state: &AppState, caller: &ApiUser, password: &str, origin: &Origin) -> Result<(), ApiError> {
-    let verdict = reauthentication::confirm_password(state, &caller.user, password, origin.ip, &origin.headers)
+/// Checks the current password through the authentication core, behind
+/// the login throttle.
+async fn confirm(state: &AppState, caller: &ApiUser, password: &str, client: &LoginClient) -> Result<(), ApiError> {
+    let verdict = reauthentication::confirm_password(state, Channel::Api, &client.0, &caller.user, password)
         .await
         .map_err(ApiError::unavailable)?;
     match verdict {
@@ -160,7 +143,7 @@ pub async fn revoke(
     caller: ApiUser,
     session: Session,
     ClientDevice(device): ClientDevice,
-    origin: Origin,
+    origin: LoginClient,
     Path(handle): Path<String>,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
@@ -171,8 +154,7 @@ pub async fn revoke(
     if !state.engine.revoke(&caller.user.id.to_string(), &handle).await.map_err(ApiError::unavailable)? {
         return Err(ApiError::NotFound);
     }
-    let database = state.accounts.database();
-    database.record(AuditKind::SessionRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    state.events.record(AuditKind::SessionRevoked, Some(caller.user.id), &device, state.clock.now()).await;
     step_up(&state, &caller, &session);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -196,15 +178,14 @@ pub async fn revoke_others(
     caller: ApiUser,
     session: Session,
     ClientDevice(device): ClientDevice,
-    origin: Origin,
+    origin: LoginClient,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
     confirm(&state, &caller, &body.current_password, &origin).await?;
     let keep = own_session(&caller, &session);
     let revoked =
         state.engine.revoke_all(&caller.user.id.to_string(), keep.as_ref()).await.map_err(ApiError::unavailable)?;
-    let database = state.accounts.database();
-    database.record(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+    state.events.record(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, state.clock.now()).await;
     // Also re-issues a sealed cookie after the revocation mark.
     step_up(&state, &caller, &session);
     Ok(json_response(StatusCode::OK, &Revoked { revoked }))
@@ -229,25 +210,19 @@ pub async fn change_password(
     State(state): State<AppState>,
     caller: ApiUser,
     session: Session,
-    ClientDevice(device): ClientDevice,
-    origin: Origin,
+    origin: LoginClient,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
     confirm(&state, &caller, &body.current_password, &origin).await?;
-    match state.accounts.change_password(&caller.user, &body.new_password).await {
-        Ok(()) => {}
+    let keep = own_session(&caller, &session);
+    match state.auth.change_password(Channel::Api, &origin.0, &caller.user, &body.new_password, keep.as_ref()).await {
+        Ok(_) => {}
         Err(RegisterError::Unavailable(error)) => return Err(ApiError::unavailable(error)),
         Err(error) => return Err(ApiError::Validation(error.to_string())),
     }
-    let keep = own_session(&caller, &session);
-    let user_id = caller.user.id.to_string();
-    state.engine.revoke_all(&user_id, keep.as_ref()).await.map_err(ApiError::unavailable)?;
-    state.revoke_api_tokens(caller.user.id).await.map_err(ApiError::unavailable)?;
     if keep.is_some() {
         step_up(&state, &caller, &session);
     }
-    let database = state.accounts.database();
-    database.record(AuditKind::PasswordChanged, Some(caller.user.id), &device, state.clock.now()).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -268,13 +243,12 @@ pub async fn delete(
     State(state): State<AppState>,
     caller: ApiUser,
     session: Session,
-    origin: Origin,
+    origin: LoginClient,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
     confirm(&state, &caller, &body.current_password, &origin).await?;
-    state.engine.revoke_all(&caller.user.id.to_string(), None).await.map_err(ApiError::unavailable)?;
-    state.revoke_api_tokens(caller.user.id).await.map_err(ApiError::unavailable)?;
-    state.accounts.database().delete_user(caller.user.id).await.map_err(ApiError::unavailable)?;
+    state.auth.revoke_everything(caller.user.id, None).await.map_err(ApiError::unavailable)?;
+    state.db.delete_user(caller.user.id).await.map_err(ApiError::unavailable)?;
     tracing::info!(target: "tessera::audit", event = AuditKind::AccountDeleted.as_str(), user_id = caller.user.id, "account deleted");
     session.logout();
     Ok(StatusCode::NO_CONTENT.into_response())

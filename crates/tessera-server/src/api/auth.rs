@@ -9,14 +9,9 @@ use super::identity::ApiUser;
 use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::rfc3339;
 use super::tokens::{RefreshError, TokenPair};
-use crate::accounts::{LoginOutcome, RegisterError};
 use crate::app::AppState;
-use crate::audit::AuditKind;
-use crate::client_ip::ClientAddress;
-use crate::database::User;
-use crate::password_policy::check_username;
-use crate::second_factor::Verification;
-use tessera_axum::ClientDevice;
+use tessera_auth::{Channel, LoginError, RegisterError, User};
+use tessera_axum::LoginClient;
 
 /// A user name and password.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -93,8 +88,12 @@ impl From<&User> for UserView {
         (status = 422, description = "Invalid user name or password; the detail says why", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<Credentials>) -> Result<Response, ApiError> {
-    match state.accounts.register(&body.username, &body.password).await {
+pub async fn signup(
+    State(state): State<AppState>,
+    LoginClient(client): LoginClient,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    match state.auth.sign_up(Channel::Api, &client, &body.username, &body.password).await {
         Ok(user) => {
             tracing::info!(user_id = user.id, "API sign-up");
             Ok(json_response(StatusCode::CREATED, &UserView::from(&user)))
@@ -124,67 +123,27 @@ pub async fn signup(State(state): State<AppState>, ApiJson(body): ApiJson<Creden
 )]
 pub async fn signin(
     State(state): State<AppState>,
-    ClientAddress(ip): ClientAddress,
-    ClientDevice(device): ClientDevice,
-    headers: http::HeaderMap,
+    LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<SignInRequest>,
 ) -> Result<Response, ApiError> {
-    // The same throttle as the login page, checked before any hashing.
-    let username_key = check_username(&body.username).ok();
-    let keys = state.throttle.keys(username_key.as_deref(), ip, &headers, state.engine.cookie_config());
-    if let Some(wait) = state.throttle.retry_after(&keys).await.map_err(ApiError::unavailable)? {
-        crate::metrics::login_throttled();
-        return Err(ApiError::Throttled(wait));
-    }
-    let now = state.clock.now();
-    let database = state.accounts.database();
-    let outcome = state.accounts.authenticate(&body.username, &body.password).await.map_err(ApiError::unavailable)?;
-    let user = match outcome {
-        LoginOutcome::Succeeded(user) => user,
-        LoginOutcome::Failed { known_user } => {
-            database.record(AuditKind::LoginFailed, known_user, &device, now).await;
-            if let Some(wait) = state.throttle.record_failure(&keys).await.map_err(ApiError::unavailable)? {
-                crate::metrics::login_throttled();
-                return Err(ApiError::Throttled(wait));
-            }
-            return Err(ApiError::InvalidCredentials);
+    let code = body.second_factor.as_deref();
+    let done = state.auth.password_and_code(&client, &body.username, &body.password, code).await.map_err(|error| {
+        match error {
+            LoginError::InvalidCredentials => ApiError::InvalidCredentials,
+            LoginError::InvalidSecondFactor => ApiError::InvalidSecondFactor,
+            LoginError::SecondFactorRequired => ApiError::SecondFactorRequired,
+            // Setting up an app needs a QR code and a person: the browser
+            // login walks the user through it.
+            LoginError::EnrolmentRequired => ApiError::Forbidden(
+                "This server requires two-step verification. Log in once in the browser to set up an \
+                 authenticator app, then sign in here with its code in second_factor.",
+            ),
+            LoginError::Throttled(wait) => ApiError::Throttled(wait),
+            other => ApiError::unavailable(other),
         }
-    };
-    let enrolled = state.second_factors.is_enabled(user.id).await.map_err(ApiError::unavailable)?;
-    if !enrolled && state.require_second_factor {
-        // Setting up an app needs a QR code and a person: the browser login
-        // walks the user through it.
-        return Err(ApiError::Forbidden(
-            "This server requires two-step verification. Log in once in the browser to set up an \
-             authenticator app, then sign in here with its code in second_factor.",
-        ));
-    }
-    if enrolled {
-        // The throttle is cleared only after the second factor, so that
-        // resending the password cannot reset the back-off on code guesses.
-        let Some(code) = body.second_factor.as_deref() else { return Err(ApiError::SecondFactorRequired) };
-        match state.second_factors.verify(user.id, code).await.map_err(ApiError::unavailable)? {
-            Verification::Totp => {}
-            Verification::RecoveryCode { left } => {
-                tracing::info!(user_id = user.id, left, "recovery code used (API)");
-                database.record(AuditKind::RecoveryCodeUsed, Some(user.id), &device, now).await;
-            }
-            Verification::Wrong => {
-                database.record(AuditKind::SecondFactorFailed, Some(user.id), &device, now).await;
-                if let Some(wait) = state.throttle.record_failure(&keys).await.map_err(ApiError::unavailable)? {
-                    crate::metrics::login_throttled();
-                    return Err(ApiError::Throttled(wait));
-                }
-                return Err(ApiError::InvalidSecondFactor);
-            }
-        }
-    }
-    if let Err(error) = state.throttle.record_success(&keys).await {
-        tracing::warn!(%error, "clearing the login throttle failed");
-    }
-    database.record(AuditKind::LoginSucceeded, Some(user.id), &device, now).await;
-    let pair = state.tokens.issue_pair(user.id).await?;
-    tracing::info!(user_id = user.id, "API sign-in");
+    })?;
+    let pair = state.tokens.issue_pair(done.user.id).await?;
+    tracing::info!(user_id = done.user.id, "API sign-in");
     Ok(json_response(StatusCode::OK, &pair))
 }
 

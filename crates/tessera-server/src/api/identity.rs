@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::Method;
+use tessera_auth::UserDirectory;
 use tessera_axum::{verify_csrf_header, Session};
 
 use super::problem::ApiError;
 use crate::app::AppState;
-use crate::database::User;
+use tessera_auth::User;
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,7 @@ fn bearer_token(parts: &Parts) -> Option<Result<&str, ApiError>> {
 }
 
 async fn enabled_user(state: &AppState, id: i64) -> Result<Option<User>, ApiError> {
-    let user = state.accounts.database().user_by_id(id).await.map_err(ApiError::unavailable)?;
+    let user = state.db.users().user_by_id(id).await.map_err(ApiError::unavailable)?;
     Ok(user.filter(|u| u.disabled_at.is_none()))
 }
 

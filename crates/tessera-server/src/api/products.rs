@@ -215,7 +215,7 @@ pub async fn list(
     if offset < 0 {
         return Err(ApiError::InvalidQuery("offset must be zero or more".into()));
     }
-    let (rows, total) = state.accounts.database().list_products(limit, offset).await.map_err(ApiError::unavailable)?;
+    let (rows, total) = state.db.list_products(limit, offset).await.map_err(ApiError::unavailable)?;
     let page = ProductPage { items: rows.into_iter().map(Product::from).collect(), total, limit, offset };
     Ok(json_response(StatusCode::OK, &page))
 }
@@ -246,12 +246,8 @@ pub async fn create(
     let (Some(name), Some(description), Some(price)) = (changes.name, changes.description, changes.price) else {
         return Err(ApiError::Validation("name and price are required.".into()));
     };
-    let row = state
-        .accounts
-        .database()
-        .create_product(&name, &description, &price, state.clock.now())
-        .await
-        .map_err(ApiError::unavailable)?;
+    let row =
+        state.db.create_product(&name, &description, &price, state.clock.now()).await.map_err(ApiError::unavailable)?;
     let location = format!("/api/products/{}", row.id);
     let mut response = json_response(StatusCode::CREATED, &Product::from(row));
     if let Ok(value) = location.parse() {
@@ -279,7 +275,7 @@ pub async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = product_id(path)?;
-    let row = state.accounts.database().product(id).await.map_err(ApiError::unavailable)?.ok_or(ApiError::NotFound)?;
+    let row = state.db.product(id).await.map_err(ApiError::unavailable)?.ok_or(ApiError::NotFound)?;
     Ok(json_response(StatusCode::OK, &Product::from(row)))
 }
 
@@ -349,8 +345,7 @@ pub async fn patch(
 
 async fn update(state: &AppState, id: i64, changes: ProductChanges) -> Result<Response, ApiError> {
     let row = state
-        .accounts
-        .database()
+        .db
         .update_product(id, &changes, state.clock.now())
         .await
         .map_err(ApiError::unavailable)?
@@ -378,7 +373,7 @@ pub async fn delete(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = product_id(path)?;
-    if state.accounts.database().delete_product(id).await.map_err(ApiError::unavailable)? {
+    if state.db.delete_product(id).await.map_err(ApiError::unavailable)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::NotFound)

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tessera_auth::UserDirectory;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -252,7 +253,7 @@ impl TokenService {
         let expires_at = now.plus(self.refresh_ttl);
         match self.db.use_refresh_token(&digest, &successor_digest, now, expires_at, born_after).await? {
             RefreshUse::Rotated { user_id, .. } => {
-                let allowed = self.db.user_by_id(user_id).await?.is_some_and(|user| user.disabled_at.is_none());
+                let allowed = self.db.users().user_by_id(user_id).await?.is_some_and(|user| user.disabled_at.is_none());
                 if !allowed {
                     self.db.revoke_refresh_family_of(&successor.digest(), now).await?;
                     return Err(RefreshError::Refused);

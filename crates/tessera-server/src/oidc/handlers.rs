@@ -10,7 +10,6 @@
 //! 7.6.1). Every login records the provider's `auth_time` as the moment of
 //! authentication, never the time of the callback.
 
-use crate::second_factor::pending_login::{FirstFactor, PendingLogin};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -18,6 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tessera::Timestamp;
+use tessera_auth::LoginError;
 use tessera_axum::{CsrfForm, Problem};
 
 use super::flow_cookie::{random_id, Flow, FLOW_LIFETIME};
@@ -25,8 +25,8 @@ use super::identities::{resolve, Outcome, ResolveError};
 use super::provider::{Provider, VerifiedIdentity, VerifiedLogin};
 use crate::app::AppState;
 use crate::audit::AuditKind;
-use crate::client_ip::ClientAddress;
 use crate::error_pages::ServerError;
+use crate::pages::login::continue_login;
 use crate::pages::PageContext;
 use crate::reauthentication::{self, ProviderAuthentication, Recency};
 
@@ -79,15 +79,13 @@ const START_AGAIN: &str = "Nothing was changed. Please start again from the logi
 pub async fn start(
     State(state): State<AppState>,
     Path(provider_id): Path<String>,
-    ClientAddress(ip): ClientAddress,
-    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<StartForm>,
 ) -> Response {
     let Some(provider) = state.oidc.provider(&provider_id) else { return ServerError::NotFound.into_response() };
     if let Some(user) = &ctx.user {
         let password = form.current_password.as_deref();
-        match reauthentication::ensure_recent(&state, &ctx.session, user, password, ip, &headers).await {
+        match reauthentication::ensure_recent(&state, &ctx.session, user, password, &ctx.client).await {
             Ok(Recency::Recent) => {}
             Ok(Recency::Stale) => {
                 return refused(
@@ -115,7 +113,7 @@ pub async fn start(
                         reauthentication::readable_wait(wait)
                     ),
                 );
-                let seconds = reauthentication::retry_after_seconds(wait);
+                let seconds = tessera_axum::retry_after_seconds(wait);
                 response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
                 return response;
             }
@@ -150,7 +148,7 @@ pub async fn reauthenticate(
 ) -> Response {
     let Some(provider) = state.oidc.provider(&provider_id) else { return ServerError::NotFound.into_response() };
     let Some(user) = &ctx.user else { return Redirect::to("/login").into_response() };
-    match state.accounts.database().identities_of(user.id).await {
+    match state.db.identities_of(user.id).await {
         Ok(identities) if identities.iter().any(|i| i.issuer == provider.issuer()) => {}
         Ok(_) => {
             return refused(
@@ -287,7 +285,7 @@ async fn finish(
             &format!("The answer from the provider does not belong to the sign-in this browser started. {START_AGAIN}"),
         );
     };
-    match state.accounts.database().consume_flow(&flow.id, flow.expires_at, now).await {
+    match state.db.consume_flow(&flow.id, flow.expires_at, now).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(provider = %provider_id, "OIDC callback refused: replayed");
@@ -344,12 +342,11 @@ async fn finish(
         }
     }
     let link_by_email = provider.config.link_by_verified_email;
-    let outcome = resolve(state.accounts.database(), &identity, flow.link_user, link_by_email, now).await;
+    let outcome = resolve(&state.db, &identity, flow.link_user, link_by_email, now).await;
     let user = match outcome {
         Ok(Outcome::Existing(user)) => user,
         Ok(Outcome::Linked(user)) => {
-            let database = state.accounts.database();
-            database.record(AuditKind::IdentityLinked, Some(user.id), &ctx.device, now).await;
+            state.events.record(AuditKind::IdentityLinked, Some(user.id), &ctx.device, now).await;
             user
         }
         Ok(Outcome::Created(user)) => {
@@ -380,47 +377,38 @@ async fn finish(
         // holder, so it adds nothing to the mark.
         tracing::info!(user_id = user.id, provider = %provider_id, "OIDC identity linked");
         if current != Some(user.id) {
-            return log_in_or_ask_second_factor(state, ctx, &user, auth_time, now, Some("/account".to_owned())).await;
+            return log_in_or_ask_second_factor(state, ctx, &user, auth_time, Some("/account".to_owned())).await;
         }
         return Redirect::to("/account").into_response();
     }
     let auth_age_secs = auth_time.map(|at| now.since(at).as_secs());
     tracing::info!(user_id = user.id, provider = %provider_id, auth_age_secs, "provider login succeeded (OIDC)");
     let next = state.forward_auth.checked_next(flow.next);
-    log_in_or_ask_second_factor(state, ctx, &user, auth_time, now, next).await
+    log_in_or_ask_second_factor(state, ctx, &user, auth_time, next).await
 }
 
-/// Logs `user` in after a provider login and goes to `next`; or, for an
-/// account with two-step verification (or on a server that requires it),
-/// starts the pending login and goes to `/login/second-factor`: a provider
-/// login is one factor as far as tessera knows (it does not read `acr` or
-/// `amr`), exactly like a password.
+/// Hands a provider login for `user` to the authentication core, which
+/// logs it in or, for an account with two-step verification (or on a
+/// server that requires it), starts the pending login: a provider login is
+/// one factor as far as tessera knows (it does not read `acr` or `amr`),
+/// exactly like a password.
 async fn log_in_or_ask_second_factor(
     state: &AppState,
     ctx: &PageContext,
-    user: &crate::database::User,
+    user: &tessera_auth::User,
     auth_time: Option<Timestamp>,
-    now: Timestamp,
     next: Option<String>,
 ) -> Response {
-    let enrolled = match state.second_factors.is_enabled(user.id).await {
-        Ok(enrolled) => enrolled,
-        Err(error) => return ServerError::unavailable(error).into_response(),
-    };
-    if enrolled || state.require_second_factor {
-        let pending = PendingLogin {
-            user_id: user.id,
-            since: now.as_millis(),
-            first_factor: FirstFactor::Oidc,
-            next,
-            enroll: !enrolled,
-            provider_auth_time: auth_time.map(|at| at.as_millis()),
-        };
-        PendingLogin::start(&ctx.session, &pending);
-        return Redirect::to("/login/second-factor").into_response();
+    match state.auth.provider(&ctx.client, user.clone(), auth_time, next.clone()).await {
+        Ok(step) => continue_login(state, ctx, step, next),
+        Err(LoginError::InvalidCredentials) => refused(
+            StatusCode::FORBIDDEN,
+            "account-disabled",
+            "Sign-in refused",
+            "This account cannot log in. Contact the administrator.",
+        ),
+        Err(error) => ServerError::unavailable(error).into_response(),
     }
-    log_in(state, ctx, user, auth_time, now).await;
-    Redirect::to(next.as_deref().unwrap_or("/profile")).into_response()
 }
 
 /// Refuses a step-up whose ID token does not show a sign-in within the
@@ -445,8 +433,7 @@ async fn stale_provider_login(
         reason,
         "OIDC step-up refused: the provider did not confirm a recent sign-in"
     );
-    let database = state.accounts.database();
-    database.record(AuditKind::ReauthenticationRefused, user_id, &ctx.device, state.clock.now()).await;
+    state.events.record(AuditKind::ReauthenticationRefused, user_id, &ctx.device, state.clock.now()).await;
     let minutes = flow.max_age.unwrap_or_default().div_ceil(60);
     let nothing = if flow.link_user.is_some() { "Nothing was linked." } else { "Nothing was changed." };
     let when = match why {
@@ -484,7 +471,7 @@ async fn reauthenticated(
             &format!("Nothing was changed. {START_AGAIN}"),
         );
     }
-    match state.accounts.database().identity(&identity.issuer, &identity.subject).await {
+    match state.db.identity(&identity.issuer, &identity.subject).await {
         Ok(Some(linked)) if linked.user_id == asked => {}
         Ok(_) => {
             tracing::info!(user_id = asked, provider = %provider_id, "OIDC step-up refused: identity not linked to the account");
@@ -507,22 +494,6 @@ async fn reauthenticated(
     tracing::info!(user_id = asked, provider = %provider_id, "re-authenticated at the provider (OIDC step-up)");
     let next = state.forward_auth.checked_next(flow.next.clone());
     Redirect::to(next.as_deref().unwrap_or("/account")).into_response()
-}
-
-/// What a password login does — a new session ID for the user, an audit
-/// entry — except that the authentication mark is the provider's
-/// `auth_time` (or none without it): the provider may have answered from a
-/// sign-in much older than this login.
-async fn log_in(
-    state: &AppState,
-    ctx: &PageContext,
-    user: &crate::database::User,
-    auth_time: Option<Timestamp>,
-    now: Timestamp,
-) {
-    ctx.session.login(user.id.to_string());
-    reauthentication::mark_provider_login(&ctx.session, auth_time, now);
-    state.accounts.database().record(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

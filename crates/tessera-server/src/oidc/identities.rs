@@ -5,10 +5,12 @@
 use rand::Rng;
 use sqlx::Row;
 use tessera::Timestamp;
+use tessera_auth::UserDirectory;
 
 use super::provider::VerifiedIdentity;
-use crate::database::{Database, DatabaseError, User};
-use crate::password_policy::check_username;
+use crate::database::{Database, DatabaseError};
+use tessera_auth::password_policy::check_username;
+use tessera_auth::User;
 
 /// One linked identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +205,7 @@ impl Database {
             tx.commit().await?;
             return Ok(Some(User { id, username, password_hash: None, created_at: now, disabled_at: None }));
         }
-        Err(DatabaseError::UsernameTaken)
+        Err(DatabaseError::Unavailable("no free user name for this identity after 12 tries".to_owned()))
     }
 
     /// Records that the login flow `flow_id` was used; `false` if it
@@ -258,7 +260,7 @@ pub async fn resolve(
         if link_user.is_some_and(|id| id != existing.user_id) {
             return Err(ResolveError::LinkedElsewhere);
         }
-        return Ok(Outcome::Existing(enabled(db.user_by_id(existing.user_id).await?)?));
+        return Ok(Outcome::Existing(enabled(db.users().user_by_id(existing.user_id).await?)?));
     }
     let target = match link_user {
         Some(id) => Some(id),
@@ -269,7 +271,7 @@ pub async fn resolve(
         None => None,
     };
     if let Some(user_id) = target {
-        let user = enabled(db.user_by_id(user_id).await?)?;
+        let user = enabled(db.users().user_by_id(user_id).await?)?;
         if !db.link_identity(user.id, identity, now).await? {
             // Linked concurrently: decide again with the winner.
             return Box::pin(resolve(db, identity, link_user, false, now)).await;

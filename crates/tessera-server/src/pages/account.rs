@@ -12,19 +12,19 @@
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
+use tessera_auth::Channel;
 use tessera_axum::{CsrfForm, RequireUser};
 
 use super::{with_retry_after, Chrome, PageContext};
 use crate::app::AppState;
 use crate::audit::AuditKind;
-use crate::client_ip::ClientAddress;
-use crate::database::User;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::oidc::ProviderButton;
 use crate::reauthentication::{self, Confirmation, Recency};
+use tessera_auth::User;
 
 #[derive(Template)]
 #[template(path = "account.html")]
@@ -62,7 +62,7 @@ struct SignInMethods {
 }
 
 async fn sign_in_methods(state: &AppState, user: &User) -> Result<SignInMethods, ServerError> {
-    let identities = state.accounts.database().identities_of(user.id).await.map_err(ServerError::unavailable)?;
+    let identities = state.db.identities_of(user.id).await.map_err(ServerError::unavailable)?;
     let has_password = user.password_hash.is_some();
     let can_unlink = has_password || identities.len() > 1;
     let providers = state.oidc.buttons();
@@ -164,14 +164,12 @@ pub struct UnlinkForm {
 pub async fn unlink(
     State(state): State<AppState>,
     RequireUser(_): RequireUser,
-    ClientAddress(ip): ClientAddress,
-    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<UnlinkForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
     let password = form.current_password.as_deref();
-    match reauthentication::ensure_recent(&state, &ctx.session, &user, password, ip, &headers).await {
+    match reauthentication::ensure_recent(&state, &ctx.session, &user, password, &ctx.client).await {
         Ok(Recency::Recent) => {}
         Ok(Recency::Stale) => {
             let message = reauthentication::stale_message(&user, state.reauth_window);
@@ -187,10 +185,9 @@ pub async fn unlink(
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    let database = state.accounts.database();
-    match database.unlink_identity(user.id, &form.issuer, &form.subject).await {
+    match state.db.unlink_identity(user.id, &form.issuer, &form.subject).await {
         Ok(true) => {
-            database.record(AuditKind::IdentityUnlinked, Some(user.id), &ctx.device, state.clock.now()).await;
+            state.events.record(AuditKind::IdentityUnlinked, Some(user.id), &ctx.device, state.clock.now()).await;
             Redirect::to("/account").into_response()
         }
         Ok(false) => {
@@ -225,8 +222,6 @@ pub struct DeleteForm {
 pub async fn delete(
     State(state): State<AppState>,
     RequireUser(_): RequireUser,
-    ClientAddress(ip): ClientAddress,
-    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Response {
@@ -242,7 +237,8 @@ pub async fn delete(
             return delete_refused(&state, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, message).await;
         }
     } else {
-        match reauthentication::confirm_password(&state, &user, &form.current_password, ip, &headers).await {
+        match reauthentication::confirm_password(&state, Channel::Web, &ctx.client, &user, &form.current_password).await
+        {
             Ok(Confirmation::Confirmed) => {}
             Ok(Confirmation::Wrong) => {
                 let message = "That is not your current password. Nothing was deleted.".to_owned();
@@ -256,14 +252,10 @@ pub async fn delete(
             Err(error) => return ServerError::unavailable(error).into_response(),
         }
     }
-    let user_id = user.id.to_string();
-    if let Err(error) = state.engine.revoke_all(&user_id, None).await {
+    if let Err(error) = state.auth.revoke_everything(user.id, None).await {
         return ServerError::unavailable(error).into_response();
     }
-    if let Err(error) = state.revoke_api_tokens(user.id).await {
-        return ServerError::unavailable(error).into_response();
-    }
-    if let Err(error) = state.accounts.database().delete_user(user.id).await {
+    if let Err(error) = state.db.delete_user(user.id).await {
         return ServerError::unavailable(error).into_response();
     }
     tracing::info!(target: "tessera::audit", event = AuditKind::AccountDeleted.as_str(), user_id = user.id, "account deleted");

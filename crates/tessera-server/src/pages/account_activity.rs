@@ -29,7 +29,7 @@ struct ActivityPage {
 /// The latest 50 events.
 pub async fn show(State(state): State<AppState>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
     let Some(user) = ctx.user.as_ref() else { return StatusCode::SEE_OTHER.into_response() };
-    let events = match state.accounts.database().audit_events(user.id, 50).await {
+    let events = match state.db.audit_events(user.id, 50).await {
         Ok(events) => events,
         Err(error) => return ServerError::unavailable(error).into_response(),
     };

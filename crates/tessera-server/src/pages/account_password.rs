@@ -3,18 +3,17 @@
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
+use tessera_auth::Channel;
 use tessera_axum::{CsrfForm, RequireUser};
 
 use super::{with_retry_after, Chrome, PageContext};
-use crate::accounts::RegisterError;
 use crate::app::AppState;
-use crate::audit::AuditKind;
-use crate::client_ip::ClientAddress;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::reauthentication::{self, Confirmation};
+use tessera_auth::accounts::RegisterError;
 
 #[derive(Template)]
 #[template(path = "account_password.html")]
@@ -31,7 +30,7 @@ fn view(ctx: &PageContext, state: &AppState, username: String) -> PasswordPage {
     PasswordPage {
         page: ctx.chrome("Change password"),
         username,
-        min_password: state.password_policy.effective_min_chars(),
+        min_password: state.auth.accounts().policy().effective_min_chars(),
         form_error: None,
         current_error: None,
         new_error: None,
@@ -59,14 +58,12 @@ pub struct PasswordForm {
 /// throttle (`429` with `Retry-After` once blocked).
 pub async fn submit(
     State(state): State<AppState>,
-    RequireUser(user_id): RequireUser,
-    ClientAddress(ip): ClientAddress,
-    headers: HeaderMap,
+    RequireUser(_): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<PasswordForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    match reauthentication::confirm_password(&state, &user, &form.current_password, ip, &headers).await {
+    match reauthentication::confirm_password(&state, Channel::Web, &ctx.client, &user, &form.current_password).await {
         Ok(Confirmation::Confirmed) => {}
         Ok(Confirmation::Wrong) => {
             let mut page = view(&ctx, &state, user.username);
@@ -84,8 +81,9 @@ pub async fn submit(
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    match state.accounts.change_password(&user, &form.new_password).await {
-        Ok(()) => {}
+    let keep = ctx.session.key();
+    match state.auth.change_password(Channel::Web, &ctx.client, &user, &form.new_password, keep.as_ref()).await {
+        Ok(_) => {}
         Err(RegisterError::Unavailable(error)) => return ServerError::unavailable(error).into_response(),
         Err(error) => {
             let mut page = view(&ctx, &state, user.username);
@@ -94,16 +92,9 @@ pub async fn submit(
             return ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
     }
-    if let Err(error) = state.engine.revoke_all(&user_id, ctx.session.key().as_ref()).await {
-        return ServerError::unavailable(error).into_response();
-    }
-    if let Err(error) = state.revoke_api_tokens(user.id).await {
-        return ServerError::unavailable(error).into_response();
-    }
     let now = state.clock.now();
     ctx.session.regenerate();
     reauthentication::mark(&ctx.session, now);
-    state.accounts.database().record(AuditKind::PasswordChanged, Some(user.id), &ctx.device, now).await;
     let mut response = Redirect::to("/account").into_response();
     Flash::PasswordChanged.set(state.engine.cookie_config(), response.headers_mut());
     response

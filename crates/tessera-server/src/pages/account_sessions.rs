@@ -3,15 +3,15 @@
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use tessera::SessionRecord;
+use tessera_auth::Channel;
 use tessera_axum::{CsrfForm, RequireUser};
 
 use super::{display_time, with_retry_after, Chrome, PageContext};
 use crate::app::AppState;
 use crate::audit::AuditKind;
-use crate::client_ip::ClientAddress;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::reauthentication::{self, Confirmation};
@@ -111,8 +111,6 @@ pub struct RevokeForm {
 pub async fn revoke(
     State(state): State<AppState>,
     RequireUser(user_id): RequireUser,
-    ClientAddress(ip): ClientAddress,
-    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RevokeForm>,
 ) -> Response {
@@ -124,7 +122,7 @@ pub async fn revoke(
     let mut stepped_up = false;
     if !reauthentication::is_recent(&ctx.session, now, state.reauth_window) {
         let password = form.current_password.unwrap_or_default();
-        match reauthentication::confirm_password(&state, &user, &password, ip, &headers).await {
+        match reauthentication::confirm_password(&state, Channel::Web, &ctx.client, &user, &password).await {
             Ok(Confirmation::Confirmed) => stepped_up = true,
             Ok(Confirmation::Wrong) => {
                 return page(&state, &ctx, &user_id, Some("Confirm with your current password.")).await
@@ -141,7 +139,6 @@ pub async fn revoke(
         }
     }
     let device = ctx.device.clone();
-    let database = state.accounts.database();
     let flash = if form.all_others.as_deref() == Some("1") {
         if let Err(error) = state.engine.revoke_all(&user_id, ctx.session.key().as_ref()).await {
             return ServerError::unavailable(error).into_response();
@@ -150,7 +147,7 @@ pub async fn revoke(
             // Sealed cookies are revoked by time: re-issue this one after the mark.
             ctx.session.regenerate();
         }
-        database.record(AuditKind::OtherSessionsRevoked, Some(user.id), &device, now).await;
+        state.events.record(AuditKind::OtherSessionsRevoked, Some(user.id), &device, now).await;
         Flash::OthersSignedOut
     } else {
         let handle = form.session.unwrap_or_default();
@@ -162,7 +159,7 @@ pub async fn revoke(
             Ok(false) => return page(&state, &ctx, &user_id, Some("That session no longer exists.")).await,
             Err(error) => return ServerError::unavailable(error).into_response(),
         }
-        database.record(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
+        state.events.record(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
         Flash::SessionSignedOut
     };
     if stepped_up {

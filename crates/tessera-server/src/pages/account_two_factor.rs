@@ -11,19 +11,18 @@
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use tessera_axum::{CsrfForm, RequireUser};
 
 use super::{with_retry_after, Chrome, PageContext};
 use crate::app::AppState;
 use crate::audit::AuditKind;
-use crate::client_ip::ClientAddress;
-use crate::database::User;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::reauthentication::{self, Recency};
-use crate::second_factor::{Status, TotpSecret};
+use tessera_auth::second_factor::{Status, TotpSecret};
+use tessera_auth::User;
 
 #[derive(Template)]
 #[template(path = "account_two_factor.html")]
@@ -61,7 +60,7 @@ async fn page(
     setup: Option<SetupView>,
     new_codes: Option<Vec<String>>,
 ) -> Response {
-    let status = match state.second_factors.status(user.id).await {
+    let status = match state.auth.second_factors().status(user.id).await {
         Ok(status) => status,
         Err(error) => return ServerError::unavailable(error).into_response(),
     };
@@ -92,15 +91,9 @@ pub struct ConfirmedForm {
 
 /// The logged-in user, once the authentication is recent (or confirmed
 /// with `password`); `Err` is the page to answer instead.
-async fn recent_user(
-    state: &AppState,
-    ctx: &PageContext,
-    password: Option<&str>,
-    ip: Option<std::net::IpAddr>,
-    headers: &HeaderMap,
-) -> Result<User, Response> {
+async fn recent_user(state: &AppState, ctx: &PageContext, password: Option<&str>) -> Result<User, Response> {
     let Some(user) = ctx.user.clone() else { return Err(Redirect::to("/login").into_response()) };
-    require_recent(state, ctx, &user, password, ip, headers).await?;
+    require_recent(state, ctx, &user, password).await?;
     Ok(user)
 }
 
@@ -110,10 +103,8 @@ async fn require_recent(
     ctx: &PageContext,
     user: &User,
     password: Option<&str>,
-    ip: Option<std::net::IpAddr>,
-    headers: &HeaderMap,
 ) -> Result<(), Response> {
-    let recency = reauthentication::ensure_recent(state, &ctx.session, user, password, ip, headers)
+    let recency = reauthentication::ensure_recent(state, &ctx.session, user, password, &ctx.client)
         .await
         .map_err(|error| ServerError::unavailable(error).into_response())?;
     let (status, message) = match recency {
@@ -137,16 +128,14 @@ async fn require_recent(
 pub async fn setup(
     State(state): State<AppState>,
     RequireUser(_): RequireUser,
-    ClientAddress(ip): ClientAddress,
-    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<ConfirmedForm>,
 ) -> Response {
-    let user = match recent_user(&state, &ctx, form.current_password.as_deref(), ip, &headers).await {
+    let user = match recent_user(&state, &ctx, form.current_password.as_deref()).await {
         Ok(user) => user,
         Err(response) => return response,
     };
-    match state.second_factors.begin_setup(user.id).await {
+    match state.auth.second_factors().begin_setup(user.id).await {
         Ok(Some(secret)) => {
             let setup = SetupView::new(&secret, &user.username);
             page(&state, &ctx, &user, StatusCode::OK, None, Some(setup), None).await
@@ -182,16 +171,16 @@ pub async fn confirm(
         let message = reauthentication::stale_message(&user, state.reauth_window);
         return page(&state, &ctx, &user, StatusCode::UNAUTHORIZED, Some(message), None, None).await;
     }
-    match state.second_factors.confirm_setup(user.id, &form.code).await {
+    match state.auth.second_factors().confirm_setup(user.id, &form.code).await {
         Ok(Some(codes)) => {
             tracing::info!(user_id = user.id, "two-step verification turned on");
-            state.accounts.database().record(AuditKind::SecondFactorEnabled, Some(user.id), &ctx.device, now).await;
+            state.events.record(AuditKind::SecondFactorEnabled, Some(user.id), &ctx.device, now).await;
             // A new privilege level for this session: a new ID.
             reauthentication::stepped_up(&ctx.session, now);
             page(&state, &ctx, &user, StatusCode::OK, None, None, Some(codes)).await
         }
         Ok(None) => {
-            let setup = match state.second_factors.setup_in_progress(user.id).await {
+            let setup = match state.auth.second_factors().setup_in_progress(user.id).await {
                 Ok(secret) => secret.map(|secret| SetupView::new(&secret, &user.username)),
                 Err(error) => return ServerError::unavailable(error).into_response(),
             };
@@ -211,19 +200,17 @@ pub async fn confirm(
 pub async fn recovery_codes(
     State(state): State<AppState>,
     RequireUser(_): RequireUser,
-    ClientAddress(ip): ClientAddress,
-    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<ConfirmedForm>,
 ) -> Response {
-    let user = match recent_user(&state, &ctx, form.current_password.as_deref(), ip, &headers).await {
+    let user = match recent_user(&state, &ctx, form.current_password.as_deref()).await {
         Ok(user) => user,
         Err(response) => return response,
     };
-    match state.second_factors.new_recovery_codes(user.id).await {
+    match state.auth.second_factors().new_recovery_codes(user.id).await {
         Ok(Some(codes)) => {
             let now = state.clock.now();
-            state.accounts.database().record(AuditKind::RecoveryCodesReplaced, Some(user.id), &ctx.device, now).await;
+            state.events.record(AuditKind::RecoveryCodesReplaced, Some(user.id), &ctx.device, now).await;
             page(&state, &ctx, &user, StatusCode::OK, None, None, Some(codes)).await
         }
         Ok(None) => {
@@ -239,30 +226,24 @@ pub async fn recovery_codes(
 pub async fn disable(
     State(state): State<AppState>,
     RequireUser(_): RequireUser,
-    ClientAddress(ip): ClientAddress,
-    headers: HeaderMap,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<ConfirmedForm>,
 ) -> Response {
-    if state.require_second_factor {
+    if state.auth.second_factor_required() {
         let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
         let message = "This site requires two-step verification: it cannot be turned off.";
         return page(&state, &ctx, &user, StatusCode::CONFLICT, Some(message.to_owned()), None, None).await;
     }
-    let user = match recent_user(&state, &ctx, form.current_password.as_deref(), ip, &headers).await {
+    let user = match recent_user(&state, &ctx, form.current_password.as_deref()).await {
         Ok(user) => user,
         Err(response) => return response,
     };
-    match state.second_factors.disable(user.id).await {
+    match state.auth.second_factors().disable(user.id).await {
         Ok(removed) => {
             if removed {
                 let now = state.clock.now();
                 tracing::info!(user_id = user.id, "two-step verification turned off");
-                state
-                    .accounts
-                    .database()
-                    .record(AuditKind::SecondFactorDisabled, Some(user.id), &ctx.device, now)
-                    .await;
+                state.events.record(AuditKind::SecondFactorDisabled, Some(user.id), &ctx.device, now).await;
             }
             let mut response = Redirect::to("/account/two-factor").into_response();
             Flash::SecondFactorDisabled.set(state.engine.cookie_config(), response.headers_mut());

@@ -8,23 +8,16 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::header::RETRY_AFTER;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
-use tessera_axum::CsrfForm;
+use tessera_auth::{Channel, LoggedIn, LoginError, LoginStep};
+use tessera_axum::{remember_device, CsrfForm, LoginClient, Progress};
 
 use super::{Chrome, PageContext};
-use crate::accounts::LoginOutcome;
 use crate::app::AppState;
-use crate::audit::AuditKind;
-use crate::client_ip::ClientAddress;
-use crate::database::User;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::oidc::ProviderButton;
-use crate::password_policy::check_username;
-use crate::reauthentication;
-use crate::second_factor::pending_login::{FirstFactor, PendingLogin};
-use crate::throttle::AttemptKeys;
 
 /// Shown for every failed login, whatever the reason.
 const GENERIC_ERROR: &str = "Wrong user name or password.";
@@ -72,135 +65,77 @@ pub async fn show(State(state): State<AppState>, ctx: PageContext, Query(query):
     ctx.render(StatusCode::OK, &view)
 }
 
-/// Checks the credentials; on success rotates the session ID and redirects
-/// (303) to a safe `next` or the profile.
+/// Checks the credentials through the authentication core; on success
+/// rotates the session ID and redirects (303) to a safe `next` or the
+/// profile.
 ///
-/// The throttle is consulted first: a blocked account, device or address
-/// gets `429` with `Retry-After` and no password verification at all. The
-/// same happens for known and unknown user names, so throttling tells
-/// nothing about which names exist.
+/// The core reserves an attempt before verifying anything: a blocked
+/// account, device or address gets `429` with `Retry-After` and no password
+/// verification at all, for known and unknown names alike, so throttling
+/// tells nothing about which names exist.
 pub async fn submit(
     State(state): State<AppState>,
-    ClientAddress(ip): ClientAddress,
-    headers: HeaderMap,
+    LoginClient(client): LoginClient,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<LoginForm>,
 ) -> Response {
     let next = state.forward_auth.checked_next(form.next);
-    let now = state.clock.now();
-    let database = state.accounts.database();
-    let cookie_config = state.engine.cookie_config();
-    let username_key = check_username(&form.username).ok();
-    let keys = state.throttle.keys(username_key.as_deref(), ip, &headers, cookie_config);
-    match state.throttle.retry_after(&keys).await {
-        Ok(Some(wait)) => {
+    match state.auth.password(Channel::Web, &client, &form.username, &form.password, next.clone()).await {
+        Ok(step) => continue_login(&state, &ctx, step, next),
+        Err(LoginError::Throttled(wait)) => {
             tracing::info!(wait_secs = wait.as_secs(), "login refused: throttled");
-            return throttled(&ctx, form.username, next, wait);
+            throttled(&ctx, form.username, next, wait)
         }
-        Ok(None) => {}
-        Err(error) => return ServerError::unavailable(error).into_response(),
-    }
-    match state.accounts.authenticate(&form.username, &form.password).await {
-        Ok(LoginOutcome::Succeeded(user)) => {
-            let first = FirstFactor::Password;
-            after_first_factor(&state, &ctx, &user, first, Some(&keys), username_key.as_deref(), next).await
-        }
-        Ok(LoginOutcome::Failed { known_user }) => {
-            crate::metrics::login(false);
-            state.activity.login(false);
-            database.record(AuditKind::LoginFailed, known_user, &ctx.device, now).await;
-            match state.throttle.record_failure(&keys).await {
-                // This failure started a block: say so now rather than on the next try.
-                Ok(Some(wait)) => throttled(&ctx, form.username, next, wait),
-                Ok(None) => {
-                    let view = LoginPage {
-                        page: ctx.chrome("Log in"),
-                        username: form.username,
-                        next,
-                        error: Some(GENERIC_ERROR.to_owned()),
-                        providers: state.oidc.buttons(),
-                    };
-                    ctx.render(StatusCode::UNAUTHORIZED, &view)
-                }
-                Err(error) => ServerError::unavailable(error).into_response(),
-            }
+        Err(LoginError::InvalidCredentials) => {
+            let view = LoginPage {
+                page: ctx.chrome("Log in"),
+                username: form.username,
+                next,
+                error: Some(GENERIC_ERROR.to_owned()),
+                providers: state.oidc.buttons(),
+            };
+            ctx.render(StatusCode::UNAUTHORIZED, &view)
         }
         Err(error) => ServerError::unavailable(error).into_response(),
     }
 }
 
-/// What follows a passed first factor (a password, or an OpenID Connect
-/// login): the login itself, or, for an account with two-step verification
-/// (or on a server that requires it), the pending login and a 303 to
+/// What follows a passed first factor (a password, a provider login, a
+/// registration): the login itself (a new session ID) and a 303 to `next`
+/// (already checked) or the profile; or, for an account that needs its
+/// second factor, the pending login (under a new session ID) and a 303 to
 /// `/login/second-factor`.
-///
-/// While a login is pending the throttle keeps its count: the first factor
-/// alone is not a login, and re-entering the password must not reset the
-/// back-off on code guesses.
-pub async fn after_first_factor(
-    state: &AppState,
-    ctx: &PageContext,
-    user: &User,
-    first_factor: FirstFactor,
-    keys: Option<&AttemptKeys>,
-    username_key: Option<&str>,
-    next: Option<String>,
-) -> Response {
-    let enrolled = match state.second_factors.is_enabled(user.id).await {
-        Ok(enrolled) => enrolled,
-        Err(error) => return ServerError::unavailable(error).into_response(),
-    };
-    if !enrolled && !state.require_second_factor {
-        log_in(state, ctx, user, keys).await;
-        return logged_in_redirect(state, next.as_deref(), username_key);
-    }
-    let now = state.clock.now();
-    let pending = PendingLogin {
-        user_id: user.id,
-        since: now.as_millis(),
-        first_factor,
-        next,
-        enroll: !enrolled,
-        provider_auth_time: None,
-    };
-    PendingLogin::start(&ctx.session, &pending);
-    tracing::info!(user_id = user.id, enroll = !enrolled, "first factor accepted; second factor required");
-    Redirect::to("/login/second-factor").into_response()
-}
-
-/// Logs `user` in on this request's session: a new session ID, the
-/// recent-authentication mark, a cleared throttle, the audit entry and
-/// metrics. Called once every factor the account needs has passed.
-pub async fn log_in(state: &AppState, ctx: &PageContext, user: &User, keys: Option<&AttemptKeys>) {
-    let now = state.clock.now();
-    if let Some(keys) = keys {
-        if let Err(error) = state.throttle.record_success(keys).await {
-            tracing::warn!(%error, "clearing the login throttle failed");
+pub fn continue_login(state: &AppState, ctx: &PageContext, step: LoginStep, next: Option<String>) -> Response {
+    let device_cookie = match &step {
+        LoginStep::LoggedIn(done) => Some(done.clone()),
+        LoginStep::SecondFactor(pending) => {
+            tracing::info!(
+                user_id = pending.user_id,
+                enroll = pending.enroll,
+                "first factor accepted; second factor required"
+            );
+            None
         }
+    };
+    match (tessera_axum::continue_login(&ctx.session, step), device_cookie) {
+        (Progress::LoggedIn(_), Some(done)) => logged_in_redirect(state, next.as_deref(), &done),
+        _ => Redirect::to("/login/second-factor").into_response(),
     }
-    ctx.session.login(user.id.to_string());
-    crate::metrics::login(true);
-    state.activity.login(true);
-    reauthentication::mark(&ctx.session, now);
-    state.accounts.database().record(AuditKind::LoginSucceeded, Some(user.id), &ctx.device, now).await;
 }
 
-/// The answer after [`log_in`]: a 303 to `next` (already checked) or the
-/// profile, with the welcome flash and, for a password login, the device
+/// The answer after a login: a 303 to `next` (already checked) or
+/// the profile, with the welcome flash and, for a password login, the device
 /// cookie that keeps this browser out of the account's lockouts.
-pub fn logged_in_redirect(state: &AppState, next: Option<&str>, username_key: Option<&str>) -> Response {
+pub fn logged_in_redirect(state: &AppState, next: Option<&str>, done: &LoggedIn) -> Response {
     let mut response = Redirect::to(next.unwrap_or("/profile")).into_response();
     Flash::LoggedIn.set(state.engine.cookie_config(), response.headers_mut());
-    if let Some(key) = username_key {
-        state.throttle.set_device_cookie(response.headers_mut(), state.engine.cookie_config(), key);
-    }
+    remember_device(response.headers_mut(), state.engine.cookie_config(), done);
     response
 }
 
 /// `429` with the login form, a message and `Retry-After` in whole seconds
 /// (rounded up, so a client that waits exactly that long gets through).
 fn throttled(ctx: &PageContext, username: String, next: Option<String>, wait: std::time::Duration) -> Response {
-    crate::metrics::login_throttled();
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let seconds = seconds.max(1);
     let message = format!(

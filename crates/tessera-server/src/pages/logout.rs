@@ -23,7 +23,7 @@ pub async fn submit(
     _: CsrfForm<LogoutForm>,
 ) -> Response {
     if let Some(user_id) = session.user_id().and_then(|id| id.parse::<i64>().ok()) {
-        state.accounts.database().record(AuditKind::Logout, Some(user_id), &device, state.clock.now()).await;
+        state.events.record(AuditKind::Logout, Some(user_id), &device, state.clock.now()).await;
     }
     session.logout();
     let mut response = Redirect::to("/login").into_response();

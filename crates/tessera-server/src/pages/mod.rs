@@ -19,12 +19,13 @@ use http::header::CACHE_CONTROL;
 use http::request::Parts;
 use http::HeaderValue;
 use http::StatusCode;
+use tessera_auth::UserDirectory;
 use tessera_axum::{CsrfToken, Session};
 
 use crate::app::AppState;
-use crate::database::User;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
+use tessera_auth::User;
 
 /// What every page's layout needs: title, login state, CSRF token, flash.
 #[derive(Debug, Clone)]
@@ -47,6 +48,9 @@ pub struct PageContext {
     pub session: Session,
     /// The client, for audit events.
     pub device: tessera::DeviceInfo,
+    /// The client as the authentication core sees it (address, device
+    /// cookie), for password confirmations.
+    pub client: tessera_auth::Client,
     csrf: String,
     flash: Option<Flash>,
     state: AppState,
@@ -75,7 +79,7 @@ impl PageContext {
 
 /// Adds `Retry-After` (whole seconds, rounded up) to a throttled page.
 pub fn with_retry_after(mut response: Response, wait: std::time::Duration) -> Response {
-    let seconds = crate::reauthentication::retry_after_seconds(wait);
+    let seconds = tessera_axum::retry_after_seconds(wait);
     response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
@@ -110,8 +114,8 @@ impl FromRequestParts<AppState> for PageContext {
         let csrf = CsrfToken::from_request_parts(parts, state).await?;
         let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
             Some(id) => state
-                .accounts
-                .database()
+                .db
+                .users()
                 .user_by_id(id)
                 .await
                 .map_err(|e| ServerError::unavailable(e).into_response())?
@@ -120,6 +124,7 @@ impl FromRequestParts<AppState> for PageContext {
         };
         let flash = Flash::read(state.engine.cookie_config(), &parts.headers);
         let device = tessera_axum::client_device(&parts.extensions, &parts.headers);
-        Ok(PageContext { user, session, device, csrf: csrf.as_str().to_owned(), flash, state: state.clone() })
+        let Ok(tessera_axum::LoginClient(client)) = tessera_axum::LoginClient::from_request_parts(parts, state).await;
+        Ok(PageContext { user, session, device, client, csrf: csrf.as_str().to_owned(), flash, state: state.clone() })
     }
 }

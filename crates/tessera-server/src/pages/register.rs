@@ -1,20 +1,18 @@
 //! `GET/POST /register`: create an account and log in.
 
-use crate::second_factor::pending_login::FirstFactor;
 use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use serde::Deserialize;
-use tessera_axum::CsrfForm;
+use tessera_auth::{Channel, LoginStep, RegisterError};
+use tessera_axum::{CsrfForm, LoginClient};
 
+use super::login::continue_login;
 use super::{Chrome, PageContext};
-use crate::accounts::RegisterError;
 use crate::app::AppState;
-use crate::audit::AuditKind;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
-use crate::reauthentication;
 
 #[derive(Template)]
 #[template(path = "register.html")]
@@ -43,7 +41,7 @@ fn page(ctx: &PageContext, state: &AppState, username: String) -> RegisterPage {
         form_error: None,
         username_error: None,
         password_error: None,
-        min_password: state.password_policy.effective_min_chars(),
+        min_password: state.auth.accounts().policy().effective_min_chars(),
     }
 }
 
@@ -60,27 +58,20 @@ pub async fn show(State(state): State<AppState>, ctx: PageContext) -> Response {
 /// up first.
 pub async fn submit(
     State(state): State<AppState>,
+    LoginClient(client): LoginClient,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RegisterForm>,
 ) -> Response {
-    match state.accounts.register(&form.username, &form.password).await {
-        Ok(user) if state.require_second_factor => {
-            // The account exists, but is not usable before it has a second
-            // factor: straight on to setting one up, as at a login.
-            let now = state.clock.now();
-            state.accounts.database().record(AuditKind::SignUp, Some(user.id), &ctx.device, now).await;
-            let first = FirstFactor::Password;
-            super::login::after_first_factor(&state, &ctx, &user, first, None, None, None).await
-        }
-        Ok(user) => {
-            let now = state.clock.now();
-            ctx.session.login(user.id.to_string());
-            reauthentication::mark(&ctx.session, now);
-            state.accounts.database().record(AuditKind::SignUp, Some(user.id), &ctx.device, now).await;
+    match state.auth.register(Channel::Web, &client, &form.username, &form.password, None).await {
+        Ok(LoginStep::LoggedIn(done)) => {
+            tessera_axum::log_in(&ctx.session, &done);
             let mut response = Redirect::to("/profile").into_response();
             Flash::Welcome.set(state.engine.cookie_config(), response.headers_mut());
             response
         }
+        // The account exists, but is not usable before it has a second
+        // factor: straight on to setting one up, as at a login.
+        Ok(step) => continue_login(&state, &ctx, step, None),
         Err(RegisterError::Unavailable(error)) => ServerError::unavailable(error).into_response(),
         Err(error) => {
             let mut view = page(&ctx, &state, form.username.clone());

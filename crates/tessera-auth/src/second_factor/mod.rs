@@ -2,12 +2,11 @@
 //! codes, asked for after the password (or an OpenID Connect login) of an
 //! account that has set them up (ASVS 6.3.3, 6.5).
 //!
-//! [`SecondFactors`] owns the two tables; [`pending_login`] holds the
+//! [`SecondFactors`] owns the two tables; [`crate::login::PendingLogin`] holds the
 //! half-finished login between the first and the second factor. Every
 //! acceptance is an atomic conditional update, so two requests racing with
 //! the same code or recovery code cannot both succeed.
 
-pub mod pending_login;
 pub mod recovery_codes;
 pub mod totp;
 
@@ -16,7 +15,7 @@ use std::sync::Arc;
 use sqlx::Row;
 use tessera::Clock;
 
-use crate::database::{Database, DatabaseError};
+use crate::database::{DatabaseError, TimedPool};
 pub use totp::TotpSecret;
 
 /// What a user has set up.
@@ -45,13 +44,13 @@ pub enum Verification {
 /// The second-factor tables.
 #[derive(Clone)]
 pub struct SecondFactors {
-    db: Database,
+    db: TimedPool,
     clock: Arc<dyn Clock>,
 }
 
 impl SecondFactors {
     /// Second factors in `db`, with `clock` for code steps and timestamps.
-    pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(db: TimedPool, clock: Arc<dyn Clock>) -> Self {
         SecondFactors { db, clock }
     }
 
@@ -68,7 +67,7 @@ impl SecondFactors {
     pub async fn is_enabled(&self, user_id: i64) -> Result<bool, DatabaseError> {
         Ok(sqlx::query("SELECT 1 FROM totp_credentials WHERE user_id = $1 AND confirmed_at IS NOT NULL")
             .bind(user_id)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(&self.db)
             .await?
             .is_some())
     }
@@ -87,7 +86,7 @@ impl SecondFactors {
         .bind(user_id)
         .bind(secret.to_base32())
         .bind(self.clock.now().as_millis())
-        .execute(&self.db.pool)
+        .execute(&self.db)
         .await?
         .rows_affected();
         Ok((written == 1).then_some(secret))
@@ -105,7 +104,7 @@ impl SecondFactors {
         let Some(secret) = self.setup_in_progress(user_id).await? else { return Ok(None) };
         let now = self.clock.now();
         let Some(step) = secret.matching_step(code, now) else { return Ok(None) };
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let confirmed = sqlx::query(
             "UPDATE totp_credentials SET confirmed_at = $1, last_step = $2 \
              WHERE user_id = $3 AND secret = $4 AND confirmed_at IS NULL",
@@ -142,7 +141,7 @@ impl SecondFactors {
             )
             .bind(step_as_i64(step))
             .bind(user_id)
-            .execute(&self.db.pool)
+            .execute(&self.db)
             .await?
             .rows_affected();
             return Ok(if accepted == 1 { Verification::Totp } else { Verification::Wrong });
@@ -155,7 +154,7 @@ impl SecondFactors {
         .bind(now.as_millis())
         .bind(hash)
         .bind(user_id)
-        .execute(&self.db.pool)
+        .execute(&self.db)
         .await?
         .rows_affected();
         if used != 1 {
@@ -167,7 +166,7 @@ impl SecondFactors {
     /// A new set of recovery codes replacing the old one (all of it, used or
     /// not). `None` if no authenticator app is active.
     pub async fn new_recovery_codes(&self, user_id: i64) -> Result<Option<Vec<String>>, DatabaseError> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let enabled = sqlx::query("SELECT 1 FROM totp_credentials WHERE user_id = $1 AND confirmed_at IS NOT NULL")
             .bind(user_id)
             .fetch_optional(&mut *tx)
@@ -185,7 +184,7 @@ impl SecondFactors {
     /// Removes the authenticator app and every recovery code. `true` if an
     /// active app was removed.
     pub async fn disable(&self, user_id: i64) -> Result<bool, DatabaseError> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let removed = sqlx::query("DELETE FROM totp_credentials WHERE user_id = $1 AND confirmed_at IS NOT NULL")
             .bind(user_id)
             .execute(&mut *tx)
@@ -203,7 +202,7 @@ impl SecondFactors {
         } else {
             "SELECT secret FROM totp_credentials WHERE user_id = $1 AND confirmed_at IS NULL"
         };
-        let Some(row) = sqlx::query(sql).bind(user_id).fetch_optional(&self.db.pool).await? else { return Ok(None) };
+        let Some(row) = sqlx::query(sql).bind(user_id).fetch_optional(&self.db).await? else { return Ok(None) };
         let text: String = row.try_get(0)?;
         match TotpSecret::from_base32(&text) {
             Some(secret) => Ok(Some(secret)),
@@ -214,7 +213,7 @@ impl SecondFactors {
     async fn recovery_codes_left(&self, user_id: i64) -> Result<i64, DatabaseError> {
         let row = sqlx::query("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
             .bind(user_id)
-            .fetch_one(&self.db.pool)
+            .fetch_one(&self.db)
             .await?;
         Ok(row.try_get(0)?)
     }

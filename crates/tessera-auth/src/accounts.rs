@@ -1,10 +1,12 @@
-//! Registration and authentication.
+//! Accounts: registration, password checks with transparent rehash, and
+//! password changes, over any [`UserDirectory`].
 
 use std::sync::Arc;
 use tessera::password::{PasswordError, PasswordHasher};
 use tessera::Clock;
 
-use crate::database::{Database, DatabaseError, User};
+use crate::database::DatabaseError;
+use crate::directory::{CreateUserError, User, UserDirectory};
 use crate::password_policy::{check_username, PasswordPolicy};
 
 /// Why registration failed.
@@ -54,24 +56,39 @@ pub enum LoginOutcome {
     },
 }
 
-/// User accounts: the database plus password hashing and policy.
+/// User accounts: the directory plus password hashing and policy.
 #[derive(Clone)]
 pub struct Accounts {
-    db: Database,
+    db: Arc<dyn UserDirectory>,
     hasher: PasswordHasher,
     policy: PasswordPolicy,
     clock: Arc<dyn Clock>,
 }
 
 impl Accounts {
-    /// Accounts over `db`.
-    pub fn new(db: Database, hasher: PasswordHasher, policy: PasswordPolicy, clock: Arc<dyn Clock>) -> Self {
-        Accounts { db, hasher, policy, clock }
+    /// Accounts in `directory`.
+    pub fn new(
+        directory: Arc<dyn UserDirectory>,
+        hasher: PasswordHasher,
+        policy: PasswordPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Accounts { db: directory, hasher, policy, clock }
     }
 
-    /// The database.
-    pub fn database(&self) -> &Database {
+    /// The directory.
+    pub fn directory(&self) -> &Arc<dyn UserDirectory> {
         &self.db
+    }
+
+    /// The password rules.
+    pub fn policy(&self) -> &PasswordPolicy {
+        &self.policy
+    }
+
+    /// The password hasher (its pool and parameters).
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
     }
 
     /// Registers a user.
@@ -82,10 +99,10 @@ impl Accounts {
             return Err(RegisterError::UsernameTaken);
         }
         let hash = self.hasher.hash(password.to_owned()).await.map_err(AccountsUnavailable::from)?;
-        match self.db.create_user(username, &username_key, &hash, self.clock.now()).await {
+        match self.db.create_user(username, &username_key, Some(&hash), self.clock.now()).await {
             Ok(user) => Ok(user),
-            Err(DatabaseError::UsernameTaken) => Err(RegisterError::UsernameTaken),
-            Err(other) => Err(AccountsUnavailable::from(other).into()),
+            Err(CreateUserError::UsernameTaken) => Err(RegisterError::UsernameTaken),
+            Err(CreateUserError::Unavailable(other)) => Err(AccountsUnavailable::from(other).into()),
         }
     }
 

@@ -1,7 +1,10 @@
-//! Brute-force throttling of logins, kept in the server database so that
+//! Brute-force throttling of logins, kept in the accounts database so that
 //! every instance sharing it counts together.
 //!
-//! Failures are counted per account (`account:<user name key>`) and per
+//! Every attempt is *reserved* — counted, atomically, before any password
+//! or code is checked ([`Throttle::reserve`]) — so a burst of simultaneous
+//! guesses verifies no more than a patient attacker could. Attempts are
+//! counted per account (`account:<user name key>`) and per
 //! client address (`ip:<IPv4>` or `ip:<IPv6 /64>`). Past a number of free
 //! failures each further one blocks the key for an exponentially growing
 //! delay (1 s, 2 s, 4 s, … capped at 15 minutes by default); attempts while
@@ -24,15 +27,13 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use http::header::{COOKIE, SET_COOKIE};
-use http::{HeaderMap, HeaderValue};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::Sha256;
 use sqlx::Row;
-use tessera::{Clock, CookieConfig, Timestamp};
+use tessera::{Clock, Timestamp};
 
-use crate::database::{Database, DatabaseError};
+use crate::database::{DatabaseError, TimedPool};
 
 /// How failures turn into delays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +96,8 @@ pub struct AttemptKeys {
 }
 
 impl AttemptKeys {
-    fn all(&self) -> impl Iterator<Item = &ThrottleKey> {
+    /// Every counter of the attempt.
+    pub fn all(&self) -> impl Iterator<Item = &ThrottleKey> {
         self.account.iter().chain(self.ip.iter())
     }
 }
@@ -116,19 +118,38 @@ pub fn ip_key(ip: IpAddr) -> String {
     }
 }
 
-/// Failed-login counters in the database.
+/// Login attempt counters in the database.
 #[derive(Clone)]
 pub struct Throttle {
-    db: Database,
+    db: TimedPool,
     config: ThrottleConfig,
     clock: Arc<dyn Clock>,
     device_key: Arc<[u8; 32]>,
 }
 
+/// An attempt counted before anything was verified. Settle it with
+/// [`Throttle::succeeded`], [`Throttle::failed`] or [`Throttle::release`];
+/// one dropped unsettled stays counted as a failure, the safe side.
+#[derive(Debug)]
+#[must_use = "a reservation is settled as a success, a failure or released"]
+pub struct Reservation {
+    keys: AttemptKeys,
+    /// Per counter that this attempt blocked in advance: the block it set
+    /// and the one it replaced, so that giving the attempt back restores it.
+    blocks: Vec<(String, i64, i64)>,
+}
+
+impl Reservation {
+    /// The counters this attempt was counted under.
+    pub fn keys(&self) -> &AttemptKeys {
+        &self.keys
+    }
+}
+
 impl Throttle {
     /// Counters in `db`; device cookies signed with `device_key` (a secret
     /// shared by every instance).
-    pub fn new(db: Database, config: ThrottleConfig, clock: Arc<dyn Clock>, device_key: [u8; 32]) -> Self {
+    pub fn new(db: TimedPool, config: ThrottleConfig, clock: Arc<dyn Clock>, device_key: [u8; 32]) -> Self {
         Throttle { db, config, clock, device_key: Arc::new(device_key) }
     }
 
@@ -137,17 +158,11 @@ impl Throttle {
         &self.config
     }
 
-    /// The counters for a login to `username_key` from `ip`, with the
-    /// request's cookies (for the device cookie).
-    pub fn keys(
-        &self,
-        username_key: Option<&str>,
-        ip: Option<IpAddr>,
-        cookies: &HeaderMap,
-        cookie: &CookieConfig,
-    ) -> AttemptKeys {
+    /// The counters for a login to `username_key` from `ip`; `device_cookie`
+    /// is the value of the browser's device cookie, if it sent one.
+    pub fn keys(&self, username_key: Option<&str>, ip: Option<IpAddr>, device_cookie: Option<&str>) -> AttemptKeys {
         let free = self.config.account_free_failures;
-        let account = username_key.map(|name| match self.device_token(cookies, cookie, name) {
+        let account = username_key.map(|name| match device_cookie.and_then(|c| self.device_token(c, name)) {
             Some(device) => ThrottleKey { key: format!("device:{device}"), free_failures: free },
             None => ThrottleKey { key: format!("account:{name}"), free_failures: free },
         });
@@ -155,15 +170,71 @@ impl Throttle {
         AttemptKeys { account, ip }
     }
 
-    /// How long until the attempt may be made, if any of its counters is
-    /// blocked now.
+    /// Counts an attempt on every counter of `keys` *before* anything is
+    /// verified: `Ok(reservation)` if it may go ahead, `Err(wait)` if a
+    /// counter is blocked (then nothing is counted, so hammering a blocked
+    /// account does not extend the block).
+    ///
+    /// The count and the block it may start are written in one transaction
+    /// that holds the counters' rows, so N simultaneous attempts on any
+    /// number of instances verify at most the remaining allowance: the
+    /// attempt that uses up the last free one blocks the counter for the
+    /// delay its failure would earn, and the attempts behind it are refused
+    /// without a password or code being checked. A success lifts the block
+    /// again ([`Throttle::succeeded`]).
+    pub async fn reserve(&self, keys: &AttemptKeys) -> Result<Result<Reservation, Duration>, DatabaseError> {
+        let now = self.clock.now();
+        let quiet_since = Timestamp(now.as_millis().saturating_sub(millis(self.config.quiet_period)));
+        let mut tx = self.db.begin().await?;
+        let mut blocks = Vec::new();
+        for key in keys.all() {
+            // Counted only while not blocked: the WHERE of the upsert holds
+            // the row lock (PostgreSQL) or the write lock (SQLite) until commit.
+            let row = sqlx::query(
+                "INSERT INTO throttle (key, failures, blocked_until, updated_at) VALUES ($1, 1, 0, $2) \
+                 ON CONFLICT (key) DO UPDATE SET \
+                 failures = CASE WHEN throttle.updated_at <= $3 THEN 1 ELSE throttle.failures + 1 END, \
+                 updated_at = $2 \
+                 WHERE throttle.blocked_until <= $2 \
+                 RETURNING failures, blocked_until",
+            )
+            .bind(&key.key)
+            .bind(now.as_millis())
+            .bind(quiet_since.as_millis())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                tx.rollback().await?;
+                let wait = self.retry_after(keys).await?.unwrap_or(Duration::from_secs(1));
+                return Ok(Err(wait));
+            };
+            let attempts: i64 = row.try_get(0)?;
+            let previous: i64 = row.try_get(1)?;
+            // Should this attempt fail, the next one waits: block now, so the
+            // attempts racing this one are refused before they verify anything.
+            if let Some(delay) = self.config.delay(attempts + 1, key.free_failures) {
+                let until = now.plus(delay).as_millis();
+                sqlx::query("UPDATE throttle SET blocked_until = $2 WHERE key = $1")
+                    .bind(&key.key)
+                    .bind(until)
+                    .execute(&mut *tx)
+                    .await?;
+                blocks.push((key.key.clone(), until, previous));
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(Reservation { keys: keys.clone(), blocks }))
+    }
+
+    /// How long until an attempt with `keys` may be made, if any of its
+    /// counters is blocked now.
     pub async fn retry_after(&self, keys: &AttemptKeys) -> Result<Option<Duration>, DatabaseError> {
         let now = self.clock.now();
         let mut longest: Option<Duration> = None;
         for key in keys.all() {
             let row = sqlx::query("SELECT blocked_until FROM throttle WHERE key = $1")
                 .bind(&key.key)
-                .fetch_optional(&self.db.pool)
+                .fetch_optional(&self.db)
                 .await?;
             let Some(row) = row else { continue };
             let until = Timestamp(row.try_get(0)?);
@@ -175,52 +246,54 @@ impl Throttle {
         Ok(longest)
     }
 
-    /// Counts a failure on every counter of the attempt; the longest block
-    /// it caused, if any.
-    ///
-    /// The increment is one atomic upsert, so concurrent failures on several
-    /// instances are all counted; the block only ever moves forward.
-    pub async fn record_failure(&self, keys: &AttemptKeys) -> Result<Option<Duration>, DatabaseError> {
-        let now = self.clock.now();
-        let quiet_since = Timestamp(now.as_millis().saturating_sub(millis(self.config.quiet_period)));
-        let mut longest: Option<Duration> = None;
-        for key in keys.all() {
-            let row = sqlx::query(
-                "INSERT INTO throttle (key, failures, blocked_until, updated_at) VALUES ($1, 1, 0, $2) \
-                 ON CONFLICT (key) DO UPDATE SET \
-                 failures = CASE WHEN throttle.updated_at <= $3 THEN 1 ELSE throttle.failures + 1 END, \
-                 updated_at = $2 \
-                 RETURNING failures",
-            )
-            .bind(&key.key)
-            .bind(now.as_millis())
-            .bind(quiet_since.as_millis())
-            .fetch_one(&self.db.pool)
-            .await?;
-            let failures: i64 = row.try_get(0)?;
-            if let Some(delay) = self.config.delay(failures, key.free_failures) {
-                let until = now.plus(delay);
-                sqlx::query(
-                    "UPDATE throttle SET blocked_until = CASE WHEN blocked_until < $2 THEN $2 ELSE blocked_until END \
-                     WHERE key = $1",
-                )
-                .bind(&key.key)
-                .bind(until.as_millis())
-                .execute(&self.db.pool)
-                .await?;
-                longest = Some(longest.map_or(delay, |l| l.max(delay)));
-            }
-        }
-        Ok(longest)
+    /// The attempt failed: it stays counted. Returns the wait its failure
+    /// caused, if the counters are now blocked, so the answer can say so at
+    /// once rather than on the next try.
+    pub async fn failed(&self, reservation: Reservation) -> Result<Option<Duration>, DatabaseError> {
+        self.retry_after(&reservation.keys).await
     }
 
-    /// Clears the account's (or device's) counter after a successful login.
-    /// The address's counter is kept: otherwise an attacker holding one
-    /// valid account could wipe it between guesses at others.
-    pub async fn record_success(&self, keys: &AttemptKeys) -> Result<(), DatabaseError> {
-        if let Some(account) = &keys.account {
-            sqlx::query("DELETE FROM throttle WHERE key = $1").bind(&account.key).execute(&self.db.pool).await?;
+    /// The attempt succeeded: the account's (or device's) counter is
+    /// cleared, and the attempt is taken back from the address's counter.
+    /// The address's earlier failures are kept: otherwise an attacker
+    /// holding one valid account could wipe them between guesses at others.
+    pub async fn succeeded(&self, reservation: Reservation) -> Result<(), DatabaseError> {
+        if let Some(account) = &reservation.keys.account {
+            sqlx::query("DELETE FROM throttle WHERE key = $1").bind(&account.key).execute(&self.db).await?;
         }
+        if let Some(ip) = &reservation.keys.ip {
+            self.take_back(&reservation, ip).await?;
+        }
+        Ok(())
+    }
+
+    /// The attempt neither failed nor finished (a right password waiting
+    /// for its second factor): it is taken back from every counter, which
+    /// keep their earlier failures, so re-entering the password cannot reset
+    /// the back-off on code guesses.
+    pub async fn release(&self, reservation: Reservation) -> Result<(), DatabaseError> {
+        for key in reservation.keys.all() {
+            self.take_back(&reservation, key).await?;
+        }
+        Ok(())
+    }
+
+    /// One attempt less on `key`; the block the reservation set in advance,
+    /// if any, is replaced by the one it found, unless another attempt has
+    /// moved the block since.
+    async fn take_back(&self, reservation: &Reservation, key: &ThrottleKey) -> Result<(), DatabaseError> {
+        let block = reservation.blocks.iter().find(|(k, _, _)| *k == key.key);
+        let (ours, previous) = block.map_or((-1, -1), |(_, ours, previous)| (*ours, *previous));
+        sqlx::query(
+            "UPDATE throttle SET failures = failures - 1, \
+             blocked_until = CASE WHEN blocked_until = $2 THEN $3 ELSE blocked_until END \
+             WHERE key = $1 AND failures > 0",
+        )
+        .bind(&key.key)
+        .bind(ours)
+        .bind(previous)
+        .execute(&self.db)
+        .await?;
         Ok(())
     }
 
@@ -231,45 +304,34 @@ impl Throttle {
         let done = sqlx::query("DELETE FROM throttle WHERE updated_at <= $1 AND blocked_until <= $2")
             .bind(quiet_since)
             .bind(now.as_millis())
-            .execute(&self.db.pool)
+            .execute(&self.db)
             .await?;
         Ok(done.rows_affected())
     }
 
-    /// Adds a fresh device cookie for `username_key` to a login response.
-    pub fn set_device_cookie(&self, headers: &mut HeaderMap, cookie: &CookieConfig, username_key: &str) {
+    /// A fresh device cookie value for `username_key`, to send after a
+    /// successful password login (name: [`DEVICE_COOKIE`], lifetime:
+    /// [`DEVICE_COOKIE_LIFETIME`]).
+    pub fn new_device_cookie(&self, username_key: &str) -> Option<String> {
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
         let nonce = URL_SAFE_NO_PAD.encode(nonce);
-        let Some(mac) = self.device_mac(username_key, &nonce) else { return };
+        let mac = self.device_mac(username_key, &nonce)?;
         let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        let value = format!("{nonce}.{tag}");
-        let cookie = cookie.cookie(cookie.prefixed(DEVICE_COOKIE), value, Some(DEVICE_COOKIE_LIFETIME));
-        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-            headers.append(SET_COOKIE, value);
-        }
+        Some(format!("{nonce}.{tag}"))
     }
 
-    /// The nonce of a valid device cookie for `username_key` in `headers`.
-    fn device_token(&self, headers: &HeaderMap, cookie: &CookieConfig, username_key: &str) -> Option<String> {
-        let name = cookie.prefixed(DEVICE_COOKIE);
-        for header in headers.get_all(COOKIE) {
-            let Ok(text) = header.to_str() else { continue };
-            for pair in text.split(';') {
-                let Some((key, value)) = pair.trim().split_once('=') else { continue };
-                if key != name || value.len() > 200 {
-                    continue;
-                }
-                let Some((nonce, tag)) = value.split_once('.') else { continue };
-                let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else { continue };
-                let Some(mac) = self.device_mac(username_key, nonce) else { continue };
-                // verify_slice compares in constant time.
-                if mac.verify_slice(&tag).is_ok() {
-                    return Some(nonce.to_owned());
-                }
-            }
+    /// The nonce of `value` if it is a valid device cookie for `username_key`.
+    fn device_token(&self, value: &str, username_key: &str) -> Option<String> {
+        if value.len() > 200 {
+            return None;
         }
-        None
+        let (nonce, tag) = value.split_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        let mac = self.device_mac(username_key, nonce)?;
+        // verify_slice compares in constant time.
+        mac.verify_slice(&tag).ok()?;
+        Some(nonce.to_owned())
     }
 
     /// HMAC-SHA256 over the user name key and the nonce. HMAC takes keys of

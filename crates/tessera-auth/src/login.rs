@@ -1,0 +1,664 @@
+//! The login state machine: first factor → optional second factor → an
+//! authenticated user, with the throttle reserved before every check and an
+//! event for every outcome.
+//!
+//! ```text
+//!   password ─┐                         ┌─ wrong ──────────► LoginFailed (counted)
+//!   provider ─┴─► first factor passed ──┤
+//!                                       ├─ no second factor ► LoggedIn
+//!                                       └─ second factor ───► PendingLogin ─► code ─► LoggedIn
+//! ```
+//!
+//! Every way in — the login form, the API, an identity provider, the code
+//! prompt, a step-up — is one method of [`Authenticator`]; none of them
+//! lets a handler touch the throttle, the events or the counters itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera::{Clock, SessionKey, Timestamp};
+
+use crate::accounts::{Accounts, AccountsUnavailable, LoginOutcome, RegisterError};
+use crate::database::DatabaseError;
+use crate::directory::User;
+use crate::events::{AuthEvent, Channel, Client, EventSink, Method};
+use crate::password_policy::check_username;
+use crate::revocation::{NothingToRevoke, Revocation, Revoked};
+use crate::second_factor::{SecondFactors, Verification};
+use crate::throttle::{AttemptKeys, Reservation, Throttle};
+
+/// How long a passed first factor waits for the second.
+pub const PENDING_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
+/// A login whose first factor passed and which waits for the second. The
+/// host keeps it with the (still anonymous) session; it carries a privilege,
+/// so the host should give that session a new ID when storing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLogin {
+    /// Who passed the first factor.
+    pub user_id: i64,
+    /// When (milliseconds since the epoch).
+    pub since: i64,
+    /// How.
+    pub first_factor: FirstFactor,
+    /// Where to go afterwards (already checked by the host as a safe target).
+    pub next: Option<String>,
+    /// The account has no second factor and the server requires one: the
+    /// prompt sets up an authenticator app instead of asking for its code.
+    #[serde(default)]
+    pub enroll: bool,
+    /// For a provider login: the provider's `auth_time` (milliseconds), which
+    /// becomes the session's authentication time.
+    #[serde(default)]
+    pub provider_auth_time: Option<i64>,
+}
+
+impl PendingLogin {
+    /// Whether it is still within [`PENDING_LIFETIME`] at `now`.
+    pub fn is_current(&self, now: Timestamp) -> bool {
+        now.since(Timestamp(self.since)) <= PENDING_LIFETIME
+    }
+}
+
+/// How the first factor was passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstFactor {
+    /// The account's password.
+    Password,
+    /// A login at an OpenID Connect provider.
+    Oidc,
+}
+
+impl FirstFactor {
+    fn method(self) -> Method {
+        match self {
+            FirstFactor::Password => Method::Password,
+            FirstFactor::Oidc => Method::Provider,
+        }
+    }
+}
+
+/// A finished login: the host now gives the session a new ID and binds it
+/// to `user` (or issues tokens).
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    /// Who.
+    pub user: User,
+    /// How the first factor was passed.
+    pub first_factor: FirstFactor,
+    /// When the user last proved who they are: now, or the provider's
+    /// `auth_time` for a provider login (`None`: the provider did not say,
+    /// so the session is not recently authenticated).
+    pub authenticated_at: Option<Timestamp>,
+    /// For password logins, a fresh device-cookie value that keeps this
+    /// browser out of lockouts caused elsewhere (see [`crate::throttle`]).
+    pub device_cookie: Option<String>,
+}
+
+/// What follows a passed first factor.
+#[derive(Debug, Clone)]
+pub enum LoginStep {
+    /// Logged in.
+    LoggedIn(LoggedIn),
+    /// The account needs its second factor (or, on a server that requires
+    /// one, to set it up): keep this and ask for the code.
+    SecondFactor(PendingLogin),
+}
+
+/// Why a login step did not succeed. Each carries what the answer needs
+/// and nothing that would tell an attacker more than "no".
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Wrong user name or password, or a disabled account: one answer for all.
+    #[error("wrong user name or password")]
+    InvalidCredentials,
+    /// A wrong or already used second-factor code.
+    #[error("that code is not valid, or it was used already")]
+    InvalidSecondFactor,
+    /// The account has a second factor and none came with the attempt (the
+    /// API's one-shot sign-in).
+    #[error("a second factor is required")]
+    SecondFactorRequired,
+    /// The server requires a second factor and the account has none yet;
+    /// the one-shot API cannot set one up.
+    #[error("the account must set up a second factor first")]
+    EnrolmentRequired,
+    /// The pending login is gone: expired, or its account was disabled.
+    #[error("the login expired")]
+    Expired,
+    /// Too many attempts: wait this long. Nothing was checked.
+    #[error("too many attempts")]
+    Throttled(Duration),
+    /// The database or the hashing pool is down.
+    #[error("authentication unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<DatabaseError> for LoginError {
+    fn from(error: DatabaseError) -> Self {
+        LoginError::Unavailable(error.to_string())
+    }
+}
+
+impl From<AccountsUnavailable> for LoginError {
+    fn from(error: AccountsUnavailable) -> Self {
+        LoginError::Unavailable(error.0)
+    }
+}
+
+/// The authentication core's entry point.
+#[derive(Clone)]
+pub struct Authenticator {
+    accounts: Accounts,
+    throttle: Throttle,
+    second_factors: SecondFactors,
+    events: Arc<dyn EventSink>,
+    revocation: Arc<dyn Revocation>,
+    clock: Arc<dyn Clock>,
+    require_second_factor: bool,
+}
+
+impl Authenticator {
+    /// The core over its parts; events go to `events`.
+    pub fn new(
+        accounts: Accounts,
+        throttle: Throttle,
+        second_factors: SecondFactors,
+        events: Arc<dyn EventSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let revocation = Arc::new(NothingToRevoke);
+        Authenticator { accounts, throttle, second_factors, events, revocation, clock, require_second_factor: false }
+    }
+
+    /// How account changes end the user's sessions and tokens (by default
+    /// they end nothing beyond the core's own tables).
+    pub fn with_revocation(mut self, revocation: Arc<dyn Revocation>) -> Self {
+        self.revocation = revocation;
+        self
+    }
+
+    /// Changes `user`'s password (the policy checked) and ends every other
+    /// session and API token of the user — all but `keep`, the session making
+    /// the change. For an administrator's reset, `keep` is `None`.
+    pub async fn change_password(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user: &User,
+        new_password: &str,
+        keep: Option<&SessionKey>,
+    ) -> Result<Revoked, RegisterError> {
+        self.accounts.change_password(user, new_password).await?;
+        let revoked = self.revoke_everything(user.id, keep).await.map_err(AccountsUnavailable::from)?;
+        self.record(AuthEvent::PasswordChanged { user_id: user.id }, channel, client).await;
+        Ok(revoked)
+    }
+
+    /// Disables (ending every session and token) or enables an account;
+    /// `None` if there is no such user.
+    pub async fn set_disabled(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user_id: i64,
+        disabled: bool,
+    ) -> Result<Option<Revoked>, DatabaseError> {
+        let when = disabled.then(|| self.clock.now());
+        if !self.accounts.directory().set_disabled(user_id, when).await? {
+            return Ok(None);
+        }
+        if !disabled {
+            return Ok(Some(Revoked::default()));
+        }
+        let revoked = self.revoke_everything(user_id, None).await?;
+        self.record(AuthEvent::AccountDisabled { user_id }, channel, client).await;
+        Ok(Some(revoked))
+    }
+
+    /// Turns a user's second factor off (an administrator's reset for a
+    /// user who lost app and codes) and ends every session and token, so
+    /// whoever holds one must log in again. `None` if it was not on.
+    pub async fn reset_second_factor(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user_id: i64,
+    ) -> Result<Option<Revoked>, DatabaseError> {
+        if !self.second_factors.disable(user_id).await? {
+            return Ok(None);
+        }
+        let revoked = self.revoke_everything(user_id, None).await?;
+        self.record(AuthEvent::SecondFactorDisabled { user_id }, channel, client).await;
+        Ok(Some(revoked))
+    }
+
+    /// Ends every session of `user_id` but `keep`, and every API token: the
+    /// one path for "sign out everywhere" and every account change above.
+    pub async fn revoke_everything(&self, user_id: i64, keep: Option<&SessionKey>) -> Result<Revoked, DatabaseError> {
+        self.revocation.revoke_everything(user_id, keep).await
+    }
+
+    /// Every login must pass a second factor; accounts without one set an
+    /// authenticator app up before their first login completes.
+    pub fn require_second_factor(mut self, required: bool) -> Self {
+        self.require_second_factor = required;
+        self
+    }
+
+    /// Whether every login must pass a second factor.
+    pub fn second_factor_required(&self) -> bool {
+        self.require_second_factor
+    }
+
+    /// The accounts (registration, password changes).
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// The second factors (setup and management on the account pages).
+    pub fn second_factors(&self) -> &SecondFactors {
+        &self.second_factors
+    }
+
+    /// The throttle (for its configuration and purge).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// Hands `event` to the host's sink: for the account events that are no
+    /// login step (sign-up, logout, revocations).
+    pub async fn record(&self, event: AuthEvent, channel: Channel, client: &Client) {
+        self.events.record(event, channel, client, self.clock.now()).await;
+    }
+
+    /// Creates an account with a password (the policy checked, argon2id)
+    /// and records [`AuthEvent::SignedUp`]; signs nobody in.
+    pub async fn sign_up(
+        &self,
+        channel: Channel,
+        client: &Client,
+        username: &str,
+        password: &str,
+    ) -> Result<User, RegisterError> {
+        let user = self.accounts.register(username, password).await?;
+        self.record(AuthEvent::SignedUp { user_id: user.id }, channel, client).await;
+        Ok(user)
+    }
+
+    /// Registers an account with a password and signs it in: records
+    /// [`AuthEvent::SignedUp`] and returns the login, or, on a server that
+    /// requires a second factor, the pending login that sets one up first.
+    pub async fn register(
+        &self,
+        channel: Channel,
+        client: &Client,
+        username: &str,
+        password: &str,
+        next: Option<String>,
+    ) -> Result<LoginStep, RegisterError> {
+        let user = self.sign_up(channel, client, username, password).await?;
+        Ok(self.after_sign_up(user, next))
+    }
+
+    /// The login of an account just created (by [`Authenticator::sign_up`],
+    /// or by a host that checked more first, such as an invitation): logged
+    /// in at once, or, on a server that requires a second factor, the
+    /// pending login that sets one up first.
+    pub fn after_sign_up(&self, user: User, next: Option<String>) -> LoginStep {
+        if self.require_second_factor {
+            return LoginStep::SecondFactor(self.pending(&user, FirstFactor::Password, true, None, next));
+        }
+        let authenticated_at = Some(self.clock.now());
+        LoginStep::LoggedIn(LoggedIn {
+            user,
+            first_factor: FirstFactor::Password,
+            authenticated_at,
+            device_cookie: None,
+        })
+    }
+
+    /// The first factor by password. Reserves an attempt first; a blocked
+    /// counter answers [`LoginError::Throttled`] without hashing anything.
+    pub async fn password(
+        &self,
+        channel: Channel,
+        client: &Client,
+        username: &str,
+        password: &str,
+        next: Option<String>,
+    ) -> Result<LoginStep, LoginError> {
+        let username_key = check_username(username).ok();
+        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
+        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
+        let user = match self.accounts.authenticate(username, password).await {
+            Ok(LoginOutcome::Succeeded(user)) => user,
+            Ok(LoginOutcome::Failed { known_user }) => {
+                let event = AuthEvent::LoginFailed { user_id: known_user, method: Method::Password };
+                return Err(self.fail(reservation, event, channel, client, LoginError::InvalidCredentials).await);
+            }
+            Err(error) => {
+                // Not the user's fault: give the attempt back.
+                let _ = self.throttle.release(reservation).await;
+                return Err(error.into());
+            }
+        };
+        self.after_first_factor(channel, client, reservation, user, FirstFactor::Password, next).await
+    }
+
+    /// The API's one-shot sign-in: the password and, for an account with a
+    /// second factor, its code, under one reserved attempt.
+    pub async fn password_and_code(
+        &self,
+        client: &Client,
+        username: &str,
+        password: &str,
+        code: Option<&str>,
+    ) -> Result<LoggedIn, LoginError> {
+        let channel = Channel::Api;
+        let username_key = check_username(username).ok();
+        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
+        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
+        let user = match self.accounts.authenticate(username, password).await {
+            Ok(LoginOutcome::Succeeded(user)) => user,
+            Ok(LoginOutcome::Failed { known_user }) => {
+                let event = AuthEvent::LoginFailed { user_id: known_user, method: Method::Password };
+                return Err(self.fail(reservation, event, channel, client, LoginError::InvalidCredentials).await);
+            }
+            Err(error) => {
+                let _ = self.throttle.release(reservation).await;
+                return Err(error.into());
+            }
+        };
+        let enrolled = match self.second_factors.is_enabled(user.id).await {
+            Ok(enrolled) => enrolled,
+            Err(error) => {
+                let _ = self.throttle.release(reservation).await;
+                return Err(error.into());
+            }
+        };
+        if !enrolled && self.require_second_factor {
+            self.throttle.release(reservation).await?;
+            return Err(LoginError::EnrolmentRequired);
+        }
+        if enrolled {
+            let Some(code) = code else {
+                // The right password alone is no login; the attempt is given
+                // back but earlier failures stay.
+                self.throttle.release(reservation).await?;
+                return Err(LoginError::SecondFactorRequired);
+            };
+            if let Err(error) = self.check_code(channel, client, &user, code).await {
+                return Err(match error {
+                    LoginError::InvalidSecondFactor => {
+                        let event = AuthEvent::SecondFactorFailed { user_id: user.id };
+                        self.fail(reservation, event, channel, client, error).await
+                    }
+                    other => {
+                        let _ = self.throttle.release(reservation).await;
+                        other
+                    }
+                });
+            }
+        }
+        self.succeed(channel, client, reservation, user, FirstFactor::Password, Some(self.clock.now())).await
+    }
+
+    /// The first factor passed elsewhere: a login at an identity provider
+    /// for `user`, who authenticated there at `auth_time`. Not throttled
+    /// (nothing secret is checked here) but recorded like every login.
+    pub async fn provider(
+        &self,
+        client: &Client,
+        user: User,
+        auth_time: Option<Timestamp>,
+        next: Option<String>,
+    ) -> Result<LoginStep, LoginError> {
+        let channel = Channel::Web;
+        if !user.is_enabled() {
+            let event = AuthEvent::LoginFailed { user_id: Some(user.id), method: Method::Provider };
+            self.record(event, channel, client).await;
+            return Err(LoginError::InvalidCredentials);
+        }
+        let auth_time = auth_time.map(|t| Timestamp(t.as_millis().min(self.clock.now().as_millis())));
+        let enrolled = self.second_factors.is_enabled(user.id).await?;
+        if enrolled || self.require_second_factor {
+            return Ok(LoginStep::SecondFactor(self.pending(&user, FirstFactor::Oidc, !enrolled, auth_time, next)));
+        }
+        self.record(AuthEvent::LoginSucceeded { user_id: user.id, method: Method::Provider }, channel, client).await;
+        Ok(LoginStep::LoggedIn(LoggedIn {
+            user,
+            first_factor: FirstFactor::Oidc,
+            authenticated_at: auth_time,
+            device_cookie: None,
+        }))
+    }
+
+    /// The second factor of `pending`: an authenticator code or a recovery
+    /// code, behind the same throttle counters as the password.
+    pub async fn second_factor(
+        &self,
+        channel: Channel,
+        client: &Client,
+        pending: &PendingLogin,
+        code: &str,
+    ) -> Result<LoggedIn, LoginError> {
+        let user = self.pending_user(pending).await?;
+        let username_key = check_username(&user.username).ok();
+        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
+        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
+        if let Err(error) = self.check_code(channel, client, &user, code).await {
+            return Err(match error {
+                LoginError::InvalidSecondFactor => {
+                    let event = AuthEvent::SecondFactorFailed { user_id: user.id };
+                    self.fail(reservation, event, channel, client, error).await
+                }
+                other => {
+                    let _ = self.throttle.release(reservation).await;
+                    other
+                }
+            });
+        }
+        let authenticated_at = self.authenticated_at(pending);
+        self.succeed(channel, client, reservation, user, pending.first_factor, authenticated_at).await
+    }
+
+    /// Finishes a pending enrolment: `code` confirms the authenticator app
+    /// whose setup the prompt showed. Returns the login and the recovery
+    /// codes to show once.
+    pub async fn complete_enrolment(
+        &self,
+        channel: Channel,
+        client: &Client,
+        pending: &PendingLogin,
+        code: &str,
+    ) -> Result<(LoggedIn, Vec<String>), LoginError> {
+        let user = self.pending_user(pending).await?;
+        let username_key = check_username(&user.username).ok();
+        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
+        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
+        let codes = match self.second_factors.confirm_setup(user.id, code).await {
+            Ok(Some(codes)) => codes,
+            Ok(None) => {
+                let event = AuthEvent::SecondFactorFailed { user_id: user.id };
+                return Err(self.fail(reservation, event, channel, client, LoginError::InvalidSecondFactor).await);
+            }
+            Err(error) => {
+                let _ = self.throttle.release(reservation).await;
+                return Err(error.into());
+            }
+        };
+        self.record(AuthEvent::SecondFactorEnabled { user_id: user.id }, channel, client).await;
+        let authenticated_at = self.authenticated_at(pending);
+        let logged_in =
+            self.succeed(channel, client, reservation, user, pending.first_factor, authenticated_at).await?;
+        Ok((logged_in, codes))
+    }
+
+    /// A password typed again by a logged-in `user` (a step-up before a
+    /// sensitive action), behind the login throttle: a stolen session must
+    /// not become an unthrottled password oracle.
+    pub async fn confirm_password(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user: &User,
+        password: &str,
+    ) -> Result<(), LoginError> {
+        let username_key = check_username(&user.username).ok();
+        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
+        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
+        match self.accounts.verify_password(user, password).await {
+            Ok(true) => {
+                self.throttle.succeeded(reservation).await?;
+                Ok(())
+            }
+            Ok(false) => {
+                let event = AuthEvent::ConfirmationFailed { user_id: user.id };
+                Err(self.fail(reservation, event, channel, client, LoginError::InvalidCredentials).await)
+            }
+            Err(error) => {
+                let _ = self.throttle.release(reservation).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The user of a pending login, if it is current and the account may
+    /// still log in.
+    pub async fn pending_user(&self, pending: &PendingLogin) -> Result<User, LoginError> {
+        if !pending.is_current(self.clock.now()) {
+            return Err(LoginError::Expired);
+        }
+        let user = self.accounts.directory().user_by_id(pending.user_id).await?;
+        user.filter(User::is_enabled).ok_or(LoginError::Expired)
+    }
+
+    async fn after_first_factor(
+        &self,
+        channel: Channel,
+        client: &Client,
+        reservation: Reservation,
+        user: User,
+        first_factor: FirstFactor,
+        next: Option<String>,
+    ) -> Result<LoginStep, LoginError> {
+        let enrolled = match self.second_factors.is_enabled(user.id).await {
+            Ok(enrolled) => enrolled,
+            Err(error) => {
+                let _ = self.throttle.release(reservation).await;
+                return Err(error.into());
+            }
+        };
+        if enrolled || self.require_second_factor {
+            // The first factor alone is no login: the attempt is given back
+            // and the counters keep their earlier failures until the code.
+            self.throttle.release(reservation).await?;
+            return Ok(LoginStep::SecondFactor(self.pending(&user, first_factor, !enrolled, None, next)));
+        }
+        let authenticated_at = Some(self.clock.now());
+        self.succeed(channel, client, reservation, user, first_factor, authenticated_at).await.map(LoginStep::LoggedIn)
+    }
+
+    fn pending(
+        &self,
+        user: &User,
+        first_factor: FirstFactor,
+        enroll: bool,
+        auth_time: Option<Timestamp>,
+        next: Option<String>,
+    ) -> PendingLogin {
+        PendingLogin {
+            user_id: user.id,
+            since: self.clock.now().as_millis(),
+            first_factor,
+            next,
+            enroll,
+            provider_auth_time: auth_time.map(|t| t.as_millis()),
+        }
+    }
+
+    fn authenticated_at(&self, pending: &PendingLogin) -> Option<Timestamp> {
+        match pending.first_factor {
+            FirstFactor::Password => Some(self.clock.now()),
+            FirstFactor::Oidc => pending.provider_auth_time.map(Timestamp),
+        }
+    }
+
+    /// Checks a code (authenticator or recovery) for `user`.
+    async fn check_code(&self, channel: Channel, client: &Client, user: &User, code: &str) -> Result<(), LoginError> {
+        match self.second_factors.verify(user.id, code).await? {
+            Verification::Totp => Ok(()),
+            Verification::RecoveryCode { left } => {
+                self.record(AuthEvent::RecoveryCodeUsed { user_id: user.id, left }, channel, client).await;
+                Ok(())
+            }
+            Verification::Wrong => Err(LoginError::InvalidSecondFactor),
+        }
+    }
+
+    async fn reserve(
+        &self,
+        channel: Channel,
+        client: &Client,
+        keys: &AttemptKeys,
+        username_key: Option<&str>,
+    ) -> Result<Reservation, LoginError> {
+        match self.throttle.reserve(keys).await? {
+            Ok(reservation) => Ok(reservation),
+            Err(wait) => {
+                // One lookup for the account's trail; refused attempts are
+                // cheap by design, and a flood of them is what the trail is for.
+                let user_id = match username_key {
+                    Some(key) => self.accounts.directory().user_by_name(key).await.ok().flatten().map(|u| u.id),
+                    None => None,
+                };
+                self.record(AuthEvent::Throttled { user_id }, channel, client).await;
+                Err(LoginError::Throttled(wait))
+            }
+        }
+    }
+
+    /// Records a failure; a failure that started a block answers with the
+    /// wait at once rather than on the next try.
+    async fn fail(
+        &self,
+        reservation: Reservation,
+        event: AuthEvent,
+        channel: Channel,
+        client: &Client,
+        error: LoginError,
+    ) -> LoginError {
+        self.record(event, channel, client).await;
+        match self.throttle.failed(reservation).await {
+            Ok(Some(wait)) => LoginError::Throttled(wait),
+            Ok(None) => error,
+            Err(unavailable) => unavailable.into(),
+        }
+    }
+
+    async fn succeed(
+        &self,
+        channel: Channel,
+        client: &Client,
+        reservation: Reservation,
+        user: User,
+        first_factor: FirstFactor,
+        authenticated_at: Option<Timestamp>,
+    ) -> Result<LoggedIn, LoginError> {
+        if let Err(error) = self.throttle.succeeded(reservation).await {
+            tracing::warn!(%error, "clearing the login throttle failed");
+        }
+        let device_cookie = match first_factor {
+            FirstFactor::Password => {
+                check_username(&user.username).ok().and_then(|key| self.throttle.new_device_cookie(&key))
+            }
+            FirstFactor::Oidc => None,
+        };
+        self.record(AuthEvent::LoginSucceeded { user_id: user.id, method: first_factor.method() }, channel, client)
+            .await;
+        Ok(LoggedIn { user, first_factor, authenticated_at, device_cookie })
+    }
+}

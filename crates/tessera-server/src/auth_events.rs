@@ -1,0 +1,102 @@
+//! The server's subscriber to the authentication core's events: each
+//! [`AuthEvent`] becomes an audit row (and a `tessera::audit` log line), the
+//! login metrics and the hourly activity statistics — the same for the web
+//! form, the API, an identity provider and the second-factor step, because
+//! they all reach this one place through the core.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tessera::{Clock, DeviceInfo, SessionEngine, SessionKey, Timestamp};
+use tessera_auth::{AuthEvent, Channel, Client, EventSink, Revocation, Revoked};
+
+use crate::activity_stats::ActivityStats;
+use crate::audit::AuditKind;
+use crate::database::{Database, DatabaseError};
+
+/// Audit trail, metrics and activity statistics.
+#[derive(Clone)]
+pub struct ServerEvents {
+    db: Database,
+    activity: ActivityStats,
+}
+
+impl ServerEvents {
+    /// Events written to `db` and counted in `activity` and the metrics.
+    pub fn new(db: Database, activity: ActivityStats) -> Self {
+        ServerEvents { db, activity }
+    }
+
+    /// Records an account event that is no login step (logout, revocations,
+    /// changes), with the same trail as the core's.
+    pub async fn record(&self, kind: AuditKind, user_id: Option<i64>, device: &DeviceInfo, at: Timestamp) {
+        self.db.record(kind, user_id, device, at).await;
+    }
+}
+
+/// The audit kind an event is stored as.
+pub fn audit_kind(event: &AuthEvent) -> AuditKind {
+    match event {
+        AuthEvent::SignedUp { .. } => AuditKind::SignUp,
+        AuthEvent::LoginSucceeded { .. } => AuditKind::LoginSucceeded,
+        AuthEvent::LoginFailed { .. } | AuthEvent::ConfirmationFailed { .. } => AuditKind::LoginFailed,
+        AuthEvent::SecondFactorFailed { .. } => AuditKind::SecondFactorFailed,
+        AuthEvent::RecoveryCodeUsed { .. } => AuditKind::RecoveryCodeUsed,
+        AuthEvent::Throttled { .. } => AuditKind::LoginThrottled,
+        AuthEvent::SecondFactorEnabled { .. } => AuditKind::SecondFactorEnabled,
+        AuthEvent::SecondFactorDisabled { .. } => AuditKind::SecondFactorDisabled,
+        AuthEvent::PasswordChanged { .. } => AuditKind::PasswordChanged,
+        AuthEvent::AccountDisabled { .. } => AuditKind::AccountDisabled,
+    }
+}
+
+#[async_trait]
+impl EventSink for ServerEvents {
+    async fn record(&self, event: AuthEvent, channel: Channel, client: &Client, at: Timestamp) {
+        match &event {
+            AuthEvent::LoginSucceeded { .. } => {
+                crate::metrics::login(true);
+                self.activity.login(true);
+            }
+            AuthEvent::LoginFailed { .. } | AuthEvent::SecondFactorFailed { .. } => {
+                crate::metrics::login(false);
+                self.activity.login(false);
+            }
+            AuthEvent::Throttled { .. } => crate::metrics::login_throttled(),
+            _ => {}
+        }
+        tracing::debug!(channel = channel.as_str(), ?event, "authentication event");
+        self.db.record(audit_kind(&event), event.user_id(), &client.device, at).await;
+    }
+}
+
+/// The server's way of ending everything a user holds: every session in the
+/// session store (or, for sealed cookies, a revocation mark) and every API
+/// refresh token, with the per-user "not before" mark that kills their
+/// access tokens at once.
+#[derive(Clone)]
+pub struct EndEverything {
+    engine: SessionEngine,
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+impl EndEverything {
+    /// Sessions in `engine`, tokens in `db`.
+    pub fn new(engine: SessionEngine, db: Database, clock: Arc<dyn Clock>) -> Self {
+        EndEverything { engine, db, clock }
+    }
+}
+
+#[async_trait]
+impl Revocation for EndEverything {
+    async fn revoke_everything(&self, user_id: i64, keep: Option<&SessionKey>) -> Result<Revoked, DatabaseError> {
+        let sessions = self
+            .engine
+            .revoke_all(&user_id.to_string(), keep)
+            .await
+            .map_err(|error| DatabaseError::Unavailable(format!("session store: {error}")))?;
+        let tokens = self.db.revoke_all_refresh_tokens(user_id, self.clock.now()).await?;
+        Ok(Revoked { sessions, tokens })
+    }
+}
