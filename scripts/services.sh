@@ -31,8 +31,9 @@ if ! mariadb_answers; then
     echo "services.sh: starting MariaDB"
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
     [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
-    start-stop-daemon --start --oknodo --background --chuid mysql --exec /usr/sbin/mariadbd -- \
-        --bind-address=127.0.0.1 --port=3306
+    # As the machine image starts it (Debian's configuration: user mysql,
+    # 127.0.0.1:3306).
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
     for _ in $(seq 1 100); do
         mariadb_answers && break
         # Until root may use TCP, configure it over the local socket.

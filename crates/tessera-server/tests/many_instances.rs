@@ -130,6 +130,7 @@ async fn mariadb_sessions() {
     let behind = tessera_store_mysql::MySqlStore::connect(&store).await.unwrap();
     assert!(behind.count_live().await.unwrap() >= 1, "the instances kept their sessions in MariaDB");
     behind.pool().close().await;
+    services::drop_mysql_database(&store);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -56,6 +56,13 @@
 //! standalone `mongod` is refused at [`MongoStore::connect`]; a single-node
 //! replica set is enough.
 //!
+//! ## What it was tested against
+//!
+//! SecantusDB 0.7.0b3, a single-node server speaking the MongoDB wire
+//! protocol (see `scripts/secantus.sh`), not MongoDB itself: every operation
+//! above is documented MongoDB behaviour, and SecantusDB supports each of
+//! them (pipeline updates, partial and TTL indexes, transactions).
+//!
 //! ## Outages
 //!
 //! Unless the URL says otherwise, the driver gives up selecting a server after

@@ -391,3 +391,47 @@ async fn concurrent_independent_regenerates_all_succeed() {
     assert_eq!(db.store.list_for_user("crowd").await.unwrap().len(), 40);
     db.drop_database().await;
 }
+
+/// Kills the child server when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_standalone_server_is_refused_at_connect() {
+    // `regenerate` needs transactions, which a standalone mongod refuses;
+    // SecantusDB's --standalone mode answers `hello` as one does.
+    let venv = std::env::var("TESSERA_SECANTUS_VENV").unwrap_or_else(|_| "/opt/tessera-secantus".into());
+    let daemon = std::path::Path::new(&venv).join("bin/secantusd-py");
+    if !daemon.exists() {
+        if std::env::var_os("TESSERA_REQUIRE_SERVICES").is_some() {
+            panic!("{} is missing: run scripts/secantus.sh", daemon.display());
+        }
+        eprintln!("SKIPPED: {} is missing: run scripts/secantus.sh", daemon.display());
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = Child(
+        std::process::Command::new(&daemon)
+            .args(["--standalone", "--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path", ":memory:"])
+            .args(["--log-level", "WARNING"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the standalone server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = MongoStore::connect(&format!("mongodb://127.0.0.1:{port}/test"))
+        .await
+        .expect_err("a standalone server cannot run regenerate's transaction");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    assert!(error.to_string().contains("standalone"), "{error}");
+}

@@ -45,9 +45,16 @@
 //! writers with the same expected version exactly one matches. sqlx connects
 //! with `CLIENT_FOUND_ROWS`, so the affected-row count is the number of rows
 //! *matched*, which is what says whether the condition held. `create` is a
-//! plain `INSERT` whose duplicate-key error means "taken"; an expired row
-//! still holding the key is deleted first, since it is dead. `regenerate`
-//! deletes the old row and inserts the new one in one transaction.
+//! plain `INSERT` whose duplicate-key error means "taken", unless the row
+//! holding the key has expired: that one is overwritten by an `UPDATE` that
+//! matches only while it is still expired. `regenerate` deletes the old row
+//! and inserts the new one in one transaction, run again if InnoDB picks it
+//! as a deadlock victim.
+//!
+//! Statements that address a row by key force the primary key
+//! (`FORCE INDEX (PRIMARY)`): beside a condition on `expires_at`, the
+//! optimizer may pick the `expires_at` index instead, and the gap locks of a
+//! locking scan there deadlocked concurrent regenerates in testing.
 //!
 //! ## Time
 //!

@@ -89,3 +89,18 @@ pub fn mongodb_url() -> Option<String> {
     }
     Some(format!("mongodb://{hosts}/tessera_t_{:016x}", rand::random::<u64>()))
 }
+
+/// Drops the database a [`mysql_url`] URL names.
+pub fn drop_mysql_database(url: &str) {
+    let parsed = url::Url::parse(url).expect("a mysql:// URL");
+    let name = parsed.path().trim_start_matches('/');
+    assert!(name.starts_with("tessera_t_"), "only test databases are dropped: {name}");
+    let mut command = std::process::Command::new("mariadb");
+    command.args(["-h", parsed.host_str().unwrap_or("127.0.0.1"), "-P", &parsed.port().unwrap_or(3306).to_string()]);
+    command.args(["-u", parsed.username()]);
+    if let Some(password) = parsed.password() {
+        command.arg(format!("-p{password}"));
+    }
+    let status = command.args(["-e", &format!("DROP DATABASE {name}")]).status().expect("the mariadb client runs");
+    assert!(status.success(), "dropping database {name}");
+}
