@@ -89,9 +89,10 @@ fn not_modified(request: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
     for value in request.get_all(IF_NONE_MATCH) {
         saw_if_none_match = true;
         let Ok(text) = value.to_str() else { continue };
-        let matches = text.split(',').map(str::trim).any(|candidate| {
-            candidate == "*" || candidate.trim_start_matches("W/") == etag.trim_start_matches("W/")
-        });
+        let matches = text
+            .split(',')
+            .map(str::trim)
+            .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag.trim_start_matches("W/"));
         if matches {
             return true;
         }
