@@ -1,8 +1,9 @@
 //! The site's few static files, compiled into the binary: one stylesheet,
 //! one small script (progressive enhancement only) and the icon.
 //!
-//! Each answer carries a strong `ETag` (a digest of the content, so it
-//! changes exactly when a new build changes the file) and `Last-Modified`
+//! Each answer carries an `ETag` (a digest of the content, so it changes
+//! exactly when a new build changes the file; weak, because the compression
+//! layer may send the same content gzip- or Brotli-encoded) and `Last-Modified`
 //! (when this process started: the embedded files cannot change while it
 //! runs). `If-None-Match` and, without it, `If-Modified-Since` are honoured
 //! with `304 Not Modified` (RFC 9110 §13.1.2, §13.1.3). Compression is the
@@ -37,12 +38,12 @@ impl StaticFile {
         StaticFile { content_type, body, etag: OnceLock::new() }
     }
 
-    /// `"<first 16 bytes of the SHA-256 of the content, hex>"`.
+    /// `W/"<first 16 bytes of the SHA-256 of the content, hex>"`.
     fn etag(&self) -> &str {
         self.etag.get_or_init(|| {
             let digest = Sha256::digest(self.body.as_bytes());
             let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-            format!("\"{hex}\"")
+            format!("W/\"{hex}\"")
         })
     }
 
@@ -88,9 +89,10 @@ fn not_modified(request: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
     for value in request.get_all(IF_NONE_MATCH) {
         saw_if_none_match = true;
         let Ok(text) = value.to_str() else { continue };
-        let matches = text.split(',').map(str::trim).any(|candidate| {
-            candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag.trim_start_matches("W/")
-        });
+        let matches = text
+            .split(',')
+            .map(str::trim)
+            .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag.trim_start_matches("W/"));
         if matches {
             return true;
         }
@@ -129,12 +131,13 @@ mod tests {
     #[test]
     fn conditional_requests() {
         let etag = STYLE.etag();
-        assert_eq!(etag.len(), 34);
+        assert_eq!(etag.len(), 36);
         let modified = last_modified();
         let date = httpdate::fmt_http_date(modified);
         let earlier = httpdate::fmt_http_date(modified - std::time::Duration::from_secs(1));
         assert!(not_modified(&headers(&[(IF_NONE_MATCH, etag)]), etag, modified));
-        assert!(not_modified(&headers(&[(IF_NONE_MATCH, &format!("\"x\", W/{etag}"))]), etag, modified));
+        assert!(not_modified(&headers(&[(IF_NONE_MATCH, &format!("\"x\", {etag}"))]), etag, modified));
+        assert!(not_modified(&headers(&[(IF_NONE_MATCH, etag.trim_start_matches("W/"))]), etag, modified));
         assert!(not_modified(&headers(&[(IF_NONE_MATCH, "*")]), etag, modified));
         assert!(!not_modified(&headers(&[(IF_NONE_MATCH, "\"other\"")]), etag, modified));
         assert!(not_modified(&headers(&[(IF_MODIFIED_SINCE, &date)]), etag, modified));

@@ -362,15 +362,22 @@ async fn load_ring(db: &Database, now: Timestamp, access_ttl: Duration) -> Resul
             DatabaseError::Unavailable(format!("stored public key {} is unusable: {error}", key.kid))
         })?;
     }
-    // `keys` is newest first. A key may sign while it is not retired yet
-    // (rotation retires the old key in the future, when the new one has
-    // been published long enough) and has its private half; of those, the
-    // newest published for PUBLISH_BEFORE_SIGNING signs, or, if none has
-    // been (the very first key), the oldest.
+    // `keys` is newest first. A key may sign while it has its private half
+    // and is not retired yet: rotation retires the old key in the future,
+    // when the new one has been published for PUBLISH_BEFORE_SIGNING. The
+    // signer is the newest live key published that long; else the previous
+    // signer, waiting for its retirement (one published that long first);
+    // else (the very first key: nothing was published before it) the newest.
     let can_sign: Vec<_> =
         keys.iter().filter(|k| k.private_key.is_some() && k.retired_at.is_none_or(|retired| retired > now)).collect();
-    let published = |k: &&&crate::token_store::StoredSigningKey| k.created_at.plus(PUBLISH_BEFORE_SIGNING) <= now;
-    let signer = can_sign.iter().find(published).or(can_sign.last()).and_then(|k| k.private_key.as_deref());
+    let published = |k: &crate::token_store::StoredSigningKey| k.created_at.plus(PUBLISH_BEFORE_SIGNING) <= now;
+    let signer = can_sign
+        .iter()
+        .find(|k| k.retired_at.is_none() && published(k))
+        .or_else(|| can_sign.iter().find(|k| k.retired_at.is_some() && published(k)))
+        .or_else(|| can_sign.iter().find(|k| k.retired_at.is_some()))
+        .or_else(|| can_sign.first())
+        .and_then(|k| k.private_key.as_deref());
     if keys.iter().any(|k| k.private_key.is_some() && k.retired_at.is_some_and(|retired| retired <= now)) {
         // A rotation's old key has stopped signing: its private half goes.
         if let Err(error) = db.erase_retired_private_keys(now).await {
