@@ -58,7 +58,7 @@ async fn logout(auth: Auth, _: CsrfForm<serde::de::IgnoredAny>) -> Redirect {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("MEMBERSHIP_DATABASE").unwrap_or_else(|_| "sqlite://membership.db".into());
     let store = tessera_store_sqlite::SqliteStore::connect(&url).await?;
     store.spawn_purge_task(Duration::from_secs(60));

@@ -3,24 +3,13 @@
 //! logout, throttled logins, a new session ID at login, the 404 page.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
-/// The example's binary, built by `cargo test` next to this test's.
-fn example_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    profile_dir.join("examples").join("membership")
-}
-
-struct Example(Child);
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// The example itself, compiled into this test: `cargo test --all-targets`
+/// builds examples as test harnesses, not as the binaries `cargo run` makes,
+/// so the test runs the example's own `main` on a thread instead.
+#[allow(dead_code)]
+#[path = "../examples/membership.rs"]
+mod membership;
 
 /// A browser: keeps cookies by hand (`Secure` cookies over plain HTTP on
 /// loopback), never follows redirects.
@@ -90,23 +79,17 @@ fn visits(page: &Answer) -> u64 {
 
 #[tokio::test]
 async fn the_membership_example_works_over_http() {
-    let binary = example_binary();
-    assert!(
-        binary.exists(),
-        "{} is missing: `cargo test` builds it unless a single `--test` is named (then `cargo build --example membership` first)",
-        binary.display()
-    );
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(&binary)
-        .env("MEMBERSHIP_DATABASE", format!("sqlite://{}", dir.path().join("membership.db").display()))
-        .env("MEMBERSHIP_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the example starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let _example = Example(child);
-    let address = line.trim().rsplit("http://").next().expect("the address is printed").to_owned();
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // The only test in this binary: the process environment is its own.
+    std::env::set_var("MEMBERSHIP_DATABASE", format!("sqlite://{}", dir.path().join("membership.db").display()));
+    std::env::set_var("MEMBERSHIP_LISTEN", address.to_string());
+    std::thread::spawn(|| membership::main().expect("the example serves"));
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the example did not start listening");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let base = format!("http://{address}");
     let mut browser = Browser::new(&base);
     let password = "correct horse battery staple";

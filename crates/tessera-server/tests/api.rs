@@ -372,7 +372,10 @@ async fn malicious_tokens_are_all_401() {
     }
     let parts: Vec<&str> = real.split('.').collect();
     let mut tampered_claims = real_claims.clone();
-    tampered_claims["sub"] = json!("1");
+    // Another subject than the victim's (who may well be user 1 in a fresh
+    // database: "1" would leave the payload as signed).
+    tampered_claims["sub"] = json!("999999");
+    assert_ne!(tampered_claims["sub"], real_claims["sub"]);
     refused.push(("tampered payload".into(), format!("{}.{}.{}", parts[0], b64(&tampered_claims), parts[2])));
     let mut claims_variants: Vec<(&str, Value)> = Vec::new();
     let mut no_exp = real_claims.clone();
