@@ -25,7 +25,7 @@ use crate::directory::User;
 use crate::events::{AuthEvent, Channel, Client, EventSink, Method};
 use crate::password_policy::check_username;
 use crate::revocation::{NothingToRevoke, Revocation, Revoked};
-use crate::second_factor::{SecondFactors, Verification};
+use crate::second_factor::{SecondFactors, TotpSecret, Verification};
 use crate::throttle::{AttemptKeys, Reservation, Throttle};
 
 /// How long a passed first factor waits for the second.
@@ -52,6 +52,18 @@ pub struct PendingLogin {
     /// becomes the session's authentication time.
     #[serde(default)]
     pub provider_auth_time: Option<i64>,
+    /// When enrolling: the authenticator secret of this pending login alone
+    /// (base32), shown by the prompt and stored only once a code from the
+    /// app confirms it.
+    #[serde(default)]
+    pub enrolment_secret: Option<String>,
+}
+
+impl PendingLogin {
+    /// The authenticator secret this pending login enrols, if it enrols one.
+    pub fn enrolment_secret(&self) -> Option<TotpSecret> {
+        self.enrolment_secret.as_deref().and_then(TotpSecret::from_base32)
+    }
 }
 
 impl PendingLogin {
@@ -475,11 +487,12 @@ impl Authenticator {
         pending: &PendingLogin,
         code: &str,
     ) -> Result<(LoggedIn, Vec<String>), LoginError> {
+        let Some(secret) = pending.enrolment_secret() else { return Err(LoginError::Expired) };
         let user = self.pending_user(pending).await?;
         let username_key = check_username(&user.username).ok();
         let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
         let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
-        let codes = match self.second_factors.confirm_setup(user.id, code).await {
+        let codes = match self.second_factors.confirm_pending_setup(user.id, &secret, code).await {
             Ok(Some(codes)) => codes,
             Ok(None) => {
                 let event = AuthEvent::SecondFactorFailed { user_id: user.id };
@@ -577,6 +590,7 @@ impl Authenticator {
             next,
             enroll,
             provider_auth_time: auth_time.map(|t| t.as_millis()),
+            enrolment_secret: enroll.then(|| TotpSecret::generate().to_base32()),
         }
     }
 

@@ -417,3 +417,45 @@ async fn a_server_that_requires_it_enrols_users_at_login() {
     assert_eq!(send_code(&mut later, &code).await.status, 303);
     server.stop().await;
 }
+
+/// Issue #14 item 5: on a server that requires a second factor, the
+/// authenticator secret shown at login belongs to that one pending login.
+/// Someone who holds only the password sees a secret of their own, which
+/// the owner never confirms, so it never opens the account.
+#[tokio::test]
+async fn the_enrolment_secret_belongs_to_one_pending_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.require_second_factor = true;
+    let server = TestServer::start(config, clock).await;
+    let name = unique_name("enrol");
+    let mut owner = server.browser();
+    assert_eq!(owner.register(&name, PASSWORD).await.location(), Some("/login/second-factor"));
+    let owners = owner.get("/login/second-factor").await.element_text("totp-secret").unwrap();
+
+    // The password thief's pending login shows another secret.
+    let mut thief = server.browser();
+    assert_eq!(thief.login(&name, PASSWORD).await.location(), Some("/login/second-factor"));
+    let thiefs = thief.get("/login/second-factor").await.element_text("totp-secret").unwrap();
+    assert_ne!(owners, thiefs, "each pending login enrols its own secret");
+
+    // The owner confirms theirs.
+    let owners = TotpSecret::from_base32(&owners.replace(' ', "")).unwrap();
+    let code = owners.code_at(step_at(server.clock.now()));
+    assert_eq!(send_code(&mut owner, &code).await.status, 200);
+    assert_eq!(owner.get("/profile").await.status, 200);
+
+    // The thief's secret opens nothing: not at the pending prompt (an app is
+    // active now), nor at a later login.
+    next_step(&server);
+    let thiefs = TotpSecret::from_base32(&thiefs.replace(' ', "")).unwrap();
+    let code = thiefs.code_at(step_at(server.clock.now()));
+    assert_ne!(send_code(&mut thief, &code).await.status, 200, "the thief cannot enrol a second app");
+    assert_ne!(thief.get("/profile").await.status, 200);
+    let mut later = server.browser();
+    password_step(&mut later, &name).await;
+    let code = thiefs.code_at(step_at(server.clock.now()));
+    assert_eq!(send_code(&mut later, &code).await.status, 401, "the thief's secret is no second factor");
+    server.stop().await;
+}

@@ -126,6 +126,47 @@ impl SecondFactors {
         Ok(Some(codes))
     }
 
+    /// Turns on an authenticator app whose secret was kept with a pending
+    /// login (not in the database): `code` must be the app's current code
+    /// for `secret`. Refused (`None`) if it is not, or if the account has an
+    /// active app already. Returns the recovery codes to show once.
+    ///
+    /// Each pending login gets a secret of its own, so someone holding only
+    /// the password sees a secret nobody will ever confirm: the owner's
+    /// enrolment, made in another pending login, uses another secret.
+    pub async fn confirm_pending_setup(
+        &self,
+        user_id: i64,
+        secret: &TotpSecret,
+        code: &str,
+    ) -> Result<Option<Vec<String>>, DatabaseError> {
+        let now = self.clock.now();
+        let Some(step) = secret.matching_step(code, now) else { return Ok(None) };
+        let mut tx = self.db.begin().await?;
+        let written = sqlx::query(
+            "INSERT INTO totp_credentials (user_id, secret, created_at, confirmed_at, last_step) \
+             VALUES ($1, $2, $3, $3, $4) \
+             ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at, \
+             confirmed_at = excluded.confirmed_at, last_step = excluded.last_step \
+             WHERE totp_credentials.confirmed_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(secret.to_base32())
+        .bind(now.as_millis())
+        .bind(step_as_i64(step))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if written != 1 {
+            // An app is active already (confirmed by a concurrent login).
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let codes = replace_recovery_codes(&mut tx, user_id, now.as_millis()).await?;
+        tx.commit().await?;
+        Ok(Some(codes))
+    }
+
     /// Checks a second-factor input: a 6-digit authenticator code, or else a
     /// recovery code. An accepted code is used up at once.
     pub async fn verify(&self, user_id: i64, input: &str) -> Result<Verification, DatabaseError> {

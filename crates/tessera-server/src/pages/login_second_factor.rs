@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use serde::Deserialize;
-use tessera_auth::{Channel, LoginError, User};
+use tessera_auth::{Channel, LoginError, PendingLogin, User};
 use tessera_axum::{clear_pending_login, log_in, pending_login, remember_device, CsrfForm, LoginClient};
 
 use super::account_two_factor::SetupView;
@@ -45,15 +45,10 @@ fn expired(ctx: &PageContext) -> Response {
     ctx.render(StatusCode::UNAUTHORIZED, &page)
 }
 
-/// The setup of a pending enrolment: the secret already shown, or a new one.
-async fn enrolment_setup(state: &AppState, user: &User) -> Result<Option<SetupView>, Response> {
-    let unavailable = |error| ServerError::unavailable(error).into_response();
-    let factors = state.auth.second_factors();
-    let secret = match factors.setup_in_progress(user.id).await.map_err(unavailable)? {
-        Some(secret) => Some(secret),
-        None => factors.begin_setup(user.id).await.map_err(unavailable)?,
-    };
-    Ok(secret.map(|secret| SetupView::new(&secret, &user.username)))
+/// The setup of a pending enrolment: the secret of this pending login
+/// alone (shown again on reload: the user may have scanned it already).
+fn enrolment_setup(pending: &PendingLogin, user: &User) -> Option<SetupView> {
+    pending.enrolment_secret().map(|secret| SetupView::new(&secret, &user.username))
 }
 
 /// The code prompt, or the setup of an app; without a pending login, back
@@ -74,10 +69,7 @@ pub async fn show(State(state): State<AppState>, ctx: PageContext) -> Response {
         };
         // Shown again on reload rather than replaced: the user may have
         // scanned it already.
-        page.setup = match enrolment_setup(&state, &user).await {
-            Ok(setup) => setup,
-            Err(response) => return response,
-        };
+        page.setup = enrolment_setup(&pending, &user);
     }
     ctx.render(StatusCode::OK, &page)
 }
@@ -118,10 +110,7 @@ pub async fn submit(
                     Err(LoginError::Expired) => return expired(&ctx),
                     Err(error) => return ServerError::unavailable(error).into_response(),
                 };
-                let setup = match enrolment_setup(&state, &user).await {
-                    Ok(setup) => setup,
-                    Err(response) => return response,
-                };
+                let setup = enrolment_setup(&pending, &user);
                 let message = "That code does not match. Check the app's clock and enter the code it shows now.";
                 let page = SecondFactorPage { setup, ..view(&ctx, Some(message.to_owned())) };
                 ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page)
