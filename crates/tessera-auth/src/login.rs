@@ -57,6 +57,11 @@ pub struct PendingLogin {
     /// app confirms it.
     #[serde(default)]
     pub enrolment_secret: Option<String>,
+    /// A fingerprint of the account's password hash when the first factor
+    /// passed: a password change (or reset) in between ends the pending
+    /// login, so a password that was just replaced cannot be finished with.
+    #[serde(default)]
+    pub password_fingerprint: String,
 }
 
 impl PendingLogin {
@@ -546,7 +551,11 @@ impl Authenticator {
             return Err(LoginError::Expired);
         }
         let user = self.accounts.directory().user_by_id(pending.user_id).await?;
-        user.filter(User::is_enabled).ok_or(LoginError::Expired)
+        let user = user.filter(User::is_enabled).ok_or(LoginError::Expired)?;
+        if password_fingerprint(&user) != pending.password_fingerprint {
+            return Err(LoginError::Expired);
+        }
+        Ok(user)
     }
 
     async fn after_first_factor(
@@ -591,6 +600,7 @@ impl Authenticator {
             enroll,
             provider_auth_time: auth_time.map(|t| t.as_millis()),
             enrolment_secret: enroll.then(|| TotpSecret::generate().to_base32()),
+            password_fingerprint: password_fingerprint(user),
         }
     }
 
@@ -675,4 +685,12 @@ impl Authenticator {
             .await;
         Ok(LoggedIn { user, first_factor, authenticated_at, device_cookie })
     }
+}
+
+/// A short digest of `user`'s password hash (or of its absence): equal
+/// while the password is unchanged, and telling nothing about it.
+fn password_fingerprint(user: &User) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(user.password_hash.as_deref().unwrap_or("").as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -459,3 +459,29 @@ async fn the_enrolment_secret_belongs_to_one_pending_login() {
     assert_eq!(send_code(&mut later, &code).await.status, 401, "the thief's secret is no second factor");
     server.stop().await;
 }
+
+/// Issue #14 item 6: a pending second-factor login ends when the password
+/// changes: whoever typed the old password cannot finish with a code.
+#[tokio::test]
+async fn a_password_change_ends_pending_logins() {
+    let (server, _dir) = server().await;
+    let name = unique_name("changed");
+    let mut owner = server.browser();
+    let (secret, _) = enrolled(&server, &mut owner, &name).await;
+    let mut thief = server.browser();
+    password_step(&mut thief, &name).await;
+    let changed = owner
+        .submit(
+            "/account/password",
+            "/account/password",
+            &[("current_password", PASSWORD), ("new_password", "a brand new passphrase")],
+        )
+        .await;
+    assert_eq!(changed.status, 303, "{}", changed.body);
+    next_step(&server);
+    let code = secret.code_at(step_at(server.clock.now()));
+    let page = send_code(&mut thief, &code).await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    assert!(page.element_text("second-factor-expired").is_some(), "{}", page.body);
+    assert_ne!(thief.get("/profile").await.status, 200);
+}
