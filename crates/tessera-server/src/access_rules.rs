@@ -183,7 +183,13 @@ impl Target {
         let path = percent_encoding::percent_decode_str(raw_path).decode_utf8().ok()?.into_owned();
         // `;` starts path parameters, which some servers (Tomcat) strip
         // before routing: `/admin;x/users` would be `/admin/users` there.
-        if path.contains(['\\', ';']) || path.split('/').any(|segment| segment == "." || segment == "..") {
+        // Empty segments (`//admin`): proxies and servers merge slashes
+        // after the check. A `%` left after decoding: an application that
+        // decodes twice would see another path.
+        if path.contains(['\\', ';', '%'])
+            || path.contains("//")
+            || path.split('/').any(|segment| segment == "." || segment == "..")
+        {
             return None;
         }
         if !path.starts_with('/') {
@@ -363,6 +369,9 @@ mod tests {
             "https://app.example.com/./x",
             "https://app.example.com/admin;jsessionid=1/users",
             "https://app.example.com/admin%3bx/users",
+            "https://app.example.com//admin",
+            "https://app.example.com/public//admin",
+            "https://app.example.com/%252e/admin",
             "ftp://app.example.com/",
             "not a url",
         ] {

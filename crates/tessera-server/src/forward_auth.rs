@@ -153,18 +153,35 @@ pub struct VerifyQuery {
 }
 
 /// The original URL the proxy is asking about, from a trusted proxy only.
+///
+/// nginx sends it as `X-Original-URL`; Traefik and Caddy as
+/// `X-Forwarded-Proto`/`-Host`/`-Uri` — and copy every header the *client*
+/// sent into the check, so a client can add an `X-Original-URL` of its own
+/// that the proxy does not overwrite (nginx likewise passes a client's
+/// `X-Forwarded-*` on). When both forms are present they must name the same
+/// host, port and path, or there is no target at all (a `403`): a proxy
+/// never sends two different answers, only a client hiding one behind the
+/// other does.
 fn original_url(headers: &HeaderMap) -> Option<String> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    if let Some(url) = get("x-original-url") {
-        return Some(url.to_owned());
+    let forwarded = get("x-forwarded-host").map(|host| {
+        let proto = get("x-forwarded-proto").unwrap_or("https");
+        let uri = get("x-forwarded-uri").unwrap_or("/");
+        (matches!(proto, "http" | "https") && uri.starts_with('/')).then(|| format!("{proto}://{host}{uri}"))
+    });
+    let original = get("x-original-url").map(str::to_owned);
+    match (original, forwarded) {
+        (Some(original), None) => Some(original),
+        (None, Some(forwarded)) => forwarded,
+        (Some(original), Some(Some(forwarded))) => {
+            let same = |a: &str, b: &str| match (Target::from_url(a), Target::from_url(b)) {
+                (Some(a), Some(b)) => a.host == b.host && a.port == b.port && a.path == b.path,
+                _ => false,
+            };
+            same(&original, &forwarded).then_some(original)
+        }
+        (Some(_), Some(None)) | (None, None) => None,
     }
-    let host = get("x-forwarded-host")?;
-    let proto = get("x-forwarded-proto").unwrap_or("https");
-    let uri = get("x-forwarded-uri").unwrap_or("/");
-    if !matches!(proto, "http" | "https") || !uri.starts_with('/') {
-        return None;
-    }
-    Some(format!("{proto}://{host}{uri}"))
 }
 
 async fn user_header_value(state: &AppState, user: &User, field: UserField) -> Result<Option<String>, ServerError> {
@@ -408,7 +425,14 @@ mod tests {
         h.insert("x-forwarded-uri", HeaderValue::from_static("/a?b=1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
         assert_eq!(original_url(&h).as_deref(), Some("http://app.example.com/a?b=1"));
+        // A client hiding another address behind the proxy's (Caddy and
+        // Traefik pass client headers on): no target at all.
         h.insert("x-original-url", HeaderValue::from_static("https://app.example.com/z"));
-        assert_eq!(original_url(&h).as_deref(), Some("https://app.example.com/z"));
+        assert_eq!(original_url(&h), None, "two different original URLs");
+        h.insert("x-original-url", HeaderValue::from_static("http://app.example.com/a?b=1"));
+        assert_eq!(original_url(&h).as_deref(), Some("http://app.example.com/a?b=1"), "the same twice");
+        let mut nginx = HeaderMap::new();
+        nginx.insert("x-original-url", HeaderValue::from_static("https://app.example.com/z"));
+        assert_eq!(original_url(&nginx).as_deref(), Some("https://app.example.com/z"));
     }
 }

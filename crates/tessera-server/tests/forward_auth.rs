@@ -284,6 +284,15 @@ async fn behind_a_proxy(kind: &str) {
     assert_eq!(refused.status, 403, "{kind}: a self-registered user on a staff host: {}", refused.body);
     assert!(!refused.body.contains("upstream"), "{kind}");
     assert_eq!(user.get_with("/", &[("host", &no_rule_host)]).await.status, 403, "{kind}: no rule");
+    // Caddy passes the client's own headers on to the check: an
+    // X-Original-URL naming a page the user may see must not stand in for
+    // the one the proxy asks about (found by a black-box attack).
+    let hidden = format!("{site}/app");
+    for who in [&mut user, &mut anonymous] {
+        let page = who.get_with("/wiki", &[("host", &staff_host), ("x-original-url", &hidden)]).await;
+        assert_ne!(page.status, 200, "{kind}: a client's X-Original-URL hid the real target: {}", page.body);
+        assert!(!page.body.contains("upstream"), "{kind}");
+    }
     assert_eq!(anonymous.get_with("/", &[("host", &no_rule_host)]).await.status, 403, "{kind}: no rule, anonymous");
     assert_eq!(api.get_with("/", &[("host", &no_rule_host)]).await.status, 403, "{kind}: no rule, API client");
 
