@@ -544,6 +544,36 @@ impl Authenticator {
         }
     }
 
+    /// A current code (authenticator or recovery) from a logged-in `user`
+    /// with a second factor, before that factor is changed (turned off, new
+    /// recovery codes): whoever holds only the session or the password must
+    /// not remove the factor. Behind the login throttle, like a password.
+    pub async fn confirm_second_factor(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user: &User,
+        code: &str,
+    ) -> Result<(), LoginError> {
+        let username_key = check_username(&user.username).ok();
+        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
+        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
+        match self.check_code(channel, client, user, code).await {
+            Ok(()) => {
+                self.throttle.succeeded(reservation).await?;
+                Ok(())
+            }
+            Err(LoginError::InvalidSecondFactor) => {
+                let event = AuthEvent::SecondFactorFailed { user_id: user.id };
+                Err(self.fail(reservation, event, channel, client, LoginError::InvalidSecondFactor).await)
+            }
+            Err(other) => {
+                let _ = self.throttle.release(reservation).await;
+                Err(other)
+            }
+        }
+    }
+
     /// The user of a pending login, if it is current and the account may
     /// still log in.
     pub async fn pending_user(&self, pending: &PendingLogin) -> Result<User, LoginError> {

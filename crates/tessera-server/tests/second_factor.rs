@@ -180,8 +180,15 @@ async fn recovery_codes_flow(server: &TestServer) {
     assert_eq!(status.element_text("recovery-codes-left").as_deref(), Some("9"));
     assert!(owner.get("/account/activity").await.body.contains("A recovery code was used"));
 
-    // New codes: the old unused ones stop working.
-    let renewed = owner.submit("/account/two-factor", "/account/two-factor/recovery-codes", &[]).await;
+    // New codes need a current code (issue #14 item 6): the session alone
+    // cannot change the factor. Then the old unused ones stop working.
+    let refused = owner.submit("/account/two-factor", "/account/two-factor/recovery-codes", &[]).await;
+    assert_eq!(refused.status, 422, "no code, no new codes");
+    let refused =
+        owner.submit("/account/two-factor", "/account/two-factor/recovery-codes", &[("code", "not-a-code")]).await;
+    assert_eq!(refused.status, 401, "a wrong code changes nothing");
+    let renewed =
+        owner.submit("/account/two-factor", "/account/two-factor/recovery-codes", &[("code", &codes[5])]).await;
     assert_eq!(renewed.status, 200);
     let fresh = recovery_codes(&renewed);
     assert_eq!(fresh.len(), 10);
@@ -265,9 +272,20 @@ async fn turning_it_off_needs_a_recent_authentication_and_restores_password_logi
         .submit("/account/two-factor", "/account/two-factor/disable", &[("current_password", "not it at all")])
         .await;
     assert_eq!(wrong.status, 401);
-    let off =
+    // The password alone does not turn it off (issue #14 item 6): a code
+    // from the app, or a recovery code, must come along.
+    let password_only =
         owner.submit("/account/two-factor", "/account/two-factor/disable", &[("current_password", PASSWORD)]).await;
-    assert_eq!(off.status, 303);
+    assert_eq!(password_only.status, 422);
+    assert!(owner.get("/account/two-factor").await.body.contains("data-enabled=\"true\""), "still on");
+    let off = owner
+        .submit(
+            "/account/two-factor",
+            "/account/two-factor/disable",
+            &[("current_password", PASSWORD), ("code", &codes[0])],
+        )
+        .await;
+    assert_eq!(off.status, 303, "{}", off.body);
     assert!(owner.get("/account/two-factor").await.body.contains("data-enabled=\"false\""));
     assert!(owner.get("/account/activity").await.body.contains("Two-step verification turned off"));
 
@@ -484,4 +502,29 @@ async fn a_password_change_ends_pending_logins() {
     assert_eq!(page.status, 401, "{}", page.body);
     assert!(page.element_text("second-factor-expired").is_some(), "{}", page.body);
     assert_ne!(thief.get("/profile").await.status, 200);
+}
+
+/// Issue #14 item 6: turning two-step verification on offers to sign out
+/// the other sessions, checked by default, and does so when asked.
+#[tokio::test]
+async fn turning_it_on_signs_out_the_other_sessions_when_asked() {
+    let (server, _dir) = server().await;
+    let name = unique_name("others");
+    let mut owner = server.browser();
+    assert_eq!(owner.register(&name, PASSWORD).await.status, 303);
+    let mut elsewhere = server.browser();
+    assert_eq!(elsewhere.login(&name, PASSWORD).await.status, 303);
+    assert_eq!(elsewhere.get("/profile").await.status, 200);
+
+    let setup = owner.submit("/account/two-factor", "/account/two-factor/setup", &[]).await;
+    assert!(setup.body.contains(r#"name="sign_out_others" value="1" id="sign-out-others" checked"#), "{}", setup.body);
+    let typed = setup.element_text("totp-secret").unwrap();
+    let secret = TotpSecret::from_base32(&typed.replace(' ', "")).unwrap();
+    let code = secret.code_at(step_at(server.clock.now()));
+    let done = owner
+        .submit("/account/two-factor", "/account/two-factor/confirm", &[("code", &code), ("sign_out_others", "1")])
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(owner.get("/profile").await.status, 200, "this session stays");
+    assert_eq!(elsewhere.get("/profile").await.status, 303, "the other session ended");
 }

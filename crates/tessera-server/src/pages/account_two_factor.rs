@@ -22,7 +22,7 @@ use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::reauthentication::{self, Recency};
 use tessera_auth::second_factor::{Status, TotpSecret};
-use tessera_auth::User;
+use tessera_auth::{Channel, LoginError, User};
 
 #[derive(Template)]
 #[template(path = "account_two_factor.html")]
@@ -87,6 +87,37 @@ pub async fn show(State(state): State<AppState>, RequireUser(_): RequireUser, ct
 #[derive(Deserialize)]
 pub struct ConfirmedForm {
     current_password: Option<String>,
+    /// A current code from the app, or a recovery code: changing an active
+    /// second factor needs it (issue #14 item 6).
+    code: Option<String>,
+}
+
+/// Requires a current code of the active second factor; `Err` is the page
+/// to answer instead.
+async fn require_code(state: &AppState, ctx: &PageContext, user: &User, code: Option<&str>) -> Result<(), Response> {
+    let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
+        let message =
+            "Enter a current code from your authenticator app (or a recovery code) to change two-step verification.";
+        return Err(
+            page(state, ctx, user, StatusCode::UNPROCESSABLE_ENTITY, Some(message.to_owned()), None, None).await
+        );
+    };
+    match state.auth.confirm_second_factor(Channel::Web, &ctx.client, user, code).await {
+        Ok(()) => Ok(()),
+        Err(LoginError::InvalidSecondFactor) => {
+            let message = "That code is not valid, or it was used already. Nothing was changed.";
+            Err(page(state, ctx, user, StatusCode::UNAUTHORIZED, Some(message.to_owned()), None, None).await)
+        }
+        Err(LoginError::Throttled(wait)) => {
+            let message = format!(
+                "Too many wrong codes. Please wait {} before trying again.",
+                reauthentication::readable_wait(wait)
+            );
+            let response = page(state, ctx, user, StatusCode::TOO_MANY_REQUESTS, Some(message), None, None).await;
+            Err(with_retry_after(response, wait))
+        }
+        Err(error) => Err(ServerError::unavailable(error).into_response()),
+    }
 }
 
 /// The logged-in user, once the authentication is recent (or confirmed
@@ -153,6 +184,11 @@ pub async fn setup(
 pub struct CodeForm {
     #[serde(default)]
     code: String,
+    /// "Sign out my other sessions" (checked by default on the form): a
+    /// session opened by someone else before the factor existed should not
+    /// outlive it.
+    #[serde(default)]
+    sign_out_others: Option<String>,
 }
 
 /// Confirms the setup with a code from the app, turns two-step
@@ -175,6 +211,20 @@ pub async fn confirm(
         Ok(Some(codes)) => {
             tracing::info!(user_id = user.id, "two-step verification turned on");
             state.events.record(AuditKind::SecondFactorEnabled, Some(user.id), &ctx.device, now).await;
+            let keep = ctx.session.key();
+            if form.sign_out_others.is_some() {
+                match state.engine.revoke_all(&user.id.to_string(), keep.as_ref()).await {
+                    Ok(ended) => {
+                        tracing::info!(
+                            user_id = user.id,
+                            ended,
+                            "other sessions signed out with two-step verification on"
+                        );
+                        state.events.record(AuditKind::OtherSessionsRevoked, Some(user.id), &ctx.device, now).await;
+                    }
+                    Err(error) => return ServerError::unavailable(error).into_response(),
+                }
+            }
             // A new privilege level for this session: a new ID.
             reauthentication::stepped_up(&ctx.session, now);
             page(&state, &ctx, &user, StatusCode::OK, None, None, Some(codes)).await
@@ -207,6 +257,9 @@ pub async fn recovery_codes(
         Ok(user) => user,
         Err(response) => return response,
     };
+    if let Err(response) = require_code(&state, &ctx, &user, form.code.as_deref()).await {
+        return response;
+    }
     match state.auth.second_factors().new_recovery_codes(user.id).await {
         Ok(Some(codes)) => {
             let now = state.clock.now();
@@ -238,6 +291,9 @@ pub async fn disable(
         Ok(user) => user,
         Err(response) => return response,
     };
+    if let Err(response) = require_code(&state, &ctx, &user, form.code.as_deref()).await {
+        return response;
+    }
     match state.auth.second_factors().disable(user.id).await {
         Ok(removed) => {
             if removed {
