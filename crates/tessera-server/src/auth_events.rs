@@ -4,7 +4,9 @@
 //! form, the API, an identity provider and the second-factor step, because
 //! they all reach this one place through the core.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tessera::{Clock, DeviceInfo, SessionEngine, SessionKey, Timestamp};
@@ -19,18 +21,49 @@ use crate::database::{Database, DatabaseError};
 pub struct ServerEvents {
     db: Database,
     activity: ActivityStats,
+    /// When a refused (throttled) attempt was last written to each
+    /// account's trail.
+    throttled_written: Arc<Mutex<HashMap<Option<i64>, Timestamp>>>,
 }
+
+/// At most one `login_throttled` row per account per this long. Refused
+/// attempts cost an attacker nothing (no password is hashed), so without
+/// a limit a flood of them would push the attacker's own successful login
+/// off the victim's activity page (found by a black-box attack). They are
+/// all still counted in `tessera_login_throttled_total`.
+pub const THROTTLED_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Accounts remembered for the limit above before the memory starts over.
+const THROTTLED_AUDIT_MEMORY: usize = 10_000;
 
 impl ServerEvents {
     /// Events written to `db` and counted in `activity` and the metrics.
     pub fn new(db: Database, activity: ActivityStats) -> Self {
-        ServerEvents { db, activity }
+        ServerEvents { db, activity, throttled_written: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// Records an account event that is no login step (logout, revocations,
     /// changes), with the same trail as the core's.
     pub async fn record(&self, kind: AuditKind, user_id: Option<i64>, device: &DeviceInfo, at: Timestamp) {
         self.db.record(kind, user_id, device, at).await;
+    }
+}
+
+impl ServerEvents {
+    /// Whether a throttled attempt on `user_id` at `at` is the first in
+    /// [`THROTTLED_AUDIT_INTERVAL`] (and so is written to the trail).
+    fn first_throttled_in_a_while(&self, user_id: Option<i64>, at: Timestamp) -> bool {
+        let mut written = self.throttled_written.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(last) = written.get(&user_id) {
+            if at.since(*last) < THROTTLED_AUDIT_INTERVAL {
+                return false;
+            }
+        }
+        if written.len() >= THROTTLED_AUDIT_MEMORY {
+            written.clear();
+        }
+        written.insert(user_id, at);
+        true
     }
 }
 
@@ -66,6 +99,9 @@ impl EventSink for ServerEvents {
             _ => {}
         }
         tracing::debug!(channel = channel.as_str(), ?event, "authentication event");
+        if matches!(event, AuthEvent::Throttled { .. }) && !self.first_throttled_in_a_while(event.user_id(), at) {
+            return;
+        }
         self.db.record(audit_kind(&event), event.user_id(), &client.device, at).await;
     }
 }

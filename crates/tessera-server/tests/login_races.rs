@@ -194,7 +194,10 @@ async fn one_account_on_the_form(cluster: &Cluster) {
     assert!(verified >= 1, "the burst reached the server");
     assert_eq!(count(&statuses, 401) + count(&statuses, 429), BURST, "{statuses:?}");
     assert_eq!(count(&statuses, 429) as i64, BURST as i64 - count(&statuses, 401) as i64);
-    assert!(cluster.audited("login_throttled", Some(user_id)).await >= (BURST as i64 - verified - 1));
+    // Refused attempts reach the account's trail (once a minute per
+    // instance: a flood of them must not push older events off the page).
+    let throttled = cluster.audited("login_throttled", Some(user_id)).await;
+    assert!((1..=cluster.servers.len() as i64).contains(&throttled), "{throttled} login_throttled rows");
     // The allowance is used up: the right password is refused unchecked.
     let late = cluster.first().browser().login(&name, PASSWORD).await;
     assert_eq!(late.status, 429, "a right password after the burst waits like any other");
