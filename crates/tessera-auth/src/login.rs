@@ -347,21 +347,7 @@ impl Authenticator {
         password: &str,
         next: Option<String>,
     ) -> Result<LoginStep, LoginError> {
-        let username_key = check_username(username).ok();
-        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
-        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
-        let user = match self.accounts.authenticate(username, password).await {
-            Ok(LoginOutcome::Succeeded(user)) => user,
-            Ok(LoginOutcome::Failed { known_user }) => {
-                let event = AuthEvent::LoginFailed { user_id: known_user, method: Method::Password };
-                return Err(self.fail(reservation, event, channel, client, LoginError::InvalidCredentials).await);
-            }
-            Err(error) => {
-                // Not the user's fault: give the attempt back.
-                let _ = self.throttle.release(reservation).await;
-                return Err(error.into());
-            }
-        };
+        let (reservation, user) = self.check_password(channel, client, username, password).await?;
         self.after_first_factor(channel, client, reservation, user, FirstFactor::Password, next).await
     }
 
@@ -375,20 +361,7 @@ impl Authenticator {
         code: Option<&str>,
     ) -> Result<LoggedIn, LoginError> {
         let channel = Channel::Api;
-        let username_key = check_username(username).ok();
-        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
-        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
-        let user = match self.accounts.authenticate(username, password).await {
-            Ok(LoginOutcome::Succeeded(user)) => user,
-            Ok(LoginOutcome::Failed { known_user }) => {
-                let event = AuthEvent::LoginFailed { user_id: known_user, method: Method::Password };
-                return Err(self.fail(reservation, event, channel, client, LoginError::InvalidCredentials).await);
-            }
-            Err(error) => {
-                let _ = self.throttle.release(reservation).await;
-                return Err(error.into());
-            }
-        };
+        let (reservation, user) = self.check_password(channel, client, username, password).await?;
         let enrolled = match self.second_factors.is_enabled(user.id).await {
             Ok(enrolled) => enrolled,
             Err(error) => {
@@ -586,6 +559,33 @@ impl Authenticator {
             return Err(LoginError::Expired);
         }
         Ok(user)
+    }
+
+    /// The password step every password login shares: an attempt reserved
+    /// on the name's and the address's counters, then the password checked.
+    /// A wrong one is recorded and stays counted; a dependency failure gives
+    /// the attempt back (not the user's fault).
+    async fn check_password(
+        &self,
+        channel: Channel,
+        client: &Client,
+        username: &str,
+        password: &str,
+    ) -> Result<(Reservation, User), LoginError> {
+        let username_key = check_username(username).ok();
+        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
+        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
+        match self.accounts.authenticate(username, password).await {
+            Ok(LoginOutcome::Succeeded(user)) => Ok((reservation, user)),
+            Ok(LoginOutcome::Failed { known_user }) => {
+                let event = AuthEvent::LoginFailed { user_id: known_user, method: Method::Password };
+                Err(self.fail(reservation, event, channel, client, LoginError::InvalidCredentials).await)
+            }
+            Err(error) => {
+                let _ = self.throttle.release(reservation).await;
+                Err(error.into())
+            }
+        }
     }
 
     async fn after_first_factor(
