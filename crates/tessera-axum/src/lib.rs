@@ -80,7 +80,7 @@ pub use csrf::{verify_csrf_header, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, For
 pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
 pub use layer::{client_device, SessionLayer, SessionService};
 pub use login::{
-    clear_pending_login, continue_login, log_in, pending_login, remember_device, retry_after_seconds, Auth,
+    clear_pending_login, continue_login, log_in, pending_login, remember_device, retry_after_seconds, BUSY_RETRY_AFTER_SECONDS, Auth,
     AuthRejection, LoginClient, Progress, AUTHENTICATED_AT,
 };
 

@@ -153,7 +153,13 @@ impl AppConfig {
             base_delay: settings.throttle.base_delay,
             max_delay: settings.throttle.max_delay,
             quiet_period: settings.throttle.quiet_period,
+            signups_per_address: settings.throttle.signups_per_address,
+            signup_window: settings.throttle.signup_window,
         };
+        let mut hasher = PasswordHasher::with_params(params);
+        if settings.passwords.hash_queue > 0 {
+            hasher = hasher.with_queue_limit(settings.passwords.hash_queue);
+        }
         // Every field is named (no `..AppConfig::default()`, which is built
         // from this function): the settings, and the few things only code sets.
         let mut config = AppConfig {
@@ -162,7 +168,7 @@ impl AppConfig {
             session_store_url: Some(settings.sessions.store.clone()).filter(|s| !s.is_empty()),
             expiry: ExpiryPolicy::new(settings.sessions.idle_timeout, settings.sessions.absolute_timeout),
             store_timeout: settings.sessions.store_timeout,
-            hasher: PasswordHasher::with_params(params),
+            hasher,
             password_policy: PasswordPolicy::new(settings.passwords.min_chars),
             purge_interval: settings.sessions.purge_interval,
             max_body_bytes: settings.server.max_body_bytes,

@@ -202,6 +202,11 @@ pub struct PasswordSettings {
     pub argon2_iterations: u32,
     /// argon2id lanes.
     pub argon2_parallelism: u32,
+    /// Password hashes that may wait for a free core when every core is
+    /// hashing; more are refused at once with `503` and `Retry-After` (never
+    /// counted as a wrong password), so that a flood of logins or sign-ups
+    /// cannot make everyone's wait grow without bound. `0`: 8 per core.
+    pub hash_queue: usize,
     /// Every login (password or OpenID Connect) must pass two-step
     /// verification: accounts without an authenticator app set one up at
     /// their next login before they are logged in, and cannot turn it off.
@@ -241,6 +246,18 @@ pub struct ThrottleSettings {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub quiet_period: Duration,
+    /// Accounts that may be created from one client address (an IPv4
+    /// address or an IPv6 /64) per `signup_window`, on the form and
+    /// `POST /api/signup` alike; past it `429` with `Retry-After`, before any
+    /// password is hashed. Each sign-up costs an argon2 hash: the limit
+    /// keeps one address from taking the CPU every login needs. Raise it
+    /// for many people signing up behind one address (a campus, an
+    /// onboarding day). Provider (OpenID Connect) sign-ups are not counted.
+    pub signups_per_address: u32,
+    /// The window of `signups_per_address`, from an address's first sign-up.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub signup_window: Duration,
 }
 
 /// `[tokens]`
@@ -522,6 +539,7 @@ impl Default for PasswordSettings {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            hash_queue: 0,
             require_second_factor: false,
         }
     }
@@ -548,6 +566,8 @@ impl Default for ThrottleSettings {
             base_delay: defaults.base_delay,
             max_delay: defaults.max_delay,
             quiet_period: defaults.quiet_period,
+            signups_per_address: defaults.signups_per_address,
+            signup_window: defaults.signup_window,
         }
     }
 }
@@ -680,6 +700,7 @@ impl Settings {
             ("throttle.base_delay", self.throttle.base_delay),
             ("throttle.max_delay", self.throttle.max_delay),
             ("throttle.quiet_period", self.throttle.quiet_period),
+            ("throttle.signup_window", self.throttle.signup_window),
             ("tokens.access_ttl", self.tokens.access_ttl),
             ("tokens.refresh_ttl", self.tokens.refresh_ttl),
             ("tokens.refresh_family_lifetime", self.tokens.refresh_family_lifetime),
@@ -716,6 +737,9 @@ impl Settings {
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return bad("log.filter", error.to_string());
+        }
+        if self.throttle.signups_per_address == 0 {
+            return bad("throttle.signups_per_address", "must be at least 1 (set `accounts.registration` to close sign-ups)".into());
         }
         if self.throttle.max_delay < self.throttle.base_delay {
             return bad("throttle.max_delay", "must not be shorter than throttle.base_delay".into());

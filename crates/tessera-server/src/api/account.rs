@@ -68,7 +68,7 @@ pub struct Revoked {
 async fn confirm(state: &AppState, caller: &ApiUser, password: &str, client: &LoginClient) -> Result<(), ApiError> {
     let verdict = reauthentication::confirm_password(state, Channel::Api, &client.0, &caller.user, password)
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     match verdict {
         Confirmation::Confirmed => Ok(()),
         Confirmation::Wrong => Err(ApiError::InvalidCredentials),
@@ -218,6 +218,7 @@ pub async fn change_password(
     match state.auth.change_password(Channel::Api, &origin.0, &caller.user, &body.new_password, keep.as_ref()).await {
         Ok(_) => {}
         Err(RegisterError::Unavailable(error)) => return Err(ApiError::unavailable(error)),
+        Err(RegisterError::Busy) => return Err(ApiError::Busy),
         Err(error) => return Err(ApiError::Validation(error.to_string())),
     }
     if keep.is_some() {

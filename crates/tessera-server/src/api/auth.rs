@@ -121,6 +121,8 @@ pub async fn signup(
         Err(RegisterError::InvalidUsername(reason)) => Err(ApiError::Validation(reason.into())),
         Err(RegisterError::InvalidPassword(reason)) => Err(ApiError::Validation(reason)),
         Err(RegisterError::UsernameTaken) => Err(ApiError::UsernameTaken),
+        Err(RegisterError::Throttled(wait)) => Err(ApiError::SignUpThrottled(wait)),
+        Err(RegisterError::Busy) => Err(ApiError::Busy),
         Err(RegisterError::Unavailable(error)) => Err(ApiError::unavailable(error)),
     }
 }
@@ -159,7 +161,7 @@ pub async fn signin(
                  authenticator app, then sign in here with its code in second_factor.",
             ),
             LoginError::Throttled(wait) => ApiError::Throttled(wait),
-            other => ApiError::unavailable(other),
+            other => ApiError::from(other),
         }
     })?;
     let pair = state.tokens.issue_pair(done.user.id).await?;

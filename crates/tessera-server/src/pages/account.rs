@@ -186,7 +186,7 @@ pub async fn unlink(
             let response = methods_error(&state, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, wait_message(wait)).await;
             return with_retry_after(response, wait);
         }
-        Err(error) => return ServerError::unavailable(error).into_response(),
+        Err(error) => return ServerError::from(error).into_response(),
     }
     match state.db.unlink_identity(user.id, &form.issuer, &form.subject).await {
         Ok(true) => {
@@ -252,7 +252,7 @@ pub async fn delete(
                 let response = delete_refused(&state, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, message).await;
                 return with_retry_after(response, wait);
             }
-            Err(error) => return ServerError::unavailable(error).into_response(),
+            Err(error) => return ServerError::from(error).into_response(),
         }
     }
     if let Err(error) = state.auth.revoke_everything(user.id, None).await {

@@ -79,12 +79,14 @@ pub async fn submit(
             ));
             return with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait);
         }
-        Err(error) => return ServerError::unavailable(error).into_response(),
+        Err(error) => return ServerError::from(error).into_response(),
     }
     let keep = ctx.session.key();
     match state.auth.change_password(Channel::Web, &ctx.client, &user, &form.new_password, keep.as_ref()).await {
         Ok(_) => {}
-        Err(RegisterError::Unavailable(error)) => return ServerError::unavailable(error).into_response(),
+        Err(error @ (RegisterError::Unavailable(_) | RegisterError::Busy)) => {
+            return ServerError::from(error).into_response()
+        }
         Err(error) => {
             let mut page = view(&ctx, &state, user.username);
             page.form_error = Some("Your password was not changed.".to_owned());

@@ -135,7 +135,7 @@ pub async fn revoke(
                 let response = page_with(&state, &ctx, &user_id, StatusCode::TOO_MANY_REQUESTS, Some(message)).await;
                 return with_retry_after(response, wait);
             }
-            Err(error) => return ServerError::unavailable(error).into_response(),
+            Err(error) => return ServerError::from(error).into_response(),
         }
     }
     let device = ctx.device.clone();

@@ -116,7 +116,7 @@ async fn require_code(state: &AppState, ctx: &PageContext, user: &User, code: Op
             let response = page(state, ctx, user, StatusCode::TOO_MANY_REQUESTS, Some(message), None, None).await;
             Err(with_retry_after(response, wait))
         }
-        Err(error) => Err(ServerError::unavailable(error).into_response()),
+        Err(error) => Err(ServerError::from(error).into_response()),
     }
 }
 
@@ -137,7 +137,7 @@ async fn require_recent(
 ) -> Result<(), Response> {
     let recency = reauthentication::ensure_recent(state, &ctx.session, user, password, &ctx.client)
         .await
-        .map_err(|error| ServerError::unavailable(error).into_response())?;
+        .map_err(|error| ServerError::from(error).into_response())?;
     let (status, message) = match recency {
         Recency::Recent => return Ok(()),
         Recency::Stale => (StatusCode::UNAUTHORIZED, reauthentication::stale_message(user, state.reauth_window)),

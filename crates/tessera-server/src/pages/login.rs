@@ -96,7 +96,7 @@ pub async fn submit(
             };
             ctx.render(StatusCode::UNAUTHORIZED, &view)
         }
-        Err(error) => ServerError::unavailable(error).into_response(),
+        Err(error) => ServerError::from(error).into_response(),
     }
 }
 

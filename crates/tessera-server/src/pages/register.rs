@@ -116,7 +116,21 @@ pub async fn submit(
         // The account exists, but is not usable before it has a second
         // factor: straight on to setting one up, as at a login.
         Ok(step) => continue_login(&state, &ctx, step, None),
-        Err(RegisterError::Unavailable(error)) => ServerError::unavailable(error).into_response(),
+        Err(error @ (RegisterError::Unavailable(_) | RegisterError::Busy)) => ServerError::from(error).into_response(),
+        Err(RegisterError::Throttled(wait)) => {
+            // The form again, with why and how long; nothing was created.
+            let seconds = tessera_axum::retry_after_seconds(wait);
+            tracing::info!(wait_secs = seconds, "sign-up refused: too many from this address");
+            let mut view = page(&ctx, &state, form.username.clone());
+            view.invite = form.invite.clone();
+            view.form_error = Some(format!(
+                "Too many accounts were created from your network lately. Please wait {} before trying again.",
+                crate::reauthentication::readable_wait(wait)
+            ));
+            let mut response = ctx.render(StatusCode::TOO_MANY_REQUESTS, &view);
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+            response
+        }
         Err(error) => {
             let mut view = page(&ctx, &state, form.username.clone());
             let mut field = "user name";
@@ -134,7 +148,9 @@ pub async fn submit(
                     view.username_error = Some(error.to_string());
                     StatusCode::CONFLICT
                 }
-                RegisterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RegisterError::Unavailable(_) | RegisterError::Busy | RegisterError::Throttled(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             };
             view.form_error = Some(format!("Please correct the {field} below."));
             ctx.render(status, &view)
