@@ -48,7 +48,7 @@ pub struct Settings {
     /// Who may create an account.
     pub accounts: AccountSettings,
     /// Delays after failed logins, per account or device and per client
-    /// address.
+    /// address; sign-ups allowed per client address.
     pub throttle: ThrottleSettings,
     /// API access and refresh tokens.
     pub tokens: ApiTokenSettings,
@@ -739,7 +739,10 @@ impl Settings {
             return bad("log.filter", error.to_string());
         }
         if self.throttle.signups_per_address == 0 {
-            return bad("throttle.signups_per_address", "must be at least 1 (set `accounts.registration` to close sign-ups)".into());
+            return bad(
+                "throttle.signups_per_address",
+                "must be at least 1 (set `accounts.registration` to close sign-ups)".into(),
+            );
         }
         if self.throttle.max_delay < self.throttle.base_delay {
             return bad("throttle.max_delay", "must not be shorter than throttle.base_delay".into());

@@ -343,7 +343,11 @@ async fn a_full_hashing_queue_answers_503_and_counts_nothing() {
     // one outstanding holds the rest back (login_races.rs); never a 500.
     assert!(statuses.iter().all(|s| [303, 200, 429, 503].contains(s)), "logins, 429 or 503: {statuses:?}");
     let busy: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
-    assert!(!busy.is_empty(), "a burst of {BURST} on {} cores with no queue", server.app_state.auth.accounts().hasher().cores());
+    assert!(
+        !busy.is_empty(),
+        "a burst of {BURST} on {} cores with no queue",
+        server.app_state.auth.accounts().hasher().cores()
+    );
     assert!(statuses.contains(&303) || statuses.contains(&200), "some logins get through: {statuses:?}");
     for answer in &busy {
         assert_eq!(answer.header("retry-after"), Some("1"), "{answer:?}");

@@ -447,8 +447,7 @@ mod tests {
         let capacity = hasher.cores() + 2;
         let total = capacity + 40;
         let started = std::time::Instant::now();
-        let results =
-            futures::future::join_all((0..total).map(|i| hasher.hash(format!("password number {i}")))).await;
+        let results = futures::future::join_all((0..total).map(|i| hasher.hash(format!("password number {i}")))).await;
         let busy = results.iter().filter(|r| matches!(r, Err(PasswordError::Busy))).count();
         let hashed = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(busy + hashed, total, "only Busy or a hash");

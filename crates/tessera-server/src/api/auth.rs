@@ -93,6 +93,8 @@ impl From<&User> for UserView {
         (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Invalid user name or password; the detail says why", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many accounts created from this address lately (`throttle.signups_per_address`); nothing was created; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: the password hashing queue is full, nothing was created or counted, retry after Retry-After; or a dependency is down", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn signup(
@@ -141,6 +143,7 @@ pub async fn signup(
         (status = 422, description = "Fields missing or of the wrong type", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 403, description = "The server requires two-step verification and the account has none yet: log in once in the browser to set it up", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed sign-ins for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: the password hashing queue is full, nothing was checked or counted, retry after Retry-After; or a dependency is down", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn signin(

@@ -82,7 +82,6 @@ impl From<tessera_auth::LoginError> for ApiError {
 }
 
 impl ApiError {
-
     /// Status, kind, title and detail.
     fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
         use ApiError::*;
