@@ -28,8 +28,9 @@
 //! every core busy and slow every other user's login down. A sign-up that
 //! succeeds stays counted (accounts are what the counter limits).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -152,7 +153,20 @@ pub struct Throttle {
     config: ThrottleConfig,
     clock: Arc<dyn Clock>,
     device_key: Arc<[u8; 32]>,
+    /// Sign-up keys this instance found blocked: key → (blocked until,
+    /// ask the database again after). See [`Throttle::reserve_sign_up`].
+    blocked_sign_ups: Arc<Mutex<HashMap<String, (Timestamp, Timestamp)>>>,
 }
+
+/// How long an instance trusts a sign-up block it read from the database
+/// before reading it again. A refused sign-up then costs no database write
+/// (a flood of them would otherwise queue every login behind them for the
+/// write lock), and a block lifted meanwhile (its sign-up given back after
+/// a failure) is seen within this long.
+pub const SIGN_UP_BLOCK_MEMORY: Duration = Duration::from_secs(5);
+
+/// Blocked sign-up keys remembered before the memory starts over.
+const SIGN_UP_BLOCK_MEMORY_KEYS: usize = 10_000;
 
 /// An attempt counted before anything was verified. Settle it with
 /// [`Throttle::succeeded`], [`Throttle::failed`] or [`Throttle::release`];
@@ -184,7 +198,13 @@ impl Throttle {
     /// Counters in `db`; device cookies signed with `device_key` (a secret
     /// shared by every instance).
     pub fn new(db: TimedPool, config: ThrottleConfig, clock: Arc<dyn Clock>, device_key: [u8; 32]) -> Self {
-        Throttle { db, config, clock, device_key: Arc::new(device_key) }
+        Throttle {
+            db,
+            config,
+            clock,
+            device_key: Arc::new(device_key),
+            blocked_sign_ups: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// The configuration.
@@ -338,10 +358,15 @@ impl Throttle {
     /// Like [`Throttle::reserve`], one transaction holds the counter's row:
     /// the sign-up that takes the last of the allowance blocks the address
     /// until the window's end, so N simultaneous sign-ups on any number of
-    /// instances create at most the allowance.
+    /// instances create at most the allowance. A block once read is
+    /// remembered by this instance for [`SIGN_UP_BLOCK_MEMORY`], so that the
+    /// refusals of a flood touch no database.
     pub async fn reserve_sign_up(&self, ip: IpAddr) -> Result<Result<SignUpReservation, Duration>, DatabaseError> {
         let key = ThrottleKey { key: signup_key(ip), free_failures: self.config.signups_per_address };
         let now = self.clock.now();
+        if let Some(wait) = self.remembered_sign_up_block(&key.key, now) {
+            return Ok(Err(wait));
+        }
         let window = millis(self.config.signup_window);
         let window_over = now.as_millis().saturating_sub(window);
         let mut tx = self.db.begin().await?;
@@ -362,8 +387,10 @@ impl Throttle {
         .await?;
         let Some(row) = row else {
             tx.rollback().await?;
+            let name = key.key.clone();
             let keys = AttemptKeys { account: None, ip: Some(key) };
             let wait = self.retry_after(&keys).await?.unwrap_or(Duration::from_secs(1));
+            self.remember_sign_up_block(name, now, wait);
             return Ok(Err(wait));
         };
         let count: i64 = row.try_get(0)?;
@@ -383,6 +410,21 @@ impl Throttle {
         }
         tx.commit().await?;
         Ok(Ok(SignUpReservation(Reservation { keys: AttemptKeys { account: None, ip: Some(key) }, blocks })))
+    }
+
+    /// The wait of a sign-up block on `key` this instance read lately.
+    fn remembered_sign_up_block(&self, key: &str, now: Timestamp) -> Option<Duration> {
+        let memory = self.blocked_sign_ups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (until, recheck) = memory.get(key)?;
+        (now < *recheck && now < *until).then(|| until.since(now))
+    }
+
+    fn remember_sign_up_block(&self, key: String, now: Timestamp, wait: Duration) {
+        let mut memory = self.blocked_sign_ups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if memory.len() >= SIGN_UP_BLOCK_MEMORY_KEYS {
+            memory.clear();
+        }
+        memory.insert(key, (now.plus(wait), now.plus(SIGN_UP_BLOCK_MEMORY.min(wait))));
     }
 
     /// Gives a sign-up back (it failed through no fault of the client's,

@@ -25,14 +25,15 @@ pub struct TestServer {
 }
 
 /// A config for tests: cheap hashing, a manual clock, the panic route, a
-/// fresh SQLite file in `dir`, and a sign-up allowance no test reaches
-/// (every test registers its users from 127.0.0.1; `signup_flood.rs` tests
-/// the default allowance).
+/// fresh SQLite file in `dir`, and a sign-up allowance and hashing queue no
+/// test reaches (every test registers its users from 127.0.0.1, and bursts
+/// of 60 would otherwise find the default queue of 8 per core full;
+/// `signup_flood.rs` tests the default allowance and a full queue).
 pub fn test_config(dir: &std::path::Path, clock: &ManualClock) -> AppConfig {
     let mut config = AppConfig {
         database_url: format!("sqlite://{}", dir.join("tessera.db").display()),
         clock: std::sync::Arc::new(clock.clone()),
-        hasher: PasswordHasher::with_params(Params::new(1024, 1, 1, None).unwrap()),
+        hasher: PasswordHasher::with_params(Params::new(1024, 1, 1, None).unwrap()).with_queue_limit(10_000),
         test_routes: true,
         ..AppConfig::default()
     };
