@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = signup-flood ]; then
-    cargo build --release -p tessera-server --bin tessera -p tessera-bench
+    cargo build --release -p tessera-server --bin tessera
+    cargo build --release -p tessera-bench
     exec cargo run --release -q -p tessera-bench -- "$@"
 fi
 
