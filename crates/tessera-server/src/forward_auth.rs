@@ -15,10 +15,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use tessera_auth::UserDirectory;
 
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Query};
+use axum::extract::{ConnectInfo, Query};
 use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CACHE_CONTROL, LOCATION};
-use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
@@ -29,6 +28,7 @@ use crate::client_ip::TrustedProxies;
 use crate::database::Database;
 use crate::error_pages::ServerError;
 use crate::public_url::PublicUrl;
+use crate::services::services;
 use tessera_auth::{Authenticator, User};
 
 /// What `/auth/verify` can say about the user in a response header.
@@ -166,38 +166,18 @@ fn original_url(headers: &HeaderMap) -> Option<String> {
     }
 }
 
-/// What `/auth/verify` consults: the access rules, and the accounts with
-/// their groups and second factors.
-pub struct Gate {
-    auth: Authenticator,
-    db: Database,
-    config: Arc<ForwardAuthConfig>,
-    /// Peers whose `X-Forwarded-*` / `X-Original-URL` headers are believed
-    /// (`server.trusted_proxies`, the one list that also decides client
-    /// addresses).
-    proxies: TrustedProxies,
-    public_url: PublicUrl,
-}
-
-impl<S> FromRequestParts<S> for Gate
-where
-    S: Send + Sync,
-    Authenticator: FromRef<S>,
-    Database: FromRef<S>,
-    Arc<ForwardAuthConfig>: FromRef<S>,
-    PublicUrl: FromRef<S>,
-    TrustedProxies: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Gate {
-            auth: Authenticator::from_ref(state),
-            db: Database::from_ref(state),
-            config: Arc::from_ref(state),
-            proxies: TrustedProxies::from_ref(state),
-            public_url: PublicUrl::from_ref(state),
-        })
+services! {
+    /// What `/auth/verify` consults: the access rules, and the accounts with
+    /// their groups and second factors.
+    pub struct Gate {
+        auth: Authenticator,
+        db: Database,
+        config: Arc<ForwardAuthConfig>,
+        /// Peers whose `X-Forwarded-*` / `X-Original-URL` headers are believed
+        /// (`server.trusted_proxies`, the one list that also decides client
+        /// addresses).
+        proxies: TrustedProxies,
+        public_url: PublicUrl,
     }
 }
 

@@ -43,6 +43,7 @@ pub mod revocation_marks;
 pub mod routes;
 pub mod security_headers;
 pub mod serve;
+pub mod services;
 pub mod session_store;
 pub mod settings;
 pub mod state;

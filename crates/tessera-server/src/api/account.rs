@@ -7,9 +7,8 @@
 //! can a stolen token or cookie be used to guess it; a cookie caller who
 //! confirms it steps up to a new session ID.
 
-use axum::extract::{FromRef, FromRequestParts, Path};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
-use http::request::Parts;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tessera_auth::Channel;
@@ -23,6 +22,7 @@ use crate::audit::AuditKind;
 use crate::auth_events::ServerEvents;
 use crate::database::Database;
 use crate::reauthentication::{self, Confirmation, Reauthentication};
+use crate::services::services;
 use std::sync::Arc;
 use tessera::SessionEngine;
 use tessera::{Clock, Timestamp};
@@ -69,38 +69,16 @@ pub struct Revoked {
     pub revoked: u64,
 }
 
-/// What the account operations use: recent authentication, the core,
-/// the server's tables, the audit trail, the sessions and the clock.
-pub struct AccountApi {
-    reauth: Reauthentication,
-    auth: Authenticator,
-    db: Database,
-    events: ServerEvents,
-    engine: SessionEngine,
-    clock: Arc<dyn Clock>,
-}
-
-impl<S> FromRequestParts<S> for AccountApi
-where
-    S: Send + Sync,
-    Reauthentication: FromRef<S>,
-    Authenticator: FromRef<S>,
-    Database: FromRef<S>,
-    ServerEvents: FromRef<S>,
-    SessionEngine: FromRef<S>,
-    Arc<dyn Clock>: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(AccountApi {
-            reauth: Reauthentication::from_ref(state),
-            auth: Authenticator::from_ref(state),
-            db: Database::from_ref(state),
-            events: ServerEvents::from_ref(state),
-            engine: SessionEngine::from_ref(state),
-            clock: Arc::from_ref(state),
-        })
+services! {
+    /// What the account operations use: recent authentication, the core,
+    /// the server's tables, the audit trail, the sessions and the clock.
+    pub struct AccountApi {
+        reauth: Reauthentication,
+        auth: Authenticator,
+        db: Database,
+        events: ServerEvents,
+        engine: SessionEngine,
+        clock: Arc<dyn Clock>,
     }
 }
 

@@ -12,9 +12,8 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRef, FromRequestParts, Path, Query};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Redirect, Response};
-use http::request::Parts;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tessera::{Clock, Timestamp};
@@ -34,6 +33,7 @@ use crate::pages::login::continue_login;
 use crate::pages::PageContext;
 use crate::reauthentication::{self, ProviderAuthentication, Reauthentication, Recency};
 use crate::registration_policy::Registration;
+use crate::services::services;
 use std::sync::Arc;
 
 /// The start form: its CSRF token, where to go after login, and (when a
@@ -59,46 +59,20 @@ pub struct CallbackQuery {
     error: Option<String>,
 }
 
-/// What the OpenID Connect routes use: the providers, the authentication
-/// core, the server's tables (flows, identities, groups), the audit trail,
-/// the registration policy, recent authentication, and where a login may go
-/// next.
-pub struct ProviderFlows {
-    oidc: Arc<Oidc>,
-    auth: Authenticator,
-    db: Database,
-    events: ServerEvents,
-    registration: Registration,
-    reauth: Reauthentication,
-    forward_auth: Arc<ForwardAuthConfig>,
-    clock: Arc<dyn Clock>,
-}
-
-impl<S> FromRequestParts<S> for ProviderFlows
-where
-    S: Send + Sync,
-    Arc<Oidc>: FromRef<S>,
-    Authenticator: FromRef<S>,
-    Database: FromRef<S>,
-    ServerEvents: FromRef<S>,
-    Registration: FromRef<S>,
-    Reauthentication: FromRef<S>,
-    Arc<ForwardAuthConfig>: FromRef<S>,
-    Arc<dyn Clock>: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ProviderFlows {
-            oidc: Arc::from_ref(state),
-            auth: Authenticator::from_ref(state),
-            db: Database::from_ref(state),
-            events: ServerEvents::from_ref(state),
-            registration: Registration::from_ref(state),
-            reauth: Reauthentication::from_ref(state),
-            forward_auth: Arc::from_ref(state),
-            clock: Arc::from_ref(state),
-        })
+services! {
+    /// What the OpenID Connect routes use: the providers, the authentication
+    /// core, the server's tables (flows, identities, groups), the audit trail,
+    /// the registration policy, recent authentication, and where a login may go
+    /// next.
+    pub struct ProviderFlows {
+        oidc: Arc<Oidc>,
+        auth: Authenticator,
+        db: Database,
+        events: ServerEvents,
+        registration: Registration,
+        reauth: Reauthentication,
+        forward_auth: Arc<ForwardAuthConfig>,
+        clock: Arc<dyn Clock>,
     }
 }
 

@@ -10,9 +10,8 @@
 //! (`POST /auth/oidc/{id}/reauthenticate`) forces with `max_age`.
 
 use askama::Template;
-use axum::extract::{FromRef, FromRequestParts, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::request::Parts;
 use http::StatusCode;
 use serde::Deserialize;
 use tessera_auth::Channel;
@@ -27,6 +26,7 @@ use crate::flash::Flash;
 use crate::oidc::{Oidc, ProviderButton};
 use crate::reauthentication::Reauthentication;
 use crate::reauthentication::{self, Confirmation, Recency};
+use crate::services::services;
 use std::sync::Arc;
 use tessera::Clock;
 use tessera_auth::Authenticator;
@@ -69,29 +69,13 @@ struct SignInMethods {
     groups: Vec<String>,
 }
 
-/// What the account page is made of: the server's tables (identities,
-/// groups), the configured providers, and recent authentication.
-pub struct AccountPages {
-    db: Database,
-    oidc: Arc<Oidc>,
-    reauth: Reauthentication,
-}
-
-impl<S> FromRequestParts<S> for AccountPages
-where
-    S: Send + Sync,
-    Database: FromRef<S>,
-    Arc<Oidc>: FromRef<S>,
-    Reauthentication: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(AccountPages {
-            db: Database::from_ref(state),
-            oidc: Arc::from_ref(state),
-            reauth: Reauthentication::from_ref(state),
-        })
+services! {
+    /// What the account page is made of: the server's tables (identities,
+    /// groups), the configured providers, and recent authentication.
+    pub struct AccountPages {
+        db: Database,
+        oidc: Arc<Oidc>,
+        reauth: Reauthentication,
     }
 }
 

@@ -9,9 +9,7 @@
 //! right then.
 
 use askama::Template;
-use axum::extract::{FromRef, FromRequestParts};
 use axum::response::{IntoResponse, Redirect, Response};
-use http::request::Parts;
 use http::StatusCode;
 use serde::Deserialize;
 use tessera_axum::{CsrfForm, RequireUser};
@@ -23,6 +21,7 @@ use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::reauthentication::Reauthentication;
 use crate::reauthentication::{self, Recency};
+use crate::services::services;
 use std::sync::Arc;
 use tessera::Clock;
 use tessera::SessionEngine;
@@ -57,35 +56,15 @@ impl SetupView {
     }
 }
 
-/// What the two-step verification pages are made of: the authentication
-/// core, recent authentication, the audit trail, the sessions and the clock.
-pub struct TwoFactorPages {
-    auth: Authenticator,
-    reauth: Reauthentication,
-    events: ServerEvents,
-    engine: SessionEngine,
-    clock: Arc<dyn Clock>,
-}
-
-impl<S> FromRequestParts<S> for TwoFactorPages
-where
-    S: Send + Sync,
-    Authenticator: FromRef<S>,
-    Reauthentication: FromRef<S>,
-    ServerEvents: FromRef<S>,
-    SessionEngine: FromRef<S>,
-    Arc<dyn Clock>: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(TwoFactorPages {
-            auth: Authenticator::from_ref(state),
-            reauth: Reauthentication::from_ref(state),
-            events: ServerEvents::from_ref(state),
-            engine: SessionEngine::from_ref(state),
-            clock: Arc::from_ref(state),
-        })
+services! {
+    /// What the two-step verification pages are made of: the authentication
+    /// core, recent authentication, the audit trail, the sessions and the clock.
+    pub struct TwoFactorPages {
+        auth: Authenticator,
+        reauth: Reauthentication,
+        events: ServerEvents,
+        engine: SessionEngine,
+        clock: Arc<dyn Clock>,
     }
 }
 
