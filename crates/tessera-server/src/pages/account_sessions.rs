@@ -75,7 +75,7 @@ async fn page(
     ctx: &PageContext,
     user_id: &str,
     error: Option<&'static str>,
-) -> Response {
+) -> Result<Response, ServerError> {
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
     page_with(engine, reauth, ctx, user_id, status, error.map(str::to_owned)).await
 }
@@ -87,19 +87,16 @@ async fn page_with(
     user_id: &str,
     status: StatusCode,
     error: Option<String>,
-) -> Response {
-    let records = match engine.sessions_of(user_id).await {
-        Ok(records) => records,
-        Err(error) => return ServerError::unavailable(error).into_response(),
-    };
+) -> Result<Response, ServerError> {
+    let records = engine.sessions_of(user_id).await.map_err(ServerError::unavailable)?;
     let current = ctx.session.key();
     let devices: Vec<Device> = records.iter().map(|record| device(record, current)).collect();
     let others = devices.iter().filter(|d| !d.current).count();
     let needs_password = !reauth.is_recent_now(&ctx.session);
-    ctx.render(
+    Ok(ctx.render(
         status,
         &SessionsPage { page: ctx.chrome("Devices and sessions"), devices, others, needs_password, error },
-    )
+    ))
 }
 
 /// The device list.
@@ -108,7 +105,7 @@ pub async fn show(
     State(reauth): State<Reauthentication>,
     RequireUser(user_id): RequireUser,
     ctx: PageContext,
-) -> Response {
+) -> Result<Response, ServerError> {
     page(&engine, &reauth, &ctx, &user_id, None).await
 }
 
@@ -132,8 +129,8 @@ pub async fn revoke(
     RequireUser(user_id): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RevokeForm>,
-) -> Response {
-    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+) -> Result<Response, ServerError> {
+    let Some(user) = ctx.user.clone() else { return Ok(Redirect::to("/login").into_response()) };
     let now = clock.now();
     // A step-up gives the session a new ID, but only after the revocation:
     // the revocation must know (and keep, or refuse to end) the ID this
@@ -152,17 +149,15 @@ pub async fn revoke(
                     reauthentication::readable_wait(wait)
                 );
                 let response =
-                    page_with(&engine, &reauth, &ctx, &user_id, StatusCode::TOO_MANY_REQUESTS, Some(message)).await;
-                return with_retry_after(response, wait);
+                    page_with(&engine, &reauth, &ctx, &user_id, StatusCode::TOO_MANY_REQUESTS, Some(message)).await?;
+                return Ok(with_retry_after(response, wait));
             }
-            Err(error) => return ServerError::unavailable(error).into_response(),
+            Err(error) => return Err(ServerError::unavailable(error)),
         }
     }
     let device = ctx.device.clone();
     let flash = if form.all_others.as_deref() == Some("1") {
-        if let Err(error) = engine.revoke_all(&user_id, ctx.session.key().as_ref()).await {
-            return ServerError::unavailable(error).into_response();
-        }
+        engine.revoke_all(&user_id, ctx.session.key().as_ref()).await.map_err(ServerError::unavailable)?;
         if engine.is_sealed() {
             // Sealed cookies are revoked by time: re-issue this one after the mark.
             ctx.session.regenerate();
@@ -174,10 +169,8 @@ pub async fn revoke(
         if ctx.session.handle().is_some_and(|own| own.matches(&handle)) {
             return page(&engine, &reauth, &ctx, &user_id, Some("To end this session, log out.")).await;
         }
-        match engine.revoke(&user_id, &handle).await {
-            Ok(true) => {}
-            Ok(false) => return page(&engine, &reauth, &ctx, &user_id, Some("That session no longer exists.")).await,
-            Err(error) => return ServerError::unavailable(error).into_response(),
+        if !engine.revoke(&user_id, &handle).await.map_err(ServerError::unavailable)? {
+            return page(&engine, &reauth, &ctx, &user_id, Some("That session no longer exists.")).await;
         }
         events.record(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
         Flash::SessionSignedOut
@@ -186,6 +179,6 @@ pub async fn revoke(
         reauthentication::stepped_up(&ctx.session, now);
     }
     let mut response = Redirect::to("/account/sessions").into_response();
-    Flash::set(flash, engine.cookie_config(), response.headers_mut());
-    response
+    Flash::set(flash, ctx.cookie(), response.headers_mut());
+    Ok(response)
 }
