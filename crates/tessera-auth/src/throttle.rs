@@ -44,26 +44,45 @@ use tessera::{Clock, Timestamp};
 
 use crate::database::{DatabaseError, TimedPool};
 
-/// How failures turn into delays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How failures turn into delays, and how many accounts one address may
+/// create.
+///
+/// It is also the `[throttle]` section of a configuration file (serde, with
+/// durations as text such as `15m`; with the `schemars` feature, a JSON
+/// schema): one declaration, which the server's settings reference embeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(default, deny_unknown_fields)]
 pub struct ThrottleConfig {
-    /// Failures allowed per account (or device) before delays start.
+    /// Failed logins allowed per account (or device) before delays start.
     pub account_free_failures: u32,
-    /// Failures allowed per client address before delays start; higher,
-    /// because many people can share one address (NAT, offices).
+    /// Failed logins allowed per client address before delays start;
+    /// higher, because many people can share one address (NAT, offices).
     pub ip_free_failures: u32,
     /// The first delay; each further failure doubles it.
+    #[serde(with = "tessera::duration_text")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub base_delay: Duration,
     /// The longest delay one failure can cause.
+    #[serde(with = "tessera::duration_text")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub max_delay: Duration,
     /// A counter with no failure for this long starts over.
+    #[serde(with = "tessera::duration_text")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub quiet_period: Duration,
-    /// Accounts that may be created from one client address (IPv4, or
-    /// IPv6 /64) per [`ThrottleConfig::signup_window`].
+    /// Accounts that may be created from one client address (an IPv4
+    /// address or an IPv6 /64) per `signup_window`, on the form and
+    /// `POST /api/signup` alike; past it `429` with `Retry-After`, before any
+    /// password is hashed. Each sign-up costs an argon2 hash: the limit
+    /// keeps one address from taking the CPU every login needs. Raise it
+    /// for many people signing up behind one address (a campus, an
+    /// onboarding day). Provider (OpenID Connect) sign-ups are not counted.
     pub signups_per_address: u32,
-    /// The window of [`ThrottleConfig::signups_per_address`]: it starts at
-    /// the first sign-up from the address and, once used up, the address
-    /// waits for the window's end.
+    /// The window of `signups_per_address`, from an address's first sign-up;
+    /// once used up, the address waits for the window's end.
+    #[serde(with = "tessera::duration_text")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub signup_window: Duration,
 }
 
