@@ -189,6 +189,7 @@ async fn login_creates_a_password_less_account_and_logs_in_like_a_password_login
     // The same events as a password login, through the same core.
     let events = db.audit_events(user.id, 100).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "login_succeeded"), "audited: {events:?}");
+    assert!(events.iter().any(|e| e.kind == "sign_up"), "the sign-up is audited like a registration: {events:?}");
     setup.server.app_state.activity.flush(db).await.unwrap();
     let now_secs = setup.server.clock.now().as_millis() / 1000;
     let hours = tessera_server::activity_stats::recent(db, now_secs, 2).await.unwrap();

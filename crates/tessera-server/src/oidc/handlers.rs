@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tessera::{Clock, Timestamp};
-use tessera_auth::{Authenticator, LoginError};
+use tessera_auth::{AuthEvent, Authenticator, Channel, LoginError};
 use tessera_axum::{CsrfForm, Problem};
 
 use super::flow_cookie::{random_id, Flow, FLOW_LIFETIME};
@@ -403,6 +403,9 @@ async fn finish(
         }
         Ok(Outcome::Created(user)) => {
             tracing::info!(user_id = user.id, provider = %provider_id, "account created by OIDC login");
+            // The same sign-up event as a password registration: audit trail,
+            // metrics and activity statistics count provider sign-ups too.
+            flows.auth.record(AuthEvent::SignedUp { user_id: user.id }, Channel::Web, &ctx.client).await;
             user
         }
         Err(ResolveError::LinkedElsewhere) => {
