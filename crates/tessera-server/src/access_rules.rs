@@ -169,13 +169,23 @@ impl Target {
         // The raw path, before `url` normalizes it: an application may
         // resolve `..` differently, so such addresses match no rule at all.
         let after_scheme = text.split_once("://")?.1;
-        let raw_path = after_scheme.find('/').map(|at| &after_scheme[at..]).unwrap_or("/");
+        let authority_end = after_scheme.find('/').unwrap_or(after_scheme.len());
+        let (authority, raw_path) = after_scheme.split_at(authority_end);
+        let raw_path = if raw_path.is_empty() { "/" } else { raw_path };
         let raw_path = raw_path.split(['?', '#']).next().unwrap_or("/");
         let url = url::Url::parse(text).ok()?;
         if !matches!(url.scheme(), "http" | "https") {
             return None;
         }
         let host = url.host_str()?.to_ascii_lowercase();
+        // The authority as sent must be exactly the host (and port) the
+        // parser found. A proxy builds this URL from the client's Host
+        // header, which it did not route by: `status.example.com?` or
+        // `a@b` would make the rules judge one host while the proxy serves
+        // another (and take the path from the raw text).
+        if !authority_is(authority, &host, url.port_or_known_default()) {
+            return None;
+        }
         let lower = raw_path.to_ascii_lowercase();
         if lower.contains("%2f") || lower.contains("%00") || lower.contains("%5c") {
             return None;
@@ -186,9 +196,14 @@ impl Target {
         // Empty segments (`//admin`): proxies and servers merge slashes
         // after the check. A `%` left after decoding: an application that
         // decodes twice would see another path.
+        // Whitespace or control characters once decoded, and segments
+        // ending in a dot (`/admin.`, `/admin%20`): servers that trim them
+        // (Windows, some frameworks) would route to `/admin`, which the
+        // rules never saw.
         if path.contains(['\\', ';', '%'])
             || path.contains("//")
-            || path.split('/').any(|segment| segment == "." || segment == "..")
+            || path.chars().any(|c| c.is_whitespace() || c.is_control())
+            || path.split('/').any(|segment| segment == "." || segment == ".." || segment.ends_with('.'))
         {
             return None;
         }
@@ -197,6 +212,22 @@ impl Target {
         }
         Some(Target { host, port: url.port(), path })
     }
+}
+
+/// Whether `authority` (the text between `://` and the path) is exactly
+/// `host` with no port or with `port`: no user info, no `?`, `#` or `\`,
+/// no characters the URL parser dropped or decoded.
+fn authority_is(authority: &str, host: &str, port: Option<u16>) -> bool {
+    let (name, port_text) = match authority.rsplit_once(':') {
+        // `[::1]` alone: the colon is inside the brackets.
+        Some((name, port_text)) if !port_text.contains(']') => (name, Some(port_text)),
+        _ => (authority, None),
+    };
+    let port_ok = match port_text {
+        None => true,
+        Some(text) => !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && text.parse::<u16>().ok() == port,
+    };
+    port_ok && name.eq_ignore_ascii_case(host)
 }
 
 /// What is known about a logged-in user.
@@ -372,6 +403,10 @@ mod tests {
             "https://app.example.com//admin",
             "https://app.example.com/public//admin",
             "https://app.example.com/%252e/admin",
+            "https://app.example.com/admin%20",
+            "https://app.example.com/admin%09",
+            "https://app.example.com/admin.",
+            "https://app.example.com/admin./x",
             "ftp://app.example.com/",
             "not a url",
         ] {
@@ -379,6 +414,29 @@ mod tests {
         }
         assert_eq!(target("https://App.Example.com:8443/x?y").port, Some(8443));
         assert_eq!(target("https://app.example.com").path, "/");
+        assert_eq!(target("https://app.example.com/v1.2/file.txt").path, "/v1.2/file.txt");
+    }
+
+    /// A proxy builds the original URL from the client's Host header, which
+    /// it did not route by: an authority the parser reads as another host
+    /// (or a path taken from the raw text after it) is no target.
+    #[test]
+    fn the_authority_must_be_exactly_the_host() {
+        for url in [
+            "http://status.example.com?/admin",
+            "http://status.example.com#/admin",
+            "http://status.example.com\\@wiki.example.com/admin",
+            "http://user@status.example.com/admin",
+            "http://status.example.com:/admin",
+            "http://status.example.com:80x/admin",
+            "http://status.example.com:8080/admin?x".replace(":8080", ":99999").as_str(),
+            "http://st%61tus.example.com/admin",
+        ] {
+            assert_eq!(Target::from_url(url), None, "{url}");
+        }
+        assert_eq!(target("http://status.example.com:80/admin").host, "status.example.com");
+        assert_eq!(target("http://[::1]:8080/x").port, Some(8080));
+        assert_eq!(target("http://[::1]/x").host, "[::1]");
     }
 
     #[test]

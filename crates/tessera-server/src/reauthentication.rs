@@ -30,6 +30,11 @@ impl Reauthentication {
         Reauthentication { auth, clock, window }
     }
 
+    /// The current time on the clock the window is measured with.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// The window (`sessions.reauth_window`).
     pub fn window(&self) -> Duration {
         self.window

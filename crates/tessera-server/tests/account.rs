@@ -94,6 +94,12 @@ async fn revoking_all_others_and_recent_authentication() {
     let name = unique_name("everywhere");
     let mut main = server.browser();
     main.register(&name, PASSWORD).await;
+    // An API sign-in too (a script, a phone app): "everywhere else" ends it.
+    let http = reqwest::Client::new();
+    let credentials = serde_json::json!({"username": name, "password": PASSWORD});
+    let pair: serde_json::Value =
+        http.post(format!("{}/api/signin", server.base)).json(&credentials).send().await.unwrap().json().await.unwrap();
+    let refresh = serde_json::json!({"refresh_token": pair["refresh_token"]});
     let mut others = Vec::new();
     for _ in 0..3 {
         let mut other = server.browser();
@@ -127,6 +133,10 @@ async fn revoking_all_others_and_recent_authentication() {
     for other in &mut others {
         assert_eq!(other.get("/profile").await.status, 303, "every other device is signed out");
     }
+    let refreshed = http.post(format!("{}/api/token/refresh", server.base)).json(&refresh).send().await.unwrap();
+    assert_eq!(refreshed.status(), 401, "and the API sign-in with them");
+    let me = http.get(format!("{}/api/me", server.base)).bearer_auth(pair["access_token"].as_str().unwrap());
+    assert_eq!(me.send().await.unwrap().status(), 401);
     assert_eq!(main.get("/profile").await.status, 200, "this one stays");
     assert_eq!(handles(&main.get("/account/sessions").await.body).len(), 1);
     server.stop().await;

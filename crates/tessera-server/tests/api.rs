@@ -798,11 +798,24 @@ async fn account_operations_in_the_api() {
         me.send("DELETE", &format!("/api/sessions/{handle}"), Some(json!({"current_password": PASSWORD}))).await;
     assert_eq!(ended.status, 204, "{ended:?}");
     assert_eq!(me.get("/api/sessions").await.json.as_array().unwrap().len(), 1);
+    // Access tokens carry their issue time in whole seconds: one issued in
+    // the second of a revocation outlives it (a known limit); this one is older.
+    server.clock.advance(Duration::from_secs(1));
     let others = me.post("/api/sessions/revoke-others", json!({"current_password": PASSWORD})).await;
     assert_eq!(others.status, 200, "{others:?}");
     assert_eq!(others.json["revoked"], json!(1));
+    assert_eq!(others.json["tokens_revoked"], json!(1), "API sign-ins end too: {others:?}");
     assert_eq!(laptop.get("/profile").await.status, 303);
     assert_eq!(phone.get("/profile").await.status, 303);
+    // Everywhere means every API sign-in as well, this bearer caller's own.
+    me.get("/api/me").await.assert_problem(401, "invalid-token");
+    api.post("/api/token/refresh", json!({"refresh_token": refresh_token(&pair)}))
+        .await
+        .assert_problem(401, "invalid-refresh-token");
+    let again = api.post("/api/signin", json!({"username": name, "password": PASSWORD})).await;
+    assert_eq!(again.status, 200, "{again:?}");
+    let pair = again.json;
+    let me = api.with_bearer(access(&pair));
 
     // Password change: policy refusals say why; success revokes refresh tokens.
     let weak = me.post("/api/password", json!({"current_password": PASSWORD, "new_password": "short"})).await;

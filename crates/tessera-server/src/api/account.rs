@@ -67,6 +67,10 @@ pub struct PasswordChange {
 pub struct Revoked {
     /// How many sessions ended.
     pub revoked: u64,
+    /// How many API sign-ins (refresh-token families, with their access
+    /// tokens) ended: all of them, the caller's own included when it calls
+    /// with a bearer token.
+    pub tokens_revoked: u64,
 }
 
 services! {
@@ -183,7 +187,9 @@ pub async fn revoke(
 }
 
 /// `POST /api/sessions/revoke-others`: ends every session but the caller's
-/// own (a bearer caller has none: all end). Needs the current password.
+/// own (a bearer caller has none: all end), and every API sign-in of the
+/// user (refresh tokens and their access tokens; a bearer caller's own too).
+/// Needs the current password.
 #[utoipa::path(
     post,
     path = "/api/sessions/revoke-others",
@@ -206,12 +212,13 @@ pub async fn revoke_others(
 ) -> Result<Response, ApiError> {
     confirm(&api.reauth, &caller, &body.current_password, &origin).await?;
     let keep = own_session(&caller, &session);
-    let revoked =
-        api.engine.revoke_all(&caller.user.id.to_string(), keep.as_ref()).await.map_err(ApiError::unavailable)?;
+    // "Everywhere else" includes API sign-ins: a device list that ends
+    // browsers but leaves a stolen refresh token working would not be.
+    let ended = api.auth.revoke_everything(caller.user.id, keep.as_ref()).await.map_err(ApiError::unavailable)?;
     api.events.record(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, api.clock.now()).await;
     // Also re-issues a sealed cookie after the revocation mark.
     step_up(api.clock.now(), &caller, &session);
-    Ok(json_response(StatusCode::OK, &Revoked { revoked }))
+    Ok(json_response(StatusCode::OK, &Revoked { revoked: ended.sessions, tokens_revoked: ended.tokens }))
 }
 
 /// `POST /api/password`: changes the password; every other session and every

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use serde::Deserialize;
 use tessera::SessionRecord;
-use tessera_auth::Channel;
+use tessera_auth::{Authenticator, Channel};
 use tessera_axum::{CsrfForm, RequireUser};
 
 use super::{display_time, with_retry_after, Chrome, PageContext};
@@ -16,8 +16,6 @@ use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::reauthentication::Reauthentication;
 use crate::reauthentication::{self, Confirmation};
-use std::sync::Arc;
-use tessera::Clock;
 use tessera::SessionEngine;
 
 /// One row of the device list.
@@ -125,13 +123,13 @@ pub async fn revoke(
     State(reauth): State<Reauthentication>,
     State(events): State<ServerEvents>,
     State(engine): State<SessionEngine>,
-    State(clock): State<Arc<dyn Clock>>,
+    State(auth): State<Authenticator>,
     RequireUser(user_id): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RevokeForm>,
 ) -> Result<Response, ServerError> {
     let Some(user) = ctx.user.clone() else { return Ok(Redirect::to("/login").into_response()) };
-    let now = clock.now();
+    let now = reauth.now();
     // A step-up gives the session a new ID, but only after the revocation:
     // the revocation must know (and keep, or refuse to end) the ID this
     // request came with.
@@ -157,7 +155,9 @@ pub async fn revoke(
     }
     let device = ctx.device.clone();
     let flash = if form.all_others.as_deref() == Some("1") {
-        engine.revoke_all(&user_id, ctx.session.key().as_ref()).await.map_err(ServerError::unavailable)?;
+        // Every other browser and every API sign-in (refresh tokens and
+        // their access tokens): "everywhere else" means it.
+        auth.revoke_everything(user.id, ctx.session.key().as_ref()).await.map_err(ServerError::unavailable)?;
         if engine.is_sealed() {
             // Sealed cookies are revoked by time: re-issue this one after the mark.
             ctx.session.regenerate();
