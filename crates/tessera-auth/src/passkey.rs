@@ -36,6 +36,13 @@ use webauthn_rs::prelude::{
 };
 
 use crate::database::{DatabaseError, TimedPool};
+
+/// The WebAuthn JSON types a host exchanges with browsers and apps (the
+/// options it sends, the credentials it receives), from webauthn-rs.
+pub use webauthn_rs::prelude::{
+    CreationChallengeResponse as CreationOptions, PublicKeyCredential as Assertion,
+    RegisterPublicKeyCredential as NewCredential, RequestChallengeResponse as RequestOptions,
+};
 use crate::directory::User;
 use crate::events::{AuthEvent, Channel, Client};
 use crate::login::{Authenticator, FirstFactor, LoggedIn, LoginError};

@@ -28,7 +28,7 @@ use crate::metrics::{MeteredStore, MetricsSource};
 use crate::oidc::{self, Oidc, OidcProviderConfig};
 use crate::pages::{
     account, account_activity, account_password, account_sessions, account_two_factor, home, login,
-    login_second_factor, logout, profile, register,
+    login_second_factor, logout, passkeys, profile, register,
 };
 use crate::registration_policy::RegistrationPolicy;
 use crate::request_id;
@@ -39,7 +39,7 @@ use crate::settings::{SameSiteSetting, Settings};
 use crate::static_files;
 use tessera_auth::password_policy::PasswordPolicy;
 use tessera_auth::throttle::{Throttle, ThrottleConfig};
-use tessera_auth::{Accounts, Authenticator, SecondFactors};
+use tessera_auth::{Accounts, Authenticator, Passkeys, RelyingParty, SecondFactors};
 
 /// Everything the server can be told, in the form the code uses. The
 /// binary derives it solely from [`Settings`] ([`AppConfig::from_settings`]);
@@ -217,6 +217,10 @@ pub enum StartupError {
     /// The OpenID Connect configuration is unusable.
     #[error("OpenID Connect: {0}")]
     Oidc(String),
+    /// Passkeys cannot work with the public URL (not https, or an IP
+    /// address): WebAuthn's relying-party ID is its host.
+    #[error("passkeys: {0}")]
+    Passkeys(#[from] tessera_auth::passkey::RelyingPartyError),
     /// The listen address could not be bound.
     #[error("--listen {address}: {source}")]
     Listen {
@@ -346,9 +350,15 @@ impl Backends {
         );
         let second_factors = SecondFactors::new(self.db.pool.clone(), config.clock.clone());
         let revocation = EndEverything::new(self.engine.clone(), self.db.clone(), config.clock.clone());
-        Ok(Authenticator::new(accounts, throttle, second_factors, Arc::new(events), config.clock.clone())
+        let mut auth = Authenticator::new(accounts, throttle, second_factors, Arc::new(events), config.clock.clone())
             .require_second_factor(config.require_second_factor)
-            .with_revocation(Arc::new(revocation)))
+            .with_revocation(Arc::new(revocation));
+        // The server refuses to start with a public URL passkeys cannot use
+        // (App::build); the admin commands need no passkeys and still run.
+        if let Ok(rp) = RelyingParty::new(config.public_url.as_deref()) {
+            auth = auth.with_passkeys(Passkeys::new(self.db.pool.clone(), config.clock.clone(), rp));
+        }
+        Ok(auth)
     }
 
     /// Closes the database and the store's pool.
@@ -363,6 +373,9 @@ impl Backends {
 impl App {
     /// Opens the database and the session store and builds the routes.
     pub async fn build(config: AppConfig) -> Result<App, StartupError> {
+        // Before anything is opened: a public URL passkeys cannot work with
+        // is a configuration error to fix, not a feature silently missing.
+        RelyingParty::new(config.public_url.as_deref())?;
         let activity = ActivityStats::new(config.clock.clone());
         let backends = Backends::open(&config, Some(activity.clone())).await?;
         let db = backends.db.clone();
@@ -542,6 +555,13 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/account/two-factor/recovery-codes", post(account_two_factor::recovery_codes))
         .route("/account/two-factor/disable", post(account_two_factor::disable))
         .route("/account/identities/unlink", post(account::unlink))
+        .route("/login/passkey/begin", post(passkeys::begin_sign_in))
+        .route("/login/passkey/finish", post(passkeys::finish_sign_in))
+        .route("/account/passkeys", get(passkeys::show))
+        .route("/account/passkeys/begin", post(passkeys::begin_registration))
+        .route("/account/passkeys/finish", post(passkeys::finish_registration))
+        .route("/account/passkeys/rename", post(passkeys::rename))
+        .route("/account/passkeys/remove", post(passkeys::remove))
         .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
         .route("/auth/oidc/{provider}/reauthenticate", post(oidc::handlers::reauthenticate))
         .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))

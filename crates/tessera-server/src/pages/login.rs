@@ -30,6 +30,8 @@ struct LoginPage {
     next: Option<String>,
     error: Option<String>,
     providers: Vec<ProviderButton>,
+    /// Offer "Sign in with a passkey" and the autofill.
+    passkeys: bool,
 }
 
 /// `?next=` on the login page.
@@ -61,6 +63,7 @@ pub async fn show(State(state): State<AppState>, ctx: PageContext, Query(query):
         next,
         error: None,
         providers: state.oidc.buttons(),
+        passkeys: state.auth.passkeys().is_some(),
     };
     ctx.render(StatusCode::OK, &view)
 }
@@ -93,6 +96,7 @@ pub async fn submit(
                 next,
                 error: Some(GENERIC_ERROR.to_owned()),
                 providers: state.oidc.buttons(),
+                passkeys: state.auth.passkeys().is_some(),
             };
             ctx.render(StatusCode::UNAUTHORIZED, &view)
         }
@@ -148,6 +152,7 @@ fn throttled(ctx: &PageContext, username: String, next: Option<String>, wait: st
         next,
         error: Some(message),
         providers: ctx.state.oidc.buttons(),
+        passkeys: ctx.state.auth.passkeys().is_some(),
     };
     let mut response = ctx.render(StatusCode::TOO_MANY_REQUESTS, &view);
     response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));

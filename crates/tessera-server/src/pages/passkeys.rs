@@ -1,0 +1,464 @@
+//! Passkeys in the browser: "Sign in with a passkey" (and the login form's
+//! autofill, conditional UI) through `POST /login/passkey/{begin,finish}`,
+//! and `/account/passkeys` to add, list, rename and remove them.
+//!
+//! The ceremonies are JSON exchanges made by `static/passkeys.js` (no
+//! inline script), authenticated by the session cookie and protected by
+//! the `X-CSRF-Token` header; every refusal is a problem document. The
+//! ceremony state lives in the session between begin and finish and is
+//! taken out before finish checks anything, so it is used once. All the
+//! checking is the authentication core's ([`tessera_auth::passkey`]).
+//!
+//! Who may do what: anyone may try to sign in (throttled per address);
+//! only the logged-in owner may add, rename or remove a passkey of the
+//! account, adding and removing need a recent authentication (or the
+//! password sent along), and the last way to sign in cannot be removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{FromRef, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tessera::{Clock, SessionEngine};
+use tessera_auth::passkey::{Assertion, AuthenticationCeremony, NewCredential, RegistrationCeremony};
+use tessera_auth::{Authenticator, Channel, LoginError, LoginStep, PasskeyError, User, UserDirectory};
+use tessera_axum::{remember_device, CsrfForm, CsrfHeader, LoginClient, RequireUser, Session};
+
+use super::{display_time, with_retry_after, Chrome, PageContext};
+use crate::api::problem::{ApiError, ApiJson};
+use crate::app::AppState;
+use crate::database::Database;
+use crate::error_pages::ServerError;
+use crate::flash::Flash;
+use crate::forward_auth::ForwardAuthConfig;
+use crate::reauthentication;
+
+/// The session key of a sign-in ceremony in progress.
+const AUTHENTICATION: &str = "passkey_authentication";
+/// The session key of a registration ceremony in progress.
+const REGISTRATION: &str = "passkey_registration";
+
+/// What the passkey handlers need of the server.
+#[derive(Clone)]
+pub struct PasskeyPages {
+    auth: Authenticator,
+    db: Database,
+    engine: SessionEngine,
+    clock: Arc<dyn Clock>,
+    reauth_window: Duration,
+    forward_auth: Arc<ForwardAuthConfig>,
+}
+
+impl FromRef<AppState> for PasskeyPages {
+    fn from_ref(state: &AppState) -> Self {
+        PasskeyPages {
+            auth: state.auth.clone(),
+            db: state.db.clone(),
+            engine: state.engine.clone(),
+            clock: state.clock.clone(),
+            reauth_window: state.reauth_window,
+            forward_auth: state.forward_auth.clone(),
+        }
+    }
+}
+
+impl PasskeyPages {
+    fn passkeys(&self) -> Result<&tessera_auth::Passkeys, ApiError> {
+        self.auth.passkeys().ok_or(ApiError::NotFound)
+    }
+
+    /// The logged-in user behind `RequireUser`.
+    async fn user(&self, id: &str) -> Result<User, ApiError> {
+        let id: i64 = id.parse().map_err(|_| ApiError::Unauthenticated)?;
+        let user = self.db.users().user_by_id(id).await.map_err(ApiError::unavailable)?;
+        user.filter(User::is_enabled).ok_or(ApiError::Unauthenticated)
+    }
+
+    /// Whether the session authenticated recently, or `password` (sent
+    /// along) confirms it now, behind the login throttle; a confirmation
+    /// steps the session up.
+    async fn ensure_recent(
+        &self,
+        session: &Session,
+        client: &tessera_auth::Client,
+        user: &User,
+        password: Option<&str>,
+    ) -> Result<(), Refused> {
+        let now = self.clock.now();
+        if reauthentication::is_recent(session, now, self.reauth_window) {
+            return Ok(());
+        }
+        let Some(password) = password.filter(|p| !p.is_empty()) else {
+            return Err(Refused::Stale(reauthentication::stale_message(user, self.reauth_window)));
+        };
+        match self.auth.confirm_password(Channel::Web, client, user, password).await {
+            Ok(()) => {
+                reauthentication::stepped_up(session, now);
+                Ok(())
+            }
+            Err(LoginError::InvalidCredentials) => Err(Refused::WrongPassword),
+            Err(LoginError::Throttled(wait)) => Err(Refused::Throttled(wait)),
+            Err(other) => Err(Refused::Unavailable(other.to_string())),
+        }
+    }
+}
+
+/// Why a sensitive passkey change did not go ahead.
+enum Refused {
+    Stale(String),
+    WrongPassword,
+    Throttled(Duration),
+    Unavailable(String),
+}
+
+impl Refused {
+    fn problem(self) -> ApiError {
+        match self {
+            Refused::Stale(_) => ApiError::Forbidden(
+                "Your sign-in is not recent: confirm with your current password (or sign in again) first.",
+            ),
+            Refused::WrongPassword => ApiError::Forbidden("That is not your current password."),
+            Refused::Throttled(wait) => ApiError::Throttled(wait),
+            Refused::Unavailable(error) => ApiError::Unavailable(error),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refused::Stale(message) => message.clone(),
+            Refused::WrongPassword => "That is not your current password. Nothing was changed.".into(),
+            Refused::Throttled(wait) => format!(
+                "Too many wrong passwords. Please wait {} before trying again.",
+                reauthentication::readable_wait(*wait)
+            ),
+            Refused::Unavailable(_) => String::new(),
+        }
+    }
+}
+
+fn refused(error: PasskeyError) -> ApiError {
+    match error {
+        PasskeyError::Refused(refusal) => ApiError::Passkey(refusal),
+        PasskeyError::Unavailable(error) => ApiError::unavailable(error),
+    }
+}
+
+/// `POST /login/passkey/begin`: the options for `navigator.credentials.get()`
+/// (no allow list: discoverable credentials), the challenge kept in the
+/// session.
+pub async fn begin_sign_in(
+    State(pages): State<PasskeyPages>,
+    session: Session,
+    _csrf: CsrfHeader,
+) -> Result<Response, ApiError> {
+    let (options, ceremony) = pages.passkeys()?.begin_authentication().map_err(refused)?;
+    session.insert(AUTHENTICATION, &ceremony).map_err(ApiError::unavailable)?;
+    Ok(no_store(Json(options).into_response()))
+}
+
+/// The body of `POST /login/passkey/finish`.
+#[derive(Deserialize)]
+pub struct SignInFinish {
+    /// The browser's assertion.
+    credential: Assertion,
+    /// Where to go afterwards (checked like the login form's).
+    next: Option<String>,
+}
+
+/// Where the browser goes after a passkey sign-in.
+#[derive(Serialize)]
+struct Signed {
+    redirect: String,
+}
+
+/// `POST /login/passkey/finish`: checks the assertion through the core
+/// (throttled, audited); on success the session is logged in under a new
+/// ID and the answer says where to go.
+pub async fn finish_sign_in(
+    State(pages): State<PasskeyPages>,
+    session: Session,
+    LoginClient(client): LoginClient,
+    _csrf: CsrfHeader,
+    ApiJson(body): ApiJson<SignInFinish>,
+) -> Result<Response, ApiError> {
+    pages.passkeys()?;
+    // Taken out first: whatever happens next, this challenge is spent.
+    let ceremony: Option<AuthenticationCeremony> = session.remove(AUTHENTICATION).ok().flatten();
+    let Some(ceremony) = ceremony else {
+        // Counted like any refusal: probing without a challenge is no free try.
+        return Err(ApiError::Passkey(tessera_auth::PasskeyRefusal::Expired));
+    };
+    let done = match pages.auth.passkey(Channel::Web, &client, ceremony, &body.credential).await {
+        Ok(done) => done,
+        Err(LoginError::PasskeyRefused(refusal)) => {
+            tracing::info!(reason = refusal.kind(), "passkey sign-in refused");
+            return Err(ApiError::Passkey(refusal));
+        }
+        Err(LoginError::Throttled(wait)) => return Err(ApiError::Throttled(wait)),
+        Err(LoginError::InvalidCredentials) => return Err(ApiError::InvalidCredentials),
+        Err(other) => return Err(ApiError::unavailable(other)),
+    };
+    let next = pages.forward_auth.checked_next(body.next);
+    let _ = tessera_axum::continue_login(&session, LoginStep::LoggedIn(done.clone()));
+    let mut response = Json(Signed { redirect: next.unwrap_or_else(|| "/profile".into()) }).into_response();
+    Flash::LoggedIn.set(pages.engine.cookie_config(), response.headers_mut());
+    remember_device(response.headers_mut(), pages.engine.cookie_config(), &done);
+    Ok(no_store(response))
+}
+
+/// The body of `POST /account/passkeys/begin`.
+#[derive(Deserialize, Default)]
+pub struct RegistrationBegin {
+    /// Needed when the last authentication is older than the window.
+    #[serde(default)]
+    current_password: Option<String>,
+}
+
+/// `POST /account/passkeys/begin`: the options for
+/// `navigator.credentials.create()` for the logged-in user, after a recent
+/// authentication (adding a way in is as sensitive as changing the password).
+pub async fn begin_registration(
+    State(pages): State<PasskeyPages>,
+    RequireUser(id): RequireUser,
+    session: Session,
+    LoginClient(client): LoginClient,
+    _csrf: CsrfHeader,
+    ApiJson(body): ApiJson<RegistrationBegin>,
+) -> Result<Response, ApiError> {
+    let passkeys = pages.passkeys()?;
+    let user = pages.user(&id).await?;
+    pages.ensure_recent(&session, &client, &user, body.current_password.as_deref()).await.map_err(Refused::problem)?;
+    let (options, ceremony) = passkeys.begin_registration(&user).await.map_err(refused)?;
+    session.insert(REGISTRATION, &ceremony).map_err(ApiError::unavailable)?;
+    Ok(no_store(Json(options).into_response()))
+}
+
+/// The body of `POST /account/passkeys/finish`.
+#[derive(Deserialize)]
+pub struct RegistrationFinish {
+    /// What to call it.
+    name: String,
+    /// The browser's new credential.
+    credential: NewCredential,
+}
+
+/// A passkey as the JSON answers show it.
+#[derive(Serialize)]
+struct PasskeyJson {
+    id: String,
+    name: String,
+    synced: bool,
+}
+
+/// `POST /account/passkeys/finish`: stores the new passkey (audited).
+pub async fn finish_registration(
+    State(pages): State<PasskeyPages>,
+    RequireUser(id): RequireUser,
+    session: Session,
+    LoginClient(client): LoginClient,
+    _csrf: CsrfHeader,
+    ApiJson(body): ApiJson<RegistrationFinish>,
+) -> Result<Response, ApiError> {
+    pages.passkeys()?;
+    let user = pages.user(&id).await?;
+    let ceremony: Option<RegistrationCeremony> = session.remove(REGISTRATION).ok().flatten();
+    let Some(ceremony) = ceremony else { return Err(ApiError::Passkey(tessera_auth::PasskeyRefusal::Expired)) };
+    let added = pages
+        .auth
+        .add_passkey(Channel::Web, &client, &user, &ceremony, &body.credential, &body.name)
+        .await
+        .map_err(refused)?;
+    let json = PasskeyJson { id: added.id, name: added.name, synced: added.synced };
+    Ok(no_store((StatusCode::CREATED, Json(json)).into_response()))
+}
+
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Template)]
+#[template(path = "account_passkeys.html")]
+struct PasskeysPage {
+    page: Chrome,
+    rows: Vec<PasskeyRow>,
+    can_remove: bool,
+    needs_password: bool,
+    has_password: bool,
+    error: Option<String>,
+    notice: Option<&'static str>,
+    /// For the Signal API: the relying party, the account's user handle and
+    /// its credential IDs, so the browser's password manager drops passkeys
+    /// that are gone.
+    rp_id: String,
+    user_handle: String,
+    accepted_ids: String,
+}
+
+/// A passkey as listed.
+struct PasskeyRow {
+    id: String,
+    name: String,
+    created: (String, String),
+    last_used: Option<(String, String)>,
+    synced: bool,
+}
+
+/// How many ways the account has to sign in besides its passkeys.
+async fn other_ways_in(pages: &PasskeyPages, user: &User) -> Result<usize, ServerError> {
+    let identities = pages.db.identities_of(user.id).await.map_err(ServerError::unavailable)?;
+    Ok(identities.len() + usize::from(user.password_hash.is_some()))
+}
+
+async fn render_page(
+    pages: &PasskeyPages,
+    ctx: &PageContext,
+    user: &User,
+    status: StatusCode,
+    error: Option<String>,
+    notice: Option<&'static str>,
+) -> Response {
+    let Some(passkeys) = pages.auth.passkeys() else { return ServerError::NotFound.into_response() };
+    let list = match passkeys.list(user.id).await {
+        Ok(list) => list,
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    };
+    let others = match other_ways_in(pages, user).await {
+        Ok(others) => others,
+        Err(error) => return error.into_response(),
+    };
+    let user_handle = match passkeys.user_handle(user.id).await {
+        Ok(handle) => handle.unwrap_or_default(),
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    };
+    let accepted_ids = list.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(" ");
+    let can_remove = others > 0 || list.len() > 1;
+    let rows = list
+        .into_iter()
+        .map(|p| PasskeyRow {
+            id: p.id,
+            name: p.name,
+            created: display_time(p.created_at),
+            last_used: p.last_used_at.map(display_time),
+            synced: p.synced,
+        })
+        .collect();
+    let view = PasskeysPage {
+        page: ctx.chrome("Passkeys"),
+        rows,
+        can_remove,
+        needs_password: !reauthentication::is_recent(&ctx.session, pages.clock.now(), pages.reauth_window),
+        has_password: user.password_hash.is_some(),
+        error,
+        notice,
+        rp_id: passkeys.relying_party().id().to_owned(),
+        user_handle,
+        accepted_ids,
+    };
+    ctx.render(status, &view)
+}
+
+/// `GET /account/passkeys`: the list, with the forms that change it.
+pub async fn show(State(pages): State<PasskeyPages>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
+    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    render_page(&pages, &ctx, &user, StatusCode::OK, None, None).await
+}
+
+/// The rename form.
+#[derive(Deserialize)]
+pub struct RenameForm {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /account/passkeys/rename`: only the owner's passkeys; a name is
+/// not sensitive, so no re-authentication.
+pub async fn rename(
+    State(pages): State<PasskeyPages>,
+    RequireUser(_): RequireUser,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<RenameForm>,
+) -> Response {
+    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    let Some(passkeys) = pages.auth.passkeys() else { return ServerError::NotFound.into_response() };
+    match passkeys.rename(user.id, &form.id, &form.name).await {
+        Ok(true) => render_page(&pages, &ctx, &user, StatusCode::OK, None, Some("Passkey renamed.")).await,
+        Ok(false) => {
+            let message = "You have no such passkey. Nothing was changed.".to_owned();
+            render_page(&pages, &ctx, &user, StatusCode::NOT_FOUND, Some(message), None).await
+        }
+        Err(PasskeyError::Refused(refusal)) => {
+            let message = format!("{refusal}. Nothing was changed.");
+            render_page(&pages, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, Some(capitalized(&message)), None)
+                .await
+        }
+        Err(PasskeyError::Unavailable(error)) => ServerError::unavailable(error).into_response(),
+    }
+}
+
+/// The remove form.
+#[derive(Deserialize)]
+pub struct RemoveForm {
+    #[serde(default)]
+    id: String,
+    /// Needed when the last authentication is older than the window.
+    current_password: Option<String>,
+}
+
+/// `POST /account/passkeys/remove`: after a recent authentication, and
+/// never the account's last way to sign in (audited).
+pub async fn remove(
+    State(pages): State<PasskeyPages>,
+    RequireUser(_): RequireUser,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<RemoveForm>,
+) -> Response {
+    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
+    let Some(passkeys) = pages.auth.passkeys() else { return ServerError::NotFound.into_response() };
+    if let Err(refusal) = pages.ensure_recent(&ctx.session, &ctx.client, &user, form.current_password.as_deref()).await
+    {
+        let status = match &refusal {
+            Refused::Unavailable(error) => return ServerError::unavailable(error).into_response(),
+            Refused::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refused::Stale(_) | Refused::WrongPassword => StatusCode::UNAUTHORIZED,
+        };
+        let response = render_page(&pages, &ctx, &user, status, Some(refusal.message()), None).await;
+        return match refusal {
+            Refused::Throttled(wait) => with_retry_after(response, wait),
+            _ => response,
+        };
+    }
+    let (count, others) = match (passkeys.count(user.id).await, other_ways_in(&pages, &user).await) {
+        (Ok(count), Ok(others)) => (count, others),
+        (Err(error), _) => return ServerError::unavailable(error).into_response(),
+        (_, Err(error)) => return error.into_response(),
+    };
+    if others == 0 && count <= 1 {
+        let message = "This passkey is your only way to sign in, so it cannot be removed. Add another passkey \
+                       (or a password) first."
+            .to_owned();
+        return render_page(&pages, &ctx, &user, StatusCode::CONFLICT, Some(message), None).await;
+    }
+    match pages.auth.remove_passkey(Channel::Web, &ctx.client, &user, &form.id).await {
+        Ok(true) => render_page(&pages, &ctx, &user, StatusCode::OK, None, Some("Passkey removed.")).await,
+        Ok(false) => {
+            let message = "You have no such passkey. Nothing was removed.".to_owned();
+            render_page(&pages, &ctx, &user, StatusCode::NOT_FOUND, Some(message), None).await
+        }
+        Err(error) => ServerError::unavailable(error).into_response(),
+    }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
