@@ -79,14 +79,17 @@ impl PasskeyPages {
     }
 
     /// Whether the session authenticated recently, or `password` (sent
-    /// along) confirms it now, behind the login throttle; a confirmation
-    /// steps the session up.
+    /// along) confirms it now, behind the login throttle. With `step_up`, a
+    /// confirmation steps the session up (a new ID); the JSON ceremony does
+    /// not, as the page's CSRF token must still work for its finish, and the
+    /// ceremony state in the session is what finish relies on.
     async fn ensure_recent(
         &self,
         session: &Session,
         client: &tessera_auth::Client,
         user: &User,
         password: Option<&str>,
+        step_up: bool,
     ) -> Result<(), Refused> {
         let now = self.clock.now();
         if reauthentication::is_recent(session, now, self.reauth_window) {
@@ -97,7 +100,9 @@ impl PasskeyPages {
         };
         match self.auth.confirm_password(Channel::Web, client, user, password).await {
             Ok(()) => {
-                reauthentication::stepped_up(session, now);
+                if step_up {
+                    reauthentication::stepped_up(session, now);
+                }
                 Ok(())
             }
             Err(LoginError::InvalidCredentials) => Err(Refused::WrongPassword),
@@ -231,7 +236,7 @@ pub async fn begin_registration(
 ) -> Result<Response, ApiError> {
     let passkeys = pages.passkeys()?;
     let user = pages.user(&id).await?;
-    pages.ensure_recent(&session, &client, &user, body.current_password.as_deref()).await.map_err(Refused::problem)?;
+    pages.ensure_recent(&session, &client, &user, body.current_password.as_deref(), false).await.map_err(Refused::problem)?;
     let (options, ceremony) = passkeys.begin_registration(&user).await.map_err(refused)?;
     session.insert(REGISTRATION, &ceremony).map_err(ApiError::unavailable)?;
     Ok(no_store(Json(options).into_response()))
@@ -273,7 +278,9 @@ pub async fn finish_registration(
         .await
         .map_err(refused)?;
     let json = PasskeyJson { id: added.id, name: added.name, synced: added.synced };
-    Ok(no_store((StatusCode::CREATED, Json(json)).into_response()))
+    let mut response = (StatusCode::CREATED, Json(json)).into_response();
+    Flash::PasskeyAdded.set(pages.engine.cookie_config(), response.headers_mut());
+    Ok(no_store(response))
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -290,7 +297,6 @@ struct PasskeysPage {
     needs_password: bool,
     has_password: bool,
     error: Option<String>,
-    notice: Option<&'static str>,
     /// For the Signal API: the relying party, the account's user handle and
     /// its credential IDs, so the browser's password manager drops passkeys
     /// that are gone.
@@ -320,7 +326,6 @@ async fn render_page(
     user: &User,
     status: StatusCode,
     error: Option<String>,
-    notice: Option<&'static str>,
 ) -> Response {
     let Some(passkeys) = pages.auth.passkeys() else { return ServerError::NotFound.into_response() };
     let list = match passkeys.list(user.id).await {
@@ -354,7 +359,6 @@ async fn render_page(
         needs_password: !reauthentication::is_recent(&ctx.session, pages.clock.now(), pages.reauth_window),
         has_password: user.password_hash.is_some(),
         error,
-        notice,
         rp_id: passkeys.relying_party().id().to_owned(),
         user_handle,
         accepted_ids,
@@ -365,7 +369,7 @@ async fn render_page(
 /// `GET /account/passkeys`: the list, with the forms that change it.
 pub async fn show(State(pages): State<PasskeyPages>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    render_page(&pages, &ctx, &user, StatusCode::OK, None, None).await
+    render_page(&pages, &ctx, &user, StatusCode::OK, None).await
 }
 
 /// The rename form.
@@ -388,14 +392,14 @@ pub async fn rename(
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
     let Some(passkeys) = pages.auth.passkeys() else { return ServerError::NotFound.into_response() };
     match passkeys.rename(user.id, &form.id, &form.name).await {
-        Ok(true) => render_page(&pages, &ctx, &user, StatusCode::OK, None, Some("Passkey renamed.")).await,
+        Ok(true) => done(&pages, Flash::PasskeyRenamed),
         Ok(false) => {
             let message = "You have no such passkey. Nothing was changed.".to_owned();
-            render_page(&pages, &ctx, &user, StatusCode::NOT_FOUND, Some(message), None).await
+            render_page(&pages, &ctx, &user, StatusCode::NOT_FOUND, Some(message)).await
         }
         Err(PasskeyError::Refused(refusal)) => {
             let message = format!("{refusal}. Nothing was changed.");
-            render_page(&pages, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, Some(capitalized(&message)), None)
+            render_page(&pages, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, Some(capitalized(&message)))
                 .await
         }
         Err(PasskeyError::Unavailable(error)) => ServerError::unavailable(error).into_response(),
@@ -421,14 +425,14 @@ pub async fn remove(
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
     let Some(passkeys) = pages.auth.passkeys() else { return ServerError::NotFound.into_response() };
-    if let Err(refusal) = pages.ensure_recent(&ctx.session, &ctx.client, &user, form.current_password.as_deref()).await
+    if let Err(refusal) = pages.ensure_recent(&ctx.session, &ctx.client, &user, form.current_password.as_deref(), true).await
     {
         let status = match &refusal {
             Refused::Unavailable(error) => return ServerError::unavailable(error).into_response(),
             Refused::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Refused::Stale(_) | Refused::WrongPassword => StatusCode::UNAUTHORIZED,
         };
-        let response = render_page(&pages, &ctx, &user, status, Some(refusal.message()), None).await;
+        let response = render_page(&pages, &ctx, &user, status, Some(refusal.message())).await;
         return match refusal {
             Refused::Throttled(wait) => with_retry_after(response, wait),
             _ => response,
@@ -443,16 +447,24 @@ pub async fn remove(
         let message = "This passkey is your only way to sign in, so it cannot be removed. Add another passkey \
                        (or a password) first."
             .to_owned();
-        return render_page(&pages, &ctx, &user, StatusCode::CONFLICT, Some(message), None).await;
+        return render_page(&pages, &ctx, &user, StatusCode::CONFLICT, Some(message)).await;
     }
     match pages.auth.remove_passkey(Channel::Web, &ctx.client, &user, &form.id).await {
-        Ok(true) => render_page(&pages, &ctx, &user, StatusCode::OK, None, Some("Passkey removed.")).await,
+        Ok(true) => done(&pages, Flash::PasskeyRemoved),
         Ok(false) => {
             let message = "You have no such passkey. Nothing was removed.".to_owned();
-            render_page(&pages, &ctx, &user, StatusCode::NOT_FOUND, Some(message), None).await
+            render_page(&pages, &ctx, &user, StatusCode::NOT_FOUND, Some(message)).await
         }
         Err(error) => ServerError::unavailable(error).into_response(),
     }
+}
+
+/// A 303 back to the list with `flash` (a fresh page, with a CSRF token
+/// for the session as it is now: a password confirmation gave it a new ID).
+fn done(pages: &PasskeyPages, flash: Flash) -> Response {
+    let mut response = Redirect::to("/account/passkeys").into_response();
+    flash.set(pages.engine.cookie_config(), response.headers_mut());
+    response
 }
 
 fn capitalized(text: &str) -> String {
