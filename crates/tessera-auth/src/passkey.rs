@@ -478,6 +478,84 @@ impl Passkeys {
         Ok(user_id)
     }
 
+    /// Keeps a sign-in ceremony for an API client, which has no session:
+    /// answers the ceremony ID the client sends back with its assertion.
+    pub async fn keep_authentication(&self, ceremony: &AuthenticationCeremony) -> Result<String, DatabaseError> {
+        self.keep("authentication", None, serde_json::to_string(ceremony)).await
+    }
+
+    /// Takes (and so ends) the sign-in ceremony `id`; `None` if there is
+    /// none, it was taken already, or it expired.
+    pub async fn take_authentication(&self, id: &str) -> Result<Option<AuthenticationCeremony>, DatabaseError> {
+        let Some((state, _)) = self.take("authentication", id).await? else { return Ok(None) };
+        Ok(serde_json::from_str(&state).ok())
+    }
+
+    /// Keeps a registration ceremony for an API client; answers its ID.
+    pub async fn keep_registration(&self, ceremony: &RegistrationCeremony) -> Result<String, DatabaseError> {
+        self.keep("registration", Some(ceremony.user_id), serde_json::to_string(ceremony)).await
+    }
+
+    /// Takes the registration ceremony `id` of `user_id`: another user's
+    /// ceremony ID finds nothing (and is used up all the same).
+    pub async fn take_registration(
+        &self,
+        id: &str,
+        user_id: i64,
+    ) -> Result<Option<RegistrationCeremony>, DatabaseError> {
+        let Some((state, owner)) = self.take("registration", id).await? else { return Ok(None) };
+        if owner != Some(user_id) {
+            return Ok(None);
+        }
+        Ok(serde_json::from_str(&state).ok())
+    }
+
+    async fn keep(
+        &self,
+        kind: &str,
+        user_id: Option<i64>,
+        state: serde_json::Result<String>,
+    ) -> Result<String, DatabaseError> {
+        use rand::RngCore;
+        let state = state.map_err(|e| DatabaseError::Unavailable(format!("ceremony state: {e}")))?;
+        let now = self.clock.now().as_millis();
+        let lifetime = i64::try_from(CEREMONY_LIFETIME.as_millis()).unwrap_or(i64::MAX);
+        sqlx::query("DELETE FROM passkey_ceremonies WHERE created_at < $1")
+            .bind(now.saturating_sub(lifetime))
+            .execute(&self.db)
+            .await?;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let id = URL_SAFE_NO_PAD.encode(bytes);
+        sqlx::query(
+            "INSERT INTO passkey_ceremonies (id_hash, kind, user_id, state, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(ceremony_hash(&id))
+        .bind(kind)
+        .bind(user_id)
+        .bind(state)
+        .bind(now)
+        .execute(&self.db)
+        .await?;
+        Ok(id)
+    }
+
+    async fn take(&self, kind: &str, id: &str) -> Result<Option<(String, Option<i64>)>, DatabaseError> {
+        let row = sqlx::query(
+            "DELETE FROM passkey_ceremonies WHERE id_hash = $1 AND kind = $2 RETURNING state, user_id, created_at",
+        )
+        .bind(ceremony_hash(id))
+        .bind(kind)
+        .fetch_optional(&self.db)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let created = Timestamp(row.try_get("created_at")?);
+        if self.clock.now().since(created) > CEREMONY_LIFETIME {
+            return Ok(None);
+        }
+        Ok(Some((row.try_get("state")?, row.try_get("user_id")?)))
+    }
+
     /// The account's user handle, made on its first passkey.
     async fn handle_for(&self, user_id: i64) -> Result<Uuid, DatabaseError> {
         let fresh = Uuid::new_v4();
@@ -507,6 +585,13 @@ impl Passkeys {
             })
             .collect()
     }
+}
+
+/// What a ceremony ID is stored as: its SHA-256, hex. The ID is a bearer
+/// secret of the client's for a few minutes; the database never holds it.
+fn ceremony_hash(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(id.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A passkey name, trimmed; refused if empty, too long or with control
@@ -585,6 +670,20 @@ impl Authenticator {
         self.record(AuthEvent::PasskeyUsed { user_id }, channel, client).await;
         let now = Some(self.clock_now());
         self.succeed(channel, client, reservation, user, FirstFactor::Passkey, now).await
+    }
+
+    /// An assertion that came with no current ceremony (none begun, used
+    /// already, expired, or a made-up ceremony ID): refused as
+    /// [`PasskeyRefusal::Expired`] and counted like any failed sign-in, so
+    /// probing costs the same as guessing.
+    pub async fn passkey_without_ceremony(&self, channel: Channel, client: &Client) -> LoginError {
+        let keys = self.throttle().keys(None, client.ip, None);
+        let reservation = match self.reserve(channel, client, &keys, None).await {
+            Ok(reservation) => reservation,
+            Err(error) => return error,
+        };
+        let event = AuthEvent::LoginFailed { user_id: None, method: crate::events::Method::Passkey };
+        self.fail(reservation, event, channel, client, LoginError::PasskeyRefused(PasskeyRefusal::Expired)).await
     }
 
     /// Adds a passkey to `user` (the host has checked a recent

@@ -189,3 +189,312 @@ async fn add_a_passkey_then_sign_in_with_the_button_and_with_autofill_add_anothe
     browser.close().await;
     server.stop().await;
 }
+
+/// A software authenticator (webauthn-rs's soft passkey, which signs real
+/// assertions with a P-256 key it made). It keeps no resident credentials,
+/// so the test plays that part: it remembers the user handle the options
+/// carried and the credential ID, and fills them in at sign-in as a
+/// platform authenticator with a discoverable credential would.
+struct SoftAuthenticator {
+    inner: webauthn_authenticator_rs::WebauthnAuthenticator<webauthn_authenticator_rs::softpasskey::SoftPasskey>,
+    user_handle: Vec<u8>,
+    credential_id: Vec<u8>,
+}
+
+impl SoftAuthenticator {
+    fn new() -> Self {
+        // `true`: it sets the user-verified flag (a PIN or biometric).
+        let inner = webauthn_authenticator_rs::WebauthnAuthenticator::new(
+            webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true),
+        );
+        SoftAuthenticator { inner, user_handle: vec![], credential_id: vec![] }
+    }
+
+    /// The JSON of a new credential for the server's creation `options`.
+    fn register(&mut self, origin: &str, options: &Value) -> Value {
+        let mut options: webauthn_rs_proto::CreationChallengeResponse =
+            serde_json::from_value(options.clone()).expect("creation options parse");
+        let selection = options.public_key.authenticator_selection.as_mut().expect("selection criteria");
+        assert!(selection.require_resident_key, "the server asks for a discoverable credential");
+        assert_eq!(selection.user_verification, webauthn_rs_proto::UserVerificationPolicy::Required);
+        selection.require_resident_key = false;
+        selection.resident_key = None;
+        self.user_handle = options.public_key.user.id.to_vec();
+        let credential =
+            self.inner.do_registration(url::Url::parse(origin).unwrap(), options).expect("the soft passkey registers");
+        self.credential_id = credential.raw_id.to_vec();
+        serde_json::to_value(credential).unwrap()
+    }
+
+    /// The JSON of an assertion for the server's request `options`, as if
+    /// made on `origin`.
+    fn sign(&mut self, origin: &str, options: &Value) -> Value {
+        let mut options: webauthn_rs_proto::RequestChallengeResponse =
+            serde_json::from_value(options.clone()).expect("request options parse");
+        assert!(options.public_key.allow_credentials.is_empty(), "discoverable: no allow list");
+        options.public_key.allow_credentials = vec![webauthn_rs_proto::AllowCredentials {
+            type_: "public-key".into(),
+            id: self.credential_id.clone().into(),
+            transports: None,
+        }];
+        options.mediation = None;
+        let mut credential =
+            self.inner.do_authentication(url::Url::parse(origin).unwrap(), options).expect("the soft passkey signs");
+        credential.response.user_handle = Some(self.user_handle.clone().into());
+        serde_json::to_value(credential).unwrap()
+    }
+}
+
+/// A JSON API caller.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str) -> Self {
+        Api { base: base.to_owned(), http: reqwest::Client::new() }
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Signs up `name` and answers an access token.
+    async fn sign_up(&self, name: &str) -> String {
+        let (status, body) = self.post("/api/signup", None, json!({"username": name, "password": PASSWORD})).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self.post("/api/signin", None, json!({"username": name, "password": PASSWORD})).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Adds a passkey made by `soft` to the account of `token`.
+    async fn add_passkey(&self, token: &str, soft: &mut SoftAuthenticator, name: &str) -> Value {
+        let (status, begun) =
+            self.post("/api/passkeys/register/begin", Some(token), json!({"current_password": PASSWORD})).await;
+        assert_eq!(status, 200, "{begun}");
+        let credential = soft.register(&self.base, &begun["options"]);
+        let body = json!({"ceremony": begun["ceremony"], "name": name, "credential": credential});
+        let (status, added) = self.post("/api/passkeys/register/finish", Some(token), body).await;
+        assert_eq!(status, 201, "{added}");
+        added
+    }
+
+    /// Begins a sign-in: (ceremony, options).
+    async fn begin(&self) -> (Value, Value) {
+        let (status, begun) = self.post("/api/passkeys/signin/begin", None, json!({})).await;
+        assert_eq!(status, 200, "{begun}");
+        (begun["ceremony"].clone(), begun["options"].clone())
+    }
+
+    async fn finish(&self, ceremony: &Value, credential: &Value) -> (u16, Value) {
+        self.post("/api/passkeys/signin/finish", None, json!({"ceremony": ceremony, "credential": credential})).await
+    }
+}
+
+async fn api_server(ip_free_failures: u32) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.throttle.ip_free_failures = ip_free_failures;
+    let server = TestServer::start(config, clock).await;
+    (server, dir)
+}
+
+fn kind(problem: &Value) -> &str {
+    problem["type"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn api_passkey_registration_and_sign_in_with_a_software_authenticator_and_every_refusal() {
+    let (server, _dir) = api_server(1000).await;
+    let api = Api::new(&server.base);
+    let name = unique_name("app");
+    let token = api.sign_up(&name).await;
+
+    // Adding one needs the password of an account that has one.
+    let (status, problem) = api.post("/api/passkeys/register/begin", Some(&token), json!({})).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/invalid-credentials"), "{problem}");
+    let (status, _) = api.post("/api/passkeys/register/begin", None, json!({})).await;
+    assert_eq!(status, 401, "no token, no registration");
+    let mut soft = SoftAuthenticator::new();
+    let added = api.add_passkey(&token, &mut soft, "Soft key").await;
+    assert_eq!(added["name"], json!("Soft key"));
+
+    // A registration ceremony is used once.
+    let (status, begun) =
+        api.post("/api/passkeys/register/begin", Some(&token), json!({"current_password": PASSWORD})).await;
+    assert_eq!(status, 200);
+    let mut second = SoftAuthenticator::new();
+    let credential = second.register(&server.base, &begun["options"]);
+    let body = json!({"ceremony": begun["ceremony"], "name": "Second", "credential": credential});
+    assert_eq!(api.post("/api/passkeys/register/finish", Some(&token), body.clone()).await.0, 201);
+    let (status, problem) = api.post("/api/passkeys/register/finish", Some(&token), body).await;
+    assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
+
+    // Sign in: a token pair for the account.
+    let (ceremony, options) = api.begin().await;
+    let assertion = soft.sign(&server.base, &options);
+    let (status, pair) = api.finish(&ceremony, &assertion).await;
+    assert_eq!(status, 200, "{pair}");
+    let me: Value = api
+        .http
+        .get(format!("{}/api/me", server.base))
+        .bearer_auth(pair["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], json!(name));
+
+    // Replayed: with the same ceremony (gone), and with a new one (another challenge).
+    let (status, problem) = api.finish(&ceremony, &assertion).await;
+    assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
+    let (fresh, _) = api.begin().await;
+    let (status, problem) = api.finish(&fresh, &assertion).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-invalid"), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("another challenge"), "{problem}");
+
+    // A challenge of another ceremony.
+    let (first, first_options) = api.begin().await;
+    let (other, _) = api.begin().await;
+    let signed = soft.sign(&server.base, &first_options);
+    let (status, problem) = api.finish(&other, &signed).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-invalid"), "{problem}");
+    let _ = first;
+
+    // Made on another origin (a phishing site).
+    let (ceremony, options) = api.begin().await;
+    let phished = soft.sign("https://tessera.localhost", &options);
+    let (status, problem) = api.finish(&ceremony, &phished).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-invalid"), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("another origin"), "{problem}");
+
+    // Expired: six minutes later.
+    let (ceremony, options) = api.begin().await;
+    let late = soft.sign(&server.base, &options);
+    server.clock.advance(std::time::Duration::from_secs(6 * 60));
+    let (status, problem) = api.finish(&ceremony, &late).await;
+    assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
+
+    // Another user's credential, claimed for this account's user handle.
+    let other_name = unique_name("other");
+    let other_token = api.sign_up(&other_name).await;
+    let mut others = SoftAuthenticator::new();
+    api.add_passkey(&other_token, &mut others, "Theirs").await;
+    let (ceremony, options) = api.begin().await;
+    others.user_handle = soft.user_handle.clone();
+    let borrowed = others.sign(&server.base, &options);
+    let (status, problem) = api.finish(&ceremony, &borrowed).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-wrong-user"), "{problem}");
+
+    // A signature counter that goes backwards: a cloned authenticator.
+    let (early, early_options) = api.begin().await;
+    let (later, later_options) = api.begin().await;
+    let older = soft.sign(&server.base, &early_options);
+    let newer = soft.sign(&server.base, &later_options);
+    assert_eq!(api.finish(&later, &newer).await.0, 200);
+    let (status, problem) = api.finish(&early, &older).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-cloned"), "{problem}");
+    assert!(trail(&server, &name).await.contains(&"passkey_cloned".to_owned()));
+
+    // Not registered (any more).
+    let passkeys = server.app_state.auth.passkeys().unwrap();
+    use tessera_auth::UserDirectory;
+    let other_user = server.app_state.db.users().user_by_name(&other_name).await.unwrap().unwrap();
+    let theirs = passkeys.list(other_user.id).await.unwrap();
+    assert!(passkeys.remove(other_user.id, &theirs[0].id).await.unwrap());
+    let (ceremony, options) = api.begin().await;
+    others.user_handle = passkeys.user_handle(other_user.id).await.unwrap().map(|h| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()
+    }).unwrap();
+    let gone = others.sign(&server.base, &options);
+    let (status, problem) = api.finish(&ceremony, &gone).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-unknown"), "{problem}");
+
+    // Malformed: base64 that is not, CBOR that is not, JSON that is not.
+    let (ceremony, options) = api.begin().await;
+    let mut broken = soft.sign(&server.base, &options);
+    broken["response"]["signature"] = json!("!!not base64!!");
+    let (status, problem) = api.finish(&ceremony, &broken).await;
+    assert_eq!((status, kind(&problem)), (422, "/problems/validation"), "{problem}");
+    let mut garbage = soft.sign(&server.base, &options);
+    garbage["response"]["authenticatorData"] = json!("AAECAwQF");
+    let (status, problem) = api.finish(&ceremony, &garbage).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-invalid"), "{problem}");
+    let response = api
+        .http
+        .post(format!("{}/api/passkeys/signin/finish", server.base))
+        .header("content-type", "application/json")
+        .body("{\"ceremony\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+
+    // No user verification: refused at registration.
+    let (status, begun) =
+        api.post("/api/passkeys/register/begin", Some(&token), json!({"current_password": PASSWORD})).await;
+    assert_eq!(status, 200);
+    let mut no_pin = SoftAuthenticator {
+        inner: webauthn_authenticator_rs::WebauthnAuthenticator::new(
+            webauthn_authenticator_rs::softpasskey::SoftPasskey::new(false),
+        ),
+        user_handle: vec![],
+        credential_id: vec![],
+    };
+    let mut options = begun["options"].clone();
+    options["publicKey"]["authenticatorSelection"]["userVerification"] = json!("discouraged");
+    let mut relaxed: webauthn_rs_proto::CreationChallengeResponse = serde_json::from_value(options).unwrap();
+    relaxed.public_key.authenticator_selection.as_mut().unwrap().require_resident_key = false;
+    relaxed.public_key.authenticator_selection.as_mut().unwrap().resident_key = None;
+    let credential = no_pin.inner.do_registration(url::Url::parse(&server.base).unwrap(), relaxed).unwrap();
+    let body = json!({"ceremony": begun["ceremony"], "name": "No PIN", "credential": credential});
+    let (status, problem) = api.post("/api/passkeys/register/finish", Some(&token), body).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-invalid"), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("verify the user"), "{problem}");
+
+    // Every refusal above was audited, none was a server error.
+    let kinds = trail(&server, &name).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "passkey_added").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "passkey_used").count(), 2, "{kinds:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failed_passkey_sign_ins_count_on_the_address_throttle() {
+    let (server, _dir) = api_server(3).await;
+    let api = Api::new(&server.base);
+    let token = api.sign_up(&unique_name("slow")).await;
+    let mut soft = SoftAuthenticator::new();
+    api.add_passkey(&token, &mut soft, "Key").await;
+    let (ceremony, options) = api.begin().await;
+    let assertion = soft.sign(&server.base, &options);
+    assert_eq!(api.finish(&ceremony, &assertion).await.0, 200);
+    // Replays (no ceremony any more) and a made-up ceremony count too.
+    let mut statuses = vec![];
+    for attempt in 0..5 {
+        let ceremony = if attempt == 0 { json!("made-up") } else { ceremony.clone() };
+        statuses.push(api.finish(&ceremony, &assertion).await.0);
+    }
+    // Three free failures per address here; the third starts the block and
+    // says so at once.
+    assert_eq!(statuses, [400, 400, 429, 429, 429], "{statuses:?}");
+    // Blocked: even a good assertion waits.
+    let (ceremony, options) = api.begin().await;
+    let good = soft.sign(&server.base, &options);
+    let (status, problem) = api.finish(&ceremony, &good).await;
+    assert_eq!((status, kind(&problem)), (429, "/problems/throttled"), "{problem}");
+    server.stop().await;
+}

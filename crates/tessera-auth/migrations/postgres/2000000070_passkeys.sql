@@ -28,3 +28,16 @@ CREATE TABLE IF NOT EXISTS passkeys (
     last_used_at    BIGINT
 );
 CREATE INDEX IF NOT EXISTS passkeys_user ON passkeys (user_id);
+
+-- Ceremonies of API clients (native apps), which have no session to keep
+-- the challenge in: the client holds a random ceremony ID, stored here as
+-- its SHA-256 only, and finishing deletes the row (DELETE … RETURNING), so
+-- a challenge is answered once. Rows older than the ceremony lifetime are
+-- deleted whenever a new one begins.
+CREATE TABLE IF NOT EXISTS passkey_ceremonies (
+    id_hash    TEXT    PRIMARY KEY,
+    kind       TEXT    NOT NULL,
+    user_id    BIGINT REFERENCES users (id) ON DELETE CASCADE,
+    state      TEXT    NOT NULL,
+    created_at BIGINT NOT NULL
+);

@@ -193,11 +193,13 @@ pub async fn finish_sign_in(
     pages.passkeys()?;
     // Taken out first: whatever happens next, this challenge is spent.
     let ceremony: Option<AuthenticationCeremony> = session.remove(AUTHENTICATION).ok().flatten();
-    let Some(ceremony) = ceremony else {
-        // Counted like any refusal: probing without a challenge is no free try.
-        return Err(ApiError::Passkey(tessera_auth::PasskeyRefusal::Expired));
+    // Counted like any refusal when there is none: probing without a
+    // challenge is no free try.
+    let outcome = match ceremony {
+        Some(ceremony) => pages.auth.passkey(Channel::Web, &client, ceremony, &body.credential).await,
+        None => Err(pages.auth.passkey_without_ceremony(Channel::Web, &client).await),
     };
-    let done = match pages.auth.passkey(Channel::Web, &client, ceremony, &body.credential).await {
+    let done = match outcome {
         Ok(done) => done,
         Err(LoginError::PasskeyRefused(refusal)) => {
             tracing::info!(reason = refusal.kind(), "passkey sign-in refused");
