@@ -30,22 +30,22 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tessera::{Clock, Timestamp};
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, Credential, DiscoverableAuthentication, DiscoverableKey, Passkey,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid,
-    Webauthn, WebauthnBuilder, WebauthnError,
+    CreationChallengeResponse, Credential, DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid, Webauthn, WebauthnBuilder,
+    WebauthnError,
 };
 
 use crate::database::{DatabaseError, TimedPool};
 
+use crate::directory::User;
+use crate::events::{AuthEvent, Channel, Client};
+use crate::login::{Authenticator, FirstFactor, LoggedIn, LoginError};
 /// The WebAuthn JSON types a host exchanges with browsers and apps (the
 /// options it sends, the credentials it receives), from webauthn-rs.
 pub use webauthn_rs::prelude::{
     CreationChallengeResponse as CreationOptions, PublicKeyCredential as Assertion,
     RegisterPublicKeyCredential as NewCredential, RequestChallengeResponse as RequestOptions,
 };
-use crate::directory::User;
-use crate::events::{AuthEvent, Channel, Client};
-use crate::login::{Authenticator, FirstFactor, LoggedIn, LoginError};
 
 /// How long a ceremony's challenge stays valid: WebAuthn's recommended
 /// authenticator time-out, which is also what the options tell the browser.
@@ -113,7 +113,8 @@ impl RelyingParty {
         }
         let origin = Url::parse(&url.origin().ascii_serialization())
             .map_err(|_| RelyingPartyError::InvalidUrl(text.to_owned()))?;
-        let refused = |error: WebauthnError| RelyingPartyError::Refused { url: text.to_owned(), reason: error.to_string() };
+        let refused =
+            |error: WebauthnError| RelyingPartyError::Refused { url: text.to_owned(), reason: error.to_string() };
         let webauthn = WebauthnBuilder::new(&host, &origin)
             .map_err(refused)?
             .rp_name("tessera")
@@ -402,11 +403,8 @@ impl Passkeys {
     /// authenticator offers whatever passkeys it holds for this site), and
     /// the state to keep.
     pub fn begin_authentication(&self) -> Result<(RequestChallengeResponse, AuthenticationCeremony), PasskeyError> {
-        let (options, state) = self
-            .rp
-            .webauthn
-            .start_discoverable_authentication()
-            .map_err(|e| PasskeyRefusal::Invalid(e.to_string()))?;
+        let (options, state) =
+            self.rp.webauthn.start_discoverable_authentication().map_err(|e| PasskeyRefusal::Invalid(e.to_string()))?;
         Ok((options, AuthenticationCeremony { since: self.clock.now().as_millis(), state }))
     }
 
@@ -559,11 +557,13 @@ impl Passkeys {
     /// The account's user handle, made on its first passkey.
     async fn handle_for(&self, user_id: i64) -> Result<Uuid, DatabaseError> {
         let fresh = Uuid::new_v4();
-        sqlx::query("INSERT INTO passkey_user_handles (user_id, handle) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
-            .bind(user_id)
-            .bind(fresh.to_string())
-            .execute(&self.db)
-            .await?;
+        sqlx::query(
+            "INSERT INTO passkey_user_handles (user_id, handle) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(fresh.to_string())
+        .execute(&self.db)
+        .await?;
         let row = sqlx::query("SELECT handle FROM passkey_user_handles WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(&self.db)
@@ -573,10 +573,8 @@ impl Passkeys {
     }
 
     async fn credentials_of(&self, user_id: i64) -> Result<Vec<Passkey>, DatabaseError> {
-        let rows = sqlx::query("SELECT credential FROM passkeys WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_all(&self.db)
-            .await?;
+        let rows =
+            sqlx::query("SELECT credential FROM passkeys WHERE user_id = $1").bind(user_id).fetch_all(&self.db).await?;
         rows.iter()
             .map(|row| {
                 let text: String = row.try_get("credential")?;

@@ -32,8 +32,7 @@ struct StaticFile {
 
 static STYLE: StaticFile = StaticFile::new("text/css; charset=utf-8", include_str!("../static/style.css"));
 static SCRIPT: StaticFile = StaticFile::new("text/javascript; charset=utf-8", include_str!("../static/forms.js"));
-static PASSKEYS: StaticFile =
-    StaticFile::new("text/javascript; charset=utf-8", include_str!("../static/passkeys.js"));
+static PASSKEYS: StaticFile = StaticFile::new("text/javascript; charset=utf-8", include_str!("../static/passkeys.js"));
 static ICON: StaticFile = StaticFile::new("image/svg+xml", include_str!("../static/icon.svg"));
 
 impl StaticFile {

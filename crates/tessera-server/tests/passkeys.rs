@@ -171,7 +171,9 @@ async fn add_a_passkey_then_sign_in_with_the_button_and_with_autofill_add_anothe
     let field = browser.find("#passkey-list li:first-child input[name=current_password]").await;
     assert_eq!(field.attr("autocomplete").await.unwrap().as_deref(), Some("current-password"));
     browser.fill("#passkey-list li:first-child input[name=current_password]", PASSWORD).await;
-    browser.click_and_wait("#passkey-list li:first-child form[action='/account/passkeys/remove'] button[type=submit]").await;
+    browser
+        .click_and_wait("#passkey-list li:first-child form[action='/account/passkeys/remove'] button[type=submit]")
+        .await;
     assert_eq!(browser.text("#flash").await, "Passkey removed.");
     assert_eq!(listed(&browser).await, json!(["Phone"]));
     assert!(trail(&server, &name).await.contains(&"passkey_removed".to_owned()));
@@ -415,10 +417,15 @@ async fn api_passkey_registration_and_sign_in_with_a_software_authenticator_and_
     let theirs = passkeys.list(other_user.id).await.unwrap();
     assert!(passkeys.remove(other_user.id, &theirs[0].id).await.unwrap());
     let (ceremony, options) = api.begin().await;
-    others.user_handle = passkeys.user_handle(other_user.id).await.unwrap().map(|h| {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()
-    }).unwrap();
+    others.user_handle = passkeys
+        .user_handle(other_user.id)
+        .await
+        .unwrap()
+        .map(|h| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()
+        })
+        .unwrap();
     let gone = others.sign(&server.base, &options);
     let (status, problem) = api.finish(&ceremony, &gone).await;
     assert_eq!((status, kind(&problem)), (401, "/problems/passkey-unknown"), "{problem}");

@@ -238,7 +238,10 @@ pub async fn begin_registration(
 ) -> Result<Response, ApiError> {
     let passkeys = pages.passkeys()?;
     let user = pages.user(&id).await?;
-    pages.ensure_recent(&session, &client, &user, body.current_password.as_deref(), false).await.map_err(Refused::problem)?;
+    pages
+        .ensure_recent(&session, &client, &user, body.current_password.as_deref(), false)
+        .await
+        .map_err(Refused::problem)?;
     let (options, ceremony) = passkeys.begin_registration(&user).await.map_err(refused)?;
     session.insert(REGISTRATION, &ceremony).map_err(ApiError::unavailable)?;
     Ok(no_store(Json(options).into_response()))
@@ -401,8 +404,7 @@ pub async fn rename(
         }
         Err(PasskeyError::Refused(refusal)) => {
             let message = format!("{refusal}. Nothing was changed.");
-            render_page(&pages, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, Some(capitalized(&message)))
-                .await
+            render_page(&pages, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, Some(capitalized(&message))).await
         }
         Err(PasskeyError::Unavailable(error)) => ServerError::unavailable(error).into_response(),
     }
@@ -427,7 +429,8 @@ pub async fn remove(
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
     let Some(passkeys) = pages.auth.passkeys() else { return ServerError::NotFound.into_response() };
-    if let Err(refusal) = pages.ensure_recent(&ctx.session, &ctx.client, &user, form.current_password.as_deref(), true).await
+    if let Err(refusal) =
+        pages.ensure_recent(&ctx.session, &ctx.client, &user, form.current_password.as_deref(), true).await
     {
         let status = match &refusal {
             Refused::Unavailable(error) => return ServerError::unavailable(error).into_response(),
