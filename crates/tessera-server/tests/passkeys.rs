@@ -10,6 +10,7 @@
 
 mod chromium;
 mod harness;
+mod services;
 
 use chromium::{Chromedriver, Chromium, DESKTOP};
 use harness::{test_config, unique_name, TestServer};
@@ -302,11 +303,14 @@ impl Api {
     }
 }
 
-async fn api_server(ip_free_failures: u32) -> (TestServer, tempfile::TempDir) {
+async fn api_server(ip_free_failures: u32, database_url: Option<String>) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let mut config = test_config(dir.path(), &clock);
     config.throttle.ip_free_failures = ip_free_failures;
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
     let server = TestServer::start(config, clock).await;
     (server, dir)
 }
@@ -317,7 +321,24 @@ fn kind(problem: &Value) -> &str {
 
 #[tokio::test]
 async fn api_passkey_registration_and_sign_in_with_a_software_authenticator_and_every_refusal() {
-    let (server, _dir) = api_server(1000).await;
+    let (server, _dir) = api_server(1000, None).await;
+    every_refusal(&server).await;
+    server.stop().await;
+}
+
+/// The same on PostgreSQL: the conditional counter update and the
+/// ceremonies' `DELETE … RETURNING` in its dialect.
+#[tokio::test]
+async fn api_passkeys_with_users_in_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let (server, _dir) = api_server(1000, Some(services::postgres_url())).await;
+    every_refusal(&server).await;
+    server.stop().await;
+}
+
+async fn every_refusal(server: &TestServer) {
     let api = Api::new(&server.base);
     let name = unique_name("app");
     let token = api.sign_up(&name).await;
@@ -408,7 +429,7 @@ async fn api_passkey_registration_and_sign_in_with_a_software_authenticator_and_
     assert_eq!(api.finish(&later, &newer).await.0, 200);
     let (status, problem) = api.finish(&early, &older).await;
     assert_eq!((status, kind(&problem)), (401, "/problems/passkey-cloned"), "{problem}");
-    assert!(trail(&server, &name).await.contains(&"passkey_cloned".to_owned()));
+    assert!(trail(server, &name).await.contains(&"passkey_cloned".to_owned()));
 
     // Not registered (any more).
     let passkeys = server.app_state.auth.passkeys().unwrap();
@@ -473,15 +494,14 @@ async fn api_passkey_registration_and_sign_in_with_a_software_authenticator_and_
     assert!(problem["detail"].as_str().unwrap().contains("verify the user"), "{problem}");
 
     // Every refusal above was audited, none was a server error.
-    let kinds = trail(&server, &name).await;
+    let kinds = trail(server, &name).await;
     assert_eq!(kinds.iter().filter(|k| *k == "passkey_added").count(), 2, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| *k == "passkey_used").count(), 2, "{kinds:?}");
-    server.stop().await;
 }
 
 #[tokio::test]
 async fn failed_passkey_sign_ins_count_on_the_address_throttle() {
-    let (server, _dir) = api_server(3).await;
+    let (server, _dir) = api_server(3, None).await;
     let api = Api::new(&server.base);
     let token = api.sign_up(&unique_name("slow")).await;
     let mut soft = SoftAuthenticator::new();
