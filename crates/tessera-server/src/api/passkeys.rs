@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, State};
 use axum::response::Response;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -25,18 +24,14 @@ use tessera_axum::LoginClient;
 use super::identity::ApiUser;
 use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::tokens::{TokenPair, TokenService};
-use crate::app::AppState;
+use crate::services::services;
 
-/// What the passkey API needs of the server.
-#[derive(Clone)]
-pub struct PasskeyApi {
-    auth: Authenticator,
-    tokens: Arc<TokenService>,
-}
-
-impl FromRef<AppState> for PasskeyApi {
-    fn from_ref(state: &AppState) -> Self {
-        PasskeyApi { auth: state.auth.clone(), tokens: state.tokens.clone() }
+services! {
+    /// What the passkey API uses: the authentication core and the tokens it
+    /// issues after a sign-in.
+    pub struct PasskeyApi {
+        auth: Authenticator,
+        tokens: Arc<TokenService>,
     }
 }
 
@@ -74,7 +69,7 @@ pub struct SignInOptions {
         (status = 404, description = "Passkeys are not available on this server", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn signin_begin(State(api): State<PasskeyApi>) -> Result<Response, ApiError> {
+pub async fn signin_begin(api: PasskeyApi) -> Result<Response, ApiError> {
     let passkeys = api.passkeys()?;
     let (options, ceremony) = passkeys.begin_authentication().map_err(refused)?;
     let ceremony = passkeys.keep_authentication(&ceremony).await.map_err(ApiError::unavailable)?;
@@ -106,7 +101,7 @@ pub struct SignInAssertion {
     )
 )]
 pub async fn signin_finish(
-    State(api): State<PasskeyApi>,
+    api: PasskeyApi,
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<SignInAssertion>,
 ) -> Result<Response, ApiError> {
@@ -165,7 +160,7 @@ pub struct RegistrationOptions {
     )
 )]
 pub async fn register_begin(
-    State(api): State<PasskeyApi>,
+    api: PasskeyApi,
     caller: ApiUser,
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<RegistrationRequest>,
@@ -223,7 +218,7 @@ pub struct PasskeyView {
     )
 )]
 pub async fn register_finish(
-    State(api): State<PasskeyApi>,
+    api: PasskeyApi,
     caller: ApiUser,
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<RegistrationResponse>,

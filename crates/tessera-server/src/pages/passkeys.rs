@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use http::StatusCode;
@@ -30,39 +29,30 @@ use tessera_axum::{remember_device, CsrfForm, CsrfHeader, LoginClient, RequireUs
 
 use super::{display_time, with_retry_after, Chrome, PageContext};
 use crate::api::problem::{ApiError, ApiJson};
-use crate::app::AppState;
 use crate::database::Database;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::forward_auth::ForwardAuthConfig;
-use crate::reauthentication;
+use crate::reauthentication::{self, Reauthentication};
+use crate::services::services;
 
 /// The session key of a sign-in ceremony in progress.
 const AUTHENTICATION: &str = "passkey_authentication";
 /// The session key of a registration ceremony in progress.
 const REGISTRATION: &str = "passkey_registration";
 
-/// What the passkey handlers need of the server.
-#[derive(Clone)]
-pub struct PasskeyPages {
-    auth: Authenticator,
-    db: Database,
-    engine: SessionEngine,
-    clock: Arc<dyn Clock>,
-    reauth_window: Duration,
-    forward_auth: Arc<ForwardAuthConfig>,
-}
-
-impl FromRef<AppState> for PasskeyPages {
-    fn from_ref(state: &AppState) -> Self {
-        PasskeyPages {
-            auth: state.auth.clone(),
-            db: state.db.clone(),
-            engine: state.engine.clone(),
-            clock: state.clock.clone(),
-            reauth_window: state.reauth_window,
-            forward_auth: state.forward_auth.clone(),
-        }
+services! {
+    /// What the passkey pages use: the authentication core (ceremonies,
+    /// sign-in, adding and removing), the server's tables (the account's
+    /// other ways in), the session engine's cookie settings (flash, device
+    /// cookie), recent authentication, the clock, and where a login may go.
+    pub struct PasskeyPages {
+        auth: Authenticator,
+        db: Database,
+        engine: SessionEngine,
+        reauth: Reauthentication,
+        clock: Arc<dyn Clock>,
+        forward_auth: Arc<ForwardAuthConfig>,
     }
 }
 
@@ -92,11 +82,11 @@ impl PasskeyPages {
         step_up: bool,
     ) -> Result<(), Refused> {
         let now = self.clock.now();
-        if reauthentication::is_recent(session, now, self.reauth_window) {
+        if self.reauth.is_recent_now(session) {
             return Ok(());
         }
         let Some(password) = password.filter(|p| !p.is_empty()) else {
-            return Err(Refused::Stale(reauthentication::stale_message(user, self.reauth_window)));
+            return Err(Refused::Stale(self.reauth.stale_message(user)));
         };
         match self.auth.confirm_password(Channel::Web, client, user, password).await {
             Ok(()) => {
@@ -155,11 +145,7 @@ fn refused(error: PasskeyError) -> ApiError {
 /// `POST /login/passkey/begin`: the options for `navigator.credentials.get()`
 /// (no allow list: discoverable credentials), the challenge kept in the
 /// session.
-pub async fn begin_sign_in(
-    State(pages): State<PasskeyPages>,
-    session: Session,
-    _csrf: CsrfHeader,
-) -> Result<Response, ApiError> {
+pub async fn begin_sign_in(pages: PasskeyPages, session: Session, _csrf: CsrfHeader) -> Result<Response, ApiError> {
     let (options, ceremony) = pages.passkeys()?.begin_authentication().map_err(refused)?;
     session.insert(AUTHENTICATION, &ceremony).map_err(ApiError::unavailable)?;
     Ok(no_store(Json(options).into_response()))
@@ -184,7 +170,7 @@ struct Signed {
 /// (throttled, audited); on success the session is logged in under a new
 /// ID and the answer says where to go.
 pub async fn finish_sign_in(
-    State(pages): State<PasskeyPages>,
+    pages: PasskeyPages,
     session: Session,
     LoginClient(client): LoginClient,
     _csrf: CsrfHeader,
@@ -229,7 +215,7 @@ pub struct RegistrationBegin {
 /// `navigator.credentials.create()` for the logged-in user, after a recent
 /// authentication (adding a way in is as sensitive as changing the password).
 pub async fn begin_registration(
-    State(pages): State<PasskeyPages>,
+    pages: PasskeyPages,
     RequireUser(id): RequireUser,
     session: Session,
     LoginClient(client): LoginClient,
@@ -266,7 +252,7 @@ struct PasskeyJson {
 
 /// `POST /account/passkeys/finish`: stores the new passkey (audited).
 pub async fn finish_registration(
-    State(pages): State<PasskeyPages>,
+    pages: PasskeyPages,
     RequireUser(id): RequireUser,
     session: Session,
     LoginClient(client): LoginClient,
@@ -361,7 +347,7 @@ async fn render_page(
         page: ctx.chrome("Passkeys"),
         rows,
         can_remove,
-        needs_password: !reauthentication::is_recent(&ctx.session, pages.clock.now(), pages.reauth_window),
+        needs_password: !pages.reauth.is_recent_now(&ctx.session),
         has_password: user.password_hash.is_some(),
         error,
         rp_id: passkeys.relying_party().id().to_owned(),
@@ -372,7 +358,7 @@ async fn render_page(
 }
 
 /// `GET /account/passkeys`: the list, with the forms that change it.
-pub async fn show(State(pages): State<PasskeyPages>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
+pub async fn show(pages: PasskeyPages, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
     render_page(&pages, &ctx, &user, StatusCode::OK, None).await
 }
@@ -389,7 +375,7 @@ pub struct RenameForm {
 /// `POST /account/passkeys/rename`: only the owner's passkeys; a name is
 /// not sensitive, so no re-authentication.
 pub async fn rename(
-    State(pages): State<PasskeyPages>,
+    pages: PasskeyPages,
     RequireUser(_): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RenameForm>,
@@ -422,7 +408,7 @@ pub struct RemoveForm {
 /// `POST /account/passkeys/remove`: after a recent authentication, and
 /// never the account's last way to sign in (audited).
 pub async fn remove(
-    State(pages): State<PasskeyPages>,
+    pages: PasskeyPages,
     RequireUser(_): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RemoveForm>,
