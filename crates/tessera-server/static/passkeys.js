@@ -78,7 +78,9 @@
     var csrf = panel.getAttribute("data-csrf");
     var next = panel.getAttribute("data-next");
     var rpId = null;
+    var ceremony = null;
     return post("/login/passkey/begin", csrf).then(function (options) {
+      ceremony = options.ceremony;
       var publicKey = requestOptions(options);
       rpId = publicKey.rpId;
       var request = { publicKey: publicKey, signal: signal };
@@ -86,7 +88,7 @@
       return navigator.credentials.get(request);
     }).then(function (credential) {
       if (!credential) return null;
-      var body = { credential: assertionJson(credential) };
+      var body = { ceremony: ceremony, credential: assertionJson(credential) };
       if (next) body.next = next;
       return post("/login/passkey/finish", csrf, body).catch(function (error) {
         // The passkey is not (or no longer) registered here: let the

@@ -4,10 +4,13 @@
 //!
 //! The ceremonies are JSON exchanges made by `static/passkeys.js` (no
 //! inline script), authenticated by the session cookie and protected by
-//! the `X-CSRF-Token` header; every refusal is a problem document. The
-//! ceremony state lives in the session between begin and finish and is
-//! taken out before finish checks anything, so it is used once. All the
-//! checking is the authentication core's ([`tessera_auth::passkey`]).
+//! the `X-CSRF-Token` header; every refusal is a problem document. A
+//! registration's state lives in the (logged-in) session; a sign-in's in
+//! the database under a random ceremony ID the page sends back, so that the
+//! login page, which begins one as it loads, gives an anonymous visitor no
+//! session. Either is taken out before finish checks anything, so it is
+//! used once. All the checking is the authentication core's
+//! ([`tessera_auth::passkey`]).
 //!
 //! Who may do what: anyone may try to sign in (throttled per address);
 //! only the logged-in owner may add, rename or remove a passkey of the
@@ -23,7 +26,7 @@ use axum::Json;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tessera::{Clock, SessionEngine};
-use tessera_auth::passkey::{Assertion, AuthenticationCeremony, NewCredential, RegistrationCeremony};
+use tessera_auth::passkey::{Assertion, NewCredential, RegistrationCeremony};
 use tessera_auth::{Authenticator, Channel, LoginError, LoginStep, PasskeyError, User, UserDirectory};
 use tessera_axum::{remember_device, CsrfForm, CsrfHeader, LoginClient, RequireUser, Session};
 
@@ -36,8 +39,6 @@ use crate::forward_auth::ForwardAuthConfig;
 use crate::reauthentication::{self, Reauthentication};
 use crate::services::services;
 
-/// The session key of a sign-in ceremony in progress.
-const AUTHENTICATION: &str = "passkey_authentication";
 /// The session key of a registration ceremony in progress.
 const REGISTRATION: &str = "passkey_registration";
 
@@ -143,17 +144,24 @@ fn refused(error: PasskeyError) -> ApiError {
 }
 
 /// `POST /login/passkey/begin`: the options for `navigator.credentials.get()`
-/// (no allow list: discoverable credentials), the challenge kept in the
-/// session.
-pub async fn begin_sign_in(pages: PasskeyPages, session: Session, _csrf: CsrfHeader) -> Result<Response, ApiError> {
-    let (options, ceremony) = pages.passkeys()?.begin_authentication().map_err(refused)?;
-    session.insert(AUTHENTICATION, &ceremony).map_err(ApiError::unavailable)?;
-    Ok(no_store(Json(options).into_response()))
+/// (no allow list: discoverable credentials) and a `ceremony` ID for
+/// finish. The challenge is kept in the database, not in a session: the
+/// login page begins one as it loads (for the autofill), and an anonymous
+/// visitor must not get a server-side session for looking at it.
+pub async fn begin_sign_in(pages: PasskeyPages, _csrf: CsrfHeader) -> Result<Response, ApiError> {
+    let passkeys = pages.passkeys()?;
+    let (options, ceremony) = passkeys.begin_authentication().map_err(refused)?;
+    let ceremony = passkeys.keep_authentication(&ceremony).await.map_err(ApiError::unavailable)?;
+    let mut body = serde_json::to_value(options).map_err(ApiError::unavailable)?;
+    body["ceremony"] = serde_json::Value::String(ceremony);
+    Ok(no_store(Json(body).into_response()))
 }
 
 /// The body of `POST /login/passkey/finish`.
 #[derive(Deserialize)]
 pub struct SignInFinish {
+    /// The `ceremony` of the begin answer.
+    ceremony: String,
     /// The browser's assertion.
     credential: Assertion,
     /// Where to go afterwards (checked like the login form's).
@@ -176,9 +184,8 @@ pub async fn finish_sign_in(
     _csrf: CsrfHeader,
     ApiJson(body): ApiJson<SignInFinish>,
 ) -> Result<Response, ApiError> {
-    pages.passkeys()?;
     // Taken out first: whatever happens next, this challenge is spent.
-    let ceremony: Option<AuthenticationCeremony> = session.remove(AUTHENTICATION).ok().flatten();
+    let ceremony = pages.passkeys()?.take_authentication(&body.ceremony).await.map_err(ApiError::unavailable)?;
     // Counted like any refusal when there is none: probing without a
     // challenge is no free try.
     let outcome = match ceremony {
