@@ -81,6 +81,35 @@ async fn wait_for_path(browser: &Chromium, path: &str) {
     }
 }
 
+/// Every field labelled, every `aria-describedby` pointing at something,
+/// and nothing in the console blocked by the CSP or failing.
+async fn assert_accessible_and_clean(browser: &Chromium, page: &str) {
+    let unlabelled = browser
+        .eval(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                .filter(i => i.labels.length === 0).map(i => i.name);",
+        )
+        .await;
+    assert_eq!(unlabelled, json!([]), "{page}: fields without a label");
+    let dangling = browser
+        .eval(
+            "return [...document.querySelectorAll('[aria-describedby]')]
+                .flatMap(e => e.getAttribute('aria-describedby').split(/\\s+/))
+                .filter(id => !document.getElementById(id));",
+        )
+        .await;
+    assert_eq!(dangling, json!([]), "{page}: aria-describedby points at nothing");
+    let unnamed = browser
+        .eval("return [...document.querySelectorAll('button')].filter(b => !(b.getAttribute('aria-label') || b.textContent.trim())).length;")
+        .await;
+    assert_eq!(unnamed, json!(0), "{page}: buttons without a name");
+    for entry in browser.console().await {
+        assert!(!entry.message.contains("Content Security Policy"), "{page}: blocked by the CSP: {entry:?}");
+        let own_status = entry.message.contains("the server responded with a status of");
+        assert!(entry.level != "SEVERE" || own_status, "{page}: console error: {entry:?}");
+    }
+}
+
 /// Makes this browser one without conditional UI (autofill), as older
 /// ones are: the virtual authenticator answers a conditional request at
 /// once, so a test of the button must switch it off. Returns the script's
@@ -123,6 +152,7 @@ async fn add_a_passkey_then_sign_in_with_the_button_and_with_autofill_add_anothe
     assert!(!browser.has("#passkey-password").await, "just signed in: no password asked");
     add_passkey(&browser, "Laptop").await;
     assert_eq!(listed(&browser).await, json!(["Laptop"]));
+    assert_accessible_and_clean(&browser, "/account/passkeys").await;
     let credentials = browser.virtual_credentials(&laptop).await;
     assert_eq!(credentials.len(), 1, "{credentials:?}");
     assert_eq!(credentials[0]["isResidentCredential"], json!(true), "a discoverable credential");
@@ -137,10 +167,17 @@ async fn add_a_passkey_then_sign_in_with_the_button_and_with_autofill_add_anothe
     let autocomplete = browser.find("#username").await.attr("autocomplete").await.unwrap();
     assert_eq!(autocomplete.as_deref(), Some("username webauthn"));
     assert_eq!(browser.find("#passkey-button").await.text().await.unwrap(), "Sign in with a passkey");
-    browser.click_and_wait("#passkey-button").await;
+    assert_accessible_and_clean(&browser, "/login with passkeys").await;
+    // Keyboard: the button is reachable and works with Enter.
+    browser.eval("document.getElementById('passkey-button').focus(); return null;").await;
+    let focused = browser.eval("return document.activeElement.id;").await;
+    assert_eq!(focused, json!("passkey-button"));
+    let marker = browser.mark_document().await;
+    browser.press(&fantoccini::key::Key::Enter.to_string()).await;
+    browser.wait_for_new_document(marker).await;
     wait_for_path(&browser, "/profile").await;
     assert_eq!(browser.text("#username").await, name);
-    assert!(browser.text("#flash").await.contains("logged in") || browser.has("#flash").await);
+    assert_eq!(browser.text("#flash").await, "Welcome back! You are logged in.");
     let sessions = browser.cookie("__Host-id").await.expect("a session cookie");
     assert_eq!(sessions.http_only(), Some(true));
 
