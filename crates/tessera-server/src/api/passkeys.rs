@@ -172,6 +172,7 @@ pub async fn register_begin(
             Ok(()) => {}
             Err(LoginError::InvalidCredentials) => return Err(ApiError::InvalidCredentials),
             Err(LoginError::Throttled(wait)) => return Err(ApiError::Throttled(wait)),
+            Err(LoginError::Busy) => return Err(ApiError::Busy),
             Err(other) => return Err(ApiError::unavailable(other)),
         }
     }
