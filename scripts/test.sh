@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 started=$(date +%s)
 scripts/services.sh
 scripts/browser-deps.sh
+scripts/passkeys-deps.sh  # OpenSSL headers for webauthn-rs
 scripts/proxy-deps.sh  # nginx, Caddy and the OpenID Connect test provider (npm ci)
 scripts/openapi-deps.sh  # the OpenAPI validator of tests/openapi.rs
 if [ -n "${CI:-}" ]; then export TESSERA_REQUIRE_SERVICES=1; fi

@@ -17,6 +17,8 @@ pub enum Method {
     Password,
     /// A sign-in at an external identity provider (OpenID Connect).
     Provider,
+    /// A passkey (WebAuthn).
+    Passkey,
 }
 
 impl Method {
@@ -25,6 +27,7 @@ impl Method {
         match self {
             Method::Password => "password",
             Method::Provider => "provider",
+            Method::Passkey => "passkey",
         }
     }
 }
@@ -132,6 +135,27 @@ pub enum AuthEvent {
         /// Who.
         user_id: i64,
     },
+    /// A passkey was added to the account.
+    PasskeyAdded {
+        /// Who.
+        user_id: i64,
+    },
+    /// A passkey was removed from the account.
+    PasskeyRemoved {
+        /// Who.
+        user_id: i64,
+    },
+    /// A passkey's assertion was accepted (a sign-in or a confirmation).
+    PasskeyUsed {
+        /// Who.
+        user_id: i64,
+    },
+    /// A passkey's signature counter went backwards: the authenticator may
+    /// have been cloned. The assertion was refused.
+    PasskeyCloned {
+        /// Whose passkey.
+        user_id: i64,
+    },
 }
 
 impl AuthEvent {
@@ -146,7 +170,11 @@ impl AuthEvent {
             | AuthEvent::SecondFactorEnabled { user_id }
             | AuthEvent::SecondFactorDisabled { user_id }
             | AuthEvent::PasswordChanged { user_id }
-            | AuthEvent::AccountDisabled { user_id } => Some(user_id),
+            | AuthEvent::AccountDisabled { user_id }
+            | AuthEvent::PasskeyAdded { user_id }
+            | AuthEvent::PasskeyRemoved { user_id }
+            | AuthEvent::PasskeyUsed { user_id }
+            | AuthEvent::PasskeyCloned { user_id } => Some(user_id),
             AuthEvent::LoginFailed { user_id, .. } | AuthEvent::Throttled { user_id } => user_id,
             AuthEvent::SignUpThrottled => None,
         }

@@ -12,6 +12,8 @@
 //!   verified, per account (or known device) and per address, shared by
 //!   every instance on one database;
 //! - [`second_factor`]: authenticator apps (TOTP) and recovery codes;
+//! - [`passkey`]: WebAuthn passkeys (sign-in with no password), on
+//!   `webauthn-rs`;
 //! - [`login`]: the state machine every way in goes through
 //!   ([`Authenticator`]);
 //! - [`events`]: one stream of [`AuthEvent`]s for audit, metrics and notices;
@@ -44,6 +46,7 @@ pub mod database;
 pub mod directory;
 pub mod events;
 pub mod login;
+pub mod passkey;
 pub mod password_policy;
 pub mod revocation;
 pub mod second_factor;
@@ -54,6 +57,7 @@ pub use database::{DatabaseError, TimedPool};
 pub use directory::{SqlDirectory, User, UserDirectory};
 pub use events::{AuthEvent, Channel, Client, EventSink, Method};
 pub use login::{Authenticator, FirstFactor, LoggedIn, LoginError, LoginStep, PendingLogin};
+pub use passkey::{PasskeyError, PasskeyInfo, PasskeyRefusal, Passkeys, RelyingParty};
 pub use password_policy::PasswordPolicy;
 pub use revocation::{Revocation, Revoked};
 pub use second_factor::SecondFactors;

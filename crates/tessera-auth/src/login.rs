@@ -23,6 +23,7 @@ use crate::accounts::{Accounts, AccountsUnavailable, LoginOutcome, RegisterError
 use crate::database::DatabaseError;
 use crate::directory::User;
 use crate::events::{AuthEvent, Channel, Client, EventSink, Method};
+use crate::passkey::Passkeys;
 use crate::password_policy::check_username;
 use crate::revocation::{NothingToRevoke, Revocation, Revoked};
 use crate::second_factor::{SecondFactors, TotpSecret, Verification};
@@ -86,6 +87,8 @@ pub enum FirstFactor {
     Password,
     /// A login at an OpenID Connect provider.
     Oidc,
+    /// A passkey (with user verification: a factor on its own).
+    Passkey,
 }
 
 impl FirstFactor {
@@ -93,6 +96,7 @@ impl FirstFactor {
         match self {
             FirstFactor::Password => Method::Password,
             FirstFactor::Oidc => Method::Provider,
+            FirstFactor::Passkey => Method::Passkey,
         }
     }
 }
@@ -148,6 +152,9 @@ pub enum LoginError {
     /// Too many attempts: wait this long. Nothing was checked.
     #[error("too many attempts")]
     Throttled(Duration),
+    /// A passkey assertion was refused (see the reason).
+    #[error(transparent)]
+    PasskeyRefused(crate::passkey::PasskeyRefusal),
     /// The password hashing queue is full: nothing was checked and the
     /// attempt was given back to the throttle; try again shortly.
     #[error("password hashing is busy")]
@@ -182,6 +189,7 @@ pub struct Authenticator {
     revocation: Arc<dyn Revocation>,
     clock: Arc<dyn Clock>,
     require_second_factor: bool,
+    passkeys: Option<Passkeys>,
 }
 
 impl Authenticator {
@@ -194,7 +202,16 @@ impl Authenticator {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let revocation = Arc::new(NothingToRevoke);
-        Authenticator { accounts, throttle, second_factors, events, revocation, clock, require_second_factor: false }
+        Authenticator {
+            accounts,
+            throttle,
+            second_factors,
+            events,
+            revocation,
+            clock,
+            require_second_factor: false,
+            passkeys: None,
+        }
     }
 
     /// How account changes end the user's sessions and tokens (by default
@@ -285,6 +302,21 @@ impl Authenticator {
     /// The second factors (setup and management on the account pages).
     pub fn second_factors(&self) -> &SecondFactors {
         &self.second_factors
+    }
+
+    /// Turns passkeys on, with their tables and relying party.
+    pub fn with_passkeys(mut self, passkeys: Passkeys) -> Self {
+        self.passkeys = Some(passkeys);
+        self
+    }
+
+    /// The passkeys, when they are on.
+    pub fn passkeys(&self) -> Option<&Passkeys> {
+        self.passkeys.as_ref()
+    }
+
+    pub(crate) fn clock_now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The throttle (for its configuration and purge).
@@ -639,8 +671,8 @@ impl Authenticator {
 
     fn authenticated_at(&self, pending: &PendingLogin) -> Option<Timestamp> {
         match pending.first_factor {
-            FirstFactor::Password => Some(self.clock.now()),
             FirstFactor::Oidc => pending.provider_auth_time.map(Timestamp),
+            FirstFactor::Password | FirstFactor::Passkey => Some(self.clock.now()),
         }
     }
 
@@ -656,7 +688,7 @@ impl Authenticator {
         }
     }
 
-    async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         channel: Channel,
         client: &Client,
@@ -724,7 +756,7 @@ impl Authenticator {
         }
     }
 
-    async fn fail(
+    pub(crate) async fn fail(
         &self,
         reservation: Reservation,
         event: AuthEvent,
@@ -740,7 +772,7 @@ impl Authenticator {
         }
     }
 
-    async fn succeed(
+    pub(crate) async fn succeed(
         &self,
         channel: Channel,
         client: &Client,
@@ -753,7 +785,8 @@ impl Authenticator {
             tracing::warn!(%error, "clearing the login throttle failed");
         }
         let device_cookie = match first_factor {
-            FirstFactor::Password => {
+            // A proven browser stays out of lockouts caused elsewhere.
+            FirstFactor::Password | FirstFactor::Passkey => {
                 check_username(&user.username).ok().and_then(|key| self.throttle.new_device_cookie(&key))
             }
             FirstFactor::Oidc => None,

@@ -234,6 +234,9 @@ impl IntoResponse for AuthRejection {
                 "Set up two-step verification",
                 "This account must set up two-step verification first.".into(),
             ),
+            AuthRejection::Login(LoginError::PasskeyRefused(refusal)) => {
+                (StatusCode::UNAUTHORIZED, refusal.kind(), "Passkey refused", refusal.to_string())
+            }
             AuthRejection::Login(LoginError::Expired) => {
                 (StatusCode::UNAUTHORIZED, "login-expired", "Login expired", "Please log in again.".into())
             }

@@ -41,6 +41,9 @@ pub struct App {
 impl App {
     /// Opens the database and the session store and builds the routes.
     pub async fn build(config: AppConfig) -> Result<App, StartupError> {
+        // Before anything is opened: a public URL passkeys cannot work with
+        // is a configuration error to fix, not a feature silently missing.
+        tessera_auth::RelyingParty::new(config.public_url.as_deref())?;
         let activity = ActivityStats::new(config.clock.clone());
         let backends = Backends::open(&config, Some(activity.clone())).await?;
         let db = backends.db.clone();

@@ -64,6 +64,15 @@ pub enum AuditKind {
     /// with") was refused: the provider did not confirm a sign-in within
     /// the requested `max_age`.
     ReauthenticationRefused,
+    /// A passkey was added.
+    PasskeyAdded,
+    /// A passkey was removed.
+    PasskeyRemoved,
+    /// A passkey signed in (or confirmed an action).
+    PasskeyUsed,
+    /// A passkey's signature counter went backwards (a cloned
+    /// authenticator?): refused.
+    PasskeyCloned,
 }
 
 impl AuditKind {
@@ -90,6 +99,10 @@ impl AuditKind {
             AuditKind::RecoveryCodeUsed => "recovery_code_used",
             AuditKind::RecoveryCodesReplaced => "recovery_codes_replaced",
             AuditKind::ReauthenticationRefused => "reauthentication_refused",
+            AuditKind::PasskeyAdded => "passkey_added",
+            AuditKind::PasskeyRemoved => "passkey_removed",
+            AuditKind::PasskeyUsed => "passkey_used",
+            AuditKind::PasskeyCloned => "passkey_cloned",
         }
     }
 
@@ -118,6 +131,10 @@ impl AuditKind {
             "reauthentication_refused" => {
                 "A confirmation through a sign-in provider was refused (no recent sign-in there)"
             }
+            "passkey_added" => "A passkey was added",
+            "passkey_removed" => "A passkey was removed",
+            "passkey_used" => "A passkey was used to sign in",
+            "passkey_cloned" => "A passkey was refused: its signature counter went backwards (a copied authenticator?)",
             _ => "Other event",
         }
     }

@@ -82,6 +82,10 @@ pub fn audit_kind(event: &AuthEvent) -> AuditKind {
         AuthEvent::SecondFactorDisabled { .. } => AuditKind::SecondFactorDisabled,
         AuthEvent::PasswordChanged { .. } => AuditKind::PasswordChanged,
         AuthEvent::AccountDisabled { .. } => AuditKind::AccountDisabled,
+        AuthEvent::PasskeyAdded { .. } => AuditKind::PasskeyAdded,
+        AuthEvent::PasskeyRemoved { .. } => AuditKind::PasskeyRemoved,
+        AuthEvent::PasskeyUsed { .. } => AuditKind::PasskeyUsed,
+        AuthEvent::PasskeyCloned { .. } => AuditKind::PasskeyCloned,
     }
 }
 
@@ -93,7 +97,7 @@ impl EventSink for ServerEvents {
                 crate::metrics::login(true);
                 self.activity.login(true);
             }
-            AuthEvent::LoginFailed { .. } | AuthEvent::SecondFactorFailed { .. } => {
+            AuthEvent::LoginFailed { .. } | AuthEvent::SecondFactorFailed { .. } | AuthEvent::PasskeyCloned { .. } => {
                 crate::metrics::login(false);
                 self.activity.login(false);
             }

@@ -33,6 +33,10 @@ pub enum StartupError {
     /// The OpenID Connect configuration is unusable.
     #[error("OpenID Connect: {0}")]
     Oidc(String),
+    /// Passkeys cannot work with the public URL (not https, or an IP
+    /// address): WebAuthn's relying-party ID is its host.
+    #[error("passkeys: {0}")]
+    Passkeys(#[from] tessera_auth::passkey::RelyingPartyError),
     /// The listen address could not be bound.
     #[error("--listen {address}: {source}")]
     Listen {
@@ -113,9 +117,15 @@ impl Backends {
         );
         let second_factors = SecondFactors::new(self.db.pool.clone(), config.clock.clone());
         let revocation = EndEverything::new(self.engine.clone(), self.db.clone(), config.clock.clone());
-        Ok(Authenticator::new(accounts, throttle, second_factors, Arc::new(events), config.clock.clone())
+        let mut auth = Authenticator::new(accounts, throttle, second_factors, Arc::new(events), config.clock.clone())
             .require_second_factor(config.require_second_factor)
-            .with_revocation(Arc::new(revocation)))
+            .with_revocation(Arc::new(revocation));
+        // The server refuses to start with a public URL passkeys cannot use
+        // (App::build); the admin commands need no passkeys and still run.
+        if let Ok(rp) = tessera_auth::RelyingParty::new(config.public_url.as_deref()) {
+            auth = auth.with_passkeys(tessera_auth::Passkeys::new(self.db.pool.clone(), config.clock.clone(), rp));
+        }
+        Ok(auth)
     }
 
     /// Closes the database and the store's pool.

@@ -30,6 +30,12 @@ pub enum Flash {
     AccountDeleted,
     /// After turning two-step verification off.
     SecondFactorDisabled,
+    /// After adding a passkey.
+    PasskeyAdded,
+    /// After renaming a passkey.
+    PasskeyRenamed,
+    /// After removing a passkey.
+    PasskeyRemoved,
 }
 
 impl Flash {
@@ -43,6 +49,9 @@ impl Flash {
             Flash::OthersSignedOut => "others-signed-out",
             Flash::AccountDeleted => "account-deleted",
             Flash::SecondFactorDisabled => "second-factor-disabled",
+            Flash::PasskeyAdded => "passkey-added",
+            Flash::PasskeyRenamed => "passkey-renamed",
+            Flash::PasskeyRemoved => "passkey-removed",
         }
     }
 
@@ -56,6 +65,9 @@ impl Flash {
             "others-signed-out" => Some(Flash::OthersSignedOut),
             "account-deleted" => Some(Flash::AccountDeleted),
             "second-factor-disabled" => Some(Flash::SecondFactorDisabled),
+            "passkey-added" => Some(Flash::PasskeyAdded),
+            "passkey-renamed" => Some(Flash::PasskeyRenamed),
+            "passkey-removed" => Some(Flash::PasskeyRemoved),
             _ => None,
         }
     }
@@ -71,6 +83,9 @@ impl Flash {
             Flash::OthersSignedOut => "All other devices were signed out.",
             Flash::AccountDeleted => "Your account was deleted. Goodbye.",
             Flash::SecondFactorDisabled => "Two-step verification is off.",
+            Flash::PasskeyAdded => "Passkey added. You can sign in with it now.",
+            Flash::PasskeyRenamed => "Passkey renamed.",
+            Flash::PasskeyRemoved => "Passkey removed.",
         }
     }
 

@@ -16,7 +16,7 @@ use crate::health;
 use crate::oidc;
 use crate::pages::{
     account, account_activity, account_password, account_sessions, account_two_factor, home, login,
-    login_second_factor, logout, profile, register,
+    login_second_factor, logout, passkeys, profile, register,
 };
 use crate::request_id;
 use crate::security_headers;
@@ -44,6 +44,13 @@ pub(crate) fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer
         .route("/account/two-factor/recovery-codes", post(account_two_factor::recovery_codes))
         .route("/account/two-factor/disable", post(account_two_factor::disable))
         .route("/account/identities/unlink", post(account::unlink))
+        .route("/login/passkey/begin", post(passkeys::begin_sign_in))
+        .route("/login/passkey/finish", post(passkeys::finish_sign_in))
+        .route("/account/passkeys", get(passkeys::show))
+        .route("/account/passkeys/begin", post(passkeys::begin_registration))
+        .route("/account/passkeys/finish", post(passkeys::finish_registration))
+        .route("/account/passkeys/rename", post(passkeys::rename))
+        .route("/account/passkeys/remove", post(passkeys::remove))
         .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
         .route("/auth/oidc/{provider}/reauthenticate", post(oidc::handlers::reauthenticate))
         .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))

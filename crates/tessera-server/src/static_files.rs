@@ -1,5 +1,6 @@
 //! The site's few static files, compiled into the binary: one stylesheet,
-//! one small script (progressive enhancement only) and the icon.
+//! two small scripts (progressive enhancement for the forms; the passkey
+//! ceremonies) and the icon.
 //!
 //! Each answer carries an `ETag` (a digest of the content, so it changes
 //! exactly when a new build changes the file; weak, because the compression
@@ -31,6 +32,7 @@ struct StaticFile {
 
 static STYLE: StaticFile = StaticFile::new("text/css; charset=utf-8", include_str!("../static/style.css"));
 static SCRIPT: StaticFile = StaticFile::new("text/javascript; charset=utf-8", include_str!("../static/forms.js"));
+static PASSKEYS: StaticFile = StaticFile::new("text/javascript; charset=utf-8", include_str!("../static/passkeys.js"));
 static ICON: StaticFile = StaticFile::new("image/svg+xml", include_str!("../static/icon.svg"));
 
 impl StaticFile {
@@ -112,6 +114,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/static/style.css", get(|headers: HeaderMap| async move { STYLE.answer(&headers) }))
         .route("/static/forms.js", get(|headers: HeaderMap| async move { SCRIPT.answer(&headers) }))
+        .route("/static/passkeys.js", get(|headers: HeaderMap| async move { PASSKEYS.answer(&headers) }))
         .route("/static/icon.svg", get(|headers: HeaderMap| async move { ICON.answer(&headers) }))
         .route("/favicon.ico", get(|headers: HeaderMap| async move { ICON.answer(&headers) }))
 }

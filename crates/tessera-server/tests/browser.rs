@@ -313,7 +313,8 @@ async fn show_password_toggle_and_forms_without_javascript() {
     browser.screenshot("login-password-shown").await;
     toggle.click().await.unwrap();
     assert_eq!(browser.find("#password").await.attr("type").await.unwrap().as_deref(), Some("password"));
-    for (field, autocomplete) in [("#username", "username"), ("#password", "current-password")] {
+    // `webauthn`: the browser also offers passkeys in the name's autofill.
+    for (field, autocomplete) in [("#username", "username webauthn"), ("#password", "current-password")] {
         let value = browser.find(field).await.attr("autocomplete").await.unwrap();
         assert_eq!(value.as_deref(), Some(autocomplete), "login {field}");
     }

@@ -8,6 +8,7 @@ pub mod account;
 pub mod auth;
 pub mod identity;
 pub mod openapi;
+pub mod passkeys;
 pub mod problem;
 pub mod products;
 pub mod tokens;
@@ -38,6 +39,10 @@ api_routes! {
     "/api/token/refresh" => { post => auth::refresh },
     "/api/signout" => { post => auth::signout },
     "/api/me" => { get => auth::me },
+    "/api/passkeys/signin/begin" => { post => passkeys::signin_begin },
+    "/api/passkeys/signin/finish" => { post => passkeys::signin_finish },
+    "/api/passkeys/register/begin" => { post => passkeys::register_begin },
+    "/api/passkeys/register/finish" => { post => passkeys::register_finish },
     "/api/sessions" => { get => account::list },
     "/api/sessions/revoke-others" => { post => account::revoke_others },
     "/api/sessions/{handle}" => { delete => account::revoke },

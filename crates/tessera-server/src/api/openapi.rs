@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::problem::{json_response, ProblemDocument};
-use super::{account, auth, products, tokens};
+use super::{account, auth, passkeys, products, tokens};
 use tessera_auth::Authenticator;
 
 /// The API's OpenAPI document.
@@ -28,6 +28,10 @@ use tessera_auth::Authenticator;
         auth::refresh,
         auth::signout,
         auth::me,
+        passkeys::signin_begin,
+        passkeys::signin_finish,
+        passkeys::register_begin,
+        passkeys::register_finish,
         account::list,
         account::revoke,
         account::revoke_others,
@@ -47,6 +51,7 @@ use tessera_auth::Authenticator;
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Sign up, sign in, tokens"),
+        (name = "passkeys", description = "Passkeys (WebAuthn) for native apps: begin answers a `ceremony` ID and the WebAuthn options (JSON form); finish sends the ceremony ID and the credential back. Signing in answers a token pair."),
         (name = "account", description = "Sessions, password, deletion; sensitive operations need the current password"),
         (name = "products", description = "Products; bearer token or session cookie (+ X-CSRF-Token for unsafe methods). Every signed-in user may read every product; only its owner (`owner_id`) or a member of the `admin` group may change or delete it: anyone else gets 403 `forbidden` (not 404, since the product is readable anyway)."),
         (name = "tokens", description = "Public keys"),
@@ -98,6 +103,10 @@ pub const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("post", "/api/token/refresh", "refreshToken"),
     ("post", "/api/signout", "signOut"),
     ("get", "/api/me", "getMe"),
+    ("post", "/api/passkeys/signin/begin", "beginPasskeySignIn"),
+    ("post", "/api/passkeys/signin/finish", "finishPasskeySignIn"),
+    ("post", "/api/passkeys/register/begin", "beginPasskeyRegistration"),
+    ("post", "/api/passkeys/register/finish", "finishPasskeyRegistration"),
     ("get", "/api/sessions", "listSessions"),
     ("post", "/api/sessions/revoke-others", "revokeOtherSessions"),
     ("delete", "/api/sessions/{handle}", "revokeSession"),

@@ -57,6 +57,11 @@ pub enum ApiError {
     /// (`registration-closed`, `invitation-required`, `invalid-invitation`)
     /// and the reason.
     RegistrationRefused(&'static str, &'static str),
+    /// A passkey ceremony was refused: 400 for a challenge that is gone
+    /// or a name that will not do, 401 for an assertion that proves
+    /// nothing, 409 for an authenticator registered already; the kind is
+    /// the refusal's (`passkey-…`).
+    Passkey(tessera_auth::PasskeyRefusal),
     /// 429 `throttled`: too many accounts created from this address lately.
     SignUpThrottled(std::time::Duration),
     /// 503 `busy`: the password hashing queue is full; nothing was checked
@@ -192,6 +197,21 @@ impl ApiError {
                 (StatusCode::FORBIDDEN, kind, "Registration refused", (*reason).to_owned())
             }
             NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "There is no such resource.".into()),
+            Passkey(refusal) => {
+                use tessera_auth::PasskeyRefusal as R;
+                let status = match refusal {
+                    R::Expired | R::InvalidName => StatusCode::BAD_REQUEST,
+                    R::AlreadyRegistered => StatusCode::CONFLICT,
+                    R::UnknownCredential { .. } | R::WrongUser | R::Cloned { .. } | R::Invalid(_) => {
+                        StatusCode::UNAUTHORIZED
+                    }
+                };
+                let mut detail = refusal.to_string();
+                if let Some(first) = detail.get_mut(0..1) {
+                    first.make_ascii_uppercase();
+                }
+                (status, refusal.kind(), "Passkey refused", detail + ".")
+            }
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service-unavailable",

@@ -34,6 +34,8 @@ struct LoginPage {
     next: Option<String>,
     error: Option<String>,
     providers: Vec<ProviderButton>,
+    /// Offer "Sign in with a passkey" and the autofill.
+    passkeys: bool,
 }
 
 /// `?next=` on the login page.
@@ -56,6 +58,7 @@ pub struct LoginForm {
 pub async fn show(
     State(forward_auth): State<Arc<ForwardAuthConfig>>,
     State(oidc): State<Arc<Oidc>>,
+    State(auth): State<Authenticator>,
     ctx: PageContext,
     Query(query): Query<NextQuery>,
 ) -> Response {
@@ -64,8 +67,14 @@ pub async fn show(
     if ctx.user.is_some() {
         return Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
     }
-    let view =
-        LoginPage { page: ctx.chrome("Log in"), username: String::new(), next, error: None, providers: oidc.buttons() };
+    let view = LoginPage {
+        page: ctx.chrome("Log in"),
+        username: String::new(),
+        next,
+        error: None,
+        providers: oidc.buttons(),
+        passkeys: auth.passkeys().is_some(),
+    };
     ctx.render(StatusCode::OK, &view)
 }
 
@@ -93,6 +102,7 @@ pub async fn submit(
             next: next.clone(),
             error: Some(error),
             providers: oidc.buttons(),
+            passkeys: auth.passkeys().is_some(),
         };
         ctx.render(status, &view)
     };

@@ -9,6 +9,7 @@ pub mod home;
 pub mod login;
 pub mod login_second_factor;
 pub mod logout;
+pub mod passkeys;
 pub mod profile;
 pub mod register;
 

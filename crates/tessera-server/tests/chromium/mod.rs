@@ -387,6 +387,43 @@ impl Chromium {
         answer["value"].clone()
     }
 
+    /// Sends a WebDriver command of this session that fantoccini has no
+    /// method for (e.g. the WebAuthn virtual-authenticator extension):
+    /// `method` on `{session}/{path}`; answers the `value`, or panics with
+    /// the driver's error.
+    pub async fn webdriver(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}/{path}", self.session_url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.expect("webdriver request").json().await.expect("webdriver answer");
+        assert!(answer["value"].get("error").is_none(), "{path}: {answer}");
+        answer["value"].clone()
+    }
+
+    /// Adds a WebAuthn virtual authenticator (CTAP2, platform, resident
+    /// keys, user verification that succeeds, presence simulated) and
+    /// answers its ID.
+    pub async fn add_virtual_authenticator(&self) -> String {
+        let options = json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+            "isUserConsenting": true,
+            "automaticPresenceSimulation": true,
+        });
+        let id = self.webdriver(reqwest::Method::POST, "webauthn/authenticator", Some(options)).await;
+        id.as_str().expect("an authenticator ID").to_owned()
+    }
+
+    /// The credentials a virtual authenticator holds.
+    pub async fn virtual_credentials(&self, authenticator: &str) -> Vec<Value> {
+        let path = format!("webauthn/authenticator/{authenticator}/credentials");
+        self.webdriver(reqwest::Method::GET, &path, None).await.as_array().cloned().unwrap_or_default()
+    }
+
     /// Makes pages see `prefers-color-scheme: dark` (or light).
     pub async fn prefer_color_scheme(&self, scheme: &str) {
         self.devtools(

@@ -1,0 +1,236 @@
+//! Passkeys for native apps: JSON begin/finish for signing in (answered
+//! with a token pair, like `/api/signin`) and for adding a passkey to the
+//! signed-in account.
+//!
+//! An app has no session to keep the challenge in: begin answers a random
+//! `ceremony` ID (stored hashed, used once, valid for five minutes) that
+//! finish sends back. The options and credentials are WebAuthn's JSON
+//! (`PublicKeyCredentialCreationOptionsJSON` and friends, with base64url
+//! binary fields), which the platforms' passkey APIs take and give as is.
+//!
+//! Who may do this: anyone may try to sign in (throttled per address, every
+//! refusal counted and audited); only the signed-in user adds a passkey to
+//! their own account, and an account with a password confirms it first.
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tessera_auth::passkey::{Assertion, CreationOptions, NewCredential, RequestOptions};
+use tessera_auth::{Authenticator, Channel, LoginError, PasskeyError, PasskeyRefusal};
+use tessera_axum::LoginClient;
+
+use super::identity::ApiUser;
+use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
+use super::tokens::{TokenPair, TokenService};
+use crate::services::services;
+
+services! {
+    /// What the passkey API uses: the authentication core and the tokens it
+    /// issues after a sign-in.
+    pub struct PasskeyApi {
+        auth: Authenticator,
+        tokens: Arc<TokenService>,
+    }
+}
+
+impl PasskeyApi {
+    fn passkeys(&self) -> Result<&tessera_auth::Passkeys, ApiError> {
+        self.auth.passkeys().ok_or(ApiError::NotFound)
+    }
+}
+
+fn refused(error: PasskeyError) -> ApiError {
+    match error {
+        PasskeyError::Refused(refusal) => ApiError::Passkey(refusal),
+        PasskeyError::Unavailable(error) => ApiError::unavailable(error),
+    }
+}
+
+/// Options for `navigator.credentials.get()` (or the platform's API).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignInOptions {
+    /// Send back with the assertion; valid once, for five minutes.
+    pub ceremony: String,
+    /// WebAuthn `PublicKeyCredentialRequestOptions` (JSON form): no allow
+    /// list, so the authenticator offers its passkeys for this site.
+    #[schema(value_type = Object)]
+    pub options: RequestOptions,
+}
+
+/// `POST /api/passkeys/signin/begin`.
+#[utoipa::path(
+    post,
+    path = "/api/passkeys/signin/begin",
+    tag = "passkeys",
+    responses(
+        (status = 200, description = "A challenge for a discoverable credential", body = SignInOptions),
+        (status = 404, description = "Passkeys are not available on this server", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn signin_begin(api: PasskeyApi) -> Result<Response, ApiError> {
+    let passkeys = api.passkeys()?;
+    let (options, ceremony) = passkeys.begin_authentication().map_err(refused)?;
+    let ceremony = passkeys.keep_authentication(&ceremony).await.map_err(ApiError::unavailable)?;
+    Ok(json_response(StatusCode::OK, &SignInOptions { ceremony, options }))
+}
+
+/// An assertion answering a sign-in ceremony.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct SignInAssertion {
+    /// The `ceremony` of the begin answer.
+    pub ceremony: String,
+    /// The WebAuthn `PublicKeyCredential` (JSON form, base64url fields),
+    /// with the `userHandle` a discoverable credential returns.
+    #[schema(value_type = Object)]
+    pub credential: Assertion,
+}
+
+/// `POST /api/passkeys/signin/finish`: a token pair for a valid assertion.
+#[utoipa::path(
+    post,
+    path = "/api/passkeys/signin/finish",
+    tag = "passkeys",
+    request_body = SignInAssertion,
+    responses(
+        (status = 200, description = "Signed in", body = TokenPair),
+        (status = 400, description = "`passkey-challenge-expired`: unknown, used or expired ceremony; or malformed JSON", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "`passkey-unknown` (not registered: tell the platform, e.g. signalUnknownCredential), `passkey-wrong-user`, `passkey-cloned` (the signature counter went backwards: refused and audited) or `passkey-invalid` (origin, relying party, challenge, user verification, signature or encoding; the detail says which)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed sign-ins from this address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn signin_finish(
+    api: PasskeyApi,
+    LoginClient(client): LoginClient,
+    ApiJson(body): ApiJson<SignInAssertion>,
+) -> Result<Response, ApiError> {
+    let passkeys = api.passkeys()?;
+    let ceremony = passkeys.take_authentication(&body.ceremony).await.map_err(ApiError::unavailable)?;
+    let outcome = match ceremony {
+        Some(ceremony) => api.auth.passkey(Channel::Api, &client, ceremony, &body.credential).await,
+        None => Err(api.auth.passkey_without_ceremony(Channel::Api, &client).await),
+    };
+    let done = match outcome {
+        Ok(done) => done,
+        Err(LoginError::PasskeyRefused(refusal)) => {
+            tracing::info!(reason = refusal.kind(), "API passkey sign-in refused");
+            return Err(ApiError::Passkey(refusal));
+        }
+        Err(LoginError::InvalidCredentials) => return Err(ApiError::InvalidCredentials),
+        Err(LoginError::Throttled(wait)) => return Err(ApiError::Throttled(wait)),
+        Err(other) => return Err(ApiError::unavailable(other)),
+    };
+    let pair = api.tokens.issue_pair(done.user.id).await?;
+    tracing::info!(user_id = done.user.id, "API passkey sign-in");
+    Ok(json_response(StatusCode::OK, &pair))
+}
+
+/// Confirmation before adding a passkey.
+#[derive(Deserialize, utoipa::ToSchema, Default)]
+pub struct RegistrationRequest {
+    /// The current password; required when the account has one.
+    #[serde(default)]
+    pub current_password: Option<String>,
+}
+
+/// Options for `navigator.credentials.create()` (or the platform's API).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RegistrationOptions {
+    /// Send back with the new credential; valid once, for five minutes.
+    pub ceremony: String,
+    /// WebAuthn `PublicKeyCredentialCreationOptions` (JSON form): a
+    /// discoverable credential with user verification, the account's
+    /// passkeys excluded.
+    #[schema(value_type = Object)]
+    pub options: CreationOptions,
+}
+
+/// `POST /api/passkeys/register/begin`.
+#[utoipa::path(
+    post,
+    path = "/api/passkeys/register/begin",
+    tag = "passkeys",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body = RegistrationRequest,
+    responses(
+        (status = 200, description = "A challenge to create a passkey for the signed-in account", body = RegistrationOptions),
+        (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn register_begin(
+    api: PasskeyApi,
+    caller: ApiUser,
+    LoginClient(client): LoginClient,
+    ApiJson(body): ApiJson<RegistrationRequest>,
+) -> Result<Response, ApiError> {
+    let passkeys = api.passkeys()?;
+    if caller.user.password_hash.is_some() {
+        let password = body.current_password.as_deref().unwrap_or_default();
+        match api.auth.confirm_password(Channel::Api, &client, &caller.user, password).await {
+            Ok(()) => {}
+            Err(LoginError::InvalidCredentials) => return Err(ApiError::InvalidCredentials),
+            Err(LoginError::Throttled(wait)) => return Err(ApiError::Throttled(wait)),
+            Err(LoginError::Busy) => return Err(ApiError::Busy),
+            Err(other) => return Err(ApiError::unavailable(other)),
+        }
+    }
+    let (options, ceremony) = passkeys.begin_registration(&caller.user).await.map_err(refused)?;
+    let ceremony = passkeys.keep_registration(&ceremony).await.map_err(ApiError::unavailable)?;
+    Ok(json_response(StatusCode::OK, &RegistrationOptions { ceremony, options }))
+}
+
+/// A new credential answering a registration ceremony.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct RegistrationResponse {
+    /// The `ceremony` of the begin answer.
+    pub ceremony: String,
+    /// What to call it (1–64 characters).
+    pub name: String,
+    /// The WebAuthn `RegistrationResponseJSON`.
+    #[schema(value_type = Object)]
+    pub credential: NewCredential,
+}
+
+/// A passkey as the API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PasskeyView {
+    /// The credential ID, base64url.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Whether the authenticator says it is backed up (synced).
+    pub synced: bool,
+}
+
+/// `POST /api/passkeys/register/finish`.
+#[utoipa::path(
+    post,
+    path = "/api/passkeys/register/finish",
+    tag = "passkeys",
+    security(("bearer" = []), ("cookie" = [])),
+    request_body = RegistrationResponse,
+    responses(
+        (status = 201, description = "Added", body = PasskeyView),
+        (status = 400, description = "`passkey-challenge-expired` (unknown, used, expired or another user's ceremony) or `passkey-invalid-name`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated, or `passkey-invalid` (the detail says which check failed)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "`passkey-registered-already`", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn register_finish(
+    api: PasskeyApi,
+    caller: ApiUser,
+    LoginClient(client): LoginClient,
+    ApiJson(body): ApiJson<RegistrationResponse>,
+) -> Result<Response, ApiError> {
+    let passkeys = api.passkeys()?;
+    let ceremony = passkeys.take_registration(&body.ceremony, caller.user.id).await.map_err(ApiError::unavailable)?;
+    let Some(ceremony) = ceremony else { return Err(ApiError::Passkey(PasskeyRefusal::Expired)) };
+    let added = api
+        .auth
+        .add_passkey(Channel::Api, &client, &caller.user, &ceremony, &body.credential, &body.name)
+        .await
+        .map_err(refused)?;
+    Ok(json_response(StatusCode::CREATED, &PasskeyView { id: added.id, name: added.name, synced: added.synced }))
+}
