@@ -129,6 +129,14 @@ pub enum AuthEvent {
         /// Who.
         user_id: i64,
     },
+    /// The account's email address was verified: added, or changed from
+    /// `previous`.
+    EmailChanged {
+        /// Who.
+        user_id: i64,
+        /// The address it replaced, which is told of the change.
+        previous: Option<String>,
+    },
 }
 
 impl AuthEvent {
@@ -143,7 +151,8 @@ impl AuthEvent {
             | AuthEvent::SecondFactorEnabled { user_id }
             | AuthEvent::SecondFactorDisabled { user_id }
             | AuthEvent::PasswordChanged { user_id }
-            | AuthEvent::AccountDisabled { user_id } => Some(user_id),
+            | AuthEvent::AccountDisabled { user_id }
+            | AuthEvent::EmailChanged { user_id, .. } => Some(user_id),
             AuthEvent::LoginFailed { user_id, .. } | AuthEvent::Throttled { user_id } => user_id,
         }
     }

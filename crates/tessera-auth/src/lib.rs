@@ -14,6 +14,9 @@
 //! - [`second_factor`]: authenticator apps (TOTP) and recovery codes;
 //! - [`login`]: the state machine every way in goes through
 //!   ([`Authenticator`]);
+//! - [`email_address`], [`email_token`], [`email_verification`],
+//!   [`password_reset`] and [`mail`]: verified addresses, single-use mailed
+//!   secrets, password reset and the mail the host's outbox sends;
 //! - [`events`]: one stream of [`AuthEvent`]s for audit, metrics and notices;
 //! - [`revocation`]: account changes that end every session and token of a
 //!   user go through one function the host implements ([`Revocation`]).
@@ -42,8 +45,13 @@
 pub mod accounts;
 pub mod database;
 pub mod directory;
+pub mod email_address;
+pub mod email_token;
+pub mod email_verification;
 pub mod events;
 pub mod login;
+pub mod mail;
+pub mod password_reset;
 pub mod password_policy;
 pub mod revocation;
 pub mod second_factor;
@@ -53,6 +61,7 @@ pub use accounts::{Accounts, AccountsUnavailable, RegisterError};
 pub use database::{DatabaseError, TimedPool};
 pub use directory::{SqlDirectory, User, UserDirectory};
 pub use events::{AuthEvent, Channel, Client, EventSink, Method};
+pub use mail::{Email, EmailError, Mail, Notice, Outbox, Prepared};
 pub use login::{Authenticator, FirstFactor, LoggedIn, LoginError, LoginStep, PendingLogin};
 pub use password_policy::PasswordPolicy;
 pub use revocation::{Revocation, Revoked};

@@ -23,6 +23,7 @@ use crate::accounts::{Accounts, AccountsUnavailable, LoginOutcome, RegisterError
 use crate::database::DatabaseError;
 use crate::directory::User;
 use crate::events::{AuthEvent, Channel, Client, EventSink, Method};
+use crate::mail::Email;
 use crate::password_policy::check_username;
 use crate::revocation::{NothingToRevoke, Revocation, Revoked};
 use crate::second_factor::{SecondFactors, TotpSecret, Verification};
@@ -175,6 +176,7 @@ pub struct Authenticator {
     revocation: Arc<dyn Revocation>,
     clock: Arc<dyn Clock>,
     require_second_factor: bool,
+    email: Option<Email>,
 }
 
 impl Authenticator {
@@ -187,7 +189,28 @@ impl Authenticator {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let revocation = Arc::new(NothingToRevoke);
-        Authenticator { accounts, throttle, second_factors, events, revocation, clock, require_second_factor: false }
+        Authenticator {
+            accounts,
+            throttle,
+            second_factors,
+            events,
+            revocation,
+            clock,
+            require_second_factor: false,
+            email: None,
+        }
+    }
+
+    /// Turns on email: addresses on accounts, verification, password reset
+    /// and security notices, mailed through `email`'s outbox.
+    pub fn with_email(mut self, email: Email) -> Self {
+        self.email = Some(email);
+        self
+    }
+
+    /// The email parts, if email is on.
+    pub fn email(&self) -> Option<&Email> {
+        self.email.as_ref()
     }
 
     /// How account changes end the user's sessions and tokens (by default

@@ -30,6 +30,9 @@ use crate::pages::{
     account, account_activity, account_password, account_sessions, account_two_factor, home, login,
     login_second_factor, logout, profile, register,
 };
+use crate::mail::messages::Site;
+use crate::mail::worker::Worker;
+use crate::mail::{EmailPages, EmailPolicy, MailConfig, MailOutbox, SmtpConfig, Transport};
 use crate::registration_policy::RegistrationPolicy;
 use crate::request_id;
 use crate::security_headers;
@@ -39,7 +42,9 @@ use crate::settings::{SameSiteSetting, Settings};
 use crate::static_files;
 use tessera_auth::password_policy::PasswordPolicy;
 use tessera_auth::throttle::{Throttle, ThrottleConfig};
-use tessera_auth::{Accounts, Authenticator, SecondFactors};
+use tessera_auth::email_address::EmailAddresses;
+use tessera_auth::email_token::EmailTokens;
+use tessera_auth::{Accounts, Authenticator, Email, SecondFactors};
 
 /// Everything the server can be told, in the form the code uses. The
 /// binary derives it solely from [`Settings`] ([`AppConfig::from_settings`]);
@@ -115,6 +120,8 @@ pub struct AppConfig {
     pub audit_retention: Duration,
     /// Who may create an account (`accounts.registration`).
     pub registration: RegistrationPolicy,
+    /// Mail and `accounts.email`.
+    pub mail: MailConfig,
 }
 
 impl Default for AppConfig {
@@ -185,6 +192,7 @@ impl AppConfig {
             forward_auth,
             audit_retention: settings.audit.retention,
             registration: settings.accounts.registration,
+            mail: mail_config(settings),
             session_store: None,
             cookie: CookieConfig::default(),
             clock: Arc::new(SystemClock),
@@ -197,6 +205,29 @@ impl AppConfig {
             SameSiteSetting::Strict => SameSite::Strict,
         };
         Ok(config)
+    }
+}
+
+/// The mail configuration of `settings`.
+fn mail_config(settings: &Settings) -> MailConfig {
+    let mail = &settings.mail;
+    let smtp = (!mail.smtp_host.is_empty()).then(|| SmtpConfig {
+        host: mail.smtp_host.clone(),
+        port: mail.smtp_port,
+        security: mail.smtp_security,
+        credentials: (!mail.smtp_username.is_empty())
+            .then(|| (mail.smtp_username.clone(), mail.smtp_password.clone())),
+        timeout: mail.smtp_timeout,
+    });
+    MailConfig {
+        smtp,
+        eml_dir: mail.eml_dir.clone().into(),
+        from: mail.from.clone(),
+        site_name: mail.site_name.clone(),
+        poll_interval: mail.poll_interval,
+        max_attempts: mail.max_attempts,
+        verify_lifetime: mail.verify_lifetime,
+        policy: settings.accounts.email,
     }
 }
 
@@ -217,6 +248,9 @@ pub enum StartupError {
     /// The OpenID Connect configuration is unusable.
     #[error("OpenID Connect: {0}")]
     Oidc(String),
+    /// The mail configuration is unusable.
+    #[error("mail: {0}")]
+    Mail(String),
     /// The listen address could not be bound.
     #[error("--listen {address}: {source}")]
     Listen {
@@ -260,6 +294,22 @@ pub struct AppState {
     pub reauth_window: Duration,
     /// See [`AppConfig::registration`].
     pub registration: RegistrationPolicy,
+    /// Whether accounts have email addresses.
+    pub email: EmailPages,
+}
+
+// Handlers extract only what they use (see the server code shape in the
+// working rules); the lead's `state.rs` derives these for every field.
+impl axum::extract::FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for EmailPages {
+    fn from_ref(state: &AppState) -> Self {
+        state.email
+    }
 }
 
 /// A built server, ready to serve.
@@ -389,8 +439,22 @@ impl App {
         )
         .map_err(StartupError::Oidc)?;
         oidc.warm_up();
-        let events = ServerEvents::new(db.clone(), activity.clone());
-        let auth = backends.authenticator(&config, events.clone()).await.map_err(database_error)?;
+        let outbox = MailOutbox::new(db.pool.clone(), config.clock.clone());
+        let email_on = config.mail.policy != EmailPolicy::Off;
+        let mut events = ServerEvents::new(db.clone(), activity.clone());
+        if email_on {
+            events = events.with_mail(outbox.clone());
+        }
+        let mut auth = backends.authenticator(&config, events.clone()).await.map_err(database_error)?;
+        if email_on {
+            let code_key = db.secret("email-code").await.map_err(database_error)?;
+            auth = auth.with_email(Email {
+                addresses: EmailAddresses::new(db.pool.clone(), config.clock.clone()),
+                tokens: EmailTokens::new(db.pool.clone(), config.clock.clone(), code_key),
+                outbox: Arc::new(outbox.clone()),
+                verify_lifetime: config.mail.verify_lifetime,
+            });
+        }
         let auth_throttle = auth.throttle().clone();
         let state = AppState {
             auth,
@@ -408,6 +472,7 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             reauth_window: config.reauth_window,
             registration: config.registration,
+            email: EmailPages { policy: config.mail.policy },
         };
         if config.forward_auth.rules.is_empty() {
             tracing::info!("forward_auth.rules is empty: /auth/verify refuses every request (default deny)");
@@ -436,6 +501,9 @@ impl App {
                     config.active_sessions_interval,
                 )));
             }
+        }
+        if email_on {
+            background.push(tokio::spawn(mail_worker(&config, outbox, state.auth.clone())?.run()));
         }
         let close_store = backends.store.as_ref().and_then(|s| s.close.clone());
         Ok(App {
@@ -586,6 +654,30 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .layer(middleware::from_fn(crate::metrics::track))
         .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), request_id::assign))
         .with_state(state)
+}
+
+/// The outbox worker of `config`; says where mail goes.
+fn mail_worker(config: &AppConfig, outbox: MailOutbox, auth: Authenticator) -> Result<Worker, StartupError> {
+    let mail = &config.mail;
+    let transport = Transport::new(mail.smtp.as_ref(), &mail.eml_dir).map_err(StartupError::Mail)?;
+    match &transport {
+        Transport::Files(..) => tracing::info!(
+            "no SMTP server configured (mail.smtp_host): mail is written as .eml files to {}",
+            mail.eml_dir.display()
+        ),
+        Transport::Smtp(_) => tracing::info!(smtp = ?mail.smtp, "mail goes through SMTP"),
+    }
+    let from = mail.from.parse().map_err(|e| StartupError::Mail(format!("mail.from {:?}: {e}", mail.from)))?;
+    let base_url = config.public_url.clone().unwrap_or_else(|| config.tokens.issuer.clone());
+    let site = Site { name: mail.site_name.clone(), base_url: base_url.trim_end_matches('/').to_owned(), from };
+    Ok(Worker {
+        outbox,
+        auth,
+        transport: Arc::new(transport),
+        site,
+        poll_interval: mail.poll_interval,
+        max_attempts: mail.max_attempts,
+    })
 }
 
 async fn count_active_periodically(

@@ -61,6 +61,8 @@ pub enum AuditKind {
     /// with") was refused: the provider did not confirm a sign-in within
     /// the requested `max_age`.
     ReauthenticationRefused,
+    /// A verified email address was added or replaced another.
+    EmailChanged,
 }
 
 impl AuditKind {
@@ -86,6 +88,7 @@ impl AuditKind {
             AuditKind::RecoveryCodeUsed => "recovery_code_used",
             AuditKind::RecoveryCodesReplaced => "recovery_codes_replaced",
             AuditKind::ReauthenticationRefused => "reauthentication_refused",
+            AuditKind::EmailChanged => "email_changed",
         }
     }
 
@@ -113,6 +116,7 @@ impl AuditKind {
             "reauthentication_refused" => {
                 "A confirmation through a sign-in provider was refused (no recent sign-in there)"
             }
+            "email_changed" => "Email address verified or changed",
             _ => "Other event",
         }
     }
