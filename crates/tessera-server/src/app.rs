@@ -27,7 +27,7 @@ use crate::health;
 use crate::metrics::{MeteredStore, MetricsSource};
 use crate::oidc::{self, Oidc, OidcProviderConfig};
 use crate::pages::{
-    account, account_activity, account_password, account_sessions, account_two_factor, home, login,
+    account, account_activity, account_password, account_sessions, account_two_factor, email, home, login,
     login_second_factor, logout, profile, register,
 };
 use crate::mail::messages::Site;
@@ -610,6 +610,11 @@ fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router
         .route("/account/two-factor/recovery-codes", post(account_two_factor::recovery_codes))
         .route("/account/two-factor/disable", post(account_two_factor::disable))
         .route("/account/identities/unlink", post(account::unlink))
+        .route("/account/email", get(email::account).post(email::request_verification))
+        .route("/account/email/code", post(email::confirm_code))
+        .route("/email/verify", get(email::verify_form).post(email::verify))
+        .route("/password/forgot", get(email::forgot).post(email::request_reset))
+        .route("/password/reset", get(email::reset_form).post(email::reset))
         .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
         .route("/auth/oidc/{provider}/reauthenticate", post(oidc::handlers::reauthenticate))
         .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))

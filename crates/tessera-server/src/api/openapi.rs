@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::problem::{json_response, ProblemDocument};
-use super::{account, auth, products, tokens};
+use super::{account, auth, email, products, tokens};
 use crate::app::AppState;
 
 /// The API's OpenAPI document.
@@ -33,6 +33,9 @@ use crate::app::AppState;
         account::revoke_others,
         account::change_password,
         account::delete,
+        email::request_reset,
+        email::reset,
+        email::verify,
         products::list,
         products::create,
         products::show,
@@ -104,6 +107,9 @@ pub const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("delete", "/api/sessions/{handle}", "revokeSession"),
     ("post", "/api/password", "changePassword"),
     ("delete", "/api/account", "deleteAccount"),
+    ("post", "/api/password/reset-request", "requestPasswordReset"),
+    ("post", "/api/password/reset", "resetPassword"),
+    ("post", "/api/email/verify", "verifyEmail"),
     ("get", "/api/products", "listProducts"),
     ("post", "/api/products", "createProduct"),
     ("get", "/api/products/{id}", "getProduct"),

@@ -46,6 +46,10 @@ pub enum ApiError {
     InvalidRefreshToken,
     /// 404 `not-found`.
     NotFound,
+    /// 400 `invalid-email-token`: a mailed link's token is unknown, used or expired.
+    InvalidEmailToken,
+    /// 409 `email-taken`: another account has this address.
+    EmailTaken,
     /// 429 `throttled`: too many failed sign-ins; retry after the duration.
     Throttled(std::time::Duration),
     /// 403 `forbidden`: the caller may not do this (with the reason).
@@ -154,6 +158,18 @@ impl ApiError {
                 (StatusCode::FORBIDDEN, kind, "Registration refused", (*reason).to_owned())
             }
             NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "There is no such resource.".into()),
+            InvalidEmailToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid-email-token",
+                "Invalid link",
+                "The token is unknown, was used already or expired. Ask for a new mail.".into(),
+            ),
+            EmailTaken => (
+                StatusCode::CONFLICT,
+                "email-taken",
+                "Address taken",
+                "Another account has this email address.".into(),
+            ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service-unavailable",
