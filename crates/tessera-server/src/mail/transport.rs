@@ -59,10 +59,11 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// The transport for `smtp`, or files in `eml_dir` (created) without it.
+    /// The transport for `smtp`, or files in `eml_dir` without it.
     pub fn new(smtp: Option<&SmtpConfig>, eml_dir: &std::path::Path) -> Result<Transport, String> {
         let Some(smtp) = smtp else {
-            std::fs::create_dir_all(eml_dir).map_err(|e| format!("mail.eml_dir {}: {e}", eml_dir.display()))?;
+            // The folder is made when the first message is written, so a
+            // server that sends nothing leaves nothing behind.
             return Ok(Transport::Files(AsyncFileTransport::new(eml_dir), eml_dir.to_path_buf()));
         };
         let builder = match smtp.security {
@@ -91,7 +92,10 @@ impl Transport {
     pub async fn send(&self, message: Message) -> Result<(), String> {
         match self {
             Transport::Smtp(smtp) => smtp.send(message).await.map(|_| ()).map_err(|e| e.to_string()),
-            Transport::Files(files, _) => files.send(message).await.map(|_| ()).map_err(|e| e.to_string()),
+            Transport::Files(files, dir) => {
+                tokio::fs::create_dir_all(dir).await.map_err(|e| format!("mail.eml_dir {}: {e}", dir.display()))?;
+                files.send(message).await.map(|_| ()).map_err(|e| e.to_string())
+            }
         }
     }
 }
