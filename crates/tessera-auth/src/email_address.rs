@@ -100,8 +100,10 @@ impl EmailAddresses {
 
     /// The verified address of `user_id`, if it has one.
     pub async fn verified(&self, user_id: i64) -> Result<Option<String>, DatabaseError> {
-        let row =
-            sqlx::query("SELECT address FROM user_emails WHERE user_id = $1").bind(user_id).fetch_optional(&self.db).await?;
+        let row = sqlx::query("SELECT address FROM user_emails WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.db)
+            .await?;
         Ok(match row {
             Some(row) => Some(row.try_get(0)?),
             None => None,

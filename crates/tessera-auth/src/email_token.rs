@@ -160,7 +160,12 @@ impl EmailTokens {
 
     /// Uses up `user_id`'s code for `purpose`: the address it was mailed
     /// to, if `code` is right, unused and unexpired. The caller throttles.
-    pub async fn redeem_code(&self, user_id: i64, purpose: Purpose, code: &str) -> Result<Option<String>, DatabaseError> {
+    pub async fn redeem_code(
+        &self,
+        user_id: i64,
+        purpose: Purpose,
+        code: &str,
+    ) -> Result<Option<String>, DatabaseError> {
         let code = code.trim();
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Ok(None);
@@ -185,19 +190,22 @@ impl EmailTokens {
     /// Ends every unused secret of `user_id` for `purpose` (after a reset,
     /// the other reset links in the mailbox must not work either).
     pub async fn revoke_all(&self, user_id: i64, purpose: Purpose) -> Result<u64, DatabaseError> {
-        let done = sqlx::query("UPDATE email_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL")
-            .bind(self.clock.now().as_millis())
-            .bind(user_id)
-            .bind(purpose.as_str())
-            .execute(&self.db)
-            .await?;
+        let done =
+            sqlx::query("UPDATE email_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL")
+                .bind(self.clock.now().as_millis())
+                .bind(user_id)
+                .bind(purpose.as_str())
+                .execute(&self.db)
+                .await?;
         Ok(done.rows_affected())
     }
 
     /// Deletes secrets that expired before `before`; returns how many.
     pub async fn purge(&self, before: Timestamp) -> Result<u64, DatabaseError> {
-        let done =
-            sqlx::query("DELETE FROM email_tokens WHERE expires_at < $1").bind(before.as_millis()).execute(&self.db).await?;
+        let done = sqlx::query("DELETE FROM email_tokens WHERE expires_at < $1")
+            .bind(before.as_millis())
+            .execute(&self.db)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -161,7 +161,12 @@ impl Authenticator {
                 // To the address as verified, not as typed this time.
                 let Some(to) = email.addresses.verified(user_id).await? else { return Ok(None) };
                 let issued = email.tokens.issue(user_id, Purpose::Reset, &to, RESET_LIFETIME, false).await?;
-                Some(Prepared::PasswordReset { to, username: user.username, token: issued.token, lifetime: RESET_LIFETIME })
+                Some(Prepared::PasswordReset {
+                    to,
+                    username: user.username,
+                    token: issued.token,
+                    lifetime: RESET_LIFETIME,
+                })
             }
             Mail::Notice { user_id, notice, at, device, ip, to } => {
                 let Some(user) = directory.user_by_id(*user_id).await? else { return Ok(None) };

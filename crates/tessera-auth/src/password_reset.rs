@@ -35,10 +35,9 @@ impl Authenticator {
                 key: format!("reset:{}", address.key()),
                 free_failures: config.account_free_failures,
             }),
-            ip: client.ip.map(|ip| ThrottleKey {
-                key: format!("reset-{}", ip_key(ip)),
-                free_failures: config.ip_free_failures,
-            }),
+            ip: client
+                .ip
+                .map(|ip| ThrottleKey { key: format!("reset-{}", ip_key(ip)), free_failures: config.ip_free_failures }),
         };
         let reservation = match self.throttle().reserve(&keys).await? {
             Ok(reservation) => reservation,

@@ -24,15 +24,15 @@ use crate::database::{Database, DatabaseError};
 use crate::error_pages::{not_found, render_errors};
 use crate::forward_auth::{self, ForwardAuthConfig};
 use crate::health;
+use crate::mail::messages::Site;
+use crate::mail::worker::Worker;
+use crate::mail::{EmailPages, EmailPolicy, MailConfig, MailOutbox, SmtpConfig, Transport};
 use crate::metrics::{MeteredStore, MetricsSource};
 use crate::oidc::{self, Oidc, OidcProviderConfig};
 use crate::pages::{
     account, account_activity, account_password, account_sessions, account_two_factor, email, home, login,
     login_second_factor, logout, profile, register,
 };
-use crate::mail::messages::Site;
-use crate::mail::worker::Worker;
-use crate::mail::{EmailPages, EmailPolicy, MailConfig, MailOutbox, SmtpConfig, Transport};
 use crate::registration_policy::RegistrationPolicy;
 use crate::request_id;
 use crate::security_headers;
@@ -40,10 +40,10 @@ use crate::session_store::{self, SessionStoreUrlError};
 use crate::session_store::{ActiveCounter, Closer, OpenedStore};
 use crate::settings::{SameSiteSetting, Settings};
 use crate::static_files;
-use tessera_auth::password_policy::PasswordPolicy;
-use tessera_auth::throttle::{Throttle, ThrottleConfig};
 use tessera_auth::email_address::EmailAddresses;
 use tessera_auth::email_token::EmailTokens;
+use tessera_auth::password_policy::PasswordPolicy;
+use tessera_auth::throttle::{Throttle, ThrottleConfig};
 use tessera_auth::{Accounts, Authenticator, Email, SecondFactors};
 
 /// Everything the server can be told, in the form the code uses. The
@@ -215,8 +215,7 @@ fn mail_config(settings: &Settings) -> MailConfig {
         host: mail.smtp_host.clone(),
         port: mail.smtp_port,
         security: mail.smtp_security,
-        credentials: (!mail.smtp_username.is_empty())
-            .then(|| (mail.smtp_username.clone(), mail.smtp_password.clone())),
+        credentials: (!mail.smtp_username.is_empty()).then(|| (mail.smtp_username.clone(), mail.smtp_password.clone())),
         timeout: mail.smtp_timeout,
     });
     MailConfig {

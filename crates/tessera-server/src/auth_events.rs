@@ -15,9 +15,9 @@ use tessera_auth::{AuthEvent, Channel, Client, EventSink, Revocation, Revoked};
 use tessera_auth::{Mail, Notice, Outbox};
 
 use crate::activity_stats::ActivityStats;
-use crate::mail::MailOutbox;
 use crate::audit::AuditKind;
 use crate::database::{Database, DatabaseError};
+use crate::mail::MailOutbox;
 
 /// Audit trail, metrics and activity statistics.
 #[derive(Clone)]

@@ -266,9 +266,11 @@ async fn password_reset_refusals() {
     assert_eq!(weak.status, 422);
     let done = anonymous.submit(&path, "/password/reset", &[("token", &third), ("new_password", NEW_PASSWORD)]).await;
     assert_eq!(done.status, 200);
-    let replay = anonymous.submit("/password/forgot", "/password/reset", &[("token", &third), ("new_password", PASSWORD)]).await;
+    let replay =
+        anonymous.submit("/password/forgot", "/password/reset", &[("token", &third), ("new_password", PASSWORD)]).await;
     assert_eq!(replay.status, 400, "a used link does not work again");
-    let garbage = anonymous.submit("/password/forgot", "/password/reset", &[("token", "x"), ("new_password", PASSWORD)]).await;
+    let garbage =
+        anonymous.submit("/password/forgot", "/password/reset", &[("token", "x"), ("new_password", PASSWORD)]).await;
     assert_eq!(garbage.status, 400);
 
     // Throttling per address: after the free requests, 429 with Retry-After,
@@ -337,7 +339,8 @@ async fn password_reset_through_the_api() {
     let refresh = pair["refresh_token"].as_str().unwrap().to_owned();
 
     for email in [address.clone(), format!("nobody-{name}@example.com")] {
-        let response = http.post(url("/api/password/reset-request")).json(&json!({"email": email})).send().await.unwrap();
+        let response =
+            http.post(url("/api/password/reset-request")).json(&json!({"email": email})).send().await.unwrap();
         assert_eq!(response.status(), 202);
         assert_eq!(response.json::<serde_json::Value>().await.unwrap(), json!({"status": "accepted"}));
     }
@@ -345,13 +348,22 @@ async fn password_reset_through_the_api() {
     assert_eq!(bad.status(), 422);
     let token = env.wait_for_mail(1).await[0].token(&env.server.base).unwrap();
 
-    let weak = http.post(url("/api/password/reset")).json(&json!({"token": token, "new_password": "x"})).send().await.unwrap();
+    let weak =
+        http.post(url("/api/password/reset")).json(&json!({"token": token, "new_password": "x"})).send().await.unwrap();
     assert_eq!(weak.status(), 422);
-    let ok =
-        http.post(url("/api/password/reset")).json(&json!({"token": token, "new_password": NEW_PASSWORD})).send().await.unwrap();
+    let ok = http
+        .post(url("/api/password/reset"))
+        .json(&json!({"token": token, "new_password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 204);
-    let again =
-        http.post(url("/api/password/reset")).json(&json!({"token": token, "new_password": NEW_PASSWORD})).send().await.unwrap();
+    let again = http
+        .post(url("/api/password/reset"))
+        .json(&json!({"token": token, "new_password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 400);
     assert_eq!(again.headers()["content-type"], "application/problem+json");
     let refreshed = http.post(url("/api/token/refresh")).json(&json!({"refresh_token": refresh})).send().await.unwrap();
@@ -387,7 +399,8 @@ async fn addresses_are_verified_by_link_or_code() {
     let shown = elsewhere.get(&format!("/email/verify?token={token}")).await;
     assert_eq!(shown.status, 200);
     assert_eq!(browser.get("/account/email").await.element_text("email-address").as_deref(), Some("none"));
-    let confirmed = elsewhere.submit(&format!("/email/verify?token={token}"), "/email/verify", &[("token", &token)]).await;
+    let confirmed =
+        elsewhere.submit(&format!("/email/verify?token={token}"), "/email/verify", &[("token", &token)]).await;
     assert_eq!(confirmed.status, 200, "{}", confirmed.body);
     assert_eq!(confirmed.element_text("verified-address").as_deref(), Some(first.as_str()));
     let replay = elsewhere.submit("/login", "/email/verify", &[("token", &token)]).await;
@@ -409,7 +422,8 @@ async fn addresses_are_verified_by_link_or_code() {
     assert_eq!(again.status, 400, "a code works once");
     // The old address hears of it.
     let mail = env.wait_for_mail(3).await;
-    let notice = mail.iter().find(|m| m.to == first && m.subject.contains("email address was changed")).expect("notice");
+    let notice =
+        mail.iter().find(|m| m.to == first && m.subject.contains("email address was changed")).expect("notice");
     assert!(notice.text.contains("/account/sessions"), "{}", notice.text);
 
     // Throttled like passwords: a burst of wrong codes ends in 429.
@@ -442,7 +456,11 @@ async fn security_notices_are_mailed() {
     let address = format!("{name}@example.com");
     let mut browser = env.user_with_address(&name, &address).await;
     let changed = browser
-        .submit("/account/password", "/account/password", &[("current_password", PASSWORD), ("new_password", NEW_PASSWORD)])
+        .submit(
+            "/account/password",
+            "/account/password",
+            &[("current_password", PASSWORD), ("new_password", NEW_PASSWORD)],
+        )
         .await;
     assert_eq!(changed.status, 303);
     let mail = env.wait_for_mail(1).await;
@@ -466,7 +484,8 @@ async fn without_smtp_mail_becomes_eml_files() {
     let clock = ManualClock::new();
     let mut config = test_config(dir.path(), &clock);
     let eml_dir = dir.path().join("mail");
-    config.mail = MailConfig { eml_dir: eml_dir.clone(), poll_interval: Duration::from_millis(100), ..MailConfig::default() };
+    config.mail =
+        MailConfig { eml_dir: eml_dir.clone(), poll_interval: Duration::from_millis(100), ..MailConfig::default() };
     let server = TestServer::start(config, clock).await;
     let name = unique_name("eml");
     let mut browser = server.browser();
@@ -486,7 +505,7 @@ async fn email_off_means_no_email_routes() {
     config.mail.policy = tessera_server::mail::EmailPolicy::Off;
     let server = TestServer::start(config, clock).await;
     let mut browser = server.browser();
-    assert_eq!(browser.get("/password/forgot").await.element_text("reset-off").is_some(), true);
+    assert!(browser.get("/password/forgot").await.element_text("reset-off").is_some());
     let refused = browser.submit("/login", "/password/forgot", &[("email", "a@example.com")]).await;
     assert_eq!(refused.status, 404);
     assert_eq!(browser.get("/password/reset?token=x").await.status, 404);

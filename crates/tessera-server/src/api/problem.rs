@@ -164,12 +164,9 @@ impl ApiError {
                 "Invalid link",
                 "The token is unknown, was used already or expired. Ask for a new mail.".into(),
             ),
-            EmailTaken => (
-                StatusCode::CONFLICT,
-                "email-taken",
-                "Address taken",
-                "Another account has this email address.".into(),
-            ),
+            EmailTaken => {
+                (StatusCode::CONFLICT, "email-taken", "Address taken", "Another account has this email address.".into())
+            }
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service-unavailable",

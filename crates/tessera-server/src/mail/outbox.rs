@@ -108,7 +108,12 @@ impl MailOutbox {
 
     /// Records a failed attempt: retried after `retry_in`, or, with `None`,
     /// given up on.
-    pub async fn failed(&self, claimed: &Claimed, error: &str, retry_in: Option<Duration>) -> Result<(), DatabaseError> {
+    pub async fn failed(
+        &self,
+        claimed: &Claimed,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<(), DatabaseError> {
         let now = self.clock.now();
         let error: String = error.chars().take(500).collect();
         let query = match retry_in {

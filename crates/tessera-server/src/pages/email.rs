@@ -147,10 +147,8 @@ pub async fn request_reset(
         }
         Err(EmailError::Throttled(wait)) => {
             page.email = form.email;
-            page.error = Some(format!(
-                "Too many reset requests. Please wait {} before asking again.",
-                readable_wait(wait)
-            ));
+            page.error =
+                Some(format!("Too many reset requests. Please wait {} before asking again.", readable_wait(wait)));
             with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait)
         }
         Err(other) => ServerError::unavailable(other).into_response(),
@@ -204,7 +202,9 @@ pub async fn reset(
             page.done = true;
             ctx.render(StatusCode::OK, &page)
         }
-        Err(EmailError::InvalidToken) => ctx.render(StatusCode::BAD_REQUEST, &reset_page(&ctx, &auth, false, form.token)),
+        Err(EmailError::InvalidToken) => {
+            ctx.render(StatusCode::BAD_REQUEST, &reset_page(&ctx, &auth, false, form.token))
+        }
         Err(EmailError::InvalidPassword(why)) => {
             let mut page = reset_page(&ctx, &auth, true, form.token);
             page.error = Some(format!("Your password was not changed: {why}"));
@@ -215,11 +215,16 @@ pub async fn reset(
 }
 
 /// `GET /email/verify?token=…`: asks before confirming.
-pub async fn verify_form(State(email): State<EmailPages>, ctx: PageContext, Query(query): Query<TokenQuery>) -> Response {
+pub async fn verify_form(
+    State(email): State<EmailPages>,
+    ctx: PageContext,
+    Query(query): Query<TokenQuery>,
+) -> Response {
     if !email.enabled() {
         return not_found().await.into_response();
     }
-    let page = VerifyPage { page: ctx.chrome("Confirm your email address"), token: query.token, confirmed: None, error: None };
+    let page =
+        VerifyPage { page: ctx.chrome("Confirm your email address"), token: query.token, confirmed: None, error: None };
     ctx.render(StatusCode::OK, &page)
 }
 
@@ -234,15 +239,20 @@ pub async fn verify(
     if !email.enabled() {
         return not_found().await.into_response();
     }
-    let mut page =
-        VerifyPage { page: ctx.chrome("Confirm your email address"), token: String::new(), confirmed: None, error: None };
+    let mut page = VerifyPage {
+        page: ctx.chrome("Confirm your email address"),
+        token: String::new(),
+        confirmed: None,
+        error: None,
+    };
     match auth.confirm_email_token(Channel::Web, &client, &form.token).await {
         Ok(confirmed) => {
             page.confirmed = Some(confirmed.address);
             ctx.render(StatusCode::OK, &page)
         }
         Err(error @ (EmailError::InvalidToken | EmailError::Taken | EmailError::Malformed(_))) => {
-            let status = if matches!(error, EmailError::Taken) { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+            let status =
+                if matches!(error, EmailError::Taken) { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
             page.error = Some(capitalised(&error.to_string()));
             ctx.render(status, &page)
         }
@@ -321,7 +331,8 @@ pub async fn confirm_code(
             with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait)
         }
         Err(error @ (EmailError::InvalidCode | EmailError::Taken | EmailError::Malformed(_))) => {
-            let status = if matches!(error, EmailError::Taken) { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+            let status =
+                if matches!(error, EmailError::Taken) { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
             page.error = Some(capitalised(&error.to_string()));
             ctx.render(status, &page)
         }
