@@ -459,20 +459,10 @@ impl Authenticator {
         code: &str,
     ) -> Result<LoggedIn, LoginError> {
         let user = self.pending_user(pending).await?;
-        let username_key = check_username(&user.username).ok();
-        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
-        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
+        let reservation = self.reserve_for(channel, client, &user).await?;
         if let Err(error) = self.check_code(channel, client, &user, code).await {
-            return Err(match error {
-                LoginError::InvalidSecondFactor => {
-                    let event = AuthEvent::SecondFactorFailed { user_id: user.id };
-                    self.fail(reservation, event, channel, client, error).await
-                }
-                other => {
-                    let _ = self.throttle.release(reservation).await;
-                    other
-                }
-            });
+            let event = AuthEvent::SecondFactorFailed { user_id: user.id };
+            return Err(self.refuse(reservation, event, channel, client, error).await);
         }
         let authenticated_at = self.authenticated_at(pending);
         self.succeed(channel, client, reservation, user, pending.first_factor, authenticated_at).await
@@ -490,18 +480,17 @@ impl Authenticator {
     ) -> Result<(LoggedIn, Vec<String>), LoginError> {
         let Some(secret) = pending.enrolment_secret() else { return Err(LoginError::Expired) };
         let user = self.pending_user(pending).await?;
-        let username_key = check_username(&user.username).ok();
-        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
-        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
+        let reservation = self.reserve_for(channel, client, &user).await?;
         let codes = match self.second_factors.confirm_pending_setup(user.id, &secret, code).await {
-            Ok(Some(codes)) => codes,
-            Ok(None) => {
-                let event = AuthEvent::SecondFactorFailed { user_id: user.id };
-                return Err(self.fail(reservation, event, channel, client, LoginError::InvalidSecondFactor).await);
-            }
+            Ok(Some(codes)) => Ok(codes),
+            Ok(None) => Err(LoginError::InvalidSecondFactor),
+            Err(error) => Err(error.into()),
+        };
+        let codes = match codes {
+            Ok(codes) => codes,
             Err(error) => {
-                let _ = self.throttle.release(reservation).await;
-                return Err(error.into());
+                let event = AuthEvent::SecondFactorFailed { user_id: user.id };
+                return Err(self.refuse(reservation, event, channel, client, error).await);
             }
         };
         self.record(AuthEvent::SecondFactorEnabled { user_id: user.id }, channel, client).await;
@@ -521,23 +510,13 @@ impl Authenticator {
         user: &User,
         password: &str,
     ) -> Result<(), LoginError> {
-        let username_key = check_username(&user.username).ok();
-        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
-        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
-        match self.accounts.verify_password(user, password).await {
-            Ok(true) => {
-                self.throttle.succeeded(reservation).await?;
-                Ok(())
-            }
-            Ok(false) => {
-                let event = AuthEvent::ConfirmationFailed { user_id: user.id };
-                Err(self.fail(reservation, event, channel, client, LoginError::InvalidCredentials).await)
-            }
-            Err(error) => {
-                let _ = self.throttle.release(reservation).await;
-                Err(error.into())
-            }
-        }
+        let reservation = self.reserve_for(channel, client, user).await?;
+        let verdict = match self.accounts.verify_password(user, password).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(LoginError::InvalidCredentials),
+            Err(error) => Err(error.into()),
+        };
+        self.settle(reservation, verdict, AuthEvent::ConfirmationFailed { user_id: user.id }, channel, client).await
     }
 
     /// A current code (authenticator or recovery) from a logged-in `user`
@@ -551,23 +530,9 @@ impl Authenticator {
         user: &User,
         code: &str,
     ) -> Result<(), LoginError> {
-        let username_key = check_username(&user.username).ok();
-        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
-        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
-        match self.check_code(channel, client, user, code).await {
-            Ok(()) => {
-                self.throttle.succeeded(reservation).await?;
-                Ok(())
-            }
-            Err(LoginError::InvalidSecondFactor) => {
-                let event = AuthEvent::SecondFactorFailed { user_id: user.id };
-                Err(self.fail(reservation, event, channel, client, LoginError::InvalidSecondFactor).await)
-            }
-            Err(other) => {
-                let _ = self.throttle.release(reservation).await;
-                Err(other)
-            }
-        }
+        let reservation = self.reserve_for(channel, client, user).await?;
+        let verdict = self.check_code(channel, client, user, code).await;
+        self.settle(reservation, verdict, AuthEvent::SecondFactorFailed { user_id: user.id }, channel, client).await
     }
 
     /// The user of a pending login, if it is current and the account may
@@ -700,6 +665,50 @@ impl Authenticator {
 
     /// Records a failure; a failure that started a block answers with the
     /// wait at once rather than on the next try.
+    /// Reserves an attempt on `user`'s counters (account or device, and
+    /// address) before anything of theirs is checked.
+    async fn reserve_for(&self, channel: Channel, client: &Client, user: &User) -> Result<Reservation, LoginError> {
+        let username_key = check_username(&user.username).ok();
+        let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
+        self.reserve(channel, client, &keys, username_key.as_deref()).await
+    }
+
+    /// Settles the reservation of a confirmation (a step-up, not a login):
+    /// success clears the counters, a refusal goes through [`Self::refuse`].
+    async fn settle(
+        &self,
+        reservation: Reservation,
+        verdict: Result<(), LoginError>,
+        failed: AuthEvent,
+        channel: Channel,
+        client: &Client,
+    ) -> Result<(), LoginError> {
+        match verdict {
+            Ok(()) => Ok(self.throttle.succeeded(reservation).await?),
+            Err(error) => Err(self.refuse(reservation, failed, channel, client, error).await),
+        }
+    }
+
+    /// Settles the reservation of a check that did not pass: a wrong
+    /// password or code counts as a failure (recorded as `failed`); any
+    /// other error (a dependency down, an expired login) releases the
+    /// attempt, since nothing was verified.
+    async fn refuse(
+        &self,
+        reservation: Reservation,
+        failed: AuthEvent,
+        channel: Channel,
+        client: &Client,
+        error: LoginError,
+    ) -> LoginError {
+        if matches!(error, LoginError::InvalidCredentials | LoginError::InvalidSecondFactor) {
+            self.fail(reservation, failed, channel, client, error).await
+        } else {
+            let _ = self.throttle.release(reservation).await;
+            error
+        }
+    }
+
     async fn fail(
         &self,
         reservation: Reservation,

@@ -25,7 +25,6 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -41,7 +40,7 @@ use subtle::ConstantTimeEq;
 
 use crate::extract::slot;
 use crate::layer::SessionSlot;
-use crate::rejection::{CsrfRejection, FormRejection};
+use crate::rejection::{CsrfRejection, FormRejection, Rejection};
 
 /// Base name of the pre-session cookie (prefixed like the session cookie).
 pub(crate) const PRE_SESSION_COOKIE: &str = "csrf";
@@ -141,8 +140,8 @@ impl CsrfToken {
         &self.0
     }
 
-    async fn for_slot(slot: &Arc<SessionSlot>) -> Result<Self, Response> {
-        let session = slot.session().await.map_err(IntoResponse::into_response)?;
+    async fn for_slot(slot: &Arc<SessionSlot>) -> Result<Self, Rejection> {
+        let session = slot.session().await?;
         let key = &slot.config.csrf_key;
         if let Some(session_key) = session.key() {
             return Ok(CsrfToken(masked(session_token(key, &session_key))));
@@ -157,10 +156,10 @@ impl CsrfToken {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
-    type Rejection = Response;
+    type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let slot = slot(parts).map_err(IntoResponse::into_response)?;
+        let slot = slot(parts)?;
         CsrfToken::for_slot(&slot).await
     }
 }
@@ -232,19 +231,18 @@ fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), &'static str> {
 }
 
 /// Checks `submitted` against the tokens this request's bindings allow.
-pub(crate) async fn verify(parts: &Parts, submitted: Option<&str>) -> Result<(), Response> {
-    let slot = slot(parts).map_err(IntoResponse::into_response)?;
+pub(crate) async fn verify(parts: &Parts, submitted: Option<&str>) -> Result<(), Rejection> {
+    let slot = slot(parts)?;
     let json = slot.json;
-    check_origin(parts, &slot.config.allowed_origins)
-        .map_err(|reason| CsrfRejection { json, reason }.into_response())?;
+    check_origin(parts, &slot.config.allowed_origins).map_err(|reason| CsrfRejection { json, reason })?;
     let missing = || CsrfRejection {
         json,
         reason: "The form's security token is missing or expired. Reload the page and try again.",
     };
-    let submitted = submitted.ok_or_else(|| missing().into_response())?;
-    let session = slot.session().await.map_err(IntoResponse::into_response)?;
+    let submitted = submitted.ok_or_else(missing)?;
+    let session = slot.session().await?;
     let key = &slot.config.csrf_key;
-    let submitted = unmasked(submitted).ok_or_else(|| missing().into_response())?;
+    let submitted = unmasked(submitted).ok_or_else(missing)?;
     let mut valid = false;
     if let Some(session_key) = session.key() {
         valid |= bool::from(session_token(key, &session_key).ct_eq(&submitted));
@@ -255,7 +253,7 @@ pub(crate) async fn verify(parts: &Parts, submitted: Option<&str>) -> Result<(),
     if valid {
         Ok(())
     } else {
-        Err(missing().into_response())
+        Err(missing().into())
     }
 }
 
@@ -271,7 +269,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// attach on their own) need no CSRF token and should not call this.
 ///
 /// Rejection: `403` (`/problems/csrf`), or `503` if the session store is down.
-pub async fn verify_csrf_header(parts: &Parts) -> Result<(), Response> {
+pub async fn verify_csrf_header(parts: &Parts) -> Result<(), Rejection> {
     let submitted = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
     verify(parts, submitted).await
 }
@@ -288,7 +286,7 @@ pub async fn verify_csrf_header(parts: &Parts) -> Result<(), Response> {
 pub struct CsrfHeader;
 
 impl<S: Send + Sync> FromRequestParts<S> for CsrfHeader {
-    type Rejection = Response;
+    type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         verify_csrf_header(parts).await.map(|()| CsrfHeader)
@@ -319,13 +317,13 @@ where
     S: Send + Sync,
     T: DeserializeOwned,
 {
-    type Rejection = Response;
+    type Rejection = Rejection;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
         let json = crate::wants_json(&parts.headers);
         let reject = |status: StatusCode, detail: &str| {
-            FormRejection { status, detail: detail.to_owned(), json }.into_response()
+            Rejection::from(FormRejection { status, detail: detail.to_owned(), json })
         };
         let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !content_type.starts_with("application/x-www-form-urlencoded") {

@@ -5,26 +5,15 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::Method;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use crate::layer::SessionSlot;
-use crate::rejection::{missing_layer, Unauthenticated};
+use crate::rejection::{Rejection, Unauthenticated};
 
-pub(crate) fn slot(parts: &Parts) -> Result<Arc<SessionSlot>, MissingLayer> {
-    parts.extensions.get::<Arc<SessionSlot>>().cloned().ok_or(MissingLayer)
-}
-
-/// [`SessionLayer`](crate::SessionLayer) is not installed on the route.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MissingLayer;
-
-impl IntoResponse for MissingLayer {
-    fn into_response(self) -> Response {
-        missing_layer()
-    }
+pub(crate) fn slot(parts: &Parts) -> Result<Arc<SessionSlot>, Rejection> {
+    parts.extensions.get::<Arc<SessionSlot>>().cloned().ok_or(Rejection::MissingLayer)
 }
 
 /// The request's session (see [`tessera::Session`] for its methods).
@@ -42,11 +31,11 @@ impl Deref for Session {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
-    type Rejection = Response;
+    type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let slot = slot(parts).map_err(IntoResponse::into_response)?;
-        let session = slot.session().await.map_err(IntoResponse::into_response)?;
+        let slot = slot(parts)?;
+        let session = slot.session().await?;
         Ok(Session(session.clone()))
     }
 }
@@ -58,11 +47,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 pub struct RequireUser(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for RequireUser {
-    type Rejection = Response;
+    type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let slot = slot(parts).map_err(IntoResponse::into_response)?;
-        let session = slot.session().await.map_err(IntoResponse::into_response)?;
+        let slot = slot(parts)?;
+        let session = slot.session().await?;
         if let Some(user) = session.user_id() {
             return Ok(RequireUser(user));
         }
@@ -76,7 +65,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequireUser {
                 }
             }
         }
-        Err(Unauthenticated { json: slot.json, login_location }.into_response())
+        Err(Unauthenticated { json: slot.json, login_location }.into())
     }
 }
 
@@ -85,11 +74,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequireUser {
 pub struct MaybeUser(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for MaybeUser {
-    type Rejection = Response;
+    type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let slot = slot(parts).map_err(IntoResponse::into_response)?;
-        let session = slot.session().await.map_err(IntoResponse::into_response)?;
+        let slot = slot(parts)?;
+        let session = slot.session().await?;
         Ok(MaybeUser(session.user_id()))
     }
 }

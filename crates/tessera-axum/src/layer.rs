@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
-use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, USER_AGENT};
+use http::header::{CACHE_CONTROL, USER_AGENT};
 use http::{HeaderMap, HeaderValue};
 use tessera::{CookieUpdate, DeviceInfo, Session, SessionEngine, StoreError};
 use tokio::sync::OnceCell;
@@ -157,20 +157,20 @@ impl SessionSlot {
         if let Some(secret) = self.minted_pre_session_secret.lock().ok().and_then(|mut s| s.take()) {
             let cookie =
                 self.config.engine.cookie_config().cookie(self.config.pre_session_cookie.clone(), secret, None);
-            append_cookie(response.headers_mut(), &cookie.to_string());
+            crate::cookies::set(response.headers_mut(), &cookie);
         }
         let Some(session) = self.session.get() else { return };
         match self.config.engine.commit(session).await {
             Ok(CookieUpdate::Keep) => {}
             Ok(CookieUpdate::Set { value, max_age }) => {
                 let cookie = self.config.engine.cookie_config().session_cookie(value, Some(max_age));
-                append_cookie(response.headers_mut(), &cookie.to_string());
+                crate::cookies::set(response.headers_mut(), &cookie);
                 // A response that carries a session cookie must never be cached.
                 response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
             Ok(CookieUpdate::Remove) => {
                 let cookie = self.config.engine.cookie_config().removal_cookie();
-                append_cookie(response.headers_mut(), &cookie.to_string());
+                crate::cookies::set(response.headers_mut(), &cookie);
             }
             Err(StoreError::TooLarge { size, limit }) => {
                 // A programming error of the application, not an outage.
@@ -195,12 +195,6 @@ fn log_commit_failure(error: &StoreError) {
     tracing::warn!(error = %error, "session store unavailable while saving a session; answering 503");
 }
 
-fn append_cookie(headers: &mut HeaderMap, cookie: &str) {
-    if let Ok(value) = HeaderValue::from_str(cookie) {
-        headers.append(SET_COOKIE, value);
-    }
-}
-
 /// The client's device as the layer records it: the IP from [`ClientIp`]
 /// (or the socket's peer address) and the `User-Agent` header.
 pub fn client_device(extensions: &http::Extensions, headers: &HeaderMap) -> DeviceInfo {
@@ -217,7 +211,7 @@ pub fn client_device(extensions: &http::Extensions, headers: &HeaderMap) -> Devi
 /// wins, else the first of sane length; `valid` is only consulted then, so
 /// the usual single cookie is not parsed twice (the engine parses it).
 pub(crate) fn find_cookie(headers: &HeaderMap, name: &str, valid: impl Fn(&str) -> bool) -> Option<String> {
-    let mut values = cookie_values(headers, name);
+    let mut values = crate::cookies::values(headers, name);
     let first = values.next()?;
     let Some(second) = values.next() else {
         return (first.len() <= MAX_COOKIE_VALUE).then(|| first.to_owned());
@@ -236,19 +230,6 @@ pub(crate) fn find_cookie(headers: &HeaderMap, name: &str, valid: impl Fn(&str) 
 
 /// Longest cookie value worth reading: browsers keep at most 4096 bytes.
 const MAX_COOKIE_VALUE: usize = 4096;
-
-/// The values of every cookie called `name` in the `Cookie` headers.
-fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .get_all(COOKIE)
-        .into_iter()
-        .filter_map(|header| header.to_str().ok())
-        .flat_map(|text| text.split(';'))
-        .filter_map(move |pair| match pair.trim().split_once('=') {
-            Some((key, value)) if key == name => Some(value),
-            _ => None,
-        })
-}
 
 impl<S> Service<Request> for SessionService<S>
 where

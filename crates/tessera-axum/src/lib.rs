@@ -68,6 +68,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod cookies;
 mod csrf;
 mod extract;
 mod layer;
@@ -107,4 +108,4 @@ pub mod fuzzing {
 }
 pub use negotiation::wants_json;
 pub use next_path::safe_next;
-pub use rejection::{CsrfRejection, Problem, SessionUnavailable, Unauthenticated};
+pub use rejection::{CsrfRejection, FormRejection, Problem, Rejection, SessionUnavailable, Unauthenticated};

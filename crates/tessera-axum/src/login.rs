@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::response::{IntoResponse, Response};
-use http::header::SET_COOKIE;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tessera::CookieConfig;
@@ -55,9 +54,7 @@ impl<S: Send + Sync> FromRequestParts<S> for LoginClient {
 pub fn remember_device(headers: &mut HeaderMap, cookie: &CookieConfig, logged_in: &LoggedIn) {
     let Some(value) = logged_in.device_cookie.clone() else { return };
     let cookie = cookie.cookie(cookie.prefixed(DEVICE_COOKIE), value, Some(DEVICE_COOKIE_LIFETIME));
-    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-        headers.append(SET_COOKIE, value);
-    }
+    crate::cookies::set(headers, &cookie);
 }
 
 /// The session key holding when the user last proved who they are
@@ -150,10 +147,10 @@ where
     Authenticator: FromRef<S>,
     S: Send + Sync,
 {
-    type Rejection = Response;
+    type Rejection = crate::Rejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let session = crate::Session::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let session = crate::Session::from_request_parts(parts, state).await?;
         let Ok(LoginClient(client)) = LoginClient::from_request_parts(parts, state).await;
         Ok(Auth { authenticator: Authenticator::from_ref(state), client, session })
     }

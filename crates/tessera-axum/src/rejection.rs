@@ -18,39 +18,56 @@ pub struct Problem {
     pub detail: String,
 }
 
+impl Problem {
+    /// A problem with this status, kind, title and detail.
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: &str) -> Self {
+        Problem { status, kind: kind.to_owned(), title: title.to_owned(), detail: detail.to_owned() }
+    }
+
+    /// The problem as an RFC 9457 document (`application/problem+json`,
+    /// `type` = `/problems/<kind>`, never stored by caches), carrying
+    /// itself as an extension. The one place problem documents are written.
+    pub fn json_response(&self) -> Response {
+        let body = serde_json::json!({
+            "type": format!("/problems/{}", self.kind),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (self.status, body.to_string()).into_response();
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.extensions_mut().insert(self.clone());
+        response
+    }
+
+    /// The problem as a small HTML page (an application can re-render it in
+    /// its own look from the extension it carries).
+    pub fn html_response(&self) -> Response {
+        let body = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+             <body><main><h1>{title}</h1><p>{detail}</p></main></body></html>",
+            title = escape_html(&self.title),
+            detail = escape_html(&self.detail)
+        );
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.extensions_mut().insert(self.clone());
+        response
+    }
+}
+
 /// Builds an RFC 9457 problem (JSON) or a small HTML page.
 ///
 /// `kind` becomes the stable problem `type` `/problems/<kind>`.
 pub(crate) fn problem(status: StatusCode, kind: &str, title: &str, detail: &str, json: bool) -> Response {
-    let mut response = if json {
-        let body = serde_json::json!({
-            "type": format!("/problems/{kind}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        let mut response = (status, body.to_string()).into_response();
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        response
+    let problem = Problem::new(status, kind, title, detail);
+    if json {
+        problem.json_response()
     } else {
-        let body = format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-             <body><main><h1>{title}</h1><p>{detail}</p></main></body></html>",
-            title = escape_html(title),
-            detail = escape_html(detail)
-        );
-        let mut response = (status, body).into_response();
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-        response
-    };
-    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response.extensions_mut().insert(Problem {
-        status,
-        kind: kind.to_owned(),
-        title: title.to_owned(),
-        detail: detail.to_owned(),
-    });
-    response
+        problem.html_response()
+    }
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -95,7 +112,8 @@ impl IntoResponse for SessionUnavailable {
 #[derive(Debug, Clone)]
 pub struct Unauthenticated {
     pub(crate) json: bool,
-    pub(crate) login_location: String,
+    /// Where a browser is sent to log in (with `next`).
+    pub login_location: String,
 }
 
 impl IntoResponse for Unauthenticated {
@@ -125,7 +143,8 @@ impl IntoResponse for Unauthenticated {
 #[derive(Debug, Clone)]
 pub struct CsrfRejection {
     pub(crate) json: bool,
-    pub(crate) reason: &'static str,
+    /// Why the request was refused.
+    pub reason: &'static str,
 }
 
 impl IntoResponse for CsrfRejection {
@@ -136,9 +155,11 @@ impl IntoResponse for CsrfRejection {
 
 /// A form body that could not be read: `400`, `413` or `415`.
 #[derive(Debug, Clone)]
-pub(crate) struct FormRejection {
-    pub(crate) status: StatusCode,
-    pub(crate) detail: String,
+pub struct FormRejection {
+    /// The status: `400`, `413` or `415`.
+    pub status: StatusCode,
+    /// What was wrong with the body.
+    pub detail: String,
     pub(crate) json: bool,
 }
 
@@ -148,9 +169,76 @@ impl IntoResponse for FormRejection {
     }
 }
 
+/// Why one of this crate's extractors refused a request. Return it from a
+/// handler (it is an answer: a page or a problem document, see each
+/// variant), or match on it to answer in the application's own way.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The session store did not answer: `503` with `Retry-After`.
+    #[error("the session store is unavailable")]
+    SessionUnavailable(SessionUnavailable),
+    /// Nobody is logged in: a `303` to the login page, or `401` for JSON clients.
+    #[error("authentication required")]
+    Unauthenticated(Unauthenticated),
+    /// A missing or wrong CSRF token, or a cross-site request: `403`.
+    #[error("CSRF check failed: {}", .0.reason)]
+    Csrf(CsrfRejection),
+    /// A form body that could not be read: `400`, `413` or `415`.
+    #[error("the form could not be read: {}", .0.detail)]
+    Form(FormRejection),
+    /// [`SessionLayer`](crate::SessionLayer) is not installed on the route:
+    /// a programming error, answered with `500`.
+    #[error("SessionLayer is not installed on this route")]
+    MissingLayer,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self {
+            Rejection::SessionUnavailable(rejection) => rejection.into_response(),
+            Rejection::Unauthenticated(rejection) => rejection.into_response(),
+            Rejection::Csrf(rejection) => rejection.into_response(),
+            Rejection::Form(rejection) => rejection.into_response(),
+            Rejection::MissingLayer => missing_layer(),
+        }
+    }
+}
+
+/// Lets code whose error type is a [`Response`] use `?` on extractors.
+impl From<Rejection> for Response {
+    fn from(rejection: Rejection) -> Response {
+        rejection.into_response()
+    }
+}
+
+impl From<SessionUnavailable> for Rejection {
+    fn from(rejection: SessionUnavailable) -> Self {
+        Rejection::SessionUnavailable(rejection)
+    }
+}
+
+impl From<Unauthenticated> for Rejection {
+    fn from(rejection: Unauthenticated) -> Self {
+        Rejection::Unauthenticated(rejection)
+    }
+}
+
+impl From<CsrfRejection> for Rejection {
+    fn from(rejection: CsrfRejection) -> Self {
+        Rejection::Csrf(rejection)
+    }
+}
+
+impl From<FormRejection> for Rejection {
+    fn from(rejection: FormRejection) -> Self {
+        Rejection::Form(rejection)
+    }
+}
+
 /// The layer is missing from the router: a programming error, reported as
 /// `500` with a message that names the fix.
-pub(crate) fn missing_layer() -> Response {
+fn missing_layer() -> Response {
     problem(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",

@@ -12,8 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::forward_auth::{parse_forward_header, parse_trusted_proxy};
-use crate::settings::{parse_oidc_provider, parse_oidc_provider_list, OidcProviderList, OidcProviderSettings};
+use crate::client_ip::parse_trusted_proxy;
+use crate::forward_auth::parse_forward_header;
+use crate::oidc::OidcProviderConfig;
+use crate::settings::{parse_oidc_provider, parse_oidc_provider_list, OidcProviderList};
 
 /// tessera: a session and authentication service.
 #[derive(Debug, Parser)]
@@ -401,7 +403,7 @@ pub struct ServeArgs {
     /// '{"id":"corp","issuer":"https://id.corp.example","client_id":"tessera","client_secret_env":"CORP_SECRET"}'.
     /// Repeat for several. [config: oidc.providers; default: none]
     #[arg(long = "oidc-provider", value_parser = parse_oidc_provider)]
-    pub oidc_provider: Vec<OidcProviderSettings>,
+    pub oidc_provider: Vec<OidcProviderConfig>,
 
     /// OpenID Connect providers as a JSON array of the same objects (added
     /// after those of --oidc-provider). [config: oidc.providers]
@@ -451,7 +453,7 @@ fn checked_forward_header(text: &str) -> Result<String, String> {
 impl ServeArgs {
     /// Every OpenID Connect provider given by flags: `--oidc-provider`, then
     /// `TESSERA_OIDC_PROVIDERS`.
-    pub fn all_oidc_providers(&self) -> Vec<OidcProviderSettings> {
+    pub fn all_oidc_providers(&self) -> Vec<OidcProviderConfig> {
         let mut all = self.oidc_provider.clone();
         if let Some(list) = &self.oidc_providers {
             all.extend(list.0.iter().cloned());

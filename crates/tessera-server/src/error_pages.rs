@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 
 use askama::Template;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
@@ -12,7 +12,6 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use tessera_axum::{safe_next, wants_json, Problem};
 
-use crate::app::AppState;
 use crate::pages::{render, Chrome};
 
 /// An error inside a handler.
@@ -108,7 +107,7 @@ struct ErrorPage<'a> {
 
 /// Renders every error answer in the site's look, or as a problem document
 /// for JSON clients, and turns a panic into a 500 without a stack trace.
-pub async fn render_errors(State(_state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn render_errors(request: Request, next: Next) -> Response {
     // API paths always answer in problem documents, whatever Accept says.
     let json = wants_json(request.headers()) || crate::api::is_api_path(request.uri().path());
     let retry = (request.method() == http::Method::GET)
@@ -137,15 +136,7 @@ pub async fn render_errors(State(_state): State<AppState>, request: Request, nex
     };
     let (mut parts, _) = response.into_parts();
     let rendered = if json {
-        let body = serde_json::json!({
-            "type": format!("/problems/{}", problem.kind),
-            "title": problem.title,
-            "status": status.as_u16(),
-            "detail": problem.detail,
-        });
-        let mut rendered = (status, body.to_string()).into_response();
-        rendered.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        rendered
+        Problem { status, ..problem.clone() }.json_response()
     } else {
         let page = ErrorPage {
             page: Chrome { title: "Error", logged_in: false, csrf: String::new(), flash: None },

@@ -4,10 +4,10 @@
 //! so that logging out can destroy the session completely and still say so.
 //! Only known codes are shown: a forged cookie cannot inject text.
 
-use http::header::SET_COOKIE;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use std::time::Duration;
 use tessera::CookieConfig;
+use tessera_axum::cookies;
 
 const COOKIE: &str = "flash";
 
@@ -77,29 +77,17 @@ impl Flash {
     /// Adds the cookie that shows this flash on the next page.
     pub fn set(self, config: &CookieConfig, headers: &mut HeaderMap) {
         let cookie = config.cookie(config.prefixed(COOKIE), self.code().to_owned(), Some(Duration::from_secs(60)));
-        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-            headers.append(SET_COOKIE, value);
-        }
+        cookies::set(headers, &cookie);
     }
 
     /// The flash the request carries, if any.
     pub fn read(config: &CookieConfig, headers: &HeaderMap) -> Option<Self> {
-        let name = config.prefixed(COOKIE);
-        headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .flat_map(|h| h.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(key, _)| *key == name)
-            .and_then(|(_, value)| Flash::from_code(value))
+        cookies::value(headers, &config.prefixed(COOKIE)).and_then(Flash::from_code)
     }
 
     /// Adds the cookie that removes a shown flash.
     pub fn clear(config: &CookieConfig, headers: &mut HeaderMap) {
         let cookie = config.cookie(config.prefixed(COOKIE), String::new(), Some(Duration::ZERO));
-        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-            headers.append(SET_COOKIE, value);
-        }
+        cookies::set(headers, &cookie);
     }
 }

@@ -10,23 +10,26 @@
 //! socket peer is a configured trusted proxy, and only kept when its host is
 //! one of the configured protected hosts. See `docs/forward-auth.md`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use tessera_auth::UserDirectory;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query};
 use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT, CACHE_CONTROL, LOCATION};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use ipnet::IpNet;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use tessera_axum::{safe_next, Problem, Session};
 
 use crate::access_rules::{evaluate, AccessRule, Subject, Target, Verdict};
-use crate::app::AppState;
+use crate::client_ip::TrustedProxies;
+use crate::database::Database;
 use crate::error_pages::ServerError;
-use tessera_auth::User;
+use crate::public_url::PublicUrl;
+use crate::services::services;
+use tessera_auth::{Authenticator, User};
 
 /// What `/auth/verify` can say about the user in a response header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +74,6 @@ pub fn parse_forward_header(text: &str) -> Result<ForwardHeader, String> {
 /// Forward-auth settings.
 #[derive(Debug, Clone)]
 pub struct ForwardAuthConfig {
-    /// Peers whose `X-Forwarded-*` / `X-Original-URL` headers are believed.
-    pub trusted_proxies: Vec<IpNet>,
     /// Hosts (`app.example.com`, `app.example.com:8443`, or `*.example.com`
     /// for every subdomain) the login page may send users back to.
     pub protected_hosts: Vec<String>,
@@ -86,7 +87,6 @@ pub struct ForwardAuthConfig {
 impl Default for ForwardAuthConfig {
     fn default() -> Self {
         ForwardAuthConfig {
-            trusted_proxies: Vec::new(),
             protected_hosts: Vec::new(),
             headers: vec![
                 ForwardHeader { name: HeaderName::from_static("x-auth-user"), field: UserField::Username },
@@ -97,25 +97,7 @@ impl Default for ForwardAuthConfig {
     }
 }
 
-/// Parses an IP address or CIDR block (`10.0.0.0/8`, `127.0.0.1`, `::1`).
-pub fn parse_trusted_proxy(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(net);
-    }
-    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("{text:?} is not an IP address or CIDR block"))
-}
-
 impl ForwardAuthConfig {
-    /// Whether `peer` is a trusted proxy.
-    pub fn is_trusted(&self, peer: IpAddr) -> bool {
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
-            v4 => v4,
-        };
-        self.trusted_proxies.iter().any(|net| net.contains(&peer))
-    }
-
     /// Whether the absolute URL `next` may be redirected to after login:
     /// http(s), no user info, and a host in the protected list.
     pub fn allows_absolute(&self, next: &str) -> bool {
@@ -184,11 +166,26 @@ fn original_url(headers: &HeaderMap) -> Option<String> {
     }
 }
 
-async fn user_header_value(state: &AppState, user: &User, field: UserField) -> Result<Option<String>, ServerError> {
+services! {
+    /// What `/auth/verify` consults: the access rules, and the accounts with
+    /// their groups and second factors.
+    pub struct Gate {
+        auth: Authenticator,
+        db: Database,
+        config: Arc<ForwardAuthConfig>,
+        /// Peers whose `X-Forwarded-*` / `X-Original-URL` headers are believed
+        /// (`server.trusted_proxies`, the one list that also decides client
+        /// addresses).
+        proxies: TrustedProxies,
+        public_url: PublicUrl,
+    }
+}
+
+async fn user_header_value(gate: &Gate, user: &User, field: UserField) -> Result<Option<String>, ServerError> {
     Ok(match field {
         UserField::Username => Some(user.username.clone()),
         UserField::UserId => Some(user.id.to_string()),
-        UserField::Email => state
+        UserField::Email => gate
             .db
             .identities_of(user.id)
             .await
@@ -213,34 +210,34 @@ fn forbidden(kind: &str, title: &str, detail: &str) -> Response {
 /// come from a trusted proxy; without one, or with an ambiguous path, the
 /// answer is 403.
 pub async fn verify(
-    State(state): State<AppState>,
+    gate: Gate,
     session: Session,
     extensions: http::Extensions,
     Query(query): Query<VerifyQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let mut response = decide(&state, &session, &extensions, &query, &headers).await;
+    let mut response = decide(&gate, &session, &extensions, &query, &headers).await;
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
 async fn decide(
-    state: &AppState,
+    gate: &Gate,
     session: &Session,
     extensions: &http::Extensions,
     query: &VerifyQuery,
     headers: &HeaderMap,
 ) -> Response {
     let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
-        Some(id) => match state.db.users().user_by_id(id).await {
+        Some(id) => match gate.db.users().user_by_id(id).await {
             Ok(user) => user.filter(|u| u.disabled_at.is_none()),
             Err(error) => return ServerError::unavailable(error).into_response(),
         },
         None => None,
     };
-    let config = &state.forward_auth;
+    let config = &gate.config;
     let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
-    let trusted = peer.is_some_and(|ip| config.is_trusted(ip));
+    let trusted = peer.is_some_and(|ip| gate.proxies.contains(ip));
     let original = if trusted { original_url(headers) } else { None };
     let browser = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"));
 
@@ -254,7 +251,7 @@ async fn decide(
         );
     };
     let groups = match &user {
-        Some(user) => match state.db.groups_of(user.id).await {
+        Some(user) => match gate.db.groups_of(user.id).await {
             Ok(groups) => groups,
             Err(error) => return ServerError::unavailable(error).into_response(),
         },
@@ -272,17 +269,17 @@ async fn decide(
         Verdict::Allow => {}
         Verdict::AllowWithSecondFactor => {
             // `evaluate` asks for a second factor only of a logged-in user.
-            let Some(user) = &user else { return login_required(state, original, browser, query) };
-            match state.auth.second_factors().is_enabled(user.id).await {
+            let Some(user) = &user else { return login_required(gate, original, browser, query) };
+            match gate.auth.second_factors().is_enabled(user.id).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!(user_id, rule = ?decision.rule, host = %target.host, "forward-auth: second factor required");
-                    return second_factor_missing(state, browser, query);
+                    return second_factor_missing(gate, browser, query);
                 }
                 Err(error) => return ServerError::unavailable(error).into_response(),
             }
         }
-        Verdict::LoginRequired => return login_required(state, original, browser, query),
+        Verdict::LoginRequired => return login_required(gate, original, browser, query),
         Verdict::Deny => {
             tracing::info!(user_id, rule = ?decision.rule, host = %target.host, "forward-auth: access denied");
             let detail = if user.is_some() {
@@ -296,7 +293,7 @@ async fn decide(
     let mut response = StatusCode::OK.into_response();
     let Some(user) = user else { return response };
     for header in &config.headers {
-        match user_header_value(state, &user, header.field).await {
+        match user_header_value(gate, &user, header.field).await {
             Ok(Some(value)) => {
                 if let Ok(value) = HeaderValue::from_str(&value) {
                     response.headers_mut().insert(header.name.clone(), value);
@@ -315,8 +312,8 @@ async fn decide(
 /// A `two_factor` rule and an account without two-step verification:
 /// browsers go to set it up (unless the proxy asked for `?status=401`,
 /// nginx, which cannot pass a redirect on), everyone else gets 403.
-fn second_factor_missing(state: &AppState, browser: bool, query: &VerifyQuery) -> Response {
-    let setup = format!("{}/account/two-factor", state.public_url.as_deref().unwrap_or("").trim_end_matches('/'));
+fn second_factor_missing(gate: &Gate, browser: bool, query: &VerifyQuery) -> Response {
+    let setup = format!("{}/account/two-factor", gate.public_url.get().unwrap_or("").trim_end_matches('/'));
     if browser && query.status != Some(401) {
         let mut response = StatusCode::FOUND.into_response();
         if let Ok(location) = HeaderValue::from_str(&setup) {
@@ -334,9 +331,9 @@ fn second_factor_missing(state: &AppState, browser: bool, query: &VerifyQuery) -
 /// Nobody is logged in: 401 for API clients (and nginx), a redirect to the
 /// login page for browsers, with the original URL as `next` when it is on
 /// a protected host.
-fn login_required(state: &AppState, original: Option<String>, browser: bool, query: &VerifyQuery) -> Response {
-    let next = original.filter(|url| state.forward_auth.allows_absolute(url));
-    let mut login = format!("{}/login", state.public_url.as_deref().unwrap_or("").trim_end_matches('/'));
+fn login_required(gate: &Gate, original: Option<String>, browser: bool, query: &VerifyQuery) -> Response {
+    let next = original.filter(|url| gate.config.allows_absolute(url));
+    let mut login = format!("{}/login", gate.public_url.get().unwrap_or("").trim_end_matches('/'));
     if let Some(next) = &next {
         login.push_str("?next=");
         login.extend(utf8_percent_encode(next, NON_ALPHANUMERIC));
@@ -369,10 +366,6 @@ mod tests {
 
     fn config() -> ForwardAuthConfig {
         ForwardAuthConfig {
-            trusted_proxies: vec![
-                parse_trusted_proxy("127.0.0.1").unwrap(),
-                parse_trusted_proxy("10.0.0.0/8").unwrap(),
-            ],
             protected_hosts: vec!["app.example.com".into(), "*.corp.example".into(), "localhost:8080".into()],
             ..ForwardAuthConfig::default()
         }
@@ -406,13 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn trusted_proxies_and_headers() {
-        let c = config();
-        assert!(c.is_trusted("127.0.0.1".parse().unwrap()));
-        assert!(c.is_trusted("10.1.2.3".parse().unwrap()));
-        assert!(c.is_trusted("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(!c.is_trusted("192.0.2.1".parse().unwrap()));
-        assert!(parse_trusted_proxy("nope").is_err());
+    fn forward_headers() {
         assert_eq!(parse_forward_header("X-Remote-Email=email").unwrap().field, UserField::Email);
         assert!(parse_forward_header("X-Remote-Email").is_err());
         assert!(parse_forward_header("X-A=password").is_err());

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tessera_server::admin::{self, AdminContext};
 use tessera_server::api::tokens::TokenService;
-use tessera_server::app::Backends;
 use tessera_server::cli::{Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, StatsArgs};
 use tessera_server::settings::{LogFormat, Settings};
+use tessera_server::Backends;
 use tessera_server::{activity_stats, cli, database::Database, metrics, App, AppConfig};
 use tokio::net::TcpListener;
 

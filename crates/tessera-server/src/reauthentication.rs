@@ -8,13 +8,97 @@
 //! client address): a stolen session cookie or access token must not become
 //! an unthrottled password-guessing oracle.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tessera::Timestamp;
-use tessera_auth::{Channel, Client, LoginError, User};
+use tessera::{Clock, Timestamp};
+use tessera_auth::{Authenticator, Channel, Client, LoginError, User};
 use tessera_axum::{retry_after_seconds, Session, AUTHENTICATED_AT};
 
-use crate::app::AppState;
+/// Recent authentication as a service handlers extract: the core that
+/// confirms passwords, the clock, and the window (`sessions.reauth_window`).
+#[derive(Clone)]
+pub struct Reauthentication {
+    auth: Authenticator,
+    clock: Arc<dyn Clock>,
+    window: Duration,
+}
+
+impl Reauthentication {
+    /// Recent authentication within `window`, confirming passwords through `auth`.
+    pub fn new(auth: Authenticator, clock: Arc<dyn Clock>, window: Duration) -> Self {
+        Reauthentication { auth, clock, window }
+    }
+
+    /// The window (`sessions.reauth_window`).
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Whether `session` authenticated within the window.
+    pub fn is_recent_now(&self, session: &Session) -> bool {
+        is_recent(session, self.clock.now(), self.window)
+    }
+
+    /// What to tell `user` whose authentication is not recent (see [`stale_message`]).
+    pub fn stale_message(&self, user: &User) -> String {
+        stale_message(user, self.window)
+    }
+
+    /// Checks `password` against `user`'s current password through the
+    /// authentication core, behind the login throttle: the same account (or
+    /// device) and address counters as `/login`, so guesses here and there add
+    /// up. A blocked counter answers [`Confirmation::Throttled`] before any
+    /// hashing; a failure that starts a block answers it too.
+    pub async fn confirm_password(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user: &User,
+        password: &str,
+    ) -> Result<Confirmation, LoginError> {
+        match self.auth.confirm_password(channel, client, user, password).await {
+            Ok(()) => Ok(Confirmation::Confirmed),
+            Err(LoginError::InvalidCredentials) => {
+                tracing::info!(user_id = user.id, "password confirmation failed");
+                Ok(Confirmation::Wrong)
+            }
+            Err(LoginError::Throttled(wait)) => {
+                tracing::info!(
+                    user_id = user.id,
+                    wait_secs = wait.as_secs(),
+                    "password confirmation refused: throttled"
+                );
+                Ok(Confirmation::Throttled(wait))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Requires a recent authentication, or confirms it with `password` (behind
+    /// the throttle) and steps the session up.
+    pub async fn ensure_recent(
+        &self,
+        session: &Session,
+        user: &User,
+        password: Option<&str>,
+        client: &Client,
+    ) -> Result<Recency, LoginError> {
+        let now = self.clock.now();
+        if is_recent(session, now, self.window) {
+            return Ok(Recency::Recent);
+        }
+        let Some(password) = password.filter(|p| !p.is_empty()) else { return Ok(Recency::Stale) };
+        Ok(match self.confirm_password(Channel::Web, client, user, password).await? {
+            Confirmation::Confirmed => {
+                stepped_up(session, now);
+                Recency::Recent
+            }
+            Confirmation::Wrong => Recency::Wrong,
+            Confirmation::Throttled(wait) => Recency::Throttled(wait),
+        })
+    }
+}
 
 /// How far an identity provider's clock may be ahead of tessera's when
 /// its `auth_time` is checked against a requested `max_age`: a provider a
@@ -92,32 +176,6 @@ pub enum Confirmation {
     Throttled(Duration),
 }
 
-/// Checks `password` against `user`'s current password through the
-/// authentication core, behind the login throttle: the same account (or
-/// device) and address counters as `/login`, so guesses here and there add
-/// up. A blocked counter answers [`Confirmation::Throttled`] before any
-/// hashing; a failure that starts a block answers it too.
-pub async fn confirm_password(
-    state: &AppState,
-    channel: Channel,
-    client: &Client,
-    user: &User,
-    password: &str,
-) -> Result<Confirmation, LoginError> {
-    match state.auth.confirm_password(channel, client, user, password).await {
-        Ok(()) => Ok(Confirmation::Confirmed),
-        Err(LoginError::InvalidCredentials) => {
-            tracing::info!(user_id = user.id, "password confirmation failed");
-            Ok(Confirmation::Wrong)
-        }
-        Err(LoginError::Throttled(wait)) => {
-            tracing::info!(user_id = user.id, wait_secs = wait.as_secs(), "password confirmation refused: throttled");
-            Ok(Confirmation::Throttled(wait))
-        }
-        Err(other) => Err(other),
-    }
-}
-
 /// A person-readable wait ("2m 8s") for throttling messages.
 pub fn readable_wait(wait: Duration) -> String {
     humantime::format_duration(Duration::from_secs(retry_after_seconds(wait))).to_string()
@@ -135,30 +193,6 @@ pub enum Recency {
     Wrong,
     /// Not recent, and password confirmations are throttled for this long.
     Throttled(Duration),
-}
-
-/// Requires a recent authentication, or confirms it with `password` (behind
-/// the throttle) and steps the session up.
-pub async fn ensure_recent(
-    state: &AppState,
-    session: &Session,
-    user: &User,
-    password: Option<&str>,
-    client: &Client,
-) -> Result<Recency, LoginError> {
-    let now = state.clock.now();
-    if is_recent(session, now, state.reauth_window) {
-        return Ok(Recency::Recent);
-    }
-    let Some(password) = password.filter(|p| !p.is_empty()) else { return Ok(Recency::Stale) };
-    Ok(match confirm_password(state, Channel::Web, client, user, password).await? {
-        Confirmation::Confirmed => {
-            stepped_up(session, now);
-            Recency::Recent
-        }
-        Confirmation::Wrong => Recency::Wrong,
-        Confirmation::Throttled(wait) => Recency::Throttled(wait),
-    })
 }
 
 /// What to tell a user whose authentication is not recent: type the

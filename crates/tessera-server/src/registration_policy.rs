@@ -5,7 +5,7 @@
 //!
 //! The check holds on every way an account is created: the web form
 //! (`POST /register`), the API (`POST /api/signup`) and a first OpenID
-//! Connect login ([`oidc_signup`]). Handlers call [`register`] instead of
+//! Connect login ([`oidc_signup`]). Handlers call [`Registration::register`] instead of
 //! `Authenticator::sign_up` / `register`.
 //!
 //! Invitations are 256-bit random tokens; only their SHA-256 is stored. One
@@ -22,12 +22,13 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use tessera::Timestamp;
+use std::sync::Arc;
 
-use crate::app::AppState;
+use tessera::{Clock, Timestamp};
+
 use crate::database::{Database, DatabaseError};
 use crate::oidc::OidcProviderConfig;
-use tessera_auth::{Channel, Client, RegisterError, User};
+use tessera_auth::{Authenticator, Channel, Client, RegisterError, User};
 
 /// `accounts.registration`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -198,54 +199,78 @@ pub fn notice(policy: RegistrationPolicy, invite: &str) -> Option<&'static str> 
     }
 }
 
-/// Creates an account with `username` and `password` if the registration
-/// policy allows it: the outer `Err` is the policy's refusal, the inner
-/// result is the core's `Authenticator::sign_up` (which records the
-/// sign-up); the caller logs the account in (`Authenticator::after_sign_up`).
-///
-/// `invite` is the token from the invitation link (empty counts as none).
-/// Under `open` an invitation is optional, but one that is given must be
-/// valid (its groups are then given to the account).
-pub async fn register(
-    state: &AppState,
-    invite: Option<&str>,
-    channel: Channel,
-    client: &Client,
-    username: &str,
-    password: &str,
-) -> Result<Result<User, RegisterError>, Refusal> {
-    let invite = invite.map(str::trim).filter(|token| !token.is_empty());
-    match (state.registration, invite) {
-        (RegistrationPolicy::Closed, _) => return Err(Refusal::Closed),
-        (RegistrationPolicy::Invite, None) => return Err(Refusal::InvitationRequired),
-        (RegistrationPolicy::Open, None) => return Ok(state.auth.sign_up(channel, client, username, password).await),
-        (_, Some(_)) => {}
+/// Creating accounts under the registration policy: the policy, the core
+/// that creates them, and the invitations in the database.
+#[derive(Clone)]
+pub struct Registration {
+    policy: RegistrationPolicy,
+    auth: Authenticator,
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+impl Registration {
+    /// Registration under `policy`, creating accounts through `auth`.
+    pub fn new(policy: RegistrationPolicy, auth: Authenticator, db: Database, clock: Arc<dyn Clock>) -> Self {
+        Registration { policy, auth, db, clock }
     }
-    let db = &state.db;
-    let hash = token_hash(invite.unwrap_or_default());
-    let Some(groups) = db.claim_invitation(&hash, state.clock.now()).await? else {
-        tracing::info!("registration refused: invalid, used or expired invitation");
-        return Err(Refusal::InvalidInvitation);
-    };
-    match state.auth.sign_up(channel, client, username, password).await {
-        Ok(user) => {
-            // The account exists now: a failure below is logged, not undone.
-            if let Err(error) = db.complete_invitation(&hash, user.id).await {
-                tracing::warn!(%error, user_id = user.id, "recording the invitation's account failed");
+
+    /// The policy (`accounts.registration`).
+    pub fn policy(&self) -> RegistrationPolicy {
+        self.policy
+    }
+
+    /// Creates an account with `username` and `password` if the registration
+    /// policy allows it: the outer `Err` is the policy's refusal, the inner
+    /// result is the core's `Authenticator::sign_up` (which records the
+    /// sign-up); the caller logs the account in (`Authenticator::after_sign_up`).
+    ///
+    /// `invite` is the token from the invitation link (empty counts as none).
+    /// Under `open` an invitation is optional, but one that is given must be
+    /// valid (its groups are then given to the account).
+    pub async fn register(
+        &self,
+        invite: Option<&str>,
+        channel: Channel,
+        client: &Client,
+        username: &str,
+        password: &str,
+    ) -> Result<Result<User, RegisterError>, Refusal> {
+        let invite = invite.map(str::trim).filter(|token| !token.is_empty());
+        match (self.policy, invite) {
+            (RegistrationPolicy::Closed, _) => return Err(Refusal::Closed),
+            (RegistrationPolicy::Invite, None) => return Err(Refusal::InvitationRequired),
+            (RegistrationPolicy::Open, None) => {
+                return Ok(self.auth.sign_up(channel, client, username, password).await)
             }
-            for group in &groups {
-                if let Err(error) = db.add_to_group(user.id, group, state.clock.now()).await {
-                    tracing::warn!(%error, user_id = user.id, group, "adding an invited user to a group failed");
-                }
-            }
-            tracing::info!(user_id = user.id, groups = groups.join(","), "account created with an invitation");
-            Ok(Ok(user))
+            (_, Some(_)) => {}
         }
-        Err(error) => {
-            if let Err(release) = db.release_invitation(&hash).await {
-                tracing::warn!(error = %release, "releasing an invitation after a failed registration failed");
+        let db = &self.db;
+        let hash = token_hash(invite.unwrap_or_default());
+        let Some(groups) = db.claim_invitation(&hash, self.clock.now()).await? else {
+            tracing::info!("registration refused: invalid, used or expired invitation");
+            return Err(Refusal::InvalidInvitation);
+        };
+        match self.auth.sign_up(channel, client, username, password).await {
+            Ok(user) => {
+                // The account exists now: a failure below is logged, not undone.
+                if let Err(error) = db.complete_invitation(&hash, user.id).await {
+                    tracing::warn!(%error, user_id = user.id, "recording the invitation's account failed");
+                }
+                for group in &groups {
+                    if let Err(error) = db.add_to_group(user.id, group, self.clock.now()).await {
+                        tracing::warn!(%error, user_id = user.id, group, "adding an invited user to a group failed");
+                    }
+                }
+                tracing::info!(user_id = user.id, groups = groups.join(","), "account created with an invitation");
+                Ok(Ok(user))
             }
-            Ok(Err(error))
+            Err(error) => {
+                if let Err(release) = db.release_invitation(&hash).await {
+                    tracing::warn!(error = %release, "releasing an invitation after a failed registration failed");
+                }
+                Ok(Err(error))
+            }
         }
     }
 }

@@ -13,7 +13,7 @@
 //! `docs/configuration.md` is generated from this file's doc comments
 //! ([`reference_markdown`]); a test fails when the two differ.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::client_ip::parse_trusted_proxy;
 use crate::oidc::OidcProviderConfig;
 use tessera_auth::throttle::ThrottleConfig;
 
@@ -343,7 +344,7 @@ pub struct ApiTokenSettings {
 pub struct OidcSettings {
     /// The providers users can log in with, one `[[oidc.providers]]` table
     /// each (fields below). In an environment variable or flag: JSON.
-    pub providers: Vec<OidcProviderSettings>,
+    pub providers: Vec<OidcProviderConfig>,
     /// Shortest time between two fetches of a provider's signing keys caused
     /// by an unknown key ID (a provider rotating keys).
     #[serde(with = "duration_text")]
@@ -351,103 +352,20 @@ pub struct OidcSettings {
     pub jwks_min_refresh: Duration,
 }
 
-/// One OpenID Connect provider: `[[oidc.providers]]`.
-#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OidcProviderSettings {
-    /// Short name used in URLs (`/auth/oidc/{id}/start`): 1 to 32 lowercase
-    /// ASCII letters, digits and `-`. Required.
-    pub id: String,
-    /// The issuer URL; discovery reads
-    /// `{issuer}/.well-known/openid-configuration`. Required.
-    pub issuer: String,
-    /// The client ID registered at the provider. Required.
-    pub client_id: String,
-    /// The client secret; masked by `config check`. Prefer
-    /// `client_secret_env`: files and flags are easier to leak.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret: Option<String>,
-    /// The name of an environment variable holding the client secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_env: Option<String>,
-    /// Scopes requested; `openid` is always added. Default `openid`,
-    /// `email`, `profile`.
-    #[serde(default = "default_scopes")]
-    pub scopes: Vec<String>,
-    /// The button label on the login page. Default: the `id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    /// Whether a first login with an email address this provider asserts as
-    /// verified may join the account that already has an identity with that
-    /// same verified address. Enable only for providers whose verified
-    /// addresses you trust. Default `false`.
-    #[serde(default)]
-    pub link_by_verified_email: bool,
-    /// Whether a first login may create an account. Unset: only when
-    /// `accounts.registration` is `open`; `true`: also under `invite` (an
-    /// invitation cannot travel through a provider login); `false`: never.
-    /// Never under `closed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_signup: Option<bool>,
-    /// When not empty, a first login creates an account only for an identity
-    /// with a verified email address in one of these domains (exact match,
-    /// like Google's `hd`). Logins of existing accounts are not affected.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allowed_email_domains: Vec<String>,
-    /// The claim (ID token or UserInfo) holding the user's groups, e.g.
-    /// `groups` (request its scope in `scopes` if the provider needs one).
-    /// When set, each login through this provider replaces the groups the
-    /// account got from it with the claim's; groups given with `tessera
-    /// admin group add` stay. Unset (the default): no groups from providers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub groups_claim: Option<String>,
-}
-
-fn default_scopes() -> Vec<String> {
-    ["openid", "email", "profile"].map(String::from).to_vec()
-}
-
-// By hand, so that no log line or panic message ever shows the secret.
-impl std::fmt::Debug for OidcProviderSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.to_config().fmt(f)
-    }
-}
-
-impl OidcProviderSettings {
-    /// The provider as the OpenID Connect module takes it.
-    pub fn to_config(&self) -> OidcProviderConfig {
-        OidcProviderConfig {
-            id: self.id.clone(),
-            issuer: self.issuer.clone(),
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            client_secret_env: self.client_secret_env.clone(),
-            scopes: self.scopes.clone(),
-            display_name: self.display_name.clone(),
-            link_by_verified_email: self.link_by_verified_email,
-            allow_signup: self.allow_signup,
-            allowed_email_domains: self.allowed_email_domains.clone(),
-            groups_claim: self.groups_claim.clone(),
-        }
-    }
-}
-
 /// Parses one provider from JSON (`--oidc-provider`) and checks what can be
 /// checked without the network.
-pub fn parse_oidc_provider(json: &str) -> Result<OidcProviderSettings, String> {
-    let provider: OidcProviderSettings =
-        serde_json::from_str(json).map_err(|e| format!("not a provider object: {e}"))?;
-    provider.to_config().validate()?;
+pub fn parse_oidc_provider(json: &str) -> Result<OidcProviderConfig, String> {
+    let provider: OidcProviderConfig = serde_json::from_str(json).map_err(|e| format!("not a provider object: {e}"))?;
+    provider.validate()?;
     Ok(provider)
 }
 
 /// Parses a JSON array of providers (`TESSERA_OIDC_PROVIDERS`).
 pub fn parse_oidc_provider_list(json: &str) -> Result<OidcProviderList, String> {
-    let providers: Vec<OidcProviderSettings> =
+    let providers: Vec<OidcProviderConfig> =
         serde_json::from_str(json).map_err(|e| format!("not a JSON array of providers: {e}"))?;
     for provider in &providers {
-        provider.to_config().validate()?;
+        provider.validate()?;
     }
     Ok(OidcProviderList(providers))
 }
@@ -455,7 +373,7 @@ pub fn parse_oidc_provider_list(json: &str) -> Result<OidcProviderList, String> 
 /// Several providers given at once (a distinct type, so that clap takes the
 /// whole array as one value).
 #[derive(Debug, Clone, Default)]
-pub struct OidcProviderList(pub Vec<OidcProviderSettings>);
+pub struct OidcProviderList(pub Vec<OidcProviderConfig>);
 
 /// `[forward_auth]`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -655,49 +573,6 @@ impl Default for StatsSettings {
 #[error("{0}")]
 pub struct SettingsError(pub String);
 
-/// A trusted-proxy entry: an address and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpRange {
-    address: IpAddr,
-    prefix: u8,
-}
-
-impl IpRange {
-    /// Parses `1.2.3.4`, `10.0.0.0/8`, `::1` or `fd00::/8`.
-    pub fn parse(text: &str) -> Result<IpRange, String> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text, None),
-        };
-        let address: IpAddr = address.trim().parse().map_err(|_| format!("{text:?} is not an IP address or range"))?;
-        let max = if address.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or(format!("{text:?}: bad prefix"))?,
-            None => max,
-        };
-        Ok(IpRange { address, prefix })
-    }
-
-    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.address, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
 impl Settings {
     /// Reads defaults, then `file` (if any), then `TESSERA_<SECTION>__<KEY>`
     /// variables from `env`, then `overrides` (from flags), and validates.
@@ -729,7 +604,7 @@ impl Settings {
             return bad("server.listen", format!("{:?} is not an address such as 127.0.0.1:3000", self.server.listen));
         }
         for proxy in &self.server.trusted_proxies {
-            if let Err(why) = IpRange::parse(proxy) {
+            if let Err(why) = parse_trusted_proxy(proxy) {
                 return bad("server.trusted_proxies", why);
             }
         }
@@ -821,7 +696,7 @@ impl Settings {
         let mut ids = std::collections::HashSet::new();
         for (index, provider) in self.oidc.providers.iter().enumerate() {
             let key = format!("oidc.providers[{index}]");
-            if let Err(why) = provider.to_config().validate() {
+            if let Err(why) = provider.validate() {
                 return bad(&key, why);
             }
             if !ids.insert(provider.id.as_str()) {
@@ -891,16 +766,7 @@ impl Settings {
 
     /// The trusted proxies as networks (validated by [`Settings::validate`]).
     pub fn trusted_proxy_networks(&self) -> Vec<ipnet::IpNet> {
-        self.server
-            .trusted_proxies
-            .iter()
-            .filter_map(|p| {
-                p.trim()
-                    .parse::<ipnet::IpNet>()
-                    .ok()
-                    .or_else(|| p.trim().parse::<IpAddr>().ok().map(ipnet::IpNet::from))
-            })
-            .collect()
+        self.server.trusted_proxies.iter().filter_map(|p| parse_trusted_proxy(p).ok()).collect()
     }
 
     /// The effective configuration as TOML, with passwords in URLs and
@@ -1255,7 +1121,7 @@ mod tests {
             r#"{"id":"corp","issuer":"https://id.corp.example","client_id":"c","client_secret":"s"}"#,
         )
         .unwrap();
-        assert_eq!(ok.to_config().secret(), Ok(Some("s".to_owned())));
+        assert_eq!(ok.secret(), Ok(Some("s".to_owned())));
         assert!(!format!("{ok:?}").contains("\"s\""), "the secret never shows in Debug");
         assert!(parse_oidc_provider(r#"{"id":"Bad Id","issuer":"https://x","client_id":"c"}"#).is_err());
         assert!(parse_oidc_provider(r#"{"id":"x","issuer":"not a url","client_id":"c"}"#).is_err());
@@ -1345,13 +1211,17 @@ mod tests {
     }
 
     #[test]
-    fn ip_ranges() {
-        let range = IpRange::parse("10.0.0.0/8").unwrap();
-        assert!(range.contains("10.1.2.3".parse().unwrap()));
-        assert!(!range.contains("11.1.2.3".parse().unwrap()));
-        assert!(range.contains("::ffff:10.0.0.1".parse().unwrap()));
-        assert!(IpRange::parse("::1").unwrap().contains("::1".parse().unwrap()));
-        assert!(IpRange::parse("nope").is_err());
+    fn trusted_proxies_are_validated_and_parsed_by_the_one_parser() {
+        let mut settings = Settings::default();
+        settings.server.trusted_proxies = vec!["10.0.0.0/8".into(), " ::1 ".into()];
+        assert!(settings.validate().is_ok());
+        let proxies = crate::client_ip::TrustedProxies::new(settings.trusted_proxy_networks());
+        assert!(proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(proxies.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(proxies.contains("::1".parse().unwrap()));
+        assert!(!proxies.contains("11.1.2.3".parse().unwrap()));
+        settings.server.trusted_proxies.push("nope".into());
+        assert!(settings.validate().is_err());
     }
 
     #[test]

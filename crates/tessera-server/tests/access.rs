@@ -10,10 +10,10 @@ use harness::{test_config, unique_name, TestServer};
 use tessera::ManualClock;
 use tessera_auth::UserDirectory;
 use tessera_server::admin::{self, AdminContext, AdminError};
-use tessera_server::app::Backends;
 use tessera_server::cli::{AdminCommand, GroupCommand, InviteCommand};
 use tessera_server::registration_policy::RegistrationPolicy;
 use tessera_server::AppConfig;
+use tessera_server::Backends;
 use tokio::net::TcpListener;
 
 const PASSWORD: &str = "correct horse battery";

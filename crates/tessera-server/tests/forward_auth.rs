@@ -11,7 +11,8 @@ use tessera::{Clock, ManualClock};
 use tessera_auth::second_factor::totp::step_at;
 use tessera_auth::UserDirectory;
 use tessera_server::access_rules::{AccessRule, Policy};
-use tessera_server::forward_auth::{parse_forward_header, parse_trusted_proxy};
+use tessera_server::client_ip::{parse_trusted_proxy, TrustedProxies};
+use tessera_server::forward_auth::parse_forward_header;
 use tessera_server::AppConfig;
 use tokio::net::TcpListener;
 
@@ -23,7 +24,7 @@ async fn start_server(configure: impl FnOnce(&mut AppConfig)) -> (TestServer, te
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = test_config(dir.path(), &clock);
     config.public_url = Some(format!("http://localhost:{}", listener.local_addr().unwrap().port()));
-    config.forward_auth.trusted_proxies = vec![parse_trusted_proxy("127.0.0.1").unwrap()];
+    config.trusted_proxies = TrustedProxies::new(vec![parse_trusted_proxy("127.0.0.1").unwrap()]);
     config.forward_auth.protected_hosts = vec!["localhost".into(), "app.example.test".into()];
     config.forward_auth.rules = vec![
         rule(&["staff.test"], Policy::OneFactor, &["staff"]),
@@ -156,7 +157,7 @@ async fn verify_answers_by_session_client_kind_and_proxy_trust() {
 
     // A peer that is not a trusted proxy: its forwarded headers are ignored,
     // so tessera cannot tell which address is meant and lets nobody in.
-    let (untrusting, _dir) = start_server(|config| config.forward_auth.trusted_proxies.clear()).await;
+    let (untrusting, _dir) = start_server(|config| config.trusted_proxies = TrustedProxies::default()).await;
     let page = untrusting.browser().get_with("/auth/verify", &forwarded).await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(page.body.contains("trusted_proxies"), "the page says why: {}", page.body);
@@ -361,8 +362,7 @@ async fn forms_pass_the_origin_check_behind_proxies() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let mut config = test_config(dir.path(), &clock);
-    config.trusted_proxies =
-        tessera_server::client_ip::TrustedProxies::new(vec![parse_trusted_proxy("127.0.0.1").unwrap()]);
+    config.trusted_proxies = TrustedProxies::new(vec![parse_trusted_proxy("127.0.0.1").unwrap()]);
     let server = TestServer::start(config, clock).await;
     let port = server.address.port();
     let nginx_site = format!(

@@ -13,8 +13,9 @@ pub mod users;
 use std::io::Write;
 use tessera_auth::UserDirectory;
 
-use crate::app::{AppConfig, Backends};
+use crate::backends::Backends;
 use crate::cli::{AdminAuditCommand, AdminCommand, AdminSessionsCommand, GroupCommand, InviteCommand, UserCommand};
+use crate::config::AppConfig;
 use crate::database::DatabaseError;
 use tessera_auth::password_policy::check_username;
 use tessera_auth::User;

@@ -7,7 +7,7 @@
 //! can a stolen token or cookie be used to guess it; a cookie caller who
 //! confirms it steps up to a new session ID.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -18,10 +18,16 @@ use tessera_axum::{ClientDevice, Session};
 use super::identity::{ApiUser, AuthMethod};
 use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::rfc3339;
-use crate::app::AppState;
 use crate::audit::AuditKind;
-use crate::reauthentication::{self, Confirmation};
+use crate::auth_events::ServerEvents;
+use crate::database::Database;
+use crate::reauthentication::{self, Confirmation, Reauthentication};
+use crate::services::services;
+use std::sync::Arc;
+use tessera::SessionEngine;
+use tessera::{Clock, Timestamp};
 use tessera_auth::accounts::RegisterError;
+use tessera_auth::Authenticator;
 
 /// One session (device) of the user.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -63,10 +69,29 @@ pub struct Revoked {
     pub revoked: u64,
 }
 
+services! {
+    /// What the account operations use: recent authentication, the core,
+    /// the server's tables, the audit trail, the sessions and the clock.
+    pub struct AccountApi {
+        reauth: Reauthentication,
+        auth: Authenticator,
+        db: Database,
+        events: ServerEvents,
+        engine: SessionEngine,
+        clock: Arc<dyn Clock>,
+    }
+}
+
 /// Checks the current password through the authentication core, behind
 /// the login throttle.
-async fn confirm(state: &AppState, caller: &ApiUser, password: &str, client: &LoginClient) -> Result<(), ApiError> {
-    let verdict = reauthentication::confirm_password(state, Channel::Api, &client.0, &caller.user, password)
+async fn confirm(
+    reauth: &Reauthentication,
+    caller: &ApiUser,
+    password: &str,
+    client: &LoginClient,
+) -> Result<(), ApiError> {
+    let verdict = reauth
+        .confirm_password(Channel::Api, &client.0, &caller.user, password)
         .await
         .map_err(ApiError::unavailable)?;
     match verdict {
@@ -79,9 +104,9 @@ async fn confirm(state: &AppState, caller: &ApiUser, password: &str, client: &Lo
 /// After a confirmed password, a cookie caller's session steps up: a new ID
 /// and a fresh recent-authentication mark. Called after any revocation, so
 /// that the revocation still sees the ID the request came with.
-fn step_up(state: &AppState, caller: &ApiUser, session: &Session) {
+fn step_up(now: Timestamp, caller: &ApiUser, session: &Session) {
     if caller.method == AuthMethod::Cookie {
-        reauthentication::stepped_up(session, state.clock.now());
+        reauthentication::stepped_up(session, now);
     }
 }
 
@@ -104,9 +129,9 @@ fn own_session(caller: &ApiUser, session: &Session) -> Option<tessera::SessionKe
         (status = 401, description = "No valid token or session", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(State(state): State<AppState>, caller: ApiUser, session: Session) -> Result<Response, ApiError> {
+pub async fn list(api: AccountApi, caller: ApiUser, session: Session) -> Result<Response, ApiError> {
     let current = own_session(&caller, &session);
-    let records = state.engine.sessions_of(&caller.user.id.to_string()).await.map_err(ApiError::unavailable)?;
+    let records = api.engine.sessions_of(&caller.user.id.to_string()).await.map_err(ApiError::unavailable)?;
     let views: Vec<SessionView> = records
         .iter()
         .map(|record| SessionView {
@@ -139,7 +164,7 @@ pub async fn list(State(state): State<AppState>, caller: ApiUser, session: Sessi
     )
 )]
 pub async fn revoke(
-    State(state): State<AppState>,
+    api: AccountApi,
     caller: ApiUser,
     session: Session,
     ClientDevice(device): ClientDevice,
@@ -147,15 +172,15 @@ pub async fn revoke(
     Path(handle): Path<String>,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &caller, &body.current_password, &origin).await?;
+    confirm(&api.reauth, &caller, &body.current_password, &origin).await?;
     if own_session(&caller, &session).is_some_and(|key| key.handle().matches(&handle)) {
         return Err(ApiError::Forbidden("This is the session of this request; sign out instead."));
     }
-    if !state.engine.revoke(&caller.user.id.to_string(), &handle).await.map_err(ApiError::unavailable)? {
+    if !api.engine.revoke(&caller.user.id.to_string(), &handle).await.map_err(ApiError::unavailable)? {
         return Err(ApiError::NotFound);
     }
-    state.events.record(AuditKind::SessionRevoked, Some(caller.user.id), &device, state.clock.now()).await;
-    step_up(&state, &caller, &session);
+    api.events.record(AuditKind::SessionRevoked, Some(caller.user.id), &device, api.clock.now()).await;
+    step_up(api.clock.now(), &caller, &session);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -174,20 +199,20 @@ pub async fn revoke(
     )
 )]
 pub async fn revoke_others(
-    State(state): State<AppState>,
+    api: AccountApi,
     caller: ApiUser,
     session: Session,
     ClientDevice(device): ClientDevice,
     origin: LoginClient,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &caller, &body.current_password, &origin).await?;
+    confirm(&api.reauth, &caller, &body.current_password, &origin).await?;
     let keep = own_session(&caller, &session);
     let revoked =
-        state.engine.revoke_all(&caller.user.id.to_string(), keep.as_ref()).await.map_err(ApiError::unavailable)?;
-    state.events.record(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, state.clock.now()).await;
+        api.engine.revoke_all(&caller.user.id.to_string(), keep.as_ref()).await.map_err(ApiError::unavailable)?;
+    api.events.record(AuditKind::OtherSessionsRevoked, Some(caller.user.id), &device, api.clock.now()).await;
     // Also re-issues a sealed cookie after the revocation mark.
-    step_up(&state, &caller, &session);
+    step_up(api.clock.now(), &caller, &session);
     Ok(json_response(StatusCode::OK, &Revoked { revoked }))
 }
 
@@ -207,21 +232,21 @@ pub async fn revoke_others(
     )
 )]
 pub async fn change_password(
-    State(state): State<AppState>,
+    api: AccountApi,
     caller: ApiUser,
     session: Session,
     origin: LoginClient,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &caller, &body.current_password, &origin).await?;
+    confirm(&api.reauth, &caller, &body.current_password, &origin).await?;
     let keep = own_session(&caller, &session);
-    match state.auth.change_password(Channel::Api, &origin.0, &caller.user, &body.new_password, keep.as_ref()).await {
+    match api.auth.change_password(Channel::Api, &origin.0, &caller.user, &body.new_password, keep.as_ref()).await {
         Ok(_) => {}
         Err(RegisterError::Unavailable(error)) => return Err(ApiError::unavailable(error)),
         Err(error) => return Err(ApiError::Validation(error.to_string())),
     }
     if keep.is_some() {
-        step_up(&state, &caller, &session);
+        step_up(api.clock.now(), &caller, &session);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -240,15 +265,15 @@ pub async fn change_password(
     )
 )]
 pub async fn delete(
-    State(state): State<AppState>,
+    api: AccountApi,
     caller: ApiUser,
     session: Session,
     origin: LoginClient,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &caller, &body.current_password, &origin).await?;
-    state.auth.revoke_everything(caller.user.id, None).await.map_err(ApiError::unavailable)?;
-    state.db.delete_user(caller.user.id).await.map_err(ApiError::unavailable)?;
+    confirm(&api.reauth, &caller, &body.current_password, &origin).await?;
+    api.auth.revoke_everything(caller.user.id, None).await.map_err(ApiError::unavailable)?;
+    api.db.delete_user(caller.user.id).await.map_err(ApiError::unavailable)?;
     tracing::info!(target: "tessera::audit", event = AuditKind::AccountDeleted.as_str(), user_id = caller.user.id, "account deleted");
     session.logout();
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -9,8 +9,10 @@ use super::identity::ApiUser;
 use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::rfc3339;
 use super::tokens::{RefreshError, TokenPair};
-use crate::app::AppState;
-use crate::registration_policy::{self, Refusal};
+use crate::api::tokens::TokenService;
+use crate::registration_policy::{Refusal, Registration};
+use std::sync::Arc;
+use tessera_auth::Authenticator;
 use tessera_auth::{Channel, LoginError, RegisterError, User};
 use tessera_axum::{ClientDevice, LoginClient};
 
@@ -96,23 +98,17 @@ impl From<&User> for UserView {
     )
 )]
 pub async fn signup(
-    State(state): State<AppState>,
+    State(registration): State<Registration>,
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    let registered = registration_policy::register(
-        &state,
-        body.invite.as_deref(),
-        Channel::Api,
-        &client,
-        &body.username,
-        &body.password,
-    )
-    .await
-    .map_err(|refusal| match refusal {
-        Refusal::Unavailable(error) => ApiError::unavailable(error),
-        refusal => ApiError::RegistrationRefused(refusal.kind(), refusal.message()),
-    })?;
+    let registered = registration
+        .register(body.invite.as_deref(), Channel::Api, &client, &body.username, &body.password)
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::Unavailable(error) => ApiError::unavailable(error),
+            refusal => ApiError::RegistrationRefused(refusal.kind(), refusal.message()),
+        })?;
     match registered {
         Ok(user) => {
             tracing::info!(user_id = user.id, "API sign-up");
@@ -142,12 +138,13 @@ pub async fn signup(
     )
 )]
 pub async fn signin(
-    State(state): State<AppState>,
+    State(auth): State<Authenticator>,
+    State(tokens): State<Arc<TokenService>>,
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<SignInRequest>,
 ) -> Result<Response, ApiError> {
     let code = body.second_factor.as_deref();
-    let done = state.auth.password_and_code(&client, &body.username, &body.password, code).await.map_err(|error| {
+    let done = auth.password_and_code(&client, &body.username, &body.password, code).await.map_err(|error| {
         match error {
             LoginError::InvalidCredentials => ApiError::InvalidCredentials,
             LoginError::InvalidSecondFactor => ApiError::InvalidSecondFactor,
@@ -162,7 +159,7 @@ pub async fn signin(
             other => ApiError::unavailable(other),
         }
     })?;
-    let pair = state.tokens.issue_pair(done.user.id).await?;
+    let pair = tokens.issue_pair(done.user.id).await?;
     tracing::info!(user_id = done.user.id, "API sign-in");
     Ok(json_response(StatusCode::OK, &pair))
 }
@@ -183,11 +180,11 @@ pub async fn signin(
     )
 )]
 pub async fn refresh(
-    State(state): State<AppState>,
+    State(tokens): State<Arc<TokenService>>,
     ClientDevice(device): ClientDevice,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Response, ApiError> {
-    match state.tokens.refresh_from(&body.refresh_token, &device).await {
+    match tokens.refresh_from(&body.refresh_token, &device).await {
         Ok(pair) => Ok(json_response(StatusCode::OK, &pair)),
         Err(RefreshError::Refused) => Err(ApiError::InvalidRefreshToken),
         Err(RefreshError::Unavailable(error)) => Err(ApiError::unavailable(error)),
@@ -209,10 +206,10 @@ pub async fn refresh(
     )
 )]
 pub async fn signout(
-    State(state): State<AppState>,
+    State(tokens): State<Arc<TokenService>>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Response, ApiError> {
-    state.tokens.sign_out(&body.refresh_token).await.map_err(ApiError::unavailable)?;
+    tokens.sign_out(&body.refresh_token).await.map_err(ApiError::unavailable)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

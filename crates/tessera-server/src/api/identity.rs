@@ -6,16 +6,18 @@
 //! (browsers attach cookies to cross-site requests; they never attach a
 //! bearer token on their own, so token requests need no CSRF check).
 
-use axum::extract::FromRequestParts;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::Method;
-use tessera_auth::UserDirectory;
+use tessera_auth::Authenticator;
 use tessera_axum::{verify_csrf_header, Session};
 
 use super::problem::ApiError;
-use crate::app::AppState;
+use super::tokens::TokenService;
 use tessera_auth::User;
 
 /// How the caller proved who they are.
@@ -49,21 +51,28 @@ fn bearer_token(parts: &Parts) -> Option<Result<&str, ApiError>> {
     Some(Ok(token.trim()))
 }
 
-async fn enabled_user(state: &AppState, id: i64) -> Result<Option<User>, ApiError> {
-    let user = state.db.users().user_by_id(id).await.map_err(ApiError::unavailable)?;
+async fn enabled_user(auth: &Authenticator, id: i64) -> Result<Option<User>, ApiError> {
+    let user = auth.accounts().directory().user_by_id(id).await.map_err(ApiError::unavailable)?;
     Ok(user.filter(|u| u.disabled_at.is_none()))
 }
 
-impl FromRequestParts<AppState> for ApiUser {
+impl<S> FromRequestParts<S> for ApiUser
+where
+    S: Send + Sync,
+    Authenticator: FromRef<S>,
+    Arc<TokenService>: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Authenticator::from_ref(state);
         // A request that sends a token is judged by the token alone: a bad
         // token never falls back to the cookie.
         if let Some(token) = bearer_token(parts) {
             let token = token.map_err(IntoResponse::into_response)?;
-            let user_id = state.tokens.verify_access(token).await.map_err(IntoResponse::into_response)?;
-            return match enabled_user(state, user_id).await.map_err(IntoResponse::into_response)? {
+            let user_id =
+                Arc::<TokenService>::from_ref(state).verify_access(token).await.map_err(IntoResponse::into_response)?;
+            return match enabled_user(&auth, user_id).await.map_err(IntoResponse::into_response)? {
                 Some(user) => Ok(ApiUser { user, method: AuthMethod::Bearer }),
                 None => Err(ApiError::InvalidToken.into_response()),
             };
@@ -75,7 +84,7 @@ impl FromRequestParts<AppState> for ApiUser {
         if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
             verify_csrf_header(parts).await?;
         }
-        match enabled_user(state, user_id).await.map_err(IntoResponse::into_response)? {
+        match enabled_user(&auth, user_id).await.map_err(IntoResponse::into_response)? {
             Some(user) => Ok(ApiUser { user, method: AuthMethod::Cookie }),
             None => Err(ApiError::Unauthenticated.into_response()),
         }

@@ -17,7 +17,7 @@ use axum::routing::MethodRouter;
 use axum::Router;
 use tessera::Timestamp;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Declares the routes once: both the router and [`ROUTES`] come from here.
 macro_rules! api_routes {

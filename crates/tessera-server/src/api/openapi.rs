@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::problem::{json_response, ProblemDocument};
 use super::{account, auth, email, products, tokens};
-use crate::app::AppState;
+use tessera_auth::Authenticator;
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -79,9 +79,8 @@ impl Modify for SecuritySchemes {
     tag = "meta",
     responses((status = 200, description = "This OpenAPI 3.1 document", body = Object))
 )]
-pub async fn document(State(state): State<AppState>) -> Response {
-    let mut response =
-        json_response(StatusCode::OK, &document_value(state.auth.accounts().policy().effective_min_chars()));
+pub async fn document(State(auth): State<Authenticator>) -> Response {
+    let mut response = json_response(StatusCode::OK, &document_value(auth.accounts().policy().effective_min_chars()));
     // The same for everyone: caches may keep it briefly.
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response

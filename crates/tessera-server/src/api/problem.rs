@@ -1,14 +1,17 @@
 //! Errors of the JSON API as RFC 9457 problem documents, and the JSON body
 //! extractor whose every refusal is a 4xx problem.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tessera_axum::Problem;
 
-use crate::app::AppState;
+/// The largest request body accepted (`server.max_body_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
 
 /// Everything an API handler can refuse with. Each variant has a stable
 /// problem `type`, `/problems/<kind>`.
@@ -182,7 +185,8 @@ impl ApiError {
 pub const UNSUPPORTED_ENCODING_DETAIL: &str =
     "This server does not decode compressed request bodies: send the body without Content-Encoding.";
 
-/// An RFC 9457 problem document.
+/// An RFC 9457 problem document, as the OpenAPI document describes it
+/// (written by [`Problem::json_response`]).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProblemDocument {
     /// Stable per kind of error: `/problems/<kind>`.
@@ -207,13 +211,8 @@ impl IntoResponse for ApiError {
             tracing::warn!(%error, "dependency unavailable; answering 503");
         }
         let (status, kind, title, detail) = self.parts();
-        let document =
-            ProblemDocument { kind: format!("/problems/{kind}"), title: title.into(), status: status.as_u16(), detail };
-        let body = serde_json::to_string(&document).unwrap_or_default();
-        let mut response = (status, body).into_response();
+        let mut response = Problem::new(status, kind, title, &detail).json_response();
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             ApiError::InvalidToken => {
                 headers.insert(
@@ -253,10 +252,15 @@ fn is_json(content_type: &str) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+    BodyLimit: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !is_json(content_type) {
             return Err(ApiError::UnsupportedMediaType);
@@ -268,7 +272,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         }
         // The server-wide RequestBodyLimitLayer refuses bodies that announce
         // a larger Content-Length; this bounds chunked ones too.
-        let bytes = axum::body::to_bytes(request.into_body(), state.max_body_bytes)
+        let bytes = axum::body::to_bytes(request.into_body(), BodyLimit::from_ref(state).0)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
         if std::str::from_utf8(&bytes).is_err() {

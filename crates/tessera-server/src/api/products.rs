@@ -13,9 +13,11 @@ use serde_json::value::RawValue;
 use super::identity::ApiUser;
 use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::rfc3339;
-use crate::app::AppState;
+use crate::database::Database;
 use crate::groups::ADMIN_GROUP;
 use crate::product_store::{Editor, ProductChanges, ProductRow};
+use std::sync::Arc;
+use tessera::{Clock, Timestamp};
 
 /// Longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -211,7 +213,7 @@ const PROBLEM: &str = "application/problem+json";
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(db): State<Database>,
     _caller: ApiUser,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -224,7 +226,7 @@ pub async fn list(
     if offset < 0 {
         return Err(ApiError::InvalidQuery("offset must be zero or more".into()));
     }
-    let (rows, total) = state.db.list_products(limit, offset).await.map_err(ApiError::unavailable)?;
+    let (rows, total) = db.list_products(limit, offset).await.map_err(ApiError::unavailable)?;
     let page = ProductPage { items: rows.into_iter().map(Product::from).collect(), total, limit, offset };
     Ok(json_response(StatusCode::OK, &page))
 }
@@ -247,7 +249,8 @@ pub async fn list(
     )
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(db): State<Database>,
+    State(clock): State<Arc<dyn Clock>>,
     caller: ApiUser,
     ApiJson(body): ApiJson<NewProduct>,
 ) -> Result<Response, ApiError> {
@@ -255,9 +258,8 @@ pub async fn create(
     let (Some(name), Some(description), Some(price)) = (changes.name, changes.description, changes.price) else {
         return Err(ApiError::Validation("name and price are required.".into()));
     };
-    let row = state
-        .db
-        .create_product(caller.user.id, &name, &description, &price, state.clock.now())
+    let row = db
+        .create_product(caller.user.id, &name, &description, &price, clock.now())
         .await
         .map_err(ApiError::unavailable)?;
     let location = format!("/api/products/{}", row.id);
@@ -282,12 +284,12 @@ pub async fn create(
     )
 )]
 pub async fn show(
-    State(state): State<AppState>,
+    State(db): State<Database>,
     _caller: ApiUser,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = product_id(path)?;
-    let row = state.db.product(id).await.map_err(ApiError::unavailable)?.ok_or(ApiError::NotFound)?;
+    let row = db.product(id).await.map_err(ApiError::unavailable)?.ok_or(ApiError::NotFound)?;
     Ok(json_response(StatusCode::OK, &Product::from(row)))
 }
 
@@ -310,14 +312,15 @@ pub async fn show(
     )
 )]
 pub async fn replace(
-    State(state): State<AppState>,
+    State(db): State<Database>,
+    State(clock): State<Arc<dyn Clock>>,
     caller: ApiUser,
     path: Result<Path<String>, PathRejection>,
     ApiJson(body): ApiJson<NewProduct>,
 ) -> Result<Response, ApiError> {
     let id = product_id(path)?;
     let changes = full_changes(body)?;
-    update(&state, &caller, id, changes).await
+    update(&db, clock.now(), &caller, id, changes).await
 }
 
 /// `PATCH /api/products/{id}`: changes some fields.
@@ -339,7 +342,8 @@ pub async fn replace(
     )
 )]
 pub async fn patch(
-    State(state): State<AppState>,
+    State(db): State<Database>,
+    State(clock): State<Arc<dyn Clock>>,
     caller: ApiUser,
     path: Result<Path<String>, PathRejection>,
     ApiJson(body): ApiJson<ProductPatch>,
@@ -352,21 +356,22 @@ pub async fn patch(
         check_description(description)?;
     }
     let price = body.price.as_deref().map(price_from_json).transpose()?;
-    update(&state, &caller, id, ProductChanges { name: body.name, description: body.description, price }).await
+    update(&db, clock.now(), &caller, id, ProductChanges { name: body.name, description: body.description, price })
+        .await
 }
 
 /// What `caller` may change: every product for members of `admin`, else
 /// their own.
-async fn editor(state: &AppState, caller: &ApiUser) -> Result<Editor, ApiError> {
-    let admin = state.db.in_group(caller.user.id, ADMIN_GROUP).await.map_err(ApiError::unavailable)?;
+async fn editor(db: &Database, caller: &ApiUser) -> Result<Editor, ApiError> {
+    let admin = db.in_group(caller.user.id, ADMIN_GROUP).await.map_err(ApiError::unavailable)?;
     Ok(if admin { Editor::Admin } else { Editor::Owner(caller.user.id) })
 }
 
 /// The refusal after a conditional change matched nothing: 403 if the
 /// product exists (products are readable by every signed-in user, so a 404
 /// would hide nothing), else 404.
-async fn not_changed(state: &AppState, id: i64) -> ApiError {
-    match state.db.product(id).await {
+async fn not_changed(db: &Database, id: i64) -> ApiError {
+    match db.product(id).await {
         Ok(Some(_)) => ApiError::Forbidden(NOT_OWNER),
         Ok(None) => ApiError::NotFound,
         Err(error) => ApiError::unavailable(error),
@@ -375,12 +380,18 @@ async fn not_changed(state: &AppState, id: i64) -> ApiError {
 
 const NOT_OWNER: &str = "Only the product's owner or a member of the admin group may change or delete it.";
 
-async fn update(state: &AppState, caller: &ApiUser, id: i64, changes: ProductChanges) -> Result<Response, ApiError> {
-    let editor = editor(state, caller).await?;
-    let row = state.db.update_product(id, editor, &changes, state.clock.now()).await.map_err(ApiError::unavailable)?;
+async fn update(
+    db: &Database,
+    now: Timestamp,
+    caller: &ApiUser,
+    id: i64,
+    changes: ProductChanges,
+) -> Result<Response, ApiError> {
+    let editor = editor(db, caller).await?;
+    let row = db.update_product(id, editor, &changes, now).await.map_err(ApiError::unavailable)?;
     match row {
         Some(row) => Ok(json_response(StatusCode::OK, &Product::from(row))),
-        None => Err(not_changed(state, id).await),
+        None => Err(not_changed(db, id).await),
     }
 }
 
@@ -399,16 +410,16 @@ async fn update(state: &AppState, caller: &ApiUser, id: i64, changes: ProductCha
     )
 )]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(db): State<Database>,
     caller: ApiUser,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = product_id(path)?;
-    let editor = editor(&state, &caller).await?;
-    if state.db.delete_product(id, editor).await.map_err(ApiError::unavailable)? {
+    let editor = editor(&db, &caller).await?;
+    if db.delete_product(id, editor).await.map_err(ApiError::unavailable)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(not_changed(&state, id).await)
+        Err(not_changed(&db, id).await)
     }
 }
 

@@ -19,9 +19,9 @@ use tessera_token::refresh::{self, RefreshToken};
 use tessera_token::{Jwks, KeyPair, KeyRing, TokenError, TokenSettings};
 
 use super::problem::{json_response, ApiError};
-use crate::app::AppState;
 use crate::audit::AuditKind;
 use crate::database::{Database, DatabaseError};
+use crate::public_url::PublicUrl;
 use crate::token_store::RefreshUse;
 
 /// How often the key ring is re-read from the database, so that a key
@@ -399,8 +399,8 @@ async fn load_ring(db: &Database, now: Timestamp, access_ttl: Duration) -> Resul
     tag = "tokens",
     responses((status = 200, description = "The JSON Web Key Set (Ed25519 keys, `kty` OKP)", body = Object))
 )]
-pub async fn jwks(State(state): State<AppState>) -> Response {
-    let mut response = json_response(StatusCode::OK, &state.tokens.jwks().await);
+pub async fn jwks(State(tokens): State<Arc<TokenService>>) -> Response {
+    let mut response = json_response(StatusCode::OK, &tokens.jwks().await);
     // Verifiers may cache it for JWKS_MAX_AGE_SECS: new keys are published
     // that long before they sign, old ones stay until their tokens expire.
     let headers = response.headers_mut();
@@ -436,12 +436,12 @@ pub struct ServerMetadata {
 
 /// The base URL that metadata links start from: the issuer when it is a
 /// URL, else the public URL, else this request's host.
-fn base_url(state: &AppState, headers: &http::HeaderMap) -> String {
-    let issuer = &state.tokens.settings().issuer;
+fn base_url(tokens: &TokenService, public_url: &PublicUrl, headers: &http::HeaderMap) -> String {
+    let issuer = &tokens.settings().issuer;
     if issuer.starts_with("https://") || issuer.starts_with("http://") {
         return issuer.trim_end_matches('/').to_owned();
     }
-    if let Some(url) = &state.public_url {
+    if let Some(url) = public_url.get() {
         return url.trim_end_matches('/').to_owned();
     }
     let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
@@ -455,10 +455,14 @@ fn base_url(state: &AppState, headers: &http::HeaderMap) -> String {
     tag = "tokens",
     responses((status = 200, description = "RFC 8414 metadata: the issuer and its JWKS", body = ServerMetadata))
 )]
-pub async fn metadata(State(state): State<AppState>, headers: http::HeaderMap) -> Response {
-    let base = base_url(&state, &headers);
+pub async fn metadata(
+    State(tokens): State<Arc<TokenService>>,
+    State(public_url): State<PublicUrl>,
+    headers: http::HeaderMap,
+) -> Response {
+    let base = base_url(&tokens, &public_url, &headers);
     let metadata = ServerMetadata {
-        issuer: state.tokens.settings().issuer.clone(),
+        issuer: tokens.settings().issuer.clone(),
         jwks_uri: format!("{base}/.well-known/jwks.json"),
         response_types_supported: Vec::new(),
         service_documentation: format!("{base}/api/openapi.json"),

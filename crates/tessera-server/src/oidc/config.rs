@@ -19,49 +19,56 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(provider.scopes, ["openid", "email", "profile"]);
 /// assert!(!provider.link_by_verified_email);
 /// ```
-#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+/// The same struct is the `[[oidc.providers]]` entry of the settings (one
+/// declaration: the documentation in `docs/configuration.md` comes from
+/// these comments).
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OidcProviderConfig {
-    /// Short name used in URLs (`/auth/oidc/{id}/start`): lowercase ASCII
-    /// letters, digits and `-`.
+    /// Short name used in URLs (`/auth/oidc/{id}/start`): 1 to 32 lowercase
+    /// ASCII letters, digits and `-`. Required.
     pub id: String,
-    /// The issuer URL; discovery reads `{issuer}/.well-known/openid-configuration`.
+    /// The issuer URL; discovery reads
+    /// `{issuer}/.well-known/openid-configuration`. Required.
     pub issuer: String,
-    /// The client ID registered at the provider.
+    /// The client ID registered at the provider. Required.
     pub client_id: String,
-    /// The client secret. Prefer `client_secret_env` outside of tests: flags
-    /// and JSON in the environment are visible to other local users.
-    #[serde(default, skip_serializing)]
+    /// The client secret; masked by `config check`. Prefer
+    /// `client_secret_env`: files and flags are easier to leak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
     /// The name of an environment variable holding the client secret.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_env: Option<String>,
-    /// Scopes requested; `openid` is always added.
+    /// Scopes requested; `openid` is always added. Default `openid`,
+    /// `email`, `profile`.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    /// The button label on the login page (default: the `id`).
-    #[serde(default)]
+    /// The button label on the login page. Default: the `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Whether a first login with an email address this provider asserts as
     /// verified may join the account that already has an identity with that
-    /// same verified address. Off by default: enable it only for providers
-    /// whose verified addresses you trust.
+    /// same verified address. Enable only for providers whose verified
+    /// addresses you trust. Default `false`.
     #[serde(default)]
     pub link_by_verified_email: bool,
-    /// Whether a first login may create an account. `None` (the default):
-    /// only when `accounts.registration` is `open`; `Some(true)`: also under
-    /// `invite`; `Some(false)`: never. Never under `closed`.
+    /// Whether a first login may create an account. Unset: only when
+    /// `accounts.registration` is `open`; `true`: also under `invite` (an
+    /// invitation cannot travel through a provider login); `false`: never.
+    /// Never under `closed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_signup: Option<bool>,
     /// When not empty, a first login creates an account only for an identity
     /// with a verified email address in one of these domains (exact match,
-    /// like Google's `hd`).
+    /// like Google's `hd`). Logins of existing accounts are not affected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_email_domains: Vec<String>,
-    /// The claim (in the ID token or UserInfo) holding the user's groups,
-    /// e.g. `groups`. When set, every login through this provider replaces
-    /// the groups the account got from this provider with the claim's (the
-    /// groups given with `tessera admin group add` stay). Off by default.
+    /// The claim (ID token or UserInfo) holding the user's groups, e.g.
+    /// `groups` (request its scope in `scopes` if the provider needs one).
+    /// When set, each login through this provider replaces the groups the
+    /// account got from it with the claim's; groups given with `tessera
+    /// admin group add` stay. Unset (the default): no groups from providers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups_claim: Option<String>,
 }

@@ -1,7 +1,8 @@
 //! The login-flow cookie: what the callback needs to finish a login that
 //! this browser started (PKCE verifier, `state`, `nonce`, where to go next),
-//! sealed with XChaCha20-Poly1305 under a server secret so the browser can
-//! neither read nor alter it.
+//! sealed under a server secret with the sealer of cookie sessions
+//! (`tessera-store-cookie`: XChaCha20-Poly1305, the cookie name bound as
+//! associated data) so the browser can neither read nor alter it.
 //!
 //! It is short-lived (ten minutes), `HttpOnly`, and always `SameSite=Lax`:
 //! the provider's redirect back is a cross-site top-level navigation, which
@@ -11,14 +12,14 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use http::header::SET_COOKIE;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use tessera::CookieSealer as _;
 use tessera::{CookieConfig, SameSite};
+use tessera_axum::cookies;
+use tessera_store_cookie::{CookieSealer, SealerError, SealingKey};
 
 /// How long a started login may take.
 pub const FLOW_LIFETIME: Duration = Duration::from_secs(600);
@@ -66,18 +67,19 @@ pub struct Flow {
 /// Seals and opens flow cookies.
 #[derive(Clone)]
 pub struct FlowSealer {
-    cipher: XChaCha20Poly1305,
+    sealer: CookieSealer,
     cookie: CookieConfig,
 }
 
 impl FlowSealer {
     /// A sealer with the 32-byte server secret `key`, writing cookies with
     /// the session cookie's `Secure` setting.
-    pub fn new(key: [u8; 32], session_cookie: &CookieConfig) -> Self {
+    pub fn new(key: [u8; 32], session_cookie: &CookieConfig) -> Result<Self, SealerError> {
         // The flow cookie belongs to tessera's host only and must survive the
         // provider's cross-site redirect: no Domain, always Lax.
         let cookie = CookieConfig { domain: None, same_site: SameSite::Lax, ..session_cookie.clone() };
-        FlowSealer { cipher: XChaCha20Poly1305::new(&key.into()), cookie }
+        let sealer = CookieSealer::new(&cookie.prefixed(COOKIE), vec![SealingKey::from_bytes(0, key)])?;
+        Ok(FlowSealer { sealer, cookie })
     }
 
     /// The cookie's name (`__Host-oidc-flow` when secure).
@@ -88,53 +90,24 @@ impl FlowSealer {
     /// Adds the cookie carrying `flow`.
     pub fn set(&self, flow: &Flow, headers: &mut HeaderMap) -> Result<(), String> {
         let plain = serde_json::to_vec(flow).map_err(|e| e.to_string())?;
-        let mut nonce = [0u8; 24];
-        OsRng.fill_bytes(&mut nonce);
-        let name = self.cookie_name();
-        let sealed = self
-            .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain, aad: name.as_bytes() })
-            .map_err(|_| "sealing the flow cookie failed".to_owned())?;
-        let mut bytes = nonce.to_vec();
-        bytes.extend_from_slice(&sealed);
-        let cookie = self.cookie.cookie(name, URL_SAFE_NO_PAD.encode(bytes), Some(FLOW_LIFETIME));
-        append(headers, &cookie.to_string());
+        let cookie = self.cookie.cookie(self.cookie_name(), self.sealer.seal(&plain), Some(FLOW_LIFETIME));
+        cookies::set(headers, &cookie);
         Ok(())
     }
 
     /// Adds the cookie that removes the flow cookie.
     pub fn clear(&self, headers: &mut HeaderMap) {
         let cookie = self.cookie.cookie(self.cookie_name(), String::new(), Some(Duration::ZERO));
-        append(headers, &cookie.to_string());
+        cookies::set(headers, &cookie);
     }
 
     /// The flow the request's cookie carries, if it opens (any tampering
     /// fails authentication) and has not expired at `now_millis`.
     pub fn read(&self, headers: &HeaderMap, now_millis: i64) -> Option<Flow> {
         let name = self.cookie_name();
-        let value = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .flat_map(|h| h.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value)?;
-        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
-        if bytes.len() < 24 + 16 {
-            return None;
-        }
-        let (nonce, sealed) = bytes.split_at(24);
-        let plain =
-            self.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: name.as_bytes() }).ok()?;
-        let flow: Flow = serde_json::from_slice(&plain).ok()?;
+        let opened = self.sealer.open(cookies::value(headers, &name)?)?;
+        let flow: Flow = serde_json::from_slice(&opened.payload).ok()?;
         (flow.expires_at > now_millis).then_some(flow)
-    }
-}
-
-fn append(headers: &mut HeaderMap, cookie: &str) {
-    if let Ok(value) = HeaderValue::from_str(cookie) {
-        headers.append(SET_COOKIE, value);
     }
 }
 
@@ -148,6 +121,8 @@ pub fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::SET_COOKIE;
+    use http::HeaderValue;
 
     fn flow(expires_at: i64) -> Flow {
         Flow {
@@ -175,7 +150,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_tampering_expiry_and_other_keys() {
-        let sealer = FlowSealer::new([7; 32], &CookieConfig::default());
+        let sealer = FlowSealer::new([7; 32], &CookieConfig::default()).unwrap();
         let mut headers = HeaderMap::new();
         sealer.set(&flow(1000), &mut headers).unwrap();
         let set = headers.get(SET_COOKIE).unwrap().to_str().unwrap();
@@ -184,7 +159,7 @@ mod tests {
         let opened = sealer.read(&request, 999).unwrap();
         assert_eq!((opened.state.as_str(), opened.max_age), ("s", Some(600)));
         assert!(sealer.read(&request, 1000).is_none(), "expired");
-        assert!(FlowSealer::new([8; 32], &CookieConfig::default()).read(&request, 0).is_none(), "other key");
+        assert!(FlowSealer::new([8; 32], &CookieConfig::default()).unwrap().read(&request, 0).is_none(), "other key");
         let mut tampered = request.get(http::header::COOKIE).unwrap().to_str().unwrap().to_owned();
         let last = tampered.pop().unwrap();
         tampered.push(if last == 'A' { 'B' } else { 'A' });
@@ -197,7 +172,7 @@ mod tests {
     fn strict_session_cookies_still_get_a_lax_flow_cookie() {
         let config =
             CookieConfig { same_site: SameSite::Strict, domain: Some("example.com".into()), ..Default::default() };
-        let sealer = FlowSealer::new([1; 32], &config);
+        let sealer = FlowSealer::new([1; 32], &config).unwrap();
         let mut headers = HeaderMap::new();
         sealer.set(&flow(1), &mut headers).unwrap();
         let set = headers.get(SET_COOKIE).unwrap().to_str().unwrap();

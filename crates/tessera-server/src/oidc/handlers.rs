@@ -12,23 +12,29 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use tessera::Timestamp;
-use tessera_auth::LoginError;
+use tessera::{Clock, Timestamp};
+use tessera_auth::{Authenticator, LoginError};
 use tessera_axum::{CsrfForm, Problem};
 
 use super::flow_cookie::{random_id, Flow, FLOW_LIFETIME};
 use super::identities::{resolve, Outcome, ResolveError};
 use super::provider::{Provider, VerifiedIdentity, VerifiedLogin};
-use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::auth_events::ServerEvents;
+use crate::database::Database;
 use crate::error_pages::ServerError;
+use crate::forward_auth::ForwardAuthConfig;
+use crate::oidc::Oidc;
 use crate::pages::login::continue_login;
 use crate::pages::PageContext;
-use crate::reauthentication::{self, ProviderAuthentication, Recency};
+use crate::reauthentication::{self, ProviderAuthentication, Reauthentication, Recency};
+use crate::registration_policy::Registration;
+use crate::services::services;
+use std::sync::Arc;
 
 /// The start form: its CSRF token, where to go after login, and (when a
 /// logged-in user links with a stale authentication) the current password.
@@ -51,6 +57,23 @@ pub struct CallbackQuery {
     state: Option<String>,
     iss: Option<String>,
     error: Option<String>,
+}
+
+services! {
+    /// What the OpenID Connect routes use: the providers, the authentication
+    /// core, the server's tables (flows, identities, groups), the audit trail,
+    /// the registration policy, recent authentication, and where a login may go
+    /// next.
+    pub struct ProviderFlows {
+        oidc: Arc<Oidc>,
+        auth: Authenticator,
+        db: Database,
+        events: ServerEvents,
+        registration: Registration,
+        reauth: Reauthentication,
+        forward_auth: Arc<ForwardAuthConfig>,
+        clock: Arc<dyn Clock>,
+    }
 }
 
 /// A refused login: a page in the site's look (or a problem document).
@@ -77,22 +100,22 @@ const START_AGAIN: &str = "Nothing was changed. Please start again from the logi
 /// `401` and nothing starts. The link then sends `max_age`, and the
 /// callback links only with an `auth_time` within it.
 pub async fn start(
-    State(state): State<AppState>,
+    flows: ProviderFlows,
     Path(provider_id): Path<String>,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<StartForm>,
 ) -> Response {
-    let Some(provider) = state.oidc.provider(&provider_id) else { return ServerError::NotFound.into_response() };
+    let Some(provider) = flows.oidc.provider(&provider_id) else { return ServerError::NotFound.into_response() };
     if let Some(user) = &ctx.user {
         let password = form.current_password.as_deref();
-        match reauthentication::ensure_recent(&state, &ctx.session, user, password, &ctx.client).await {
+        match flows.reauth.ensure_recent(&ctx.session, user, password, &ctx.client).await {
             Ok(Recency::Recent) => {}
             Ok(Recency::Stale) => {
                 return refused(
                     StatusCode::UNAUTHORIZED,
                     "reauthentication-required",
                     "Confirm it is you",
-                    &format!("{} Nothing was linked.", reauthentication::stale_message(user, state.reauth_window)),
+                    &format!("{} Nothing was linked.", flows.reauth.stale_message(user)),
                 );
             }
             Ok(Recency::Wrong) => {
@@ -130,7 +153,7 @@ pub async fn start(
     // The link is bound to this session (its handle after any step-up above
     // gave it a new ID), not only to the user.
     let session = ctx.user.as_ref().and_then(|_| ctx.session.handle()).map(|h| h.as_str().to_owned());
-    begin(&state, &provider_id, provider, form.next, purpose, session).await
+    begin(&flows, &provider_id, provider, form.next, purpose, session).await
 }
 
 /// Starts a re-authentication at the provider for the logged-in user (the
@@ -144,14 +167,14 @@ pub async fn start(
 /// steps the session up to a new ID. Only an identity already linked to
 /// this account counts.
 pub async fn reauthenticate(
-    State(state): State<AppState>,
+    flows: ProviderFlows,
     Path(provider_id): Path<String>,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<ReauthenticateForm>,
 ) -> Response {
-    let Some(provider) = state.oidc.provider(&provider_id) else { return ServerError::NotFound.into_response() };
+    let Some(provider) = flows.oidc.provider(&provider_id) else { return ServerError::NotFound.into_response() };
     let Some(user) = &ctx.user else { return Redirect::to("/login").into_response() };
-    match state.db.identities_of(user.id).await {
+    match flows.db.identities_of(user.id).await {
         Ok(identities) if identities.iter().any(|i| i.issuer == provider.issuer()) => {}
         Ok(_) => {
             return refused(
@@ -163,7 +186,7 @@ pub async fn reauthenticate(
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    begin(&state, &provider_id, provider, form.next, Purpose::Reauthenticate(user.id), None).await
+    begin(&flows, &provider_id, provider, form.next, Purpose::Reauthenticate(user.id), None).await
 }
 
 /// Why a flow was started.
@@ -180,7 +203,7 @@ enum Purpose {
 /// Seals the flow into its cookie and redirects to the provider, with
 /// `max_age` for step-ups.
 async fn begin(
-    state: &AppState,
+    flows: &ProviderFlows,
     provider_id: &str,
     provider: &Provider,
     next: Option<String>,
@@ -193,7 +216,7 @@ async fn begin(
     // checks rather than trusting that the provider honoured a prompt.
     let max_age = match purpose {
         Purpose::Login => None,
-        Purpose::Link(_) | Purpose::Reauthenticate(_) => Some(Duration::from_secs(state.reauth_window.as_secs())),
+        Purpose::Link(_) | Purpose::Reauthenticate(_) => Some(Duration::from_secs(flows.reauth.window().as_secs())),
     };
     let authorization = match provider.authorize(max_age).await {
         Ok(authorization) => authorization,
@@ -213,7 +236,7 @@ async fn begin(
         state: authorization.state,
         nonce: authorization.nonce,
         pkce_verifier: authorization.pkce_verifier,
-        next: state.forward_auth.checked_next(next),
+        next: flows.forward_auth.checked_next(next),
         link_user: match purpose {
             Purpose::Link(user) => Some(user),
             _ => None,
@@ -227,10 +250,10 @@ async fn begin(
             _ => None,
         },
         max_age: max_age.map(|age| age.as_secs()),
-        expires_at: state.oidc.now_millis() + FLOW_LIFETIME.as_millis() as i64,
+        expires_at: flows.oidc.now_millis() + FLOW_LIFETIME.as_millis() as i64,
     };
     let mut response = Redirect::to(&authorization.url).into_response();
-    if let Err(error) = state.oidc.sealer().set(&flow, response.headers_mut()) {
+    if let Err(error) = flows.oidc.sealer().set(&flow, response.headers_mut()) {
         return ServerError::unavailable(error).into_response();
     }
     tracing::info!(provider = %provider_id, ?purpose, max_age = flow.max_age, "OIDC login started");
@@ -240,28 +263,28 @@ async fn begin(
 /// Finishes a login: checks the flow cookie, `state`, single use, then the
 /// code exchange and the ID token, and logs in, links or creates the account.
 pub async fn callback(
-    State(state): State<AppState>,
+    flows: ProviderFlows,
     Path(provider_id): Path<String>,
     ctx: PageContext,
     Query(query): Query<CallbackQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let mut response = finish(&state, &provider_id, &ctx, query, &headers).await;
+    let mut response = finish(&flows, &provider_id, &ctx, query, &headers).await;
     // The flow cookie is single-use whatever happened.
-    state.oidc.sealer().clear(response.headers_mut());
+    flows.oidc.sealer().clear(response.headers_mut());
     response
 }
 
 async fn finish(
-    state: &AppState,
+    flows: &ProviderFlows,
     provider_id: &str,
     ctx: &PageContext,
     query: CallbackQuery,
     headers: &HeaderMap,
 ) -> Response {
-    let Some(provider) = state.oidc.provider(provider_id) else { return ServerError::NotFound.into_response() };
-    let now = state.oidc.now_millis();
-    let Some(flow) = state.oidc.sealer().read(headers, now).filter(|f| f.provider == provider_id) else {
+    let Some(provider) = flows.oidc.provider(provider_id) else { return ServerError::NotFound.into_response() };
+    let now = flows.oidc.now_millis();
+    let Some(flow) = flows.oidc.sealer().read(headers, now).filter(|f| f.provider == provider_id) else {
         tracing::info!(provider = %provider_id, "OIDC callback refused: no valid flow cookie");
         return refused(
             StatusCode::BAD_REQUEST,
@@ -293,7 +316,7 @@ async fn finish(
             &format!("The answer from the provider does not belong to the sign-in this browser started. {START_AGAIN}"),
         );
     };
-    match state.db.consume_flow(&flow.id, flow.expires_at, now).await {
+    match flows.db.consume_flow(&flow.id, flow.expires_at, now).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(provider = %provider_id, "OIDC callback refused: replayed");
@@ -328,13 +351,13 @@ async fn finish(
         Some(max_age) => {
             match reauthentication::check_provider_auth_time(auth_time, Duration::from_secs(max_age), now) {
                 Ok(at) => Some(at),
-                Err(why) => return stale_provider_login(state, ctx, provider_id, &flow, why).await,
+                Err(why) => return stale_provider_login(flows, ctx, provider_id, &flow, why).await,
             }
         }
         None => None,
     };
     if let Some(asked) = flow.reauth_user {
-        return reauthenticated(state, ctx, provider_id, &flow, &identity, asked, fresh_at).await;
+        return reauthenticated(flows, ctx, provider_id, &flow, &identity, asked, fresh_at).await;
     }
 
     // Linking: the browser must still hold the very session that asked,
@@ -366,16 +389,16 @@ async fn finish(
     }
     let link_by_email = provider.config.link_by_verified_email;
     let signup = crate::registration_policy::oidc_signup(
-        state.registration,
+        flows.registration.policy(),
         &provider.config,
         identity.verified_email.as_deref(),
     );
     let may_create = signup.is_ok();
-    let outcome = resolve(&state.db, &identity, flow.link_user, link_by_email, may_create, now).await;
+    let outcome = resolve(&flows.db, &identity, flow.link_user, link_by_email, may_create, now).await;
     let user = match outcome {
         Ok(Outcome::Existing(user)) => user,
         Ok(Outcome::Linked(user)) => {
-            state.events.record(AuditKind::IdentityLinked, Some(user.id), &ctx.device, now).await;
+            flows.events.record(AuditKind::IdentityLinked, Some(user.id), &ctx.device, now).await;
             user
         }
         Ok(Outcome::Created(user)) => {
@@ -410,7 +433,7 @@ async fn finish(
         // often leave out empty claims): the safe reading for access rules.
         let groups = groups.unwrap_or_default();
         let source = format!("oidc:{provider_id}");
-        if let Err(error) = state.db.set_groups_from(user.id, &source, &groups, now).await {
+        if let Err(error) = flows.db.set_groups_from(user.id, &source, &groups, now).await {
             return ServerError::unavailable(error).into_response();
         }
         tracing::info!(user_id = user.id, provider = %provider_id, groups = groups.join(","), "groups from the provider's claim");
@@ -426,8 +449,8 @@ async fn finish(
     }
     let auth_age_secs = auth_time.map(|at| now.since(at).as_secs());
     tracing::info!(user_id = user.id, provider = %provider_id, auth_age_secs, "provider login succeeded (OIDC)");
-    let next = state.forward_auth.checked_next(flow.next);
-    log_in_or_ask_second_factor(state, ctx, &user, auth_time, next).await
+    let next = flows.forward_auth.checked_next(flow.next);
+    log_in_or_ask_second_factor(flows, ctx, &user, auth_time, next).await
 }
 
 /// Hands a provider login for `user` to the authentication core, which
@@ -436,14 +459,14 @@ async fn finish(
 /// one factor as far as tessera knows (it does not read `acr` or `amr`),
 /// exactly like a password.
 async fn log_in_or_ask_second_factor(
-    state: &AppState,
+    flows: &ProviderFlows,
     ctx: &PageContext,
     user: &tessera_auth::User,
     auth_time: Option<Timestamp>,
     next: Option<String>,
 ) -> Response {
-    match state.auth.provider(&ctx.client, user.clone(), auth_time, next.clone()).await {
-        Ok(step) => continue_login(state, ctx, step, next),
+    match flows.auth.provider(&ctx.client, user.clone(), auth_time, next.clone()).await {
+        Ok(step) => continue_login(ctx, step, next),
         Err(LoginError::InvalidCredentials) => refused(
             StatusCode::FORBIDDEN,
             "account-disabled",
@@ -457,7 +480,7 @@ async fn log_in_or_ask_second_factor(
 /// Refuses a step-up whose ID token does not show a sign-in within the
 /// `max_age` that was sent: audited for the user who asked, nothing changed.
 async fn stale_provider_login(
-    state: &AppState,
+    flows: &ProviderFlows,
     ctx: &PageContext,
     provider_id: &str,
     flow: &Flow,
@@ -476,7 +499,7 @@ async fn stale_provider_login(
         reason,
         "OIDC step-up refused: the provider did not confirm a recent sign-in"
     );
-    state.events.record(AuditKind::ReauthenticationRefused, user_id, &ctx.device, state.clock.now()).await;
+    flows.events.record(AuditKind::ReauthenticationRefused, user_id, &ctx.device, flows.clock.now()).await;
     let minutes = flow.max_age.unwrap_or_default().div_ceil(60);
     let nothing = if flow.link_user.is_some() { "Nothing was linked." } else { "Nothing was changed." };
     let when = match why {
@@ -498,7 +521,7 @@ async fn stale_provider_login(
 /// the identity linked to that account; then the session steps up (new ID)
 /// with the provider's `auth_time` as the authentication time.
 async fn reauthenticated(
-    state: &AppState,
+    flows: &ProviderFlows,
     ctx: &PageContext,
     provider_id: &str,
     flow: &Flow,
@@ -514,7 +537,7 @@ async fn reauthenticated(
             &format!("Nothing was changed. {START_AGAIN}"),
         );
     }
-    match state.db.identity(&identity.issuer, &identity.subject).await {
+    match flows.db.identity(&identity.issuer, &identity.subject).await {
         Ok(Some(linked)) if linked.user_id == asked => {}
         Ok(_) => {
             tracing::info!(user_id = asked, provider = %provider_id, "OIDC step-up refused: identity not linked to the account");
@@ -531,11 +554,11 @@ async fn reauthenticated(
     // Re-authentication flows always send max_age, so fresh_at is known;
     // a flow without it proves nothing and is refused like a stale one.
     let Some(at) = fresh_at else {
-        return stale_provider_login(state, ctx, provider_id, flow, ProviderAuthentication::MissingAuthTime).await;
+        return stale_provider_login(flows, ctx, provider_id, flow, ProviderAuthentication::MissingAuthTime).await;
     };
     reauthentication::stepped_up(&ctx.session, at);
     tracing::info!(user_id = asked, provider = %provider_id, "re-authenticated at the provider (OIDC step-up)");
-    let next = state.forward_auth.checked_next(flow.next.clone());
+    let next = flows.forward_auth.checked_next(flow.next.clone());
     Redirect::to(next.as_deref().unwrap_or("/account")).into_response()
 }
 

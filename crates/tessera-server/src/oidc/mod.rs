@@ -75,7 +75,8 @@ impl Oidc {
                 providers.push(Arc::new(Provider::new(config.clone(), redirect, http.clone(), jwks_min_refresh)?));
             }
         }
-        Ok(Oidc { providers, sealer: FlowSealer::new(flow_key, cookie), clock })
+        let sealer = FlowSealer::new(flow_key, cookie).map_err(|e| format!("the flow cookie sealer: {e}"))?;
+        Ok(Oidc { providers, sealer, clock })
     }
 
     /// The provider with `id`.

@@ -18,12 +18,18 @@ use tessera_auth::Channel;
 use tessera_axum::{CsrfForm, RequireUser};
 
 use super::{with_retry_after, Chrome, PageContext};
-use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::auth_events::ServerEvents;
+use crate::database::Database;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
-use crate::oidc::ProviderButton;
+use crate::oidc::{Oidc, ProviderButton};
+use crate::reauthentication::Reauthentication;
 use crate::reauthentication::{self, Confirmation, Recency};
+use crate::services::services;
+use std::sync::Arc;
+use tessera::Clock;
+use tessera_auth::Authenticator;
 use tessera_auth::User;
 
 #[derive(Template)]
@@ -63,18 +69,28 @@ struct SignInMethods {
     groups: Vec<String>,
 }
 
-async fn sign_in_methods(state: &AppState, user: &User) -> Result<SignInMethods, ServerError> {
-    let identities = state.db.identities_of(user.id).await.map_err(ServerError::unavailable)?;
-    let groups = state.db.groups_of(user.id).await.map_err(ServerError::unavailable)?;
+services! {
+    /// What the account page is made of: the server's tables (identities,
+    /// groups), the configured providers, and recent authentication.
+    pub struct AccountPages {
+        db: Database,
+        oidc: Arc<Oidc>,
+        reauth: Reauthentication,
+    }
+}
+
+async fn sign_in_methods(pages: &AccountPages, user: &User) -> Result<SignInMethods, ServerError> {
+    let identities = pages.db.identities_of(user.id).await.map_err(ServerError::unavailable)?;
+    let groups = pages.db.groups_of(user.id).await.map_err(ServerError::unavailable)?;
     let has_password = user.password_hash.is_some();
     let can_unlink = has_password || identities.len() > 1;
-    let providers = state.oidc.buttons();
+    let providers = pages.oidc.buttons();
     let reauth_providers =
         providers.iter().filter(|p| identities.iter().any(|i| i.issuer == p.issuer)).cloned().collect();
     let identities = identities
         .into_iter()
         .map(|identity| IdentityRow {
-            provider: state.oidc.label_for_issuer(&identity.issuer).unwrap_or_else(|| identity.issuer.clone()),
+            provider: pages.oidc.label_for_issuer(&identity.issuer).unwrap_or_else(|| identity.issuer.clone()),
             linked_at: time::OffsetDateTime::from_unix_timestamp(identity.linked_at.as_millis() / 1000)
                 .ok()
                 .and_then(|t| t.format(time::macros::format_description!("[day] [month repr:short] [year]")).ok())
@@ -88,17 +104,17 @@ async fn sign_in_methods(state: &AppState, user: &User) -> Result<SignInMethods,
 }
 
 /// The account overview.
-pub async fn show(State(state): State<AppState>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
+pub async fn show(pages: AccountPages, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    let methods = match sign_in_methods(&state, &user).await {
+    let methods = match sign_in_methods(&pages, &user).await {
         Ok(methods) => methods,
         Err(error) => return error.into_response(),
     };
-    ctx.render(StatusCode::OK, &account_page(&state, &ctx, user.username, None, methods))
+    ctx.render(StatusCode::OK, &account_page(&pages, &ctx, user.username, None, methods))
 }
 
 fn account_page(
-    state: &AppState,
+    pages: &AccountPages,
     ctx: &PageContext,
     username: String,
     delete_error: Option<String>,
@@ -109,40 +125,40 @@ fn account_page(
         username,
         delete_error,
         methods,
-        needs_reauth: !reauthentication::is_recent(&ctx.session, state.clock.now(), state.reauth_window),
-        reauth_minutes: state.reauth_window.as_secs().div_ceil(60),
+        needs_reauth: !pages.reauth.is_recent_now(&ctx.session),
+        reauth_minutes: pages.reauth.window().as_secs().div_ceil(60),
     }
 }
 
 /// The account page with an error about sign-in methods.
 async fn methods_error(
-    state: &AppState,
+    pages: &AccountPages,
     ctx: &PageContext,
     user: &User,
     status: StatusCode,
     error: String,
 ) -> Response {
-    let mut methods = match sign_in_methods(state, user).await {
+    let mut methods = match sign_in_methods(pages, user).await {
         Ok(methods) => methods,
         Err(error) => return error.into_response(),
     };
     methods.error = Some(error);
-    ctx.render(status, &account_page(state, ctx, user.username.clone(), None, methods))
+    ctx.render(status, &account_page(pages, ctx, user.username.clone(), None, methods))
 }
 
 /// The account page with an error about deletion.
 async fn delete_refused(
-    state: &AppState,
+    pages: &AccountPages,
     ctx: &PageContext,
     user: &User,
     status: StatusCode,
     error: String,
 ) -> Response {
-    let methods = match sign_in_methods(state, user).await {
+    let methods = match sign_in_methods(pages, user).await {
         Ok(methods) => methods,
         Err(error) => return error.into_response(),
     };
-    ctx.render(status, &account_page(state, ctx, user.username.clone(), Some(error), methods))
+    ctx.render(status, &account_page(pages, ctx, user.username.clone(), Some(error), methods))
 }
 
 /// "Please wait" for throttled password confirmations.
@@ -165,38 +181,40 @@ pub struct UnlinkForm {
 /// Needs a recent authentication (or the password, which steps the session
 /// up); the change is audited.
 pub async fn unlink(
-    State(state): State<AppState>,
+    pages: AccountPages,
+    State(events): State<ServerEvents>,
+    State(clock): State<Arc<dyn Clock>>,
     RequireUser(_): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<UnlinkForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
     let password = form.current_password.as_deref();
-    match reauthentication::ensure_recent(&state, &ctx.session, &user, password, &ctx.client).await {
+    match pages.reauth.ensure_recent(&ctx.session, &user, password, &ctx.client).await {
         Ok(Recency::Recent) => {}
         Ok(Recency::Stale) => {
-            let message = reauthentication::stale_message(&user, state.reauth_window);
-            return methods_error(&state, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
+            let message = pages.reauth.stale_message(&user);
+            return methods_error(&pages, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
         }
         Ok(Recency::Wrong) => {
             let message = "That is not your current password. Nothing was unlinked.".to_owned();
-            return methods_error(&state, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
+            return methods_error(&pages, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
         }
         Ok(Recency::Throttled(wait)) => {
-            let response = methods_error(&state, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, wait_message(wait)).await;
+            let response = methods_error(&pages, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, wait_message(wait)).await;
             return with_retry_after(response, wait);
         }
         Err(error) => return ServerError::unavailable(error).into_response(),
     }
-    match state.db.unlink_identity(user.id, &form.issuer, &form.subject).await {
+    match pages.db.unlink_identity(user.id, &form.issuer, &form.subject).await {
         Ok(true) => {
-            state.events.record(AuditKind::IdentityUnlinked, Some(user.id), &ctx.device, state.clock.now()).await;
+            events.record(AuditKind::IdentityUnlinked, Some(user.id), &ctx.device, clock.now()).await;
             Redirect::to("/account").into_response()
         }
         Ok(false) => {
             let message =
                 "That identity cannot be unlinked: it is not linked to this account, or it is your only way to log in.";
-            methods_error(&state, &ctx, &user, StatusCode::CONFLICT, message.to_owned()).await
+            methods_error(&pages, &ctx, &user, StatusCode::CONFLICT, message.to_owned()).await
         }
         Err(error) => ServerError::unavailable(error).into_response(),
     }
@@ -223,47 +241,47 @@ pub struct DeleteForm {
 /// e.g. after "Confirm with …") is within the recent-authentication window
 /// and the user types the user name, which guards against a stray click.
 pub async fn delete(
-    State(state): State<AppState>,
+    State(auth): State<Authenticator>,
+    pages: AccountPages,
     RequireUser(_): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
     if user.password_hash.is_none() {
-        if !reauthentication::is_recent(&ctx.session, state.clock.now(), state.reauth_window) {
-            let message = reauthentication::stale_message(&user, state.reauth_window) + " Nothing was deleted.";
-            return delete_refused(&state, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
+        if !pages.reauth.is_recent_now(&ctx.session) {
+            let message = pages.reauth.stale_message(&user) + " Nothing was deleted.";
+            return delete_refused(&pages, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
         }
         // User names are ASCII and case-insensitive.
         if !form.confirm_username.trim().eq_ignore_ascii_case(&user.username) {
             let message = "Type your user name exactly as shown to confirm. Nothing was deleted.".to_owned();
-            return delete_refused(&state, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, message).await;
+            return delete_refused(&pages, &ctx, &user, StatusCode::UNPROCESSABLE_ENTITY, message).await;
         }
     } else {
-        match reauthentication::confirm_password(&state, Channel::Web, &ctx.client, &user, &form.current_password).await
-        {
+        match pages.reauth.confirm_password(Channel::Web, &ctx.client, &user, &form.current_password).await {
             Ok(Confirmation::Confirmed) => {}
             Ok(Confirmation::Wrong) => {
                 let message = "That is not your current password. Nothing was deleted.".to_owned();
-                return delete_refused(&state, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
+                return delete_refused(&pages, &ctx, &user, StatusCode::UNAUTHORIZED, message).await;
             }
             Ok(Confirmation::Throttled(wait)) => {
                 let message = wait_message(wait) + " Nothing was deleted.";
-                let response = delete_refused(&state, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, message).await;
+                let response = delete_refused(&pages, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, message).await;
                 return with_retry_after(response, wait);
             }
             Err(error) => return ServerError::unavailable(error).into_response(),
         }
     }
-    if let Err(error) = state.auth.revoke_everything(user.id, None).await {
+    if let Err(error) = auth.revoke_everything(user.id, None).await {
         return ServerError::unavailable(error).into_response();
     }
-    if let Err(error) = state.db.delete_user(user.id).await {
+    if let Err(error) = pages.db.delete_user(user.id).await {
         return ServerError::unavailable(error).into_response();
     }
     tracing::info!(target: "tessera::audit", event = AuditKind::AccountDeleted.as_str(), user_id = user.id, "account deleted");
     ctx.session.logout();
     let mut response = Redirect::to("/").into_response();
-    Flash::AccountDeleted.set(state.engine.cookie_config(), response.headers_mut());
+    Flash::AccountDeleted.set(ctx.cookie(), response.headers_mut());
     response
 }

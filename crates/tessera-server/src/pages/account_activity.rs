@@ -7,8 +7,8 @@ use http::StatusCode;
 use tessera_axum::RequireUser;
 
 use super::{display_time, Chrome, PageContext};
-use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::database::Database;
 use crate::error_pages::ServerError;
 
 struct Row {
@@ -27,12 +27,13 @@ struct ActivityPage {
 }
 
 /// The latest 50 events.
-pub async fn show(State(state): State<AppState>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
-    let Some(user) = ctx.user.as_ref() else { return StatusCode::SEE_OTHER.into_response() };
-    let events = match state.db.audit_events(user.id, 50).await {
-        Ok(events) => events,
-        Err(error) => return ServerError::unavailable(error).into_response(),
-    };
+pub async fn show(
+    State(db): State<Database>,
+    RequireUser(_): RequireUser,
+    ctx: PageContext,
+) -> Result<Response, ServerError> {
+    let Some(user) = ctx.user.as_ref() else { return Ok(StatusCode::SEE_OTHER.into_response()) };
+    let events = db.audit_events(user.id, 50).await.map_err(ServerError::unavailable)?;
     let events = events
         .into_iter()
         .map(|event| {
@@ -46,5 +47,5 @@ pub async fn show(State(state): State<AppState>, RequireUser(_): RequireUser, ct
             }
         })
         .collect();
-    ctx.render(StatusCode::OK, &ActivityPage { page: ctx.chrome("Recent activity"), events })
+    Ok(ctx.render(StatusCode::OK, &ActivityPage { page: ctx.chrome("Recent activity"), events }))
 }

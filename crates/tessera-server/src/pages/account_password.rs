@@ -5,14 +5,16 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use serde::Deserialize;
-use tessera_auth::Channel;
+use std::sync::Arc;
+
+use tessera::Clock;
+use tessera_auth::{Authenticator, Channel};
 use tessera_axum::{CsrfForm, RequireUser};
 
 use super::{with_retry_after, Chrome, PageContext};
-use crate::app::AppState;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
-use crate::reauthentication::{self, Confirmation};
+use crate::reauthentication::{self, Confirmation, Reauthentication};
 use tessera_auth::accounts::RegisterError;
 
 #[derive(Template)]
@@ -26,11 +28,11 @@ struct PasswordPage {
     new_error: Option<String>,
 }
 
-fn view(ctx: &PageContext, state: &AppState, username: String) -> PasswordPage {
+fn view(ctx: &PageContext, auth: &Authenticator, username: String) -> PasswordPage {
     PasswordPage {
         page: ctx.chrome("Change password"),
         username,
-        min_password: state.auth.accounts().policy().effective_min_chars(),
+        min_password: auth.accounts().policy().effective_min_chars(),
         form_error: None,
         current_error: None,
         new_error: None,
@@ -38,9 +40,9 @@ fn view(ctx: &PageContext, state: &AppState, username: String) -> PasswordPage {
 }
 
 /// The form.
-pub async fn show(State(state): State<AppState>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
+pub async fn show(State(auth): State<Authenticator>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    ctx.render(StatusCode::OK, &view(&ctx, &state, user.username))
+    ctx.render(StatusCode::OK, &view(&ctx, &auth, user.username))
 }
 
 /// The form's fields.
@@ -57,45 +59,46 @@ pub struct PasswordForm {
 /// session a new ID. The current password is checked behind the login
 /// throttle (`429` with `Retry-After` once blocked).
 pub async fn submit(
-    State(state): State<AppState>,
+    State(auth): State<Authenticator>,
+    State(reauth): State<Reauthentication>,
+    State(clock): State<Arc<dyn Clock>>,
     RequireUser(_): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<PasswordForm>,
-) -> Response {
-    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    match reauthentication::confirm_password(&state, Channel::Web, &ctx.client, &user, &form.current_password).await {
+) -> Result<Response, ServerError> {
+    let Some(user) = ctx.user.clone() else { return Ok(Redirect::to("/login").into_response()) };
+    match reauth.confirm_password(Channel::Web, &ctx.client, &user, &form.current_password).await {
         Ok(Confirmation::Confirmed) => {}
         Ok(Confirmation::Wrong) => {
-            let mut page = view(&ctx, &state, user.username);
+            let mut page = view(&ctx, &auth, user.username);
             page.form_error = Some("Your password was not changed.".to_owned());
             page.current_error = Some("That is not your current password.");
-            return ctx.render(StatusCode::UNAUTHORIZED, &page);
+            return Ok(ctx.render(StatusCode::UNAUTHORIZED, &page));
         }
         Ok(Confirmation::Throttled(wait)) => {
-            let mut page = view(&ctx, &state, user.username);
+            let mut page = view(&ctx, &auth, user.username);
             page.form_error = Some(format!(
                 "Your password was not changed: too many wrong passwords. Please wait {} before trying again.",
                 reauthentication::readable_wait(wait)
             ));
-            return with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait);
+            return Ok(with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait));
         }
-        Err(error) => return ServerError::unavailable(error).into_response(),
+        Err(error) => return Err(ServerError::unavailable(error)),
     }
     let keep = ctx.session.key();
-    match state.auth.change_password(Channel::Web, &ctx.client, &user, &form.new_password, keep.as_ref()).await {
+    match auth.change_password(Channel::Web, &ctx.client, &user, &form.new_password, keep.as_ref()).await {
         Ok(_) => {}
-        Err(RegisterError::Unavailable(error)) => return ServerError::unavailable(error).into_response(),
+        Err(RegisterError::Unavailable(error)) => return Err(ServerError::unavailable(error)),
         Err(error) => {
-            let mut page = view(&ctx, &state, user.username);
+            let mut page = view(&ctx, &auth, user.username);
             page.form_error = Some("Your password was not changed.".to_owned());
             page.new_error = Some(error.to_string());
-            return ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+            return Ok(ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page));
         }
     }
-    let now = state.clock.now();
-    ctx.session.regenerate();
-    reauthentication::mark(&ctx.session, now);
+    // The password just typed is a fresh authentication, under a new ID.
+    reauthentication::stepped_up(&ctx.session, clock.now());
     let mut response = Redirect::to("/account").into_response();
-    Flash::PasswordChanged.set(state.engine.cookie_config(), response.headers_mut());
-    response
+    Flash::PasswordChanged.set(ctx.cookie(), response.headers_mut());
+    Ok(response)
 }

@@ -10,11 +10,15 @@ use tessera_auth::Channel;
 use tessera_axum::{CsrfForm, RequireUser};
 
 use super::{display_time, with_retry_after, Chrome, PageContext};
-use crate::app::AppState;
 use crate::audit::AuditKind;
+use crate::auth_events::ServerEvents;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
+use crate::reauthentication::Reauthentication;
 use crate::reauthentication::{self, Confirmation};
+use std::sync::Arc;
+use tessera::Clock;
+use tessera::SessionEngine;
 
 /// One row of the device list.
 struct Device {
@@ -65,35 +69,44 @@ fn device(record: &SessionRecord, current: Option<tessera::SessionKey>) -> Devic
     }
 }
 
-async fn page(state: &AppState, ctx: &PageContext, user_id: &str, error: Option<&'static str>) -> Response {
+async fn page(
+    engine: &SessionEngine,
+    reauth: &Reauthentication,
+    ctx: &PageContext,
+    user_id: &str,
+    error: Option<&'static str>,
+) -> Result<Response, ServerError> {
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
-    page_with(state, ctx, user_id, status, error.map(str::to_owned)).await
+    page_with(engine, reauth, ctx, user_id, status, error.map(str::to_owned)).await
 }
 
 async fn page_with(
-    state: &AppState,
+    engine: &SessionEngine,
+    reauth: &Reauthentication,
     ctx: &PageContext,
     user_id: &str,
     status: StatusCode,
     error: Option<String>,
-) -> Response {
-    let records = match state.engine.sessions_of(user_id).await {
-        Ok(records) => records,
-        Err(error) => return ServerError::unavailable(error).into_response(),
-    };
+) -> Result<Response, ServerError> {
+    let records = engine.sessions_of(user_id).await.map_err(ServerError::unavailable)?;
     let current = ctx.session.key();
     let devices: Vec<Device> = records.iter().map(|record| device(record, current)).collect();
     let others = devices.iter().filter(|d| !d.current).count();
-    let needs_password = !reauthentication::is_recent(&ctx.session, state.clock.now(), state.reauth_window);
-    ctx.render(
+    let needs_password = !reauth.is_recent_now(&ctx.session);
+    Ok(ctx.render(
         status,
         &SessionsPage { page: ctx.chrome("Devices and sessions"), devices, others, needs_password, error },
-    )
+    ))
 }
 
 /// The device list.
-pub async fn show(State(state): State<AppState>, RequireUser(user_id): RequireUser, ctx: PageContext) -> Response {
-    page(&state, &ctx, &user_id, None).await
+pub async fn show(
+    State(engine): State<SessionEngine>,
+    State(reauth): State<Reauthentication>,
+    RequireUser(user_id): RequireUser,
+    ctx: PageContext,
+) -> Result<Response, ServerError> {
+    page(&engine, &reauth, &ctx, &user_id, None).await
 }
 
 /// The revocation form: one session by its public handle, or all others.
@@ -109,63 +122,63 @@ pub struct RevokeForm {
 /// checked behind the login throttle, and a correct one is a step-up: the
 /// session gets a new ID along with the recent-authentication mark.
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(reauth): State<Reauthentication>,
+    State(events): State<ServerEvents>,
+    State(engine): State<SessionEngine>,
+    State(clock): State<Arc<dyn Clock>>,
     RequireUser(user_id): RequireUser,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RevokeForm>,
-) -> Response {
-    let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    let now = state.clock.now();
+) -> Result<Response, ServerError> {
+    let Some(user) = ctx.user.clone() else { return Ok(Redirect::to("/login").into_response()) };
+    let now = clock.now();
     // A step-up gives the session a new ID, but only after the revocation:
     // the revocation must know (and keep, or refuse to end) the ID this
     // request came with.
     let mut stepped_up = false;
-    if !reauthentication::is_recent(&ctx.session, now, state.reauth_window) {
+    if !reauthentication::is_recent(&ctx.session, now, reauth.window()) {
         let password = form.current_password.unwrap_or_default();
-        match reauthentication::confirm_password(&state, Channel::Web, &ctx.client, &user, &password).await {
+        match reauth.confirm_password(Channel::Web, &ctx.client, &user, &password).await {
             Ok(Confirmation::Confirmed) => stepped_up = true,
             Ok(Confirmation::Wrong) => {
-                return page(&state, &ctx, &user_id, Some("Confirm with your current password.")).await
+                return page(&engine, &reauth, &ctx, &user_id, Some("Confirm with your current password.")).await
             }
             Ok(Confirmation::Throttled(wait)) => {
                 let message = format!(
                     "Too many wrong passwords. Please wait {} before trying again.",
                     reauthentication::readable_wait(wait)
                 );
-                let response = page_with(&state, &ctx, &user_id, StatusCode::TOO_MANY_REQUESTS, Some(message)).await;
-                return with_retry_after(response, wait);
+                let response =
+                    page_with(&engine, &reauth, &ctx, &user_id, StatusCode::TOO_MANY_REQUESTS, Some(message)).await?;
+                return Ok(with_retry_after(response, wait));
             }
-            Err(error) => return ServerError::unavailable(error).into_response(),
+            Err(error) => return Err(ServerError::unavailable(error)),
         }
     }
     let device = ctx.device.clone();
     let flash = if form.all_others.as_deref() == Some("1") {
-        if let Err(error) = state.engine.revoke_all(&user_id, ctx.session.key().as_ref()).await {
-            return ServerError::unavailable(error).into_response();
-        }
-        if state.engine.is_sealed() {
+        engine.revoke_all(&user_id, ctx.session.key().as_ref()).await.map_err(ServerError::unavailable)?;
+        if engine.is_sealed() {
             // Sealed cookies are revoked by time: re-issue this one after the mark.
             ctx.session.regenerate();
         }
-        state.events.record(AuditKind::OtherSessionsRevoked, Some(user.id), &device, now).await;
+        events.record(AuditKind::OtherSessionsRevoked, Some(user.id), &device, now).await;
         Flash::OthersSignedOut
     } else {
         let handle = form.session.unwrap_or_default();
         if ctx.session.handle().is_some_and(|own| own.matches(&handle)) {
-            return page(&state, &ctx, &user_id, Some("To end this session, log out.")).await;
+            return page(&engine, &reauth, &ctx, &user_id, Some("To end this session, log out.")).await;
         }
-        match state.engine.revoke(&user_id, &handle).await {
-            Ok(true) => {}
-            Ok(false) => return page(&state, &ctx, &user_id, Some("That session no longer exists.")).await,
-            Err(error) => return ServerError::unavailable(error).into_response(),
+        if !engine.revoke(&user_id, &handle).await.map_err(ServerError::unavailable)? {
+            return page(&engine, &reauth, &ctx, &user_id, Some("That session no longer exists.")).await;
         }
-        state.events.record(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
+        events.record(AuditKind::SessionRevoked, Some(user.id), &device, now).await;
         Flash::SessionSignedOut
     };
     if stepped_up {
         reauthentication::stepped_up(&ctx.session, now);
     }
     let mut response = Redirect::to("/account/sessions").into_response();
-    Flash::set(flash, state.engine.cookie_config(), response.headers_mut());
-    response
+    Flash::set(flash, ctx.cookie(), response.headers_mut());
+    Ok(response)
 }

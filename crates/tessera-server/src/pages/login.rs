@@ -7,17 +7,21 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use http::header::RETRY_AFTER;
-use http::{HeaderValue, StatusCode};
+use std::sync::Arc;
+
+use http::StatusCode;
 use serde::Deserialize;
+use tessera_auth::Authenticator;
 use tessera_auth::{Channel, LoggedIn, LoginError, LoginStep};
 use tessera_axum::{remember_device, CsrfForm, LoginClient, Progress};
 
-use super::{Chrome, PageContext};
-use crate::app::AppState;
+use super::{with_retry_after, Chrome, PageContext};
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
+use crate::forward_auth::ForwardAuthConfig;
+use crate::oidc::Oidc;
 use crate::oidc::ProviderButton;
+use crate::reauthentication::readable_wait;
 
 /// Shown for every failed login, whatever the reason.
 const GENERIC_ERROR: &str = "Wrong user name or password.";
@@ -49,19 +53,19 @@ pub struct LoginForm {
 }
 
 /// The login form. A logged-in visitor goes straight on.
-pub async fn show(State(state): State<AppState>, ctx: PageContext, Query(query): Query<NextQuery>) -> Response {
+pub async fn show(
+    State(forward_auth): State<Arc<ForwardAuthConfig>>,
+    State(oidc): State<Arc<Oidc>>,
+    ctx: PageContext,
+    Query(query): Query<NextQuery>,
+) -> Response {
     // Relative paths, or absolute URLs on a forward-auth protected host.
-    let next = state.forward_auth.checked_next(query.next);
+    let next = forward_auth.checked_next(query.next);
     if ctx.user.is_some() {
         return Redirect::to(next.as_deref().unwrap_or("/profile")).into_response();
     }
-    let view = LoginPage {
-        page: ctx.chrome("Log in"),
-        username: String::new(),
-        next,
-        error: None,
-        providers: state.oidc.buttons(),
-    };
+    let view =
+        LoginPage { page: ctx.chrome("Log in"), username: String::new(), next, error: None, providers: oidc.buttons() };
     ctx.render(StatusCode::OK, &view)
 }
 
@@ -74,29 +78,34 @@ pub async fn show(State(state): State<AppState>, ctx: PageContext, Query(query):
 /// verification at all, for known and unknown names alike, so throttling
 /// tells nothing about which names exist.
 pub async fn submit(
-    State(state): State<AppState>,
+    State(auth): State<Authenticator>,
+    State(forward_auth): State<Arc<ForwardAuthConfig>>,
+    State(oidc): State<Arc<Oidc>>,
     LoginClient(client): LoginClient,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<LoginForm>,
-) -> Response {
-    let next = state.forward_auth.checked_next(form.next);
-    match state.auth.password(Channel::Web, &client, &form.username, &form.password, next.clone()).await {
-        Ok(step) => continue_login(&state, &ctx, step, next),
+) -> Result<Response, ServerError> {
+    let next = forward_auth.checked_next(form.next);
+    let refused = |status, error| {
+        let view = LoginPage {
+            page: ctx.chrome("Log in"),
+            username: form.username.clone(),
+            next: next.clone(),
+            error: Some(error),
+            providers: oidc.buttons(),
+        };
+        ctx.render(status, &view)
+    };
+    match auth.password(Channel::Web, &client, &form.username, &form.password, next.clone()).await {
+        Ok(step) => Ok(continue_login(&ctx, step, next)),
         Err(LoginError::Throttled(wait)) => {
             tracing::info!(wait_secs = wait.as_secs(), "login refused: throttled");
-            throttled(&ctx, form.username, next, wait)
+            let message =
+                format!("Too many failed login attempts. Please wait {} before trying again.", readable_wait(wait));
+            Ok(with_retry_after(refused(StatusCode::TOO_MANY_REQUESTS, message), wait))
         }
-        Err(LoginError::InvalidCredentials) => {
-            let view = LoginPage {
-                page: ctx.chrome("Log in"),
-                username: form.username,
-                next,
-                error: Some(GENERIC_ERROR.to_owned()),
-                providers: state.oidc.buttons(),
-            };
-            ctx.render(StatusCode::UNAUTHORIZED, &view)
-        }
-        Err(error) => ServerError::unavailable(error).into_response(),
+        Err(LoginError::InvalidCredentials) => Ok(refused(StatusCode::UNAUTHORIZED, GENERIC_ERROR.to_owned())),
+        Err(error) => Err(ServerError::unavailable(error)),
     }
 }
 
@@ -105,7 +114,7 @@ pub async fn submit(
 /// (already checked) or the profile; or, for an account that needs its
 /// second factor, the pending login (under a new session ID) and a 303 to
 /// `/login/second-factor`.
-pub fn continue_login(state: &AppState, ctx: &PageContext, step: LoginStep, next: Option<String>) -> Response {
+pub fn continue_login(ctx: &PageContext, step: LoginStep, next: Option<String>) -> Response {
     let device_cookie = match &step {
         LoginStep::LoggedIn(done) => Some(done.clone()),
         LoginStep::SecondFactor(pending) => {
@@ -118,7 +127,7 @@ pub fn continue_login(state: &AppState, ctx: &PageContext, step: LoginStep, next
         }
     };
     match (tessera_axum::continue_login(&ctx.session, step), device_cookie) {
-        (Progress::LoggedIn(_), Some(done)) => logged_in_redirect(state, next.as_deref(), &done),
+        (Progress::LoggedIn(_), Some(done)) => logged_in_redirect(ctx, next.as_deref(), &done),
         _ => Redirect::to("/login/second-factor").into_response(),
     }
 }
@@ -126,30 +135,9 @@ pub fn continue_login(state: &AppState, ctx: &PageContext, step: LoginStep, next
 /// The answer after a login: a 303 to `next` (already checked) or
 /// the profile, with the welcome flash and, for a password login, the device
 /// cookie that keeps this browser out of the account's lockouts.
-pub fn logged_in_redirect(state: &AppState, next: Option<&str>, done: &LoggedIn) -> Response {
+pub fn logged_in_redirect(ctx: &PageContext, next: Option<&str>, done: &LoggedIn) -> Response {
     let mut response = Redirect::to(next.unwrap_or("/profile")).into_response();
-    Flash::LoggedIn.set(state.engine.cookie_config(), response.headers_mut());
-    remember_device(response.headers_mut(), state.engine.cookie_config(), done);
-    response
-}
-
-/// `429` with the login form, a message and `Retry-After` in whole seconds
-/// (rounded up, so a client that waits exactly that long gets through).
-fn throttled(ctx: &PageContext, username: String, next: Option<String>, wait: std::time::Duration) -> Response {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let seconds = seconds.max(1);
-    let message = format!(
-        "Too many failed login attempts. Please wait {} before trying again.",
-        humantime::format_duration(std::time::Duration::from_secs(seconds))
-    );
-    let view = LoginPage {
-        page: ctx.chrome("Log in"),
-        username,
-        next,
-        error: Some(message),
-        providers: ctx.state.oidc.buttons(),
-    };
-    let mut response = ctx.render(StatusCode::TOO_MANY_REQUESTS, &view);
-    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    Flash::LoggedIn.set(ctx.cookie(), response.headers_mut());
+    remember_device(response.headers_mut(), ctx.cookie(), done);
     response
 }

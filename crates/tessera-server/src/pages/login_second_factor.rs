@@ -19,9 +19,11 @@ use tessera_axum::{clear_pending_login, log_in, pending_login, remember_device, 
 use super::account_two_factor::SetupView;
 use super::login::logged_in_redirect;
 use super::{with_retry_after, Chrome, PageContext};
-use crate::app::AppState;
 use crate::error_pages::ServerError;
 use crate::reauthentication;
+use std::sync::Arc;
+use tessera::Clock;
+use tessera_auth::Authenticator;
 
 #[derive(Template)]
 #[template(path = "login_second_factor.html")]
@@ -53,16 +55,20 @@ fn enrolment_setup(pending: &PendingLogin, user: &User) -> Option<SetupView> {
 
 /// The code prompt, or the setup of an app; without a pending login, back
 /// to `/login`.
-pub async fn show(State(state): State<AppState>, ctx: PageContext) -> Response {
+pub async fn show(
+    State(auth): State<Authenticator>,
+    State(clock): State<Arc<dyn Clock>>,
+    ctx: PageContext,
+) -> Response {
     if ctx.user.is_some() {
         return Redirect::to("/profile").into_response();
     }
-    let Some(pending) = pending_login(&ctx.session, state.clock.now()) else {
+    let Some(pending) = pending_login(&ctx.session, clock.now()) else {
         return Redirect::to("/login").into_response();
     };
     let mut page = view(&ctx, None);
     if pending.enroll {
-        let user = match state.auth.pending_user(&pending).await {
+        let user = match auth.pending_user(&pending).await {
             Ok(user) => user,
             Err(LoginError::Expired) => return expired(&ctx),
             Err(error) => return ServerError::unavailable(error).into_response(),
@@ -85,15 +91,16 @@ pub struct CodeForm {
 /// through the authentication core and, if right, finishes the login the
 /// first factor started.
 pub async fn submit(
-    State(state): State<AppState>,
+    State(auth): State<Authenticator>,
+    State(clock): State<Arc<dyn Clock>>,
     LoginClient(client): LoginClient,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<CodeForm>,
 ) -> Response {
-    let now = state.clock.now();
+    let now = clock.now();
     let Some(pending) = pending_login(&ctx.session, now) else { return expired(&ctx) };
     if pending.enroll {
-        return match state.auth.complete_enrolment(Channel::Web, &client, &pending, &form.code).await {
+        return match auth.complete_enrolment(Channel::Web, &client, &pending, &form.code).await {
             Ok((done, codes)) => {
                 tracing::info!(user_id = done.user.id, "two-step verification turned on at login");
                 clear_pending_login(&ctx.session);
@@ -101,11 +108,11 @@ pub async fn submit(
                 let next = pending.next.unwrap_or_else(|| "/profile".to_owned());
                 let page = SecondFactorPage { new_codes: Some((codes, next)), ..view(&ctx, None) };
                 let mut response = ctx.render(StatusCode::OK, &page);
-                remember_device(response.headers_mut(), state.engine.cookie_config(), &done);
+                remember_device(response.headers_mut(), ctx.cookie(), &done);
                 response
             }
             Err(LoginError::InvalidSecondFactor) => {
-                let user = match state.auth.pending_user(&pending).await {
+                let user = match auth.pending_user(&pending).await {
                     Ok(user) => user,
                     Err(LoginError::Expired) => return expired(&ctx),
                     Err(error) => return ServerError::unavailable(error).into_response(),
@@ -118,11 +125,11 @@ pub async fn submit(
             Err(error) => refused(&ctx, error),
         };
     }
-    match state.auth.second_factor(Channel::Web, &client, &pending, &form.code).await {
+    match auth.second_factor(Channel::Web, &client, &pending, &form.code).await {
         Ok(done) => {
             clear_pending_login(&ctx.session);
             log_in(&ctx.session, &done);
-            logged_in_redirect(&state, pending.next.as_deref(), &done)
+            logged_in_redirect(&ctx, pending.next.as_deref(), &done)
         }
         Err(error) => refused(&ctx, error),
     }

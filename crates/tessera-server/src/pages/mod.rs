@@ -14,16 +14,16 @@ pub mod profile;
 pub mod register;
 
 use askama::Template;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::response::{Html, IntoResponse, Response};
 use http::header::CACHE_CONTROL;
 use http::request::Parts;
 use http::HeaderValue;
 use http::StatusCode;
-use tessera_auth::UserDirectory;
+use tessera::{CookieConfig, SessionEngine};
+use tessera_auth::Authenticator;
 use tessera_axum::{CsrfToken, Session};
 
-use crate::app::AppState;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use tessera_auth::User;
@@ -54,13 +54,19 @@ pub struct PageContext {
     pub client: tessera_auth::Client,
     csrf: String,
     flash: Option<Flash>,
-    state: AppState,
+    cookie: CookieConfig,
 }
 
 impl PageContext {
     /// The layout data for a page titled `title`.
     pub fn chrome(&self, title: &'static str) -> Chrome {
         Chrome { title, logged_in: self.user.is_some(), csrf: self.csrf.clone(), flash: self.flash.map(Flash::message) }
+    }
+
+    /// The session cookie's attributes, which the site's other cookies
+    /// (flash, device) share.
+    pub fn cookie(&self) -> &CookieConfig {
+        &self.cookie
     }
 
     /// Renders `template` with `status`, clearing a flash that was shown.
@@ -72,7 +78,7 @@ impl PageContext {
         let mut response = render(status, template);
         response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.flash.is_some() {
-            Flash::clear(self.state.engine.cookie_config(), response.headers_mut());
+            Flash::clear(&self.cookie, response.headers_mut());
         }
         response
     }
@@ -107,25 +113,31 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
     }
 }
 
-impl FromRequestParts<AppState> for PageContext {
+impl<S> FromRequestParts<S> for PageContext
+where
+    S: Send + Sync,
+    Authenticator: FromRef<S>,
+    SessionEngine: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let session = Session::from_request_parts(parts, state).await?;
         let csrf = CsrfToken::from_request_parts(parts, state).await?;
         let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
-            Some(id) => state
-                .db
-                .users()
+            Some(id) => Authenticator::from_ref(state)
+                .accounts()
+                .directory()
                 .user_by_id(id)
                 .await
                 .map_err(|e| ServerError::unavailable(e).into_response())?
                 .filter(|user| user.disabled_at.is_none()),
             None => None,
         };
-        let flash = Flash::read(state.engine.cookie_config(), &parts.headers);
+        let cookie = SessionEngine::from_ref(state).cookie_config().clone();
+        let flash = Flash::read(&cookie, &parts.headers);
         let device = tessera_axum::client_device(&parts.extensions, &parts.headers);
         let Ok(tessera_axum::LoginClient(client)) = tessera_axum::LoginClient::from_request_parts(parts, state).await;
-        Ok(PageContext { user, session, device, client, csrf: csrf.as_str().to_owned(), flash, state: state.clone() })
+        Ok(PageContext { user, session, device, client, csrf: csrf.as_str().to_owned(), flash, cookie })
     }
 }

@@ -5,15 +5,14 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use serde::Deserialize;
-use tessera_auth::{Channel, LoginStep, RegisterError};
+use tessera_auth::{Authenticator, Channel, LoginStep, RegisterError};
 use tessera_axum::{CsrfForm, LoginClient};
 
 use super::login::continue_login;
 use super::{Chrome, PageContext};
-use crate::app::AppState;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
-use crate::registration_policy;
+use crate::registration_policy::{self, Registration};
 
 #[derive(Template)]
 #[template(path = "register.html")]
@@ -47,30 +46,31 @@ pub struct InviteQuery {
     invite: String,
 }
 
-fn page(ctx: &PageContext, state: &AppState, username: String) -> RegisterPage {
+fn page(ctx: &PageContext, auth: &Authenticator, username: String) -> RegisterPage {
     RegisterPage {
         page: ctx.chrome("Create an account"),
         username,
         form_error: None,
         username_error: None,
         password_error: None,
-        min_password: state.auth.accounts().policy().effective_min_chars(),
+        min_password: auth.accounts().policy().effective_min_chars(),
         invite: String::new(),
     }
 }
 
 /// The registration form.
 pub async fn show(
-    State(state): State<AppState>,
+    State(auth): State<Authenticator>,
+    State(registration): State<Registration>,
     ctx: PageContext,
     query: Result<Query<InviteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if ctx.user.is_some() {
         return Redirect::to("/profile").into_response();
     }
-    let mut view = page(&ctx, &state, String::new());
+    let mut view = page(&ctx, &auth, String::new());
     view.invite = query.map(|Query(q)| q.invite).unwrap_or_default();
-    view.form_error = registration_policy::notice(state.registration, &view.invite).map(str::to_owned);
+    view.form_error = registration_policy::notice(registration.policy(), &view.invite).map(str::to_owned);
     ctx.render(StatusCode::OK, &view)
 }
 
@@ -78,47 +78,41 @@ pub async fn show(
 /// profile; on a server that requires a second factor, goes on to set one
 /// up first.
 pub async fn submit(
-    State(state): State<AppState>,
+    State(auth): State<Authenticator>,
+    State(registration): State<Registration>,
     LoginClient(client): LoginClient,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RegisterForm>,
-) -> Response {
+) -> Result<Response, ServerError> {
     // The registration policy first (`accounts.registration`, invitations);
     // then the core's login of the new account.
-    let registered = registration_policy::register(
-        &state,
-        Some(&form.invite),
-        Channel::Web,
-        &client,
-        &form.username,
-        &form.password,
-    )
-    .await;
+    let registered =
+        registration.register(Some(&form.invite), Channel::Web, &client, &form.username, &form.password).await;
     let registered = match registered {
-        Ok(registered) => registered.map(|user| state.auth.after_sign_up(user, None)),
+        Ok(registered) => registered.map(|user| auth.after_sign_up(user, None)),
         Err(refusal) if refusal.status() == StatusCode::SERVICE_UNAVAILABLE => {
-            return ServerError::unavailable(refusal).into_response()
+            return Err(ServerError::unavailable(refusal))
         }
         Err(refusal) => {
-            let mut view = page(&ctx, &state, form.username.clone());
+            let mut view = page(&ctx, &auth, form.username.clone());
             view.invite = form.invite.clone();
             view.form_error = Some(refusal.message().to_owned());
-            return ctx.render(refusal.status(), &view);
+            return Ok(ctx.render(refusal.status(), &view));
         }
     };
     match registered {
         Ok(LoginStep::LoggedIn(done)) => {
             tessera_axum::log_in(&ctx.session, &done);
             let mut response = Redirect::to("/profile").into_response();
-            Flash::Welcome.set(state.engine.cookie_config(), response.headers_mut());
-            response
+            Flash::Welcome.set(ctx.cookie(), response.headers_mut());
+            Ok(response)
         }
         // The account exists, but is not usable before it has a second
         // factor: straight on to setting one up, as at a login.
-        Ok(step) => continue_login(&state, &ctx, step, None),
-        Err(RegisterError::Unavailable(error)) => ServerError::unavailable(error).into_response(),
+        Ok(step) => Ok(continue_login(&ctx, step, None)),
+        Err(RegisterError::Unavailable(error)) => Err(ServerError::unavailable(error)),
         Err(error) => {
-            let mut view = page(&ctx, &state, form.username.clone());
+            let mut view = page(&ctx, &auth, form.username.clone());
             let mut field = "user name";
             let status = match &error {
                 RegisterError::InvalidUsername(message) => {
@@ -137,7 +131,7 @@ pub async fn submit(
                 RegisterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             view.form_error = Some(format!("Please correct the {field} below."));
-            ctx.render(status, &view)
+            Ok(ctx.render(status, &view))
         }
     }
 }

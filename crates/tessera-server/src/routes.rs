@@ -1,0 +1,96 @@
+//! The routes and the layers around them: the one module that sees the
+//! whole [`AppState`]; every handler takes only the parts it uses.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use tessera_axum::SessionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::api;
+use crate::client_ip::set_client_ip;
+use crate::config::AppConfig;
+use crate::error_pages::{not_found, render_errors};
+use crate::forward_auth;
+use crate::health;
+use crate::oidc;
+use crate::pages::{
+    account, account_activity, account_password, account_sessions, account_two_factor, email, home, login,
+    login_second_factor, logout, profile, register,
+};
+use crate::request_id;
+use crate::security_headers;
+use crate::state::AppState;
+use crate::static_files;
+
+/// Every route of the public listener, with its layers, over `state`.
+pub(crate) fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer) -> Router {
+    let mut pages = Router::new()
+        .route("/", get(home::show))
+        .route("/register", get(register::show).post(register::submit))
+        .route("/login", get(login::show).post(login::submit))
+        .route("/login/second-factor", get(login_second_factor::show).post(login_second_factor::submit))
+        .route("/profile", get(profile::show))
+        .route("/logout", post(logout::submit))
+        .route("/account", get(account::show))
+        .route("/account/delete", post(account::delete))
+        .route("/account/sessions", get(account_sessions::show))
+        .route("/account/sessions/revoke", post(account_sessions::revoke))
+        .route("/account/password", get(account_password::show).post(account_password::submit))
+        .route("/account/activity", get(account_activity::show))
+        .route("/account/two-factor", get(account_two_factor::show))
+        .route("/account/two-factor/setup", post(account_two_factor::setup))
+        .route("/account/two-factor/confirm", post(account_two_factor::confirm))
+        .route("/account/two-factor/recovery-codes", post(account_two_factor::recovery_codes))
+        .route("/account/two-factor/disable", post(account_two_factor::disable))
+        .route("/account/identities/unlink", post(account::unlink))
+        .route("/account/email", get(email::account).post(email::request_verification))
+        .route("/account/email/code", post(email::confirm_code))
+        .route("/email/verify", get(email::verify_form).post(email::verify))
+        .route("/password/forgot", get(email::forgot).post(email::request_reset))
+        .route("/password/reset", get(email::reset_form).post(email::reset))
+        .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
+        .route("/auth/oidc/{provider}/reauthenticate", post(oidc::handlers::reauthenticate))
+        .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))
+        .route("/auth/verify", get(forward_auth::verify))
+        .merge(api::router());
+    if config.test_routes {
+        pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));
+    }
+    let mut router = pages
+        .fallback(not_found)
+        .layer(sessions)
+        // Probes and static files never touch the session.
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        // W3C "A Well-Known URL for Changing Passwords": password managers
+        // send users here.
+        .route("/.well-known/change-password", get(|| async { axum::response::Redirect::to("/account/password") }))
+        .merge(static_files::routes());
+    if config.metrics_on_public_listener {
+        let source = state.metrics.clone();
+        router = router.route("/metrics", get(move || async move { crate::metrics::endpoint(State(source)).await }));
+    }
+    let mut router = router
+        // The limit sits inside render_errors so its 413 becomes a page or
+        // a problem document like every other error.
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        // Host, Content-Encoding and 401 challenges (RFC 9110/9112); inside
+        // render_errors so its refusals are pages or problem documents.
+        .layer(middleware::from_fn(crate::http_semantics::check))
+        .layer(middleware::from_fn(render_errors))
+        // Outside the session layer, which records the address with the session.
+        .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), set_client_ip));
+    for layer in security_headers::layers() {
+        router = router.layer(layer);
+    }
+    if config.hsts {
+        router = router.layer(security_headers::hsts());
+    }
+    router
+        // gzip or br when the client accepts it; see crate::compression.
+        .layer(crate::compression::layer())
+        .layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), request_id::assign))
+        .with_state(state)
+}
