@@ -12,8 +12,8 @@ use tessera_token::TokenSettings;
 
 use crate::client_ip::TrustedProxies;
 use crate::forward_auth::{self, ForwardAuthConfig};
-use crate::oidc::OidcProviderConfig;
 use crate::mail::{MailConfig, SmtpConfig};
+use crate::oidc::OidcProviderConfig;
 use crate::registration_policy::RegistrationPolicy;
 use crate::settings::{SameSiteSetting, Settings};
 

@@ -17,11 +17,11 @@ use crate::client_ip::TrustedProxies;
 use crate::database::Database;
 use crate::forward_auth::ForwardAuthConfig;
 use crate::health::ProbeTimeout;
+use crate::mail::EmailPages;
 use crate::metrics::MetricsSource;
 use crate::oidc::Oidc;
 use crate::public_url::PublicUrl;
 use crate::reauthentication::Reauthentication;
-use crate::mail::EmailPages;
 use crate::registration_policy::Registration;
 
 /// What handlers share: every field is a service or a setting a handler

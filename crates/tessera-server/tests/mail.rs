@@ -20,7 +20,7 @@ use smtp::{read_eml_dir, read_maildir, wait_for, Received, SmtpServer};
 use tessera::ManualClock;
 use tessera_auth::email_address::EmailAddress;
 use tessera_auth::UserDirectory;
-use tessera_server::mail::{MailConfig, MailOutbox, OutboxCounts, SmtpConfig, SmtpSecurity};
+use tessera_server::mail::{EmailPolicy, MailConfig, MailOutbox, OutboxCounts, SmtpConfig, SmtpSecurity};
 use tokio::net::TcpListener;
 
 const PASSWORD: &str = "correct horse battery";
@@ -39,6 +39,10 @@ struct Env {
 
 impl Env {
     async fn start(database_url: Option<String>) -> Option<Env> {
+        Env::start_with(database_url, EmailPolicy::Optional).await
+    }
+
+    async fn start_with(database_url: Option<String>, policy: EmailPolicy) -> Option<Env> {
         let aiosmtpd = smtp::aiosmtpd()?;
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new();
@@ -57,6 +61,7 @@ impl Env {
             }),
             site_name: "Tessera Test".into(),
             poll_interval: Duration::from_millis(100),
+            policy,
             ..MailConfig::default()
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -550,4 +555,38 @@ async fn password_reset_in_chromium() {
     browser.click_and_wait("form[action='/login'] button[type=submit]").await;
     assert_eq!(browser.path().await, "/profile");
     browser.close().await;
+}
+
+/// Sign-up asks for an address (optional by default): a valid one gets a
+/// verification mail, a malformed one is refused before the account is
+/// created; with `accounts.email = required` an address must be given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_with_an_address() {
+    let Some(env) = Env::start(None).await else { return };
+    let _smtp = env.smtp().await;
+    let name = unique_name("signup");
+    let address = format!("{name}@example.com");
+    let mut browser = env.server.browser();
+    let form = browser.get("/register").await;
+    assert!(form.body.contains("Email address (optional)"), "{}", form.body);
+    let bad = browser
+        .submit("/register", "/register", &[("username", &name), ("password", PASSWORD), ("email", "nope")])
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.element_text("email-error").is_some());
+    let users = env.server.app_state.db.users();
+    assert!(users.user_by_name(&name.to_lowercase()).await.unwrap().is_none(), "nothing created");
+    let done = browser
+        .submit("/register", "/register", &[("username", &name), ("password", PASSWORD), ("email", &address)])
+        .await;
+    assert_eq!(done.status, 303);
+    let mail = env.wait_for_mail(1).await;
+    assert_eq!(mail[0].to, address);
+    assert!(mail[0].subject.contains("Confirm your email address"));
+
+    let Some(strict) = Env::start_with(None, EmailPolicy::Required).await else { return };
+    let mut browser = strict.server.browser();
+    let missing = browser.submit("/register", "/register", &[("username", &name), ("password", PASSWORD)]).await;
+    assert_eq!(missing.status, 422);
+    assert_eq!(missing.element_text("email-error").as_deref(), Some("An email address is required."));
 }
