@@ -179,6 +179,28 @@ impl AppConfig {
     }
 }
 
+/// The mail configuration of `settings`.
+fn mail_config(settings: &Settings) -> MailConfig {
+    let mail = &settings.mail;
+    let smtp = (!mail.smtp_host.is_empty()).then(|| SmtpConfig {
+        host: mail.smtp_host.clone(),
+        port: mail.smtp_port,
+        security: mail.smtp_security,
+        credentials: (!mail.smtp_username.is_empty()).then(|| (mail.smtp_username.clone(), mail.smtp_password.clone())),
+        timeout: mail.smtp_timeout,
+    });
+    MailConfig {
+        smtp,
+        eml_dir: mail.eml_dir.clone().into(),
+        from: mail.from.clone(),
+        site_name: mail.site_name.clone(),
+        poll_interval: mail.poll_interval,
+        max_attempts: mail.max_attempts,
+        verify_lifetime: mail.verify_lifetime,
+        policy: settings.accounts.email,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,27 +229,5 @@ mod tests {
         assert!(config.cookie.secure && config.cookie.domain.is_none());
         assert_eq!(config.cookie.same_site, SameSite::Lax);
         assert_eq!(config.expiry, ExpiryPolicy::default());
-    }
-}
-
-/// The mail configuration of `settings`.
-fn mail_config(settings: &Settings) -> MailConfig {
-    let mail = &settings.mail;
-    let smtp = (!mail.smtp_host.is_empty()).then(|| SmtpConfig {
-        host: mail.smtp_host.clone(),
-        port: mail.smtp_port,
-        security: mail.smtp_security,
-        credentials: (!mail.smtp_username.is_empty()).then(|| (mail.smtp_username.clone(), mail.smtp_password.clone())),
-        timeout: mail.smtp_timeout,
-    });
-    MailConfig {
-        smtp,
-        eml_dir: mail.eml_dir.clone().into(),
-        from: mail.from.clone(),
-        site_name: mail.site_name.clone(),
-        poll_interval: mail.poll_interval,
-        max_attempts: mail.max_attempts,
-        verify_lifetime: mail.verify_lifetime,
-        policy: settings.accounts.email,
     }
 }
