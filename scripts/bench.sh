@@ -5,8 +5,18 @@
 # docs/benchmarks.svg. Takes under 15 minutes from a clean clone on the
 # 2-core machine; `scripts/bench.sh --quick` is a 3-minute smoke test.
 # Method and figures: docs/benchmarks.md.
+#
+# `scripts/bench.sh signup-flood` runs one measurement alone (under 2
+# minutes): a login's latency from one address while another floods
+# sign-ups, against the release `tessera` server (docs/reliability.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = signup-flood ]; then
+    cargo build --release -p tessera-server --bin tessera
+    cargo build --release -p tessera-bench
+    exec cargo run --release -q -p tessera-bench -- "$@"
+fi
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)

@@ -21,25 +21,52 @@ pub enum RegisterError {
     /// The name is taken.
     #[error("That user name is taken.")]
     UsernameTaken,
+    /// Too many accounts were created from this client address lately:
+    /// wait this long. Nothing was hashed or created.
+    #[error("too many sign-ups from this address")]
+    Throttled(std::time::Duration),
+    /// The password hashing queue is full: nothing was created; try again
+    /// shortly (not the user's fault, and not counted against them).
+    #[error("password hashing is busy")]
+    Busy,
     /// A dependency is down.
     #[error(transparent)]
-    Unavailable(#[from] AccountsUnavailable),
+    Unavailable(AccountsUnavailable),
 }
 
-/// The database or the hashing pool is unavailable.
+impl From<AccountsUnavailable> for RegisterError {
+    fn from(error: AccountsUnavailable) -> Self {
+        match error {
+            AccountsUnavailable::Busy => RegisterError::Busy,
+            down => RegisterError::Unavailable(down),
+        }
+    }
+}
+
+/// The database or the hashing pool cannot answer now.
 #[derive(Debug, thiserror::Error)]
-#[error("accounts unavailable: {0}")]
-pub struct AccountsUnavailable(pub String);
+pub enum AccountsUnavailable {
+    /// The database failed or the hashing pool is gone.
+    #[error("accounts unavailable: {0}")]
+    Down(String),
+    /// The hashing queue is full ([`PasswordError::Busy`]): a refusal made
+    /// before any work, to be answered "try again shortly".
+    #[error("password hashing is busy")]
+    Busy,
+}
 
 impl From<DatabaseError> for AccountsUnavailable {
     fn from(error: DatabaseError) -> Self {
-        AccountsUnavailable(error.to_string())
+        AccountsUnavailable::Down(error.to_string())
     }
 }
 
 impl From<PasswordError> for AccountsUnavailable {
     fn from(error: PasswordError) -> Self {
-        AccountsUnavailable(error.to_string())
+        match error {
+            PasswordError::Busy => AccountsUnavailable::Busy,
+            other => AccountsUnavailable::Down(other.to_string()),
+        }
     }
 }
 
@@ -91,10 +118,18 @@ impl Accounts {
         &self.hasher
     }
 
-    /// Registers a user.
-    pub async fn register(&self, username: &str, password: &str) -> Result<User, RegisterError> {
+    /// Checks a new account's user name and password against the rules,
+    /// without touching the database or hashing anything (so that a typo
+    /// costs no sign-up allowance); the user name key.
+    pub fn check_new(&self, username: &str, password: &str) -> Result<String, RegisterError> {
         let username_key = check_username(username).map_err(RegisterError::InvalidUsername)?;
         self.policy.check(password, username).map_err(|why| RegisterError::InvalidPassword(why.to_string()))?;
+        Ok(username_key)
+    }
+
+    /// Registers a user.
+    pub async fn register(&self, username: &str, password: &str) -> Result<User, RegisterError> {
+        let username_key = self.check_new(username, password)?;
         if self.db.user_by_name(&username_key).await.map_err(AccountsUnavailable::from)?.is_some() {
             return Err(RegisterError::UsernameTaken);
         }

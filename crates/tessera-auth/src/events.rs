@@ -103,6 +103,9 @@ pub enum AuthEvent {
         /// The account named, if it exists.
         user_id: Option<i64>,
     },
+    /// A sign-up was refused because its client address used up its
+    /// allowance of new accounts; nothing was hashed or created.
+    SignUpThrottled,
     /// A password confirmation (step-up) was wrong.
     ConfirmationFailed {
         /// Who.
@@ -154,6 +157,7 @@ impl AuthEvent {
             | AuthEvent::AccountDisabled { user_id }
             | AuthEvent::EmailChanged { user_id, .. } => Some(user_id),
             AuthEvent::LoginFailed { user_id, .. } | AuthEvent::Throttled { user_id } => user_id,
+            AuthEvent::SignUpThrottled => None,
         }
     }
 }

@@ -149,6 +149,10 @@ pub enum LoginError {
     /// Too many attempts: wait this long. Nothing was checked.
     #[error("too many attempts")]
     Throttled(Duration),
+    /// The password hashing queue is full: nothing was checked and the
+    /// attempt was given back to the throttle; try again shortly.
+    #[error("password hashing is busy")]
+    Busy,
     /// The database or the hashing pool is down.
     #[error("authentication unavailable: {0}")]
     Unavailable(String),
@@ -162,7 +166,10 @@ impl From<DatabaseError> for LoginError {
 
 impl From<AccountsUnavailable> for LoginError {
     fn from(error: AccountsUnavailable) -> Self {
-        LoginError::Unavailable(error.0)
+        match error {
+            AccountsUnavailable::Busy => LoginError::Busy,
+            AccountsUnavailable::Down(why) => LoginError::Unavailable(why),
+        }
     }
 }
 
@@ -316,6 +323,15 @@ impl Authenticator {
 
     /// Creates an account with a password (the policy checked, argon2id)
     /// and records [`AuthEvent::SignedUp`]; signs nobody in.
+    ///
+    /// A sign-up from a client address is counted on the address's sign-up
+    /// counter *before* the password is hashed (after the cheap checks of
+    /// name and password, so a typo costs nothing): past the allowance it
+    /// is refused with [`RegisterError::Throttled`] and
+    /// [`AuthEvent::SignUpThrottled`], and nothing is hashed. A taken name
+    /// stays counted (it limits probing for names too); a full hashing
+    /// queue or a database failure gives the sign-up back. Administrators'
+    /// commands (no client address) are not counted.
     pub async fn sign_up(
         &self,
         channel: Channel,
@@ -323,7 +339,29 @@ impl Authenticator {
         username: &str,
         password: &str,
     ) -> Result<User, RegisterError> {
-        let user = self.accounts.register(username, password).await?;
+        self.accounts.check_new(username, password)?;
+        let reservation = match (channel, client.ip) {
+            (Channel::Admin, _) | (_, None) => None,
+            (_, Some(ip)) => match self.throttle.reserve_sign_up(ip).await.map_err(AccountsUnavailable::from)? {
+                Ok(reservation) => Some(reservation),
+                Err(wait) => {
+                    self.record(AuthEvent::SignUpThrottled, channel, client).await;
+                    return Err(RegisterError::Throttled(wait));
+                }
+            },
+        };
+        let user = match self.accounts.register(username, password).await {
+            Ok(user) => user,
+            Err(error) => {
+                if let (Some(reservation), RegisterError::Busy | RegisterError::Unavailable(_)) = (reservation, &error)
+                {
+                    if let Err(release) = self.throttle.release_sign_up(reservation).await {
+                        tracing::warn!(error = %release, "giving a sign-up back to the throttle failed");
+                    }
+                }
+                return Err(error);
+            }
+        };
         self.record(AuthEvent::SignedUp { user_id: user.id }, channel, client).await;
         Ok(user)
     }

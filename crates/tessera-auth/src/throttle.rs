@@ -19,9 +19,18 @@
 //! into is counted under its own `device:` key instead of the account's, and
 //! is therefore never blocked by failures made elsewhere. See
 //! `docs/password-policy.md`.
+//!
+//! Sign-ups are counted too, per client address (`signup:<IPv4>` or
+//! `signup:<IPv6 /64>`), in a fixed window: at most
+//! [`ThrottleConfig::signups_per_address`] accounts per
+//! [`ThrottleConfig::signup_window`] ([`Throttle::reserve_sign_up`]). Each
+//! sign-up costs an argon2 hash, so without this one address could keep
+//! every core busy and slow every other user's login down. A sign-up that
+//! succeeds stays counted (accounts are what the counter limits).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,20 +44,46 @@ use tessera::{Clock, Timestamp};
 
 use crate::database::{DatabaseError, TimedPool};
 
-/// How failures turn into delays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How failures turn into delays, and how many accounts one address may
+/// create.
+///
+/// It is also the `[throttle]` section of a configuration file (serde, with
+/// durations as text such as `15m`; with the `schemars` feature, a JSON
+/// schema): one declaration, which the server's settings reference embeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(default, deny_unknown_fields)]
 pub struct ThrottleConfig {
-    /// Failures allowed per account (or device) before delays start.
+    /// Failed logins allowed per account (or device) before delays start.
     pub account_free_failures: u32,
-    /// Failures allowed per client address before delays start; higher,
-    /// because many people can share one address (NAT, offices).
+    /// Failed logins allowed per client address before delays start;
+    /// higher, because many people can share one address (NAT, offices).
     pub ip_free_failures: u32,
     /// The first delay; each further failure doubles it.
+    #[serde(with = "tessera::duration_text")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub base_delay: Duration,
     /// The longest delay one failure can cause.
+    #[serde(with = "tessera::duration_text")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub max_delay: Duration,
     /// A counter with no failure for this long starts over.
+    #[serde(with = "tessera::duration_text")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub quiet_period: Duration,
+    /// Accounts that may be created from one client address (an IPv4
+    /// address or an IPv6 /64) per `signup_window`, on the form and
+    /// `POST /api/signup` alike; past it `429` with `Retry-After`, before any
+    /// password is hashed. Each sign-up costs an argon2 hash: the limit
+    /// keeps one address from taking the CPU every login needs. Raise it
+    /// for many people signing up behind one address (a campus, an
+    /// onboarding day). Provider (OpenID Connect) sign-ups are not counted.
+    pub signups_per_address: u32,
+    /// The window of `signups_per_address`, from an address's first sign-up;
+    /// once used up, the address waits for the window's end.
+    #[serde(with = "tessera::duration_text")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
+    pub signup_window: Duration,
 }
 
 impl Default for ThrottleConfig {
@@ -59,6 +94,11 @@ impl Default for ThrottleConfig {
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(15 * 60),
             quiet_period: Duration::from_secs(60 * 60),
+            // A household or office rarely creates more than a few accounts
+            // an hour; ten hashes an hour cost nothing, while a flood from
+            // one address is refused before its first eleventh hash.
+            signups_per_address: 10,
+            signup_window: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -118,6 +158,13 @@ pub fn ip_key(ip: IpAddr) -> String {
     }
 }
 
+/// The sign-up counter of a client address: like [`ip_key`], under
+/// `signup:`.
+pub fn signup_key(ip: IpAddr) -> String {
+    let address = ip_key(ip);
+    format!("signup:{}", address.trim_start_matches("ip:"))
+}
+
 /// Login attempt counters in the database.
 #[derive(Clone)]
 pub struct Throttle {
@@ -125,7 +172,20 @@ pub struct Throttle {
     config: ThrottleConfig,
     clock: Arc<dyn Clock>,
     device_key: Arc<[u8; 32]>,
+    /// Sign-up keys this instance found blocked: key → (blocked until,
+    /// ask the database again after). See [`Throttle::reserve_sign_up`].
+    blocked_sign_ups: Arc<Mutex<HashMap<String, (Timestamp, Timestamp)>>>,
 }
+
+/// How long an instance trusts a sign-up block it read from the database
+/// before reading it again. A refused sign-up then costs no database write
+/// (a flood of them would otherwise queue every login behind them for the
+/// write lock), and a block lifted meanwhile (its sign-up given back after
+/// a failure) is seen within this long.
+pub const SIGN_UP_BLOCK_MEMORY: Duration = Duration::from_secs(5);
+
+/// Blocked sign-up keys remembered before the memory starts over.
+const SIGN_UP_BLOCK_MEMORY_KEYS: usize = 10_000;
 
 /// An attempt counted before anything was verified. Settle it with
 /// [`Throttle::succeeded`], [`Throttle::failed`] or [`Throttle::release`];
@@ -146,11 +206,24 @@ impl Reservation {
     }
 }
 
+/// A sign-up counted before anything was hashed or created. It stays
+/// counted unless given back with [`Throttle::release_sign_up`] (for a
+/// sign-up that failed through no fault of the client's, such as a full
+/// hashing queue); a sign-up that succeeds is *not* given back.
+#[derive(Debug)]
+pub struct SignUpReservation(Reservation);
+
 impl Throttle {
     /// Counters in `db`; device cookies signed with `device_key` (a secret
     /// shared by every instance).
     pub fn new(db: TimedPool, config: ThrottleConfig, clock: Arc<dyn Clock>, device_key: [u8; 32]) -> Self {
-        Throttle { db, config, clock, device_key: Arc::new(device_key) }
+        Throttle {
+            db,
+            config,
+            clock,
+            device_key: Arc::new(device_key),
+            blocked_sign_ups: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// The configuration.
@@ -297,15 +370,104 @@ impl Throttle {
         Ok(())
     }
 
+    /// Counts a sign-up from `ip` *before* anything is hashed or created:
+    /// `Ok(reservation)` if the address has allowance left in its window,
+    /// `Err(wait)` (nothing counted) until the window ends if not.
+    ///
+    /// Like [`Throttle::reserve`], one transaction holds the counter's row:
+    /// the sign-up that takes the last of the allowance blocks the address
+    /// until the window's end, so N simultaneous sign-ups on any number of
+    /// instances create at most the allowance. A block once read is
+    /// remembered by this instance for [`SIGN_UP_BLOCK_MEMORY`], so that the
+    /// refusals of a flood touch no database.
+    pub async fn reserve_sign_up(&self, ip: IpAddr) -> Result<Result<SignUpReservation, Duration>, DatabaseError> {
+        let key = ThrottleKey { key: signup_key(ip), free_failures: self.config.signups_per_address };
+        let now = self.clock.now();
+        if let Some(wait) = self.remembered_sign_up_block(&key.key, now) {
+            return Ok(Err(wait));
+        }
+        let window = millis(self.config.signup_window);
+        let window_over = now.as_millis().saturating_sub(window);
+        let mut tx = self.db.begin().await?;
+        // `updated_at` holds the start of the window here: a window that has
+        // ended starts over with this sign-up.
+        let row = sqlx::query(
+            "INSERT INTO throttle (key, failures, blocked_until, updated_at) VALUES ($1, 1, 0, $2) \
+             ON CONFLICT (key) DO UPDATE SET \
+             failures = CASE WHEN throttle.updated_at <= $3 THEN 1 ELSE throttle.failures + 1 END, \
+             updated_at = CASE WHEN throttle.updated_at <= $3 THEN $2 ELSE throttle.updated_at END \
+             WHERE throttle.blocked_until <= $2 \
+             RETURNING failures, blocked_until, updated_at",
+        )
+        .bind(&key.key)
+        .bind(now.as_millis())
+        .bind(window_over)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            let name = key.key.clone();
+            let keys = AttemptKeys { account: None, ip: Some(key) };
+            let wait = self.retry_after(&keys).await?.unwrap_or(Duration::from_secs(1));
+            self.remember_sign_up_block(name, now, wait);
+            return Ok(Err(wait));
+        };
+        let count: i64 = row.try_get(0)?;
+        let previous: i64 = row.try_get(1)?;
+        let window_start: i64 = row.try_get(2)?;
+        let mut blocks = Vec::new();
+        if count >= i64::from(key.free_failures) {
+            // The allowance is used up: the next sign-up waits for the end
+            // of the window, and so do the ones racing this one.
+            let until = window_start.saturating_add(window);
+            sqlx::query("UPDATE throttle SET blocked_until = $2 WHERE key = $1")
+                .bind(&key.key)
+                .bind(until)
+                .execute(&mut *tx)
+                .await?;
+            blocks.push((key.key.clone(), until, previous));
+        }
+        tx.commit().await?;
+        Ok(Ok(SignUpReservation(Reservation { keys: AttemptKeys { account: None, ip: Some(key) }, blocks })))
+    }
+
+    /// The wait of a sign-up block on `key` this instance read lately.
+    fn remembered_sign_up_block(&self, key: &str, now: Timestamp) -> Option<Duration> {
+        let memory = self.blocked_sign_ups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (until, recheck) = memory.get(key)?;
+        (now < *recheck && now < *until).then(|| until.since(now))
+    }
+
+    fn remember_sign_up_block(&self, key: String, now: Timestamp, wait: Duration) {
+        let mut memory = self.blocked_sign_ups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if memory.len() >= SIGN_UP_BLOCK_MEMORY_KEYS {
+            memory.clear();
+        }
+        memory.insert(key, (now.plus(wait), now.plus(SIGN_UP_BLOCK_MEMORY.min(wait))));
+    }
+
+    /// Gives a sign-up back (it failed through no fault of the client's,
+    /// such as a full hashing queue or a database error): one sign-up less,
+    /// and the block it set, if any, lifted.
+    pub async fn release_sign_up(&self, reservation: SignUpReservation) -> Result<(), DatabaseError> {
+        self.release(reservation.0).await
+    }
+
     /// Drops counters that are neither blocked nor recent; returns how many.
+    /// A sign-up counter is recent while its window lasts.
     pub async fn purge(&self) -> Result<u64, DatabaseError> {
         let now = self.clock.now();
         let quiet_since = now.as_millis().saturating_sub(millis(self.config.quiet_period));
-        let done = sqlx::query("DELETE FROM throttle WHERE updated_at <= $1 AND blocked_until <= $2")
-            .bind(quiet_since)
-            .bind(now.as_millis())
-            .execute(&self.db)
-            .await?;
+        let window_over = now.as_millis().saturating_sub(millis(self.config.signup_window));
+        let done = sqlx::query(
+            "DELETE FROM throttle WHERE blocked_until <= $2 AND \
+             ((key LIKE 'signup:%' AND updated_at <= $3) OR (key NOT LIKE 'signup:%' AND updated_at <= $1))",
+        )
+        .bind(quiet_since)
+        .bind(now.as_millis())
+        .bind(window_over)
+        .execute(&self.db)
+        .await?;
         Ok(done.rows_affected())
     }
 
@@ -370,6 +532,12 @@ mod tests {
         assert_eq!(config.delay(15, 5), Some(Duration::from_secs(512)));
         assert_eq!(config.delay(16, 5), Some(Duration::from_secs(900)));
         assert_eq!(config.delay(i64::MAX, 5), Some(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn signup_keys() {
+        assert_eq!(signup_key("192.0.2.7".parse().unwrap()), "signup:192.0.2.7");
+        assert_eq!(signup_key("2001:db8:1:2:3:4:5:6".parse().unwrap()), "signup:2001:db8:1:2::/64");
     }
 
     #[test]

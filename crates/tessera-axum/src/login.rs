@@ -249,8 +249,39 @@ impl IntoResponse for AuthRejection {
                 response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
                 return response;
             }
-            AuthRejection::Login(LoginError::Unavailable(error))
-            | AuthRejection::Register(RegisterError::Unavailable(tessera_auth::AccountsUnavailable(error))) => {
+            AuthRejection::Register(RegisterError::Throttled(wait)) => {
+                let seconds = retry_after_seconds(*wait);
+                let mut response = crate::rejection::problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "throttled",
+                    "Too many sign-ups",
+                    &format!("Too many accounts were created from this address. Please wait {seconds} s."),
+                    false,
+                );
+                response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+                return response;
+            }
+            AuthRejection::Login(LoginError::Busy) | AuthRejection::Register(RegisterError::Busy) => {
+                let mut response = crate::rejection::problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "Busy",
+                    "The server is busy checking passwords. Nothing was changed; please try again in a moment.",
+                    false,
+                );
+                response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECONDS));
+                return response;
+            }
+            AuthRejection::Login(LoginError::Unavailable(error)) => {
+                tracing::warn!(%error, "authentication unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Temporarily unavailable",
+                    "Please try again in a moment.".into(),
+                )
+            }
+            AuthRejection::Register(RegisterError::Unavailable(error)) => {
                 tracing::warn!(%error, "authentication unavailable");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -269,6 +300,10 @@ impl IntoResponse for AuthRejection {
         crate::rejection::problem(status, kind, title, &detail, false)
     }
 }
+
+/// `Retry-After` of a `503` for a full password hashing queue: the queue
+/// drains in well under a second, so a short wait is enough.
+pub const BUSY_RETRY_AFTER_SECONDS: u64 = 1;
 
 /// `Retry-After` in whole seconds, rounded up and at least 1, so a client
 /// that waits exactly that long gets through.

@@ -3,6 +3,8 @@
 //! `cargo run --release -p tessera-bench` (or `scripts/bench.sh`) runs every
 //! measurement and writes `docs/benchmarks.md`, `docs/benchmarks.json` and
 //! `docs/benchmarks.svg`. `--quick` makes short runs to check that it works.
+//! `signup-flood` measures one thing on its own: a login's latency while
+//! another address floods sign-ups (for `docs/reliability.md`).
 //!
 //! The same binary is the servers under test (`serve`), the idle-session
 //! memory probe (`idle-sessions`) and the argon2id timer (`hash-time`): the
@@ -19,6 +21,7 @@ mod procstat;
 mod profile;
 mod report;
 mod services;
+mod signup_flood;
 
 use std::path::PathBuf;
 
@@ -55,6 +58,9 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         iterations: u32,
     },
+    /// A login's latency from one address while another floods sign-ups,
+    /// against the real tessera server (`scripts/bench.sh signup-flood`).
+    SignupFlood(signup_flood::FloodArgs),
 }
 
 fn main() {
@@ -64,6 +70,7 @@ fn main() {
         Some(Command::IdleSessions(args)) => idle::run(args),
         Some(Command::Profile(args)) => profile::run(args),
         Some(Command::HashTime { iterations }) => idle::hash_time(iterations),
+        Some(Command::SignupFlood(args)) => signup_flood::run(args),
         None => match cli.render {
             Some(json) => report::render(&json, &cli.out),
             None => orchestrate::run(cli.quick, &cli.out),

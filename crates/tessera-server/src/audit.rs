@@ -28,6 +28,9 @@ pub enum AuditKind {
     LoginFailed,
     /// A login attempt was refused by throttling.
     LoginThrottled,
+    /// A sign-up was refused: its address used up its allowance of new
+    /// accounts (no user; at most one row a minute per address).
+    SignUpThrottled,
     /// The user logged out.
     Logout,
     /// The password was changed.
@@ -73,6 +76,7 @@ impl AuditKind {
             AuditKind::LoginSucceeded => "login_succeeded",
             AuditKind::LoginFailed => "login_failed",
             AuditKind::LoginThrottled => "login_throttled",
+            AuditKind::SignUpThrottled => "sign_up_throttled",
             AuditKind::Logout => "logout",
             AuditKind::PasswordChanged => "password_changed",
             AuditKind::SessionRevoked => "session_revoked",
@@ -99,6 +103,7 @@ impl AuditKind {
             "login_succeeded" => "Logged in",
             "login_failed" => "Failed login attempt",
             "login_throttled" => "Login attempts slowed down",
+            "sign_up_throttled" => "Sign-ups from one address refused (too many)",
             "logout" => "Logged out",
             "password_changed" => "Password changed",
             "session_revoked" => "A session was signed out",

@@ -25,8 +25,9 @@ pub struct ServerEvents {
     db: Database,
     activity: ActivityStats,
     /// When a refused (throttled) attempt was last written to each
-    /// account's trail.
-    throttled_written: Arc<Mutex<HashMap<Option<i64>, Timestamp>>>,
+    /// account's trail (`account:<id>`, `account:-` for unknown names) or,
+    /// for refused sign-ups, each address's (`signup:<address>`).
+    throttled_written: Arc<Mutex<HashMap<String, Timestamp>>>,
     /// Where security notices are queued, when email is on.
     mail: Option<MailOutbox>,
 }
@@ -97,9 +98,9 @@ pub fn notice_for(kind: AuditKind) -> Option<Notice> {
 impl ServerEvents {
     /// Whether a throttled attempt on `user_id` at `at` is the first in
     /// [`THROTTLED_AUDIT_INTERVAL`] (and so is written to the trail).
-    fn first_throttled_in_a_while(&self, user_id: Option<i64>, at: Timestamp) -> bool {
+    fn first_throttled_in_a_while(&self, key: String, at: Timestamp) -> bool {
         let mut written = self.throttled_written.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(last) = written.get(&user_id) {
+        if let Some(last) = written.get(&key) {
             if at.since(*last) < THROTTLED_AUDIT_INTERVAL {
                 return false;
             }
@@ -107,7 +108,7 @@ impl ServerEvents {
         if written.len() >= THROTTLED_AUDIT_MEMORY {
             written.clear();
         }
-        written.insert(user_id, at);
+        written.insert(key, at);
         true
     }
 }
@@ -121,6 +122,7 @@ pub fn audit_kind(event: &AuthEvent) -> AuditKind {
         AuthEvent::SecondFactorFailed { .. } => AuditKind::SecondFactorFailed,
         AuthEvent::RecoveryCodeUsed { .. } => AuditKind::RecoveryCodeUsed,
         AuthEvent::Throttled { .. } => AuditKind::LoginThrottled,
+        AuthEvent::SignUpThrottled => AuditKind::SignUpThrottled,
         AuthEvent::SecondFactorEnabled { .. } => AuditKind::SecondFactorEnabled,
         AuthEvent::SecondFactorDisabled { .. } => AuditKind::SecondFactorDisabled,
         AuthEvent::PasswordChanged { .. } => AuditKind::PasswordChanged,
@@ -142,11 +144,27 @@ impl EventSink for ServerEvents {
                 self.activity.login(false);
             }
             AuthEvent::Throttled { .. } => crate::metrics::login_throttled(),
+            AuthEvent::SignUpThrottled => crate::metrics::signup_throttled(),
             _ => {}
         }
         tracing::debug!(channel = channel.as_str(), ?event, "authentication event");
-        if matches!(event, AuthEvent::Throttled { .. }) && !self.first_throttled_in_a_while(event.user_id(), at) {
-            return;
+        // Refused attempts are free for whoever sends them: each is counted
+        // in the metrics, but written to the trail at most once a minute per
+        // account (or, for sign-ups, per address), so that a flood of them
+        // neither buries the trail nor costs a database write apiece.
+        let limited = match &event {
+            AuthEvent::Throttled { user_id } => {
+                Some(format!("account:{}", user_id.map_or_else(|| "-".to_owned(), |id| id.to_string())))
+            }
+            AuthEvent::SignUpThrottled => {
+                Some(format!("signup:{}", client.ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string())))
+            }
+            _ => None,
+        };
+        if let Some(key) = limited {
+            if !self.first_throttled_in_a_while(key, at) {
+                return;
+            }
         }
         let kind = audit_kind(&event);
         self.db.record(kind, event.user_id(), &client.device, at).await;

@@ -125,13 +125,10 @@ impl AppConfig {
         let mut tokens = TokenSettings::new(settings.token_issuer(), crate::api::tokens::AUDIENCE);
         tokens.client_id = crate::api::tokens::CLIENT_ID.into();
         tokens.access_ttl = settings.tokens.access_ttl;
-        let throttle = ThrottleConfig {
-            account_free_failures: settings.throttle.account_free_failures,
-            ip_free_failures: settings.throttle.ip_free_failures,
-            base_delay: settings.throttle.base_delay,
-            max_delay: settings.throttle.max_delay,
-            quiet_period: settings.throttle.quiet_period,
-        };
+        let mut hasher = PasswordHasher::with_params(params);
+        if settings.passwords.hash_queue > 0 {
+            hasher = hasher.with_queue_limit(settings.passwords.hash_queue);
+        }
         // Every field is named (no `..AppConfig::default()`, which is built
         // from this function): the settings, and the few things only code sets.
         let mut config = AppConfig {
@@ -140,7 +137,7 @@ impl AppConfig {
             session_store_url: Some(settings.sessions.store.clone()).filter(|s| !s.is_empty()),
             expiry: ExpiryPolicy::new(settings.sessions.idle_timeout, settings.sessions.absolute_timeout),
             store_timeout: settings.sessions.store_timeout,
-            hasher: PasswordHasher::with_params(params),
+            hasher,
             password_policy: PasswordPolicy::new(settings.passwords.min_chars),
             purge_interval: settings.sessions.purge_interval,
             max_body_bytes: settings.server.max_body_bytes,
@@ -149,7 +146,7 @@ impl AppConfig {
             shutdown_timeout: settings.server.shutdown_timeout,
             stats_flush_interval: settings.stats.flush_interval,
             active_sessions_interval: settings.metrics.active_sessions_interval,
-            throttle,
+            throttle: settings.throttle,
             reauth_window: settings.sessions.reauth_window,
             require_second_factor: settings.passwords.require_second_factor,
             // With built-in TLS, HSTS is always on.

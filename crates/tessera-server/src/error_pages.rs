@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
-use tessera_axum::{safe_next, wants_json, Problem};
+use tessera_auth::{LoginError, RegisterError};
+use tessera_axum::{safe_next, wants_json, Problem, BUSY_RETRY_AFTER_SECONDS};
 
 use crate::pages::{render, Chrome};
 
@@ -19,6 +20,9 @@ use crate::pages::{render, Chrome};
 pub enum ServerError {
     /// A dependency (database, store, hashing pool) is down: 503.
     Unavailable(String),
+    /// The password hashing queue is full: 503 with a short `Retry-After`;
+    /// nothing was checked or counted.
+    Busy,
     /// No such page: 404.
     NotFound,
 }
@@ -27,6 +31,39 @@ impl ServerError {
     /// Wraps the failure of a dependency. The text goes to the log only.
     pub fn unavailable(error: impl std::fmt::Display) -> Self {
         ServerError::Unavailable(error.to_string())
+    }
+}
+
+impl From<LoginError> for ServerError {
+    /// A login step that could not be decided: busy or unavailable.
+    fn from(error: LoginError) -> Self {
+        match error {
+            LoginError::Busy => ServerError::Busy,
+            other => ServerError::unavailable(other),
+        }
+    }
+}
+
+impl From<RegisterError> for ServerError {
+    /// A registration or password change that could not be made: busy or
+    /// unavailable.
+    fn from(error: RegisterError) -> Self {
+        match error {
+            RegisterError::Busy => ServerError::Busy,
+            other => ServerError::unavailable(other),
+        }
+    }
+}
+
+/// The problem of a `503` for a full password hashing queue (pages and API).
+pub fn busy_problem() -> Problem {
+    Problem {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "busy".into(),
+        title: "Busy".into(),
+        detail: "The server is busy checking passwords. Nothing was changed or counted against you; please try \
+                 again in a moment."
+            .into(),
     }
 }
 
@@ -41,6 +78,13 @@ impl IntoResponse for ServerError {
                     title: "Temporarily unavailable".into(),
                     detail: "A service tessera depends on is not answering. Nothing was changed; please try again in a moment.".into(),
                 }
+            }
+            ServerError::Busy => {
+                crate::metrics::hashing_busy();
+                let mut response = StatusCode::SERVICE_UNAVAILABLE.into_response();
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECONDS));
+                response.extensions_mut().insert(busy_problem());
+                return response;
             }
             ServerError::NotFound => not_found_problem(),
         };

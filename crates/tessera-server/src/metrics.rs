@@ -7,6 +7,9 @@
 //! | `tessera_http_request_duration_seconds` | histogram | `route`, `method` |
 //! | `tessera_logins_total` | counter | `result` = `success` / `failure` |
 //! | `tessera_login_throttled_total` | counter | |
+//! | `tessera_signup_throttled_total` | counter | sign-ups refused by the per-address allowance |
+//! | `tessera_password_hasher_busy_total` | counter | requests answered 503 because the hashing queue was full |
+//! | `tessera_password_hasher_waiting` | gauge | hashes waiting for a core (bounded by `passwords.hash_queue`) |
 //! | `tessera_sessions_created_total` | counter | `store` |
 //! | `tessera_active_sessions` | gauge | `store` (SQLite, PostgreSQL, memory; sampled) |
 //! | `tessera_store_call_duration_seconds` | histogram | `store`, `op` |
@@ -63,8 +66,13 @@ fn describe() {
     describe_counter!("tessera_store_call_errors_total", "Session store calls that failed or timed out.");
     describe_gauge!("tessera_password_hasher_available_slots", "Free argon2 slots; 0 means logins are queueing.");
     describe_gauge!("tessera_password_hasher_slots", "argon2 slots in all (one per core).");
-    // Exists from the start so dashboards and alerts can refer to it.
+    describe_counter!("tessera_signup_throttled_total", "Sign-ups refused by the per-address allowance.");
+    describe_counter!("tessera_password_hasher_busy_total", "Requests answered 503: the hashing queue was full.");
+    describe_gauge!("tessera_password_hasher_waiting", "Hashes waiting for a core (bounded by passwords.hash_queue).");
+    // Exist from the start so dashboards and alerts can refer to them.
     counter!("tessera_login_throttled_total").absolute(0);
+    counter!("tessera_signup_throttled_total").absolute(0);
+    counter!("tessera_password_hasher_busy_total").absolute(0);
 }
 
 /// Counts a login attempt.
@@ -75,6 +83,17 @@ pub fn login(success: bool) {
 /// Counts a login attempt refused by throttling (for the throttling to come).
 pub fn login_throttled() {
     counter!("tessera_login_throttled_total").increment(1);
+}
+
+/// Counts a sign-up refused because its address used up its allowance.
+pub fn signup_throttled() {
+    counter!("tessera_signup_throttled_total").increment(1);
+}
+
+/// Counts a request answered `503` because the password hashing queue was
+/// full (`passwords.hash_queue`).
+pub fn hashing_busy() {
+    counter!("tessera_password_hasher_busy_total").increment(1);
 }
 
 /// What `/metrics` needs besides the recorder.
@@ -96,6 +115,7 @@ impl MetricsSource {
     /// The Prometheus text: samples gauges, then renders.
     pub fn render(&self) -> String {
         gauge!("tessera_password_hasher_available_slots").set(self.hasher.available_slots() as f64);
+        gauge!("tessera_password_hasher_waiting").set(self.hasher.waiting() as f64);
         gauge!("tessera_password_hasher_slots").set(self.slots as f64);
         let handle = handle();
         handle.run_upkeep();

@@ -199,6 +199,16 @@ pub fn notice(policy: RegistrationPolicy, invite: &str) -> Option<&'static str> 
     }
 }
 
+/// How long a sign-up refused by the per-address allowance waits before
+/// its `429`. A refusal is cheap, so a client that sends the next sign-up
+/// as soon as it has the answer (what a flooding script does) would
+/// otherwise keep the CPU busy with refusals, and logins — whose hashes run
+/// at the lowest priority — would get what is left (measured: 11× their
+/// quiet latency, `docs/reliability.md`). Waiting costs the server a timer
+/// and an idle connection, and bounds such a client to one refusal per
+/// connection per delay.
+pub const REFUSED_SIGN_UP_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Creating accounts under the registration policy: the policy, the core
 /// that creates them, and the invitations in the database.
 #[derive(Clone)]
@@ -228,7 +238,25 @@ impl Registration {
     /// `invite` is the token from the invitation link (empty counts as none).
     /// Under `open` an invitation is optional, but one that is given must be
     /// valid (its groups are then given to the account).
+    ///
+    /// A sign-up refused because its address used up its allowance is
+    /// answered only after [`REFUSED_SIGN_UP_DELAY`].
     pub async fn register(
+        &self,
+        invite: Option<&str>,
+        channel: Channel,
+        client: &Client,
+        username: &str,
+        password: &str,
+    ) -> Result<Result<User, RegisterError>, Refusal> {
+        let result = self.register_now(invite, channel, client, username, password).await;
+        if let Ok(Err(RegisterError::Throttled(wait))) = &result {
+            tokio::time::sleep(REFUSED_SIGN_UP_DELAY.min(*wait)).await;
+        }
+        result
+    }
+
+    async fn register_now(
         &self,
         invite: Option<&str>,
         channel: Channel,

@@ -49,8 +49,8 @@ pub struct Settings {
     /// Who may create an account.
     pub accounts: AccountSettings,
     /// Delays after failed logins, per account or device and per client
-    /// address.
-    pub throttle: ThrottleSettings,
+    /// address; sign-ups allowed per client address.
+    pub throttle: ThrottleConfig,
     /// API access and refresh tokens.
     pub tokens: ApiTokenSettings,
     /// Logging in with OpenID Connect providers (see docs/oidc.md).
@@ -139,7 +139,7 @@ pub struct ServerSettings {
     pub listen: String,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish
     /// before the server stops anyway.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
     /// Largest request body accepted, in bytes.
@@ -184,7 +184,7 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Longest wait for one database query (connection included) before
     /// answering 503, so that a hung database never hangs a request.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub query_timeout: Duration,
 }
@@ -200,29 +200,29 @@ pub struct SessionSettings {
     /// database.
     pub store: String,
     /// A session unused this long ends (e.g. `30m`, `2h`).
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub idle_timeout: Duration,
     /// A session ends this long after login, however active. Not shorter
     /// than `idle_timeout`.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub absolute_timeout: Duration,
     /// Longest wait for the session store before answering 503.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub store_timeout: Duration,
     /// How often expired sessions are purged from stores without native
     /// expiry (SQLite, PostgreSQL, MySQL, memory) and from MongoDB, whose
     /// TTL index frees them lazily.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub purge_interval: Duration,
     /// How long after typing a password (or signing in at an OpenID Connect
     /// provider, by its `auth_time`) sensitive actions (e.g. ending other
     /// sessions) need no re-entry. Also the `max_age` sent to providers for
     /// step-ups.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub reauth_window: Duration,
 }
@@ -267,6 +267,11 @@ pub struct PasswordSettings {
     pub argon2_iterations: u32,
     /// argon2id lanes.
     pub argon2_parallelism: u32,
+    /// Password hashes that may wait for a free core when every core is
+    /// hashing; more are refused at once with `503` and `Retry-After` (never
+    /// counted as a wrong password), so that a flood of logins or sign-ups
+    /// cannot make everyone's wait grow without bound. `0`: 8 per core.
+    pub hash_queue: usize,
     /// Every login (password or OpenID Connect) must pass two-step
     /// verification: accounts without an authenticator app set one up at
     /// their next login before they are logged in, and cannot turn it off.
@@ -290,29 +295,6 @@ pub struct AccountSettings {
     pub email: crate::mail::EmailPolicy,
 }
 
-/// `[throttle]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct ThrottleSettings {
-    /// Failed logins allowed per account (or device) before delays start.
-    pub account_free_failures: u32,
-    /// Failed logins allowed per client address before delays start;
-    /// higher, because many people can share one address (NAT, offices).
-    pub ip_free_failures: u32,
-    /// The first delay; each further failure doubles it.
-    #[serde(with = "duration_text")]
-    #[schemars(with = "String")]
-    pub base_delay: Duration,
-    /// The longest delay one failure can cause.
-    #[serde(with = "duration_text")]
-    #[schemars(with = "String")]
-    pub max_delay: Duration,
-    /// A counter with no failure for this long starts over.
-    #[serde(with = "duration_text")]
-    #[schemars(with = "String")]
-    pub quiet_period: Duration,
-}
-
 /// `[tokens]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -323,17 +305,17 @@ pub struct ApiTokenSettings {
     /// with `tls.cert`) and `server.listen`.
     pub issuer: String,
     /// Lifetime of API access tokens.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub access_ttl: Duration,
     /// An API refresh token unused this long expires.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub refresh_ttl: Duration,
     /// A chain of refresh tokens ends this long after its sign-in, however
     /// often it is used (ASVS 7.3.2; 30 days is NIST's re-authentication
     /// limit for single-factor sign-in).
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub refresh_family_lifetime: Duration,
 }
@@ -347,7 +329,7 @@ pub struct OidcSettings {
     pub providers: Vec<OidcProviderConfig>,
     /// Shortest time between two fetches of a provider's signing keys caused
     /// by an unknown key ID (a provider rotating keys).
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub jwks_min_refresh: Duration,
 }
@@ -410,7 +392,7 @@ pub struct MetricsSettings {
     pub on_public_listener: bool,
     /// How often live sessions are counted for the `tessera_active_sessions`
     /// gauge (SQLite, PostgreSQL, MySQL, MongoDB and memory stores).
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub active_sessions_interval: Duration,
 }
@@ -442,7 +424,7 @@ pub enum LogFormat {
 pub struct StatsSettings {
     /// How often the hourly activity counters are written to the database
     /// (and once more at shutdown).
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub flush_interval: Duration,
 }
@@ -454,7 +436,7 @@ pub struct AuditSettings {
     /// How long audit events (logins, failures, password changes, …) are
     /// kept; older ones are deleted in the background (every
     /// `sessions.purge_interval`) and by `tessera admin audit purge`.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub retention: Duration,
 }
@@ -509,6 +491,7 @@ impl Default for PasswordSettings {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            hash_queue: 0,
             require_second_factor: false,
         }
     }
@@ -521,20 +504,6 @@ impl Default for MetricsSettings {
             listen: String::new(),
             on_public_listener: false,
             active_sessions_interval: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Default for ThrottleSettings {
-    // The throttle's own defaults, so that there is one set of numbers.
-    fn default() -> Self {
-        let defaults = ThrottleConfig::default();
-        ThrottleSettings {
-            account_free_failures: defaults.account_free_failures,
-            ip_free_failures: defaults.ip_free_failures,
-            base_delay: defaults.base_delay,
-            max_delay: defaults.max_delay,
-            quiet_period: defaults.quiet_period,
         }
     }
 }
@@ -624,6 +593,7 @@ impl Settings {
             ("throttle.base_delay", self.throttle.base_delay),
             ("throttle.max_delay", self.throttle.max_delay),
             ("throttle.quiet_period", self.throttle.quiet_period),
+            ("throttle.signup_window", self.throttle.signup_window),
             ("tokens.access_ttl", self.tokens.access_ttl),
             ("tokens.refresh_ttl", self.tokens.refresh_ttl),
             ("tokens.refresh_family_lifetime", self.tokens.refresh_family_lifetime),
@@ -660,6 +630,12 @@ impl Settings {
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return bad("log.filter", error.to_string());
+        }
+        if self.throttle.signups_per_address == 0 {
+            return bad(
+                "throttle.signups_per_address",
+                "must be at least 1 (set `accounts.registration` to close sign-ups)".into(),
+            );
         }
         if self.throttle.max_delay < self.throttle.base_delay {
             return bad("throttle.max_delay", "must not be shorter than throttle.base_delay".into());
@@ -1082,33 +1058,6 @@ fn describe_figment_error(error: figment::Error) -> String {
         lines.push(line);
     }
     lines.join("\n")
-}
-
-/// Durations as human text (`30s`, `12h`) in files and environment variables.
-pub mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes `30m`; whole days past a month as `400days` (humantime's own
-    /// `1year 1month 4days 7h 26m 24s` counts its years and months in
-    /// fractional days).
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        const DAY: u64 = 24 * 3600;
-        let text = humantime::format_duration(*value).to_string();
-        let calendar = text.contains("month") || text.contains("year");
-        if calendar && value.as_secs().is_multiple_of(DAY) && value.subsec_nanos() == 0 {
-            return serializer.serialize_str(&format!("{}days", value.as_secs() / DAY));
-        }
-        serializer.serialize_str(&text)
-    }
-
-    /// Reads `30m`, `2h 30m`, `1500ms`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e} (expected e.g. 2s, 30m, 12h)")))
-    }
 }
 
 #[cfg(test)]

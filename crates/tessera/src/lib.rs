@@ -22,6 +22,7 @@
 mod clock;
 mod cookie_config;
 mod data;
+pub mod duration_text;
 mod engine;
 mod error;
 mod expiry;

@@ -18,6 +18,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -57,7 +58,21 @@ pub enum PasswordError {
     /// The hashing pool is gone (the runtime is shutting down).
     #[error("password hashing pool unavailable")]
     PoolClosed,
+    /// Every core is hashing and the queue in front of them is full: the
+    /// work was refused without waiting, so that a flood of logins or
+    /// sign-ups cannot make every other user's wait grow without bound.
+    /// Nothing was checked; the caller should answer "try again shortly"
+    /// (HTTP 503 with `Retry-After`), never "wrong password".
+    #[error("password hashing is busy; try again shortly")]
+    Busy,
 }
+
+/// How many hashes may wait per core, by default, when every core is busy
+/// (see [`PasswordHasher::with_queue_limit`]). With OWASP's parameters one
+/// hash takes some 20–50 ms of one core, so the last of 8 waits about a
+/// third of a second: slower than usual, but an answer, where a longer
+/// queue would only turn a flood into a hang for everyone.
+pub const DEFAULT_QUEUE_PER_CORE: usize = 8;
 
 /// The result of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +88,11 @@ pub struct Verification {
 /// otherwise, running at most one hash per core so that a login flood queues
 /// instead of starving every other request.
 ///
+/// The queue is bounded: at most `8 × cores` hashes wait for a core by
+/// default ([`PasswordHasher::with_queue_limit`]); past that, `hash` and
+/// `verify` answer [`PasswordError::Busy`] at once instead of queuing, so a
+/// flood costs its senders refusals and everyone else a bounded wait.
+///
 /// Hashes run on threads of their own (`tessera-argon2`, one per core) at
 /// the lowest scheduling priority (nice 19, `SCHED_BATCH` on Linux): a CPU
 /// with nothing else to do gives them all its time, but a request worker
@@ -84,6 +104,35 @@ pub struct PasswordHasher {
     pool: Arc<Semaphore>,
     threads: Arc<HashThreads>,
     dummy_hash: Arc<String>,
+    /// Hashes admitted and not finished: running plus waiting for a core.
+    admitted: Arc<AtomicUsize>,
+    /// One per core (running) plus the queue limit (waiting).
+    capacity: usize,
+    cores: usize,
+}
+
+/// A place among the admitted hashes, given back when dropped: when the
+/// hash is done, or when the caller stops waiting for a core (a client
+/// that went away must not keep its place).
+struct Admission {
+    admitted: Arc<AtomicUsize>,
+}
+
+impl Admission {
+    /// A place, if fewer than `capacity` are taken. The count is raised
+    /// first and lowered again on refusal, so racing callers can never
+    /// together exceed `capacity`.
+    fn take(admitted: &Arc<AtomicUsize>, capacity: usize) -> Option<Admission> {
+        let before = admitted.fetch_add(1, Ordering::AcqRel);
+        let admission = Admission { admitted: Arc::clone(admitted) };
+        (before < capacity).then_some(admission)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A piece of hashing work for the pool's threads.
@@ -174,12 +223,38 @@ impl PasswordHasher {
             pool: Arc::new(Semaphore::new(cores)),
             threads: Arc::new(HashThreads::start(cores)),
             dummy_hash: Arc::new(dummy_hash),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            capacity: cores + DEFAULT_QUEUE_PER_CORE * cores,
+            cores,
         }
     }
 
-    /// Hashes requests waiting for a free core, for metrics.
+    /// At most `waiting` hashes wait for a free core; more are refused with
+    /// [`PasswordError::Busy`]. `0` means none wait: only as many hashes as
+    /// there are cores are admitted.
+    pub fn with_queue_limit(mut self, waiting: usize) -> Self {
+        self.capacity = self.cores.saturating_add(waiting);
+        self
+    }
+
+    /// The number of hashing threads (one per core).
+    pub fn cores(&self) -> usize {
+        self.cores
+    }
+
+    /// How many hashes may wait for a core before more are refused.
+    pub fn queue_limit(&self) -> usize {
+        self.capacity - self.cores
+    }
+
+    /// Free cores, for metrics (0: hashes are queuing).
     pub fn available_slots(&self) -> usize {
         self.pool.available_permits()
+    }
+
+    /// Hashes waiting for a core right now, for metrics.
+    pub fn waiting(&self) -> usize {
+        self.admitted.load(Ordering::Acquire).min(self.capacity).saturating_sub(self.cores - self.available_slots())
     }
 
     /// Hashes the NFKC form of a password into a PHC string with a fresh
@@ -233,11 +308,18 @@ impl PasswordHasher {
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
+        // Admitted before waiting, or refused without waiting at all.
+        let admission = Admission::take(&self.admitted, self.capacity).ok_or(PasswordError::Busy)?;
         let permit = self.pool.clone().acquire_owned().await.map_err(|_| PasswordError::PoolClosed)?;
         let (done, result) = tokio::sync::oneshot::channel();
         self.threads.submit(Box::new(move || {
-            let _ = done.send(work());
+            let value = work();
+            // Given back only when the core is free again (a caller that
+            // stopped waiting for the answer still occupied a core until
+            // now), and before the answer, so the caller finds it free.
             drop(permit);
+            drop(admission);
+            let _ = done.send(value);
         }))?;
         // A job that panicked drops `done`: reported, not hung.
         result.await.map_err(|_| PasswordError::PoolClosed)
@@ -319,9 +401,28 @@ mod tests {
     async fn hashing_threads_run_at_the_lowest_priority() {
         let hasher = cheap();
         hasher.hash("warm the pool up".into()).await.unwrap();
+        // Other tests in this process start pools of their own at any time,
+        // and a thread lowers its priority only once it runs: a thread seen
+        // at 0 must reach 19 shortly, never stay at 0.
+        let mut niceness = Vec::new();
+        for _ in 0..50 {
+            niceness = argon2_thread_niceness();
+            if niceness.iter().all(|nice| *nice == Some(19)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!niceness.is_empty(), "no tessera-argon2 thread found");
+        assert!(niceness.iter().all(|nice| *nice == Some(19)), "{niceness:?}");
+    }
+
+    /// The `nice` value of every `tessera-argon2` thread of this process.
+    #[cfg(target_os = "linux")]
+    fn argon2_thread_niceness() -> Vec<Option<i32>> {
         let mut niceness = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let dir = task.unwrap().path();
+            let Ok(task) = task else { continue };
+            let dir = task.path();
             let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
             if name.trim() != "tessera-argon2" {
                 continue;
@@ -332,8 +433,63 @@ mod tests {
                 stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
             niceness.push(fields.get(16).and_then(|nice| nice.parse::<i32>().ok()));
         }
-        assert!(!niceness.is_empty(), "no tessera-argon2 thread found");
-        assert!(niceness.iter().all(|nice| *nice == Some(19)), "{niceness:?}");
+        niceness
+    }
+
+    /// More simultaneous hashes than cores plus the queue limit: the surplus
+    /// is refused at once with `Busy`, none waits, and the refused ones cost
+    /// nothing (they never reach a hashing thread).
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_waiting() {
+        // OWASP parameters: each hash takes milliseconds, far longer than
+        // admitting or refusing all of them takes.
+        let hasher = PasswordHasher::new().with_queue_limit(2);
+        let capacity = hasher.cores() + 2;
+        let total = capacity + 40;
+        let started = std::time::Instant::now();
+        let results = futures::future::join_all((0..total).map(|i| hasher.hash(format!("password number {i}")))).await;
+        let busy = results.iter().filter(|r| matches!(r, Err(PasswordError::Busy))).count();
+        let hashed = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(busy + hashed, total, "only Busy or a hash");
+        assert!(hashed >= capacity, "{hashed} hashed: the admitted ones must not be refused");
+        assert!(busy >= total - capacity, "{busy} refused of {total}; capacity {capacity}");
+        // Everything is given back: the pool admits a full load again.
+        assert_eq!(hasher.admitted.load(Ordering::Acquire), 0);
+        assert_eq!(hasher.waiting(), 0);
+        let again = futures::future::join_all((0..capacity).map(|i| hasher.hash(format!("again {i}")))).await;
+        assert!(again.iter().all(Result::is_ok), "{again:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    /// A caller that stops waiting for a core gives its place back.
+    #[tokio::test]
+    async fn abandoned_waits_give_their_place_back() {
+        let hasher = PasswordHasher::new().with_queue_limit(1);
+        for _ in 0..50 {
+            let waiting = hasher.verify("some password".into(), None);
+            // Dropped after one poll: admitted, then abandoned.
+            let _ = futures::FutureExt::now_or_never(waiting);
+        }
+        // Let the hashes already handed to threads finish.
+        let results = futures::future::join_all((0..hasher.cores() + 1).map(|_| async {
+            for _ in 0..200 {
+                match hasher.hash("after the abandoned ones".into()).await {
+                    Err(PasswordError::Busy) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                    other => return other,
+                }
+            }
+            Err(PasswordError::Busy)
+        }))
+        .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        // An abandoned hash may still be running on its thread (the new ones
+        // can run beside it on another core): its place comes back when it
+        // finishes, so wait for that rather than race it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while hasher.admitted.load(Ordering::Acquire) != 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(hasher.admitted.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]

@@ -51,6 +51,9 @@ pub async fn create(
             RegisterError::InvalidUsername(why) => AdminError::Usage(format!("{username:?}: {why}")),
             RegisterError::InvalidPassword(why) => AdminError::Refused(why),
             RegisterError::UsernameTaken => AdminError::Refused(format!("user name {username:?} is taken")),
+            // Administrators' commands are not throttled; a busy hashing
+            // queue (a flood on a running server) is a failure to retry.
+            error @ (RegisterError::Throttled(_) | RegisterError::Busy) => AdminError::Failed(error.to_string()),
             RegisterError::Unavailable(e) => AdminError::Failed(e.to_string()),
         })?;
     say(out, format!("created user {:?} (id {})", user.username, user.id));
@@ -101,6 +104,7 @@ pub async fn reset_password(
         auth.change_password(Channel::Admin, &Client::default(), &user, &password, None).await.map_err(|error| {
             match error {
                 RegisterError::Unavailable(e) => AdminError::Failed(e.to_string()),
+                error @ RegisterError::Busy => AdminError::Failed(error.to_string()),
                 why => AdminError::Refused(why.to_string()),
             }
         })?;

@@ -90,10 +90,8 @@ async fn confirm(
     password: &str,
     client: &LoginClient,
 ) -> Result<(), ApiError> {
-    let verdict = reauth
-        .confirm_password(Channel::Api, &client.0, &caller.user, password)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let verdict =
+        reauth.confirm_password(Channel::Api, &client.0, &caller.user, password).await.map_err(ApiError::from)?;
     match verdict {
         Confirmation::Confirmed => Ok(()),
         Confirmation::Wrong => Err(ApiError::InvalidCredentials),
@@ -243,6 +241,7 @@ pub async fn change_password(
     match api.auth.change_password(Channel::Api, &origin.0, &caller.user, &body.new_password, keep.as_ref()).await {
         Ok(_) => {}
         Err(RegisterError::Unavailable(error)) => return Err(ApiError::unavailable(error)),
+        Err(RegisterError::Busy) => return Err(ApiError::Busy),
         Err(error) => return Err(ApiError::Validation(error.to_string())),
     }
     if keep.is_some() {

@@ -95,6 +95,8 @@ impl From<&User> for UserView {
         (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Invalid user name or password; the detail says why", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many accounts created from this address lately (`throttle.signups_per_address`); nothing was created; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: the password hashing queue is full, nothing was created or counted, retry after Retry-After; or a dependency is down", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn signup(
@@ -117,6 +119,8 @@ pub async fn signup(
         Err(RegisterError::InvalidUsername(reason)) => Err(ApiError::Validation(reason.into())),
         Err(RegisterError::InvalidPassword(reason)) => Err(ApiError::Validation(reason)),
         Err(RegisterError::UsernameTaken) => Err(ApiError::UsernameTaken),
+        Err(RegisterError::Throttled(wait)) => Err(ApiError::SignUpThrottled(wait)),
+        Err(RegisterError::Busy) => Err(ApiError::Busy),
         Err(RegisterError::Unavailable(error)) => Err(ApiError::unavailable(error)),
     }
 }
@@ -135,6 +139,7 @@ pub async fn signup(
         (status = 422, description = "Fields missing or of the wrong type", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 403, description = "The server requires two-step verification and the account has none yet: log in once in the browser to set it up", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed sign-ins for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: the password hashing queue is full, nothing was checked or counted, retry after Retry-After; or a dependency is down", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn signin(
@@ -156,7 +161,7 @@ pub async fn signin(
                  authenticator app, then sign in here with its code in second_factor.",
             ),
             LoginError::Throttled(wait) => ApiError::Throttled(wait),
-            other => ApiError::unavailable(other),
+            other => ApiError::from(other),
         }
     })?;
     let pair = tokens.issue_pair(done.user.id).await?;

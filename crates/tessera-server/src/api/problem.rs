@@ -61,6 +61,11 @@ pub enum ApiError {
     /// (`registration-closed`, `invitation-required`, `invalid-invitation`)
     /// and the reason.
     RegistrationRefused(&'static str, &'static str),
+    /// 429 `throttled`: too many accounts created from this address lately.
+    SignUpThrottled(std::time::Duration),
+    /// 503 `busy`: the password hashing queue is full; nothing was checked
+    /// or counted. `Retry-After` is short.
+    Busy,
     /// 503 `service-unavailable`; the text goes to the log only.
     Unavailable(String),
 }
@@ -70,7 +75,20 @@ impl ApiError {
     pub fn unavailable(error: impl std::fmt::Display) -> Self {
         ApiError::Unavailable(error.to_string())
     }
+}
 
+impl From<tessera_auth::LoginError> for ApiError {
+    /// A login step that could not be decided: busy or unavailable (the
+    /// caller maps the verdicts first).
+    fn from(error: tessera_auth::LoginError) -> Self {
+        match error {
+            tessera_auth::LoginError::Busy => ApiError::Busy,
+            other => ApiError::unavailable(other),
+        }
+    }
+}
+
+impl ApiError {
     /// Status, kind, title and detail.
     fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
         use ApiError::*;
@@ -156,6 +174,23 @@ impl ApiError {
                 "Too many attempts",
                 format!("Too many failed password attempts. Retry after {} seconds.", retry_seconds(*wait)),
             ),
+            SignUpThrottled(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "Too many sign-ups",
+                format!(
+                    "Too many accounts were created from this address. Retry after {} seconds.",
+                    retry_seconds(*wait)
+                ),
+            ),
+            Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Busy",
+                "The server is busy checking passwords. Nothing was changed or counted against you; retry after \
+                 the Retry-After seconds."
+                    .into(),
+            ),
             Forbidden(reason) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed", (*reason).to_owned()),
             RegistrationRefused(kind, reason) => {
                 (StatusCode::FORBIDDEN, kind, "Registration refused", (*reason).to_owned())
@@ -226,8 +261,12 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            ApiError::Throttled(wait) => {
+            ApiError::Throttled(wait) | ApiError::SignUpThrottled(wait) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_seconds(wait)));
+            }
+            ApiError::Busy => {
+                crate::metrics::hashing_busy();
+                headers.insert(RETRY_AFTER, HeaderValue::from(tessera_axum::BUSY_RETRY_AFTER_SECONDS));
             }
             _ => {}
         }

@@ -140,7 +140,7 @@ pub async fn start(
                 response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
                 return response;
             }
-            Err(error) => return ServerError::unavailable(error).into_response(),
+            Err(error) => return ServerError::from(error).into_response(),
         }
     }
     // A link is a step-up as well: the identity that becomes a lasting way

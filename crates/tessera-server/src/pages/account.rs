@@ -204,7 +204,7 @@ pub async fn unlink(
             let response = methods_error(&pages, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, wait_message(wait)).await;
             return with_retry_after(response, wait);
         }
-        Err(error) => return ServerError::unavailable(error).into_response(),
+        Err(error) => return ServerError::from(error).into_response(),
     }
     match pages.db.unlink_identity(user.id, &form.issuer, &form.subject).await {
         Ok(true) => {
@@ -270,7 +270,7 @@ pub async fn delete(
                 let response = delete_refused(&pages, &ctx, &user, StatusCode::TOO_MANY_REQUESTS, message).await;
                 return with_retry_after(response, wait);
             }
-            Err(error) => return ServerError::unavailable(error).into_response(),
+            Err(error) => return ServerError::from(error).into_response(),
         }
     }
     if let Err(error) = auth.revoke_everything(user.id, None).await {

@@ -83,12 +83,12 @@ pub async fn submit(
             ));
             return Ok(with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait));
         }
-        Err(error) => return Err(ServerError::unavailable(error)),
+        Err(error) => return Err(ServerError::from(error)),
     }
     let keep = ctx.session.key();
     match auth.change_password(Channel::Web, &ctx.client, &user, &form.new_password, keep.as_ref()).await {
         Ok(_) => {}
-        Err(RegisterError::Unavailable(error)) => return Err(ServerError::unavailable(error)),
+        Err(error @ (RegisterError::Unavailable(_) | RegisterError::Busy)) => return Err(ServerError::from(error)),
         Err(error) => {
             let mut page = view(&ctx, &auth, user.username);
             page.form_error = Some("Your password was not changed.".to_owned());

@@ -152,7 +152,7 @@ pub async fn revoke(
                     page_with(&engine, &reauth, &ctx, &user_id, StatusCode::TOO_MANY_REQUESTS, Some(message)).await?;
                 return Ok(with_retry_after(response, wait));
             }
-            Err(error) => return Err(ServerError::unavailable(error)),
+            Err(error) => return Err(ServerError::from(error)),
         }
     }
     let device = ctx.device.clone();

@@ -138,7 +138,7 @@ async fn require_code(
             let response = page(pages, ctx, user, StatusCode::TOO_MANY_REQUESTS, Some(message), None, None).await;
             Err(with_retry_after(response, wait))
         }
-        Err(error) => Err(ServerError::unavailable(error).into_response()),
+        Err(error) => Err(ServerError::from(error).into_response()),
     }
 }
 
@@ -161,7 +161,7 @@ async fn require_recent(
         .reauth
         .ensure_recent(&ctx.session, user, password, &ctx.client)
         .await
-        .map_err(|error| ServerError::unavailable(error).into_response())?;
+        .map_err(|error| ServerError::from(error).into_response())?;
     let (status, message) = match recency {
         Recency::Recent => return Ok(()),
         Recency::Stale => (StatusCode::UNAUTHORIZED, pages.reauth.stale_message(user)),

@@ -105,7 +105,7 @@ pub async fn submit(
             Ok(with_retry_after(refused(StatusCode::TOO_MANY_REQUESTS, message), wait))
         }
         Err(LoginError::InvalidCredentials) => Ok(refused(StatusCode::UNAUTHORIZED, GENERIC_ERROR.to_owned())),
-        Err(error) => Err(ServerError::unavailable(error)),
+        Err(error) => Err(ServerError::from(error)),
     }
 }
 

@@ -9,7 +9,7 @@ use tessera_auth::{Authenticator, Channel, LoginStep, RegisterError};
 use tessera_axum::{CsrfForm, LoginClient};
 
 use super::login::continue_login;
-use super::{Chrome, PageContext};
+use super::{with_retry_after, Chrome, PageContext};
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::mail::{EmailPages, EmailPolicy};
@@ -156,7 +156,18 @@ pub async fn submit(
         // The account exists, but is not usable before it has a second
         // factor: straight on to setting one up, as at a login.
         Ok(step) => Ok(continue_login(&ctx, step, None)),
-        Err(RegisterError::Unavailable(error)) => Err(ServerError::unavailable(error)),
+        Err(error @ (RegisterError::Unavailable(_) | RegisterError::Busy)) => Err(ServerError::from(error)),
+        Err(RegisterError::Throttled(wait)) => {
+            // The form again, with why and how long; nothing was created.
+            tracing::info!(wait_secs = wait.as_secs(), "sign-up refused: too many from this address");
+            let mut view = page(&ctx, &auth, form.username.clone());
+            view.invite = form.invite.clone();
+            view.form_error = Some(format!(
+                "Too many accounts were created from your network lately. Please wait {} before trying again.",
+                crate::reauthentication::readable_wait(wait)
+            ));
+            Ok(with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &view), wait))
+        }
         Err(error) => {
             let mut view = page(&ctx, &auth, email_pages, form.username.clone());
             let mut field = "user name";
@@ -174,7 +185,9 @@ pub async fn submit(
                     view.username_error = Some(error.to_string());
                     StatusCode::CONFLICT
                 }
-                RegisterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RegisterError::Unavailable(_) | RegisterError::Busy | RegisterError::Throttled(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             };
             view.form_error = Some(format!("Please correct the {field} below."));
             Ok(ctx.render(status, &view))

@@ -24,17 +24,25 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// A config for tests: cheap hashing, a manual clock, the panic route, and a
-/// fresh SQLite file in `dir`.
+/// A config for tests: cheap hashing, a manual clock, the panic route, a
+/// fresh SQLite file in `dir`, and a sign-up allowance and hashing queue no
+/// test reaches (every test registers its users from 127.0.0.1, and bursts
+/// of 60 would otherwise find the default queue of 8 per core full;
+/// `signup_flood.rs` tests the default allowance and a full queue).
 pub fn test_config(dir: &std::path::Path, clock: &ManualClock) -> AppConfig {
-    AppConfig {
+    let mut config = AppConfig {
         database_url: format!("sqlite://{}", dir.join("tessera.db").display()),
         clock: std::sync::Arc::new(clock.clone()),
-        hasher: PasswordHasher::with_params(Params::new(1024, 1, 1, None).unwrap()),
+        hasher: PasswordHasher::with_params(Params::new(1024, 1, 1, None).unwrap()).with_queue_limit(10_000),
         test_routes: true,
         ..AppConfig::default()
-    }
+    };
+    config.throttle.signups_per_address = TEST_SIGNUPS_PER_ADDRESS;
+    config
 }
+
+/// The sign-up allowance of [`test_config`].
+pub const TEST_SIGNUPS_PER_ADDRESS: u32 = 1_000_000;
 
 impl TestServer {
     pub async fn start(config: AppConfig, clock: ManualClock) -> TestServer {
