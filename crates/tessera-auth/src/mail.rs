@@ -177,6 +177,6 @@ impl From<DatabaseError> for EmailError {
 
 impl From<crate::accounts::AccountsUnavailable> for EmailError {
     fn from(error: crate::accounts::AccountsUnavailable) -> Self {
-        EmailError::Unavailable(error.0)
+        EmailError::Unavailable(error.to_string())
     }
 }

@@ -87,7 +87,7 @@ pub struct MailSettings {
     /// SMTP login password; masked by `config check`.
     pub smtp_password: String,
     /// Longest wait for the SMTP server on one message.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub smtp_timeout: Duration,
     /// The `From` of every message: `Name <address>` or `address`.
@@ -99,14 +99,14 @@ pub struct MailSettings {
     pub eml_dir: String,
     /// How often the outbox worker looks for due messages (it is also woken
     /// at once by mail queued on its own instance).
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub poll_interval: Duration,
     /// Attempts (30 s apart, doubling, at most an hour) before a message
     /// is given up on and its error recorded.
     pub max_attempts: u32,
     /// How long an email verification link and code work.
-    #[serde(with = "duration_text")]
+    #[serde(with = "tessera::duration_text")]
     #[schemars(with = "String")]
     pub verify_lifetime: Duration,
 }

@@ -160,7 +160,7 @@ pub async fn submit(
         Err(RegisterError::Throttled(wait)) => {
             // The form again, with why and how long; nothing was created.
             tracing::info!(wait_secs = wait.as_secs(), "sign-up refused: too many from this address");
-            let mut view = page(&ctx, &auth, form.username.clone());
+            let mut view = page(&ctx, &auth, email_pages, form.username.clone());
             view.invite = form.invite.clone();
             view.form_error = Some(format!(
                 "Too many accounts were created from your network lately. Please wait {} before trying again.",
