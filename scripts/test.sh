@@ -17,6 +17,7 @@ scripts/browser-deps.sh
 scripts/passkeys-deps.sh  # OpenSSL headers for webauthn-rs
 scripts/proxy-deps.sh  # nginx, Caddy and the OpenID Connect test provider (npm ci)
 scripts/openapi-deps.sh  # the OpenAPI validator of tests/openapi.rs
+scripts/smtp-deps.sh  # aiosmtpd, the SMTP server of tests/mail.rs
 if [ -n "${CI:-}" ]; then export TESSERA_REQUIRE_SERVICES=1; fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

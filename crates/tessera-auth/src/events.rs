@@ -156,6 +156,14 @@ pub enum AuthEvent {
         /// Whose passkey.
         user_id: i64,
     },
+    /// The account's email address was verified: added, or changed from
+    /// `previous`.
+    EmailChanged {
+        /// Who.
+        user_id: i64,
+        /// The address it replaced, which is told of the change.
+        previous: Option<String>,
+    },
 }
 
 impl AuthEvent {
@@ -174,7 +182,8 @@ impl AuthEvent {
             | AuthEvent::PasskeyAdded { user_id }
             | AuthEvent::PasskeyRemoved { user_id }
             | AuthEvent::PasskeyUsed { user_id }
-            | AuthEvent::PasskeyCloned { user_id } => Some(user_id),
+            | AuthEvent::PasskeyCloned { user_id }
+            | AuthEvent::EmailChanged { user_id, .. } => Some(user_id),
             AuthEvent::LoginFailed { user_id, .. } | AuthEvent::Throttled { user_id } => user_id,
             AuthEvent::SignUpThrottled => None,
         }

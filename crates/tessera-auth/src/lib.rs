@@ -16,6 +16,9 @@
 //!   `webauthn-rs`;
 //! - [`login`]: the state machine every way in goes through
 //!   ([`Authenticator`]);
+//! - [`email_address`], [`email_token`], [`email_verification`],
+//!   [`password_reset`] and [`mail`]: verified addresses, single-use mailed
+//!   secrets, password reset and the mail the host's outbox sends;
 //! - [`events`]: one stream of [`AuthEvent`]s for audit, metrics and notices;
 //! - [`revocation`]: account changes that end every session and token of a
 //!   user go through one function the host implements ([`Revocation`]).
@@ -44,10 +47,15 @@
 pub mod accounts;
 pub mod database;
 pub mod directory;
+pub mod email_address;
+pub mod email_token;
+pub mod email_verification;
 pub mod events;
 pub mod login;
+pub mod mail;
 pub mod passkey;
 pub mod password_policy;
+pub mod password_reset;
 pub mod revocation;
 pub mod second_factor;
 pub mod throttle;
@@ -57,6 +65,7 @@ pub use database::{DatabaseError, TimedPool};
 pub use directory::{SqlDirectory, User, UserDirectory};
 pub use events::{AuthEvent, Channel, Client, EventSink, Method};
 pub use login::{Authenticator, FirstFactor, LoggedIn, LoginError, LoginStep, PendingLogin};
+pub use mail::{Email, EmailError, Mail, Notice, Outbox, Prepared};
 pub use passkey::{PasskeyError, PasskeyInfo, PasskeyRefusal, Passkeys, RelyingParty};
 pub use password_policy::PasswordPolicy;
 pub use revocation::{Revocation, Revoked};

@@ -23,6 +23,7 @@ use crate::accounts::{Accounts, AccountsUnavailable, LoginOutcome, RegisterError
 use crate::database::DatabaseError;
 use crate::directory::User;
 use crate::events::{AuthEvent, Channel, Client, EventSink, Method};
+use crate::mail::Email;
 use crate::passkey::Passkeys;
 use crate::password_policy::check_username;
 use crate::revocation::{NothingToRevoke, Revocation, Revoked};
@@ -190,6 +191,7 @@ pub struct Authenticator {
     clock: Arc<dyn Clock>,
     require_second_factor: bool,
     passkeys: Option<Passkeys>,
+    email: Option<Email>,
 }
 
 impl Authenticator {
@@ -211,7 +213,20 @@ impl Authenticator {
             clock,
             require_second_factor: false,
             passkeys: None,
+            email: None,
         }
+    }
+
+    /// Turns on email: addresses on accounts, verification, password reset
+    /// and security notices, mailed through `email`'s outbox.
+    pub fn with_email(mut self, email: Email) -> Self {
+        self.email = Some(email);
+        self
+    }
+
+    /// The email parts, if email is on.
+    pub fn email(&self) -> Option<&Email> {
+        self.email.as_ref()
     }
 
     /// How account changes end the user's sessions and tokens (by default

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use tessera_auth::email_address::EmailAddresses;
+use tessera_auth::email_token::EmailTokens;
+use tessera_auth::{Authenticator, Email};
 use tessera_axum::{CsrfKey, SessionLayer};
 
 use crate::activity_stats::ActivityStats;
@@ -16,6 +19,9 @@ use crate::backends::{Backends, StartupError};
 use crate::background::{count_active_periodically, purge_periodically, AuditPurge};
 use crate::config::AppConfig;
 use crate::health::ProbeTimeout;
+use crate::mail::messages::Site;
+use crate::mail::worker::Worker;
+use crate::mail::{EmailPages, EmailPolicy, MailOutbox, Transport};
 use crate::metrics::MetricsSource;
 use crate::oidc::Oidc;
 use crate::public_url::PublicUrl;
@@ -70,8 +76,22 @@ impl App {
         )
         .map_err(StartupError::Oidc)?;
         oidc.warm_up();
-        let events = ServerEvents::new(db.clone(), activity.clone());
-        let auth = backends.authenticator(&config, events.clone()).await.map_err(database_error)?;
+        let outbox = MailOutbox::new(db.pool.clone(), config.clock.clone());
+        let email_on = config.mail.policy != EmailPolicy::Off;
+        let mut events = ServerEvents::new(db.clone(), activity.clone());
+        if email_on {
+            events = events.with_mail(outbox.clone());
+        }
+        let mut auth = backends.authenticator(&config, events.clone()).await.map_err(database_error)?;
+        if email_on {
+            let code_key = db.secret("email-code").await.map_err(database_error)?;
+            auth = auth.with_email(Email {
+                addresses: EmailAddresses::new(db.pool.clone(), config.clock.clone()),
+                tokens: EmailTokens::new(db.pool.clone(), config.clock.clone(), code_key),
+                outbox: Arc::new(outbox.clone()),
+                verify_lifetime: config.mail.verify_lifetime,
+            });
+        }
         let auth_throttle = auth.throttle().clone();
         let state = AppState {
             db: db.clone(),
@@ -89,6 +109,7 @@ impl App {
             body_limit: BodyLimit(config.max_body_bytes),
             reauth: Reauthentication::new(auth.clone(), config.clock.clone(), config.reauth_window),
             registration: Registration::new(config.registration, auth.clone(), db.clone(), config.clock.clone()),
+            email: EmailPages { policy: config.mail.policy },
             auth,
         };
         if config.forward_auth.rules.is_empty() {
@@ -119,6 +140,9 @@ impl App {
                 )));
             }
         }
+        if email_on {
+            background.push(tokio::spawn(mail_worker(&config, outbox, state.auth.clone())?.run()));
+        }
         let close_store = backends.store.as_ref().and_then(|s| s.close.clone());
         Ok(App {
             router,
@@ -129,4 +153,28 @@ impl App {
             shutdown_timeout: config.shutdown_timeout,
         })
     }
+}
+
+/// The outbox worker of `config`; says where mail goes.
+fn mail_worker(config: &AppConfig, outbox: MailOutbox, auth: Authenticator) -> Result<Worker, StartupError> {
+    let mail = &config.mail;
+    let transport = Transport::new(mail.smtp.as_ref(), &mail.eml_dir).map_err(StartupError::Mail)?;
+    match &transport {
+        Transport::Files(..) => tracing::info!(
+            "no SMTP server configured (mail.smtp_host): mail is written as .eml files to {}",
+            mail.eml_dir.display()
+        ),
+        Transport::Smtp(_) => tracing::info!(smtp = ?mail.smtp, "mail goes through SMTP"),
+    }
+    let from = mail.from.parse().map_err(|e| StartupError::Mail(format!("mail.from {:?}: {e}", mail.from)))?;
+    let base_url = config.public_url.clone().unwrap_or_else(|| config.tokens.issuer.clone());
+    let site = Site { name: mail.site_name.clone(), base_url: base_url.trim_end_matches('/').to_owned(), from };
+    Ok(Worker {
+        outbox,
+        auth,
+        transport: Arc::new(transport),
+        site,
+        poll_interval: mail.poll_interval,
+        max_attempts: mail.max_attempts,
+    })
 }

@@ -73,6 +73,8 @@ pub enum AuditKind {
     /// A passkey's signature counter went backwards (a cloned
     /// authenticator?): refused.
     PasskeyCloned,
+    /// A verified email address was added or replaced another.
+    EmailChanged,
 }
 
 impl AuditKind {
@@ -103,6 +105,7 @@ impl AuditKind {
             AuditKind::PasskeyRemoved => "passkey_removed",
             AuditKind::PasskeyUsed => "passkey_used",
             AuditKind::PasskeyCloned => "passkey_cloned",
+            AuditKind::EmailChanged => "email_changed",
         }
     }
 
@@ -135,6 +138,7 @@ impl AuditKind {
             "passkey_removed" => "A passkey was removed",
             "passkey_used" => "A passkey was used to sign in",
             "passkey_cloned" => "A passkey was refused: its signature counter went backwards (a copied authenticator?)",
+            "email_changed" => "Email address verified or changed",
             _ => "Other event",
         }
     }

@@ -12,9 +12,12 @@ use async_trait::async_trait;
 use tessera::{Clock, DeviceInfo, SessionEngine, SessionKey, Timestamp};
 use tessera_auth::{AuthEvent, Channel, Client, EventSink, Revocation, Revoked};
 
+use tessera_auth::{Mail, Notice, Outbox};
+
 use crate::activity_stats::ActivityStats;
 use crate::audit::AuditKind;
 use crate::database::{Database, DatabaseError};
+use crate::mail::MailOutbox;
 
 /// Audit trail, metrics and activity statistics.
 #[derive(Clone)]
@@ -25,6 +28,8 @@ pub struct ServerEvents {
     /// account's trail (`account:<id>`, `account:-` for unknown names) or,
     /// for refused sign-ups, each address's (`signup:<address>`).
     throttled_written: Arc<Mutex<HashMap<String, Timestamp>>>,
+    /// Where security notices are queued, when email is on.
+    mail: Option<MailOutbox>,
 }
 
 /// At most one `login_throttled` row per account per this long. Refused
@@ -40,13 +45,53 @@ const THROTTLED_AUDIT_MEMORY: usize = 10_000;
 impl ServerEvents {
     /// Events written to `db` and counted in `activity` and the metrics.
     pub fn new(db: Database, activity: ActivityStats) -> Self {
-        ServerEvents { db, activity, throttled_written: Arc::new(Mutex::new(HashMap::new())) }
+        ServerEvents { db, activity, throttled_written: Arc::new(Mutex::new(HashMap::new())), mail: None }
+    }
+
+    /// Also queues a security notice to the account's verified address for
+    /// the events that warrant one (see [`notice_for`]).
+    pub fn with_mail(mut self, outbox: MailOutbox) -> Self {
+        self.mail = Some(outbox);
+        self
     }
 
     /// Records an account event that is no login step (logout, revocations,
     /// changes), with the same trail as the core's.
     pub async fn record(&self, kind: AuditKind, user_id: Option<i64>, device: &DeviceInfo, at: Timestamp) {
         self.db.record(kind, user_id, device, at).await;
+        if let (Some(user_id), Some(notice)) = (user_id, notice_for(kind)) {
+            self.notify(user_id, notice, device, at, None).await;
+        }
+    }
+
+    /// Queues `notice` for `user_id` (to `to` instead of the verified
+    /// address when given). A failure is logged: the change it is about has
+    /// happened and must not fail because of the notice.
+    async fn notify(&self, user_id: i64, notice: Notice, device: &DeviceInfo, at: Timestamp, to: Option<String>) {
+        let Some(outbox) = &self.mail else { return };
+        let mail = Mail::Notice {
+            user_id,
+            notice,
+            at: at.as_millis(),
+            device: Some(crate::pages::account_sessions::readable_user_agent(device.user_agent.as_deref())),
+            ip: device.ip.clone(),
+            to,
+        };
+        if let Err(error) = outbox.enqueue(mail).await {
+            tracing::warn!(%error, user_id, "queueing a security notice failed");
+        }
+    }
+}
+
+/// The security notice an account change calls for: password, second
+/// factor. (A sign-in from a new device and an address change are told
+/// from the core's events, which say more.)
+pub fn notice_for(kind: AuditKind) -> Option<Notice> {
+    match kind {
+        AuditKind::PasswordChanged => Some(Notice::PasswordChanged),
+        AuditKind::SecondFactorEnabled => Some(Notice::SecondFactorAdded),
+        AuditKind::SecondFactorDisabled => Some(Notice::SecondFactorRemoved),
+        _ => None,
     }
 }
 
@@ -86,6 +131,7 @@ pub fn audit_kind(event: &AuthEvent) -> AuditKind {
         AuthEvent::PasskeyRemoved { .. } => AuditKind::PasskeyRemoved,
         AuthEvent::PasskeyUsed { .. } => AuditKind::PasskeyUsed,
         AuthEvent::PasskeyCloned { .. } => AuditKind::PasskeyCloned,
+        AuthEvent::EmailChanged { .. } => AuditKind::EmailChanged,
     }
 }
 
@@ -124,7 +170,24 @@ impl EventSink for ServerEvents {
                 return;
             }
         }
-        self.db.record(audit_kind(&event), event.user_id(), &client.device, at).await;
+        let kind = audit_kind(&event);
+        self.db.record(kind, event.user_id(), &client.device, at).await;
+        match event {
+            // A browser without a device cookie has not signed in to an
+            // account here before (or cleared its cookies): worth a notice.
+            AuthEvent::LoginSucceeded { user_id, .. } if channel == Channel::Web && client.device_cookie.is_none() => {
+                self.notify(user_id, Notice::NewDeviceSignIn, &client.device, at, None).await;
+            }
+            // The old address hears of the change; the new one proved itself.
+            AuthEvent::EmailChanged { user_id, previous: Some(previous) } => {
+                self.notify(user_id, Notice::EmailChanged, &client.device, at, Some(previous)).await;
+            }
+            _ => {
+                if let (Some(user_id), Some(notice)) = (event.user_id(), notice_for(kind)) {
+                    self.notify(user_id, notice, &client.device, at, None).await;
+                }
+            }
+        }
     }
 }
 

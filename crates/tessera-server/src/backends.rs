@@ -37,6 +37,9 @@ pub enum StartupError {
     /// address): WebAuthn's relying-party ID is its host.
     #[error("passkeys: {0}")]
     Passkeys(#[from] tessera_auth::passkey::RelyingPartyError),
+    /// The mail configuration is unusable.
+    #[error("mail: {0}")]
+    Mail(String),
     /// The listen address could not be bound.
     #[error("--listen {address}: {source}")]
     Listen {

@@ -12,6 +12,7 @@ use tessera_token::TokenSettings;
 
 use crate::client_ip::TrustedProxies;
 use crate::forward_auth::{self, ForwardAuthConfig};
+use crate::mail::{MailConfig, SmtpConfig};
 use crate::oidc::OidcProviderConfig;
 use crate::registration_policy::RegistrationPolicy;
 use crate::settings::{SameSiteSetting, Settings};
@@ -90,6 +91,8 @@ pub struct AppConfig {
     pub audit_retention: Duration,
     /// Who may create an account (`accounts.registration`).
     pub registration: RegistrationPolicy,
+    /// Mail and `accounts.email`.
+    pub mail: MailConfig,
 }
 
 impl Default for AppConfig {
@@ -157,6 +160,7 @@ impl AppConfig {
             forward_auth,
             audit_retention: settings.audit.retention,
             registration: settings.accounts.registration,
+            mail: mail_config(settings),
             session_store: None,
             cookie: CookieConfig::default(),
             clock: Arc::new(SystemClock),
@@ -169,6 +173,28 @@ impl AppConfig {
             SameSiteSetting::Strict => SameSite::Strict,
         };
         Ok(config)
+    }
+}
+
+/// The mail configuration of `settings`.
+fn mail_config(settings: &Settings) -> MailConfig {
+    let mail = &settings.mail;
+    let smtp = (!mail.smtp_host.is_empty()).then(|| SmtpConfig {
+        host: mail.smtp_host.clone(),
+        port: mail.smtp_port,
+        security: mail.smtp_security,
+        credentials: (!mail.smtp_username.is_empty()).then(|| (mail.smtp_username.clone(), mail.smtp_password.clone())),
+        timeout: mail.smtp_timeout,
+    });
+    MailConfig {
+        smtp,
+        eml_dir: mail.eml_dir.clone().into(),
+        from: mail.from.clone(),
+        site_name: mail.site_name.clone(),
+        poll_interval: mail.poll_interval,
+        max_attempts: mail.max_attempts,
+        verify_lifetime: mail.verify_lifetime,
+        policy: settings.accounts.email,
     }
 }
 

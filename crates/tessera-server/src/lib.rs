@@ -31,6 +31,7 @@ pub mod forward_auth;
 pub mod groups;
 pub mod health;
 pub mod http_semantics;
+pub mod mail;
 pub mod metrics;
 pub mod oidc;
 pub mod pages;

@@ -15,7 +15,7 @@ use crate::forward_auth;
 use crate::health;
 use crate::oidc;
 use crate::pages::{
-    account, account_activity, account_password, account_sessions, account_two_factor, home, login,
+    account, account_activity, account_password, account_sessions, account_two_factor, email, home, login,
     login_second_factor, logout, passkeys, profile, register,
 };
 use crate::request_id;
@@ -51,6 +51,11 @@ pub(crate) fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer
         .route("/account/passkeys/finish", post(passkeys::finish_registration))
         .route("/account/passkeys/rename", post(passkeys::rename))
         .route("/account/passkeys/remove", post(passkeys::remove))
+        .route("/account/email", get(email::account).post(email::request_verification))
+        .route("/account/email/code", post(email::confirm_code))
+        .route("/email/verify", get(email::verify_form).post(email::verify))
+        .route("/password/forgot", get(email::forgot).post(email::request_reset))
+        .route("/password/reset", get(email::reset_form).post(email::reset))
         .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
         .route("/auth/oidc/{provider}/reauthenticate", post(oidc::handlers::reauthenticate))
         .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))

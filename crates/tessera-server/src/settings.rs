@@ -65,6 +65,70 @@ pub struct Settings {
     pub stats: StatsSettings,
     /// The audit trail (`/account/activity`, `tessera admin audit`).
     pub audit: AuditSettings,
+    /// Sending mail (verification, password reset, security notices).
+    pub mail: MailSettings,
+}
+
+/// `[mail]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailSettings {
+    /// The SMTP server that sends mail. Empty (the default): messages are
+    /// written as `.eml` files to `eml_dir` instead, and the start-up log
+    /// says where.
+    pub smtp_host: String,
+    /// The SMTP port (587 for STARTTLS, 465 for TLS, 25 for a local relay).
+    pub smtp_port: u16,
+    /// `starttls` (required, not opportunistic), `tls` (implicit TLS) or
+    /// `none` (only for a relay on the same host).
+    pub smtp_security: crate::mail::SmtpSecurity,
+    /// SMTP login user; empty: no login.
+    pub smtp_username: String,
+    /// SMTP login password; masked by `config check`.
+    pub smtp_password: String,
+    /// Longest wait for the SMTP server on one message.
+    #[serde(with = "tessera::duration_text")]
+    #[schemars(with = "String")]
+    pub smtp_timeout: Duration,
+    /// The `From` of every message: `Name <address>` or `address`.
+    pub from: String,
+    /// The name messages sign with; links point to `server.public_url`
+    /// (else to the listen address).
+    pub site_name: String,
+    /// Where messages go as `.eml` files when `smtp_host` is empty.
+    pub eml_dir: String,
+    /// How often the outbox worker looks for due messages (it is also woken
+    /// at once by mail queued on its own instance).
+    #[serde(with = "tessera::duration_text")]
+    #[schemars(with = "String")]
+    pub poll_interval: Duration,
+    /// Attempts (30 s apart, doubling, at most an hour) before a message
+    /// is given up on and its error recorded.
+    pub max_attempts: u32,
+    /// How long an email verification link and code work.
+    #[serde(with = "tessera::duration_text")]
+    #[schemars(with = "String")]
+    pub verify_lifetime: Duration,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        let defaults = crate::mail::MailConfig::default();
+        MailSettings {
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_security: crate::mail::SmtpSecurity::Starttls,
+            smtp_username: String::new(),
+            smtp_password: String::new(),
+            smtp_timeout: Duration::from_secs(30),
+            from: defaults.from,
+            site_name: defaults.site_name,
+            eml_dir: defaults.eml_dir.display().to_string(),
+            poll_interval: defaults.poll_interval,
+            max_attempts: defaults.max_attempts,
+            verify_lifetime: defaults.verify_lifetime,
+        }
+    }
 }
 
 /// `[server]`
@@ -224,6 +288,11 @@ pub struct AccountSettings {
     /// no accounts unless the provider says `allow_signup = true`) or
     /// `closed` (nobody; `tessera admin user create` still works).
     pub registration: crate::registration_policy::RegistrationPolicy,
+    /// Email addresses on accounts: `optional` (asked at sign-up, not
+    /// required), `required` (sign-up needs one) or `off` (no addresses, no
+    /// password reset by mail, no notices). An address counts once a link
+    /// or code mailed to it came back.
+    pub email: crate::mail::EmailPolicy,
 }
 
 /// `[tokens]`
@@ -583,6 +652,12 @@ impl Settings {
             }
         }
         self.validate_tls()?;
+        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(SettingsError(format!("mail.from: {:?} is not a mail address", self.mail.from)));
+        }
+        if self.mail.max_attempts == 0 {
+            return Err(SettingsError("mail.max_attempts: at least 1".into()));
+        }
         let domain = &self.cookie.domain;
         let host_name = domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
             && !domain.starts_with('.')
@@ -676,6 +751,9 @@ impl Settings {
         let mut masked = self.clone();
         masked.database.url = crate::session_store::mask_url(&masked.database.url);
         masked.sessions.store = crate::session_store::mask_url(&masked.sessions.store);
+        if !masked.mail.smtp_password.is_empty() {
+            masked.mail.smtp_password = "***".into();
+        }
         for provider in &mut masked.oidc.providers {
             if provider.client_secret.is_some() {
                 provider.client_secret = Some("***".into());

@@ -17,6 +17,7 @@ use crate::client_ip::TrustedProxies;
 use crate::database::Database;
 use crate::forward_auth::ForwardAuthConfig;
 use crate::health::ProbeTimeout;
+use crate::mail::EmailPages;
 use crate::metrics::MetricsSource;
 use crate::oidc::Oidc;
 use crate::public_url::PublicUrl;
@@ -59,4 +60,6 @@ pub struct AppState {
     pub reauth: Reauthentication,
     /// Who may create an account, and creating it.
     pub registration: Registration,
+    /// Whether accounts have email addresses.
+    pub email: EmailPages,
 }

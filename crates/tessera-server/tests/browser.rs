@@ -253,7 +253,8 @@ async fn keyboard_only_registration_and_login_with_visible_focus() {
     browser.press(&Key::Enter.to_string()).await;
     assert_eq!(browser.eval("return location.hash;").await, "#main");
 
-    // The user name field, then the password, its toggle, then the button.
+    // The user name field, then the password, its toggle, the optional
+    // email address, then the button.
     browser.eval("document.getElementById('username').focus(); return null;").await;
     assert_focus_is_visible(&browser, "user name field").await;
     browser.press(&name).await;
@@ -265,6 +266,9 @@ async fn keyboard_only_registration_and_login_with_visible_focus() {
     assert_focus_is_visible(&browser, "show-password button").await;
     browser.press(" ").await;
     assert_eq!(browser.find("#password").await.attr("type").await.unwrap().as_deref(), Some("text"));
+    browser.press(&Key::Tab.to_string()).await;
+    assert_eq!(browser.eval("return document.activeElement.id;").await, "email");
+    assert_focus_is_visible(&browser, "email field").await;
     browser.press(&Key::Tab.to_string()).await;
     assert_eq!(browser.eval("return document.activeElement.type;").await, "submit");
     assert_focus_is_visible(&browser, "submit button").await;

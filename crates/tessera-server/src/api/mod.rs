@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod email;
 pub mod identity;
 pub mod openapi;
 pub mod passkeys;
@@ -47,6 +48,9 @@ api_routes! {
     "/api/sessions/revoke-others" => { post => account::revoke_others },
     "/api/sessions/{handle}" => { delete => account::revoke },
     "/api/password" => { post => account::change_password },
+    "/api/password/reset-request" => { post => email::request_reset },
+    "/api/password/reset" => { post => email::reset },
+    "/api/email/verify" => { post => email::verify },
     "/api/account" => { delete => account::delete },
     "/api/products" => { get => products::list, post => products::create },
     "/api/products/{id}" => {

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::problem::{json_response, ProblemDocument};
-use super::{account, auth, passkeys, products, tokens};
+use super::{account, auth, email, passkeys, products, tokens};
 use tessera_auth::Authenticator;
 
 /// The API's OpenAPI document.
@@ -37,6 +37,9 @@ use tessera_auth::Authenticator;
         account::revoke_others,
         account::change_password,
         account::delete,
+        email::request_reset,
+        email::reset,
+        email::verify,
         products::list,
         products::create,
         products::show,
@@ -112,6 +115,9 @@ pub const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("delete", "/api/sessions/{handle}", "revokeSession"),
     ("post", "/api/password", "changePassword"),
     ("delete", "/api/account", "deleteAccount"),
+    ("post", "/api/password/reset-request", "requestPasswordReset"),
+    ("post", "/api/password/reset", "resetPassword"),
+    ("post", "/api/email/verify", "verifyEmail"),
     ("get", "/api/products", "listProducts"),
     ("post", "/api/products", "createProduct"),
     ("get", "/api/products/{id}", "getProduct"),

@@ -49,6 +49,10 @@ pub enum ApiError {
     InvalidRefreshToken,
     /// 404 `not-found`.
     NotFound,
+    /// 400 `invalid-email-token`: a mailed link's token is unknown, used or expired.
+    InvalidEmailToken,
+    /// 409 `email-taken`: another account has this address.
+    EmailTaken,
     /// 429 `throttled`: too many failed sign-ins; retry after the duration.
     Throttled(std::time::Duration),
     /// 403 `forbidden`: the caller may not do this (with the reason).
@@ -211,6 +215,15 @@ impl ApiError {
                     first.make_ascii_uppercase();
                 }
                 (status, refusal.kind(), "Passkey refused", detail + ".")
+            }
+            InvalidEmailToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid-email-token",
+                "Invalid link",
+                "The token is unknown, was used already or expired. Ask for a new mail.".into(),
+            ),
+            EmailTaken => {
+                (StatusCode::CONFLICT, "email-taken", "Address taken", "Another account has this email address.".into())
             }
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -41,7 +41,7 @@ struct SessionsPage {
 }
 
 /// "Chrome on Linux" from a user agent string.
-fn readable_user_agent(user_agent: Option<&str>) -> String {
+pub fn readable_user_agent(user_agent: Option<&str>) -> String {
     let Some(user_agent) = user_agent else { return "Unknown device".to_owned() };
     match woothee::parser::Parser::new().parse(user_agent) {
         Some(parsed) if parsed.name != "UNKNOWN" && parsed.os != "UNKNOWN" => {

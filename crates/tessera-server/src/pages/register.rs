@@ -12,7 +12,14 @@ use super::login::continue_login;
 use super::{with_retry_after, Chrome, PageContext};
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
+use crate::mail::{EmailPages, EmailPolicy};
 use crate::registration_policy::{self, Registration};
+use tessera_auth::email_address::EmailAddress;
+
+fn capitalise(message: &str) -> String {
+    let mut chars = message.chars();
+    chars.next().map(|c| c.to_uppercase().collect::<String>() + chars.as_str()).unwrap_or_default()
+}
 
 #[derive(Template)]
 #[template(path = "register.html")]
@@ -25,6 +32,10 @@ struct RegisterPage {
     min_password: usize,
     /// The invitation token from the link (`?invite=`), carried along.
     invite: String,
+    /// `accounts.email`: whether the form asks for an address, and insists.
+    email_policy: EmailPolicy,
+    email: String,
+    email_error: Option<String>,
 }
 
 /// The registration form's fields.
@@ -37,6 +48,9 @@ pub struct RegisterForm {
     /// The invitation token, when `accounts.registration` needs one.
     #[serde(default)]
     invite: String,
+    /// An address to verify (`accounts.email`: optional or required).
+    #[serde(default)]
+    email: String,
 }
 
 /// `GET /register?invite=…`.
@@ -46,7 +60,8 @@ pub struct InviteQuery {
     invite: String,
 }
 
-fn page(ctx: &PageContext, auth: &Authenticator, username: String) -> RegisterPage {
+fn page(ctx: &PageContext, auth: &Authenticator, email: EmailPages, username: String) -> RegisterPage {
+    let email_policy = if auth.email().is_some() { email.policy } else { EmailPolicy::Off };
     RegisterPage {
         page: ctx.chrome("Create an account"),
         username,
@@ -55,6 +70,9 @@ fn page(ctx: &PageContext, auth: &Authenticator, username: String) -> RegisterPa
         password_error: None,
         min_password: auth.accounts().policy().effective_min_chars(),
         invite: String::new(),
+        email_policy,
+        email: String::new(),
+        email_error: None,
     }
 }
 
@@ -62,13 +80,14 @@ fn page(ctx: &PageContext, auth: &Authenticator, username: String) -> RegisterPa
 pub async fn show(
     State(auth): State<Authenticator>,
     State(registration): State<Registration>,
+    State(email_pages): State<EmailPages>,
     ctx: PageContext,
     query: Result<Query<InviteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if ctx.user.is_some() {
         return Redirect::to("/profile").into_response();
     }
-    let mut view = page(&ctx, &auth, String::new());
+    let mut view = page(&ctx, &auth, email_pages, String::new());
     view.invite = query.map(|Query(q)| q.invite).unwrap_or_default();
     view.form_error = registration_policy::notice(registration.policy(), &view.invite).map(str::to_owned);
     ctx.render(StatusCode::OK, &view)
@@ -80,21 +99,48 @@ pub async fn show(
 pub async fn submit(
     State(auth): State<Authenticator>,
     State(registration): State<Registration>,
+    State(email_pages): State<EmailPages>,
     LoginClient(client): LoginClient,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RegisterForm>,
 ) -> Result<Response, ServerError> {
-    // The registration policy first (`accounts.registration`, invitations);
-    // then the core's login of the new account.
+    // The address first (nothing is created when it is refused), then the
+    // registration policy (`accounts.registration`, invitations), then the
+    // core's login of the new account.
+    let email_policy = page(&ctx, &auth, email_pages, String::new()).email_policy;
+    let email = form.email.trim();
+    let email_problem = match (email_policy, email.is_empty()) {
+        (EmailPolicy::Off, _) | (EmailPolicy::Optional, true) => None,
+        (EmailPolicy::Required, true) => Some("An email address is required.".to_owned()),
+        (_, false) => EmailAddress::parse(email).err().map(|e| format!("{}.", capitalise(&e.to_string()))),
+    };
+    if let Some(problem) = email_problem {
+        let mut view = page(&ctx, &auth, email_pages, form.username.clone());
+        view.invite = form.invite.clone();
+        view.email = form.email.clone();
+        view.email_error = Some(problem);
+        view.form_error = Some("Please correct the email address below.".to_owned());
+        return Ok(ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &view));
+    }
     let registered =
         registration.register(Some(&form.invite), Channel::Web, &client, &form.username, &form.password).await;
     let registered = match registered {
-        Ok(registered) => registered.map(|user| auth.after_sign_up(user, None)),
+        Ok(Ok(user)) => {
+            if email_policy != EmailPolicy::Off && !email.is_empty() {
+                // The account exists either way; a mail that cannot be
+                // queued now can be asked for again on /account/email.
+                if let Err(error) = auth.request_email(&user, email).await {
+                    tracing::warn!(%error, user_id = user.id, "queueing the sign-up verification mail failed");
+                }
+            }
+            Ok(auth.after_sign_up(user, None))
+        }
+        Ok(Err(error)) => Err(error),
         Err(refusal) if refusal.status() == StatusCode::SERVICE_UNAVAILABLE => {
             return Err(ServerError::unavailable(refusal))
         }
         Err(refusal) => {
-            let mut view = page(&ctx, &auth, form.username.clone());
+            let mut view = page(&ctx, &auth, email_pages, form.username.clone());
             view.invite = form.invite.clone();
             view.form_error = Some(refusal.message().to_owned());
             return Ok(ctx.render(refusal.status(), &view));
@@ -114,7 +160,7 @@ pub async fn submit(
         Err(RegisterError::Throttled(wait)) => {
             // The form again, with why and how long; nothing was created.
             tracing::info!(wait_secs = wait.as_secs(), "sign-up refused: too many from this address");
-            let mut view = page(&ctx, &auth, form.username.clone());
+            let mut view = page(&ctx, &auth, email_pages, form.username.clone());
             view.invite = form.invite.clone();
             view.form_error = Some(format!(
                 "Too many accounts were created from your network lately. Please wait {} before trying again.",
@@ -123,7 +169,7 @@ pub async fn submit(
             Ok(with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &view), wait))
         }
         Err(error) => {
-            let mut view = page(&ctx, &auth, form.username.clone());
+            let mut view = page(&ctx, &auth, email_pages, form.username.clone());
             let mut field = "user name";
             let status = match &error {
                 RegisterError::InvalidUsername(message) => {
