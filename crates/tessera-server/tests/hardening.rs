@@ -256,19 +256,23 @@ async fn forwarded_for_is_believed_from_trusted_proxies() {
     server.stop().await;
 }
 
-/// Replaces the value of every `csrf_token` field, which differs per browser.
+/// Replaces every CSRF token (the forms' `csrf_token` fields and the
+/// passkey button's `data-csrf`), which differ per browser.
 fn without_csrf(body: &str) -> String {
-    let marker = "name=\"csrf_token\" value=\"";
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some(at) = rest.find(marker) {
-        out.push_str(&rest[..at + marker.len()]);
-        rest = &rest[at + marker.len()..];
-        let end = rest.find('"').unwrap_or(rest.len());
-        out.push_str("CSRF");
-        rest = &rest[end..];
+    let mut out = body.to_owned();
+    for marker in ["name=\"csrf_token\" value=\"", "data-csrf=\""] {
+        let mut masked = String::new();
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(marker) {
+            masked.push_str(&rest[..at + marker.len()]);
+            rest = &rest[at + marker.len()..];
+            let end = rest.find('"').unwrap_or(rest.len());
+            masked.push_str("CSRF");
+            rest = &rest[end..];
+        }
+        masked.push_str(rest);
+        out = masked;
     }
-    out.push_str(rest);
     out
 }
 

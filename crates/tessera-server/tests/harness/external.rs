@@ -104,6 +104,12 @@ impl OidcProvider {
     }
 
     async fn start_on(port: u16, redirect_uris: String, require_auth_time: bool) -> OidcProvider {
+        // A test binary starts one provider per test, all at once: on two
+        // cores a dozen Node start-ups together took more than the minute
+        // `wait_until_up` allows. Two start at a time; the rest wait their
+        // turn before their minute begins.
+        static STARTING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+        let _turn = STARTING.get_or_init(|| tokio::sync::Semaphore::new(2)).acquire().await;
         // Its errors, shown if it dies or never answers.
         let log = std::env::temp_dir().join(format!("tessera-test-oidc-provider-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("a log file for the provider");
