@@ -8,6 +8,7 @@ use tessera::Clock;
 use crate::database::DatabaseError;
 use crate::directory::{CreateUserError, User, UserDirectory};
 use crate::password_policy::{check_username, PasswordPolicy};
+use crate::signed_in_users::SignedInUsers;
 
 /// Why registration failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,7 @@ pub enum LoginOutcome {
 #[derive(Clone)]
 pub struct Accounts {
     db: Arc<dyn UserDirectory>,
+    signed_in: SignedInUsers,
     hasher: PasswordHasher,
     policy: PasswordPolicy,
     clock: Arc<dyn Clock>,
@@ -100,12 +102,19 @@ impl Accounts {
         policy: PasswordPolicy,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Accounts { db: directory, hasher, policy, clock }
+        Accounts { signed_in: SignedInUsers::new(directory.clone()), db: directory, hasher, policy, clock }
     }
 
     /// The directory.
     pub fn directory(&self) -> &Arc<dyn UserDirectory> {
         &self.db
+    }
+
+    /// The users of signed-in requests, read at most every
+    /// [`crate::signed_in_users::MAX_AGE`] (not for decisions that read a
+    /// secret; see [`SignedInUsers`]).
+    pub fn signed_in(&self) -> &SignedInUsers {
+        &self.signed_in
     }
 
     /// The password rules.
@@ -157,6 +166,7 @@ impl Accounts {
             .map_err(|why| RegisterError::InvalidPassword(why.to_string()))?;
         let hash = self.hasher.hash(new_password.to_owned()).await.map_err(AccountsUnavailable::from)?;
         self.db.set_password_hash(user.id, &hash).await.map_err(AccountsUnavailable::from)?;
+        self.signed_in.forget(user.id);
         Ok(())
     }
 

@@ -19,6 +19,8 @@
 //! - [`email_address`], [`email_token`], [`email_verification`],
 //!   [`password_reset`] and [`mail`]: verified addresses, single-use mailed
 //!   secrets, password reset and the mail the host's outbox sends;
+//! - [`signed_in_users`]: the users of signed-in requests, kept in memory
+//!   between requests without letting an account change slip through;
 //! - [`events`]: one stream of [`AuthEvent`]s for audit, metrics and notices;
 //! - [`revocation`]: account changes that end every session and token of a
 //!   user go through one function the host implements ([`Revocation`]).
@@ -58,6 +60,7 @@ pub mod password_policy;
 pub mod password_reset;
 pub mod revocation;
 pub mod second_factor;
+pub mod signed_in_users;
 pub mod throttle;
 
 pub use accounts::{Accounts, AccountsUnavailable, RegisterError};
@@ -70,6 +73,7 @@ pub use passkey::{PasskeyError, PasskeyInfo, PasskeyRefusal, Passkeys, RelyingPa
 pub use password_policy::PasswordPolicy;
 pub use revocation::{Revocation, Revoked};
 pub use second_factor::SecondFactors;
+pub use signed_in_users::SignedInUsers;
 pub use throttle::{Throttle, ThrottleConfig};
 
 use std::sync::Arc;

@@ -266,6 +266,7 @@ impl Authenticator {
         if !self.accounts.directory().set_disabled(user_id, when).await? {
             return Ok(None);
         }
+        self.accounts.signed_in().forget(user_id);
         if !disabled {
             return Ok(Some(Revoked::default()));
         }
@@ -294,6 +295,7 @@ impl Authenticator {
     /// Ends every session of `user_id` but `keep`, and every API token: the
     /// one path for "sign out everywhere" and every account change above.
     pub async fn revoke_everything(&self, user_id: i64, keep: Option<&SessionKey>) -> Result<Revoked, DatabaseError> {
+        self.accounts.signed_in().forget(user_id);
         self.revocation.revoke_everything(user_id, keep).await
     }
 

@@ -29,7 +29,7 @@ use crate::reauthentication::Reauthentication;
 use crate::registration_policy::Registration;
 use crate::routes::routes;
 use crate::session_store::{self, Closer, OpenedStore};
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 
 /// A built server, ready to serve.
 pub struct App {
@@ -93,7 +93,7 @@ impl App {
             });
         }
         let auth_throttle = auth.throttle().clone();
-        let state = AppState {
+        let state = AppState::new(Services {
             db: db.clone(),
             events,
             engine: engine.clone(),
@@ -111,7 +111,7 @@ impl App {
             registration: Registration::new(config.registration, auth.clone(), db.clone(), config.clock.clone()),
             email: EmailPages { policy: config.mail.policy },
             auth,
-        };
+        });
         if config.forward_auth.rules.is_empty() {
             tracing::info!("forward_auth.rules is empty: /auth/verify refuses every request (default deny)");
         }

@@ -10,9 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{FromRequestParts, Request};
 use http::request::Parts;
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -96,24 +94,21 @@ fn forwarded_host(headers: &HeaderMap) -> Option<String> {
     (!first.is_empty()).then(|| first.to_owned())
 }
 
-/// Middleware: sets [`ClientIp`] for the session layer, the throttle and
-/// logs; and, for requests from a trusted proxy, [`ForwardedHost`] from its
-/// `X-Forwarded-Host`, which the CSRF `Origin` check accepts.
-pub async fn set_client_ip(State(proxies): State<TrustedProxies>, mut request: Request, next: Next) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    if let Some(peer) = peer {
-        let ip = proxies.client_ip(peer, request.headers());
-        request.extensions_mut().insert(ClientIp(ip));
-        if proxies.contains(peer) {
-            if let Some(host) = forwarded_host(request.headers()) {
-                request.extensions_mut().insert(ForwardedHost(host));
-            }
+/// Sets [`ClientIp`] for the session layer, the throttle and logs; and,
+/// for requests from a trusted proxy, [`ForwardedHost`] from its
+/// `X-Forwarded-Host`. Called by [`crate::edge`] for every request.
+pub fn annotate(proxies: &TrustedProxies, peer: Option<SocketAddr>, request: &mut Request) {
+    let Some(peer) = peer.map(|p| p.ip()) else { return };
+    let ip = proxies.client_ip(peer, request.headers());
+    request.extensions_mut().insert(ClientIp(ip));
+    if proxies.contains(peer) {
+        if let Some(host) = forwarded_host(request.headers()) {
+            request.extensions_mut().insert(ForwardedHost(host));
         }
     }
-    next.run(request).await
 }
 
-/// Extractor: the client address set by [`set_client_ip`], if known (it is
+/// Extractor: the client address set by [`annotate`], if known (it is
 /// not when the router is driven without a socket, as in unit tests).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddress(pub Option<IpAddr>);

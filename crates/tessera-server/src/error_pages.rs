@@ -1,13 +1,9 @@
 //! Error answers that match the site: HTML pages for browsers, RFC 9457
 //! problems for API clients; 404, 405, 500 (panics included) and 503.
 
-use std::panic::AssertUnwindSafe;
-
 use askama::Template;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures::FutureExt;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use tessera_auth::{LoginError, RegisterError};
@@ -149,53 +145,73 @@ struct ErrorPage<'a> {
     retry: Option<String>,
 }
 
-/// Renders every error answer in the site's look, or as a problem document
-/// for JSON clients, and turns a panic into a 500 without a stack trace.
-pub async fn render_errors(request: Request, next: Next) -> Response {
-    // API paths always answer in problem documents, whatever Accept says.
-    let json = wants_json(request.headers()) || crate::api::is_api_path(request.uri().path());
-    let retry = (request.method() == http::Method::GET)
-        .then(|| request.uri().path_and_query().map(|p| p.as_str().to_owned()))
-        .flatten()
-        .filter(|path| safe_next(path).is_some());
-    let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::error!("a handler panicked; answering 500");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    };
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
+/// What rendering a request's error answer needs to know of the request,
+/// taken before the request is handed on.
+pub struct ErrorContext {
+    /// Problem documents rather than pages: JSON clients, and API paths
+    /// whatever `Accept` says.
+    pub json: bool,
+    /// The URI of a `GET` (a reference count), for "Try again" on a 5xx.
+    retry_uri: Option<http::Uri>,
+}
+
+impl ErrorContext {
+    /// The context of `request`.
+    pub fn of(request: &Request) -> Self {
+        let json = wants_json(request.headers()) || crate::api::is_api_path(request.uri().path());
+        let retry_uri = (request.method() == http::Method::GET).then(|| request.uri().clone());
+        ErrorContext { json, retry_uri }
     }
-    let problem = match response.extensions().get::<Problem>() {
-        Some(problem) => problem.clone(),
-        // A bare status (405 from the router, 413 from the body limit, 500
-        // from a panic) gets a page too; bodies handlers wrote themselves stay.
-        None if !response.headers().contains_key(CONTENT_TYPE) || status == StatusCode::PAYLOAD_TOO_LARGE => {
-            problem_for_status(status)
+
+    /// Renders an error answer in the site's look, or as a problem document
+    /// for JSON clients; other answers pass untouched.
+    pub fn render(self, response: Response) -> Response {
+        let status = response.status();
+        if !(status.is_client_error() || status.is_server_error()) {
+            return response;
         }
-        None => return response,
-    };
-    let (mut parts, _) = response.into_parts();
-    let rendered = if json {
-        Problem { status, ..problem.clone() }.json_response()
-    } else {
-        let page = ErrorPage {
-            page: Chrome { title: "Error", logged_in: false, csrf: String::new(), flash: None },
-            status: status.as_u16(),
-            heading: &problem.title,
-            detail: &problem.detail,
-            retry: retry.filter(|_| status.is_server_error()),
+        let problem = match response.extensions().get::<Problem>() {
+            Some(problem) => problem.clone(),
+            // A bare status (405 from the router, 413 from the body limit, 500
+            // from a panic) gets a page too; bodies handlers wrote themselves stay.
+            None if !response.headers().contains_key(CONTENT_TYPE) || status == StatusCode::PAYLOAD_TOO_LARGE => {
+                problem_for_status(status)
+            }
+            None => return response,
         };
-        render(status, &page)
-    };
-    let (rendered_parts, body) = rendered.into_parts();
-    parts.headers.insert(CONTENT_TYPE, rendered_parts.headers[CONTENT_TYPE].clone());
-    parts.headers.remove(http::header::CONTENT_LENGTH);
-    if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(RETRY_AFTER) {
-        parts.headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        let (mut parts, _) = response.into_parts();
+        let rendered = if self.json {
+            Problem { status, ..problem.clone() }.json_response()
+        } else {
+            let page = ErrorPage {
+                page: Chrome { title: "Error", logged_in: false, csrf: String::new(), flash: None },
+                status: status.as_u16(),
+                heading: &problem.title,
+                detail: &problem.detail,
+                retry: self
+                    .retry_uri
+                    .filter(|_| status.is_server_error())
+                    .and_then(|uri| uri.path_and_query().map(|p| p.as_str().to_owned()))
+                    .filter(|path| safe_next(path).is_some()),
+            };
+            render(status, &page)
+        };
+        let (rendered_parts, body) = rendered.into_parts();
+        parts.headers.insert(CONTENT_TYPE, rendered_parts.headers[CONTENT_TYPE].clone());
+        // The body is new: drop what described the old one (a compressed
+        // 413, say).
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        parts.headers.remove(http::header::CONTENT_ENCODING);
+        if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(RETRY_AFTER) {
+            parts.headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        Response::from_parts(parts, body)
     }
-    Response::from_parts(parts, body)
+}
+
+/// The answer to a request whose handler panicked: a 500 without a stack
+/// trace (the error page is rendered like any other).
+pub fn panicked() -> Response {
+    tracing::error!("a handler panicked; answering 500");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }

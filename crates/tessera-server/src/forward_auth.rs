@@ -13,7 +13,6 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use tessera_auth::UserDirectory;
 
 use axum::extract::{ConnectInfo, Query};
 use axum::response::{IntoResponse, Response};
@@ -229,8 +228,10 @@ async fn decide(
     headers: &HeaderMap,
 ) -> Response {
     let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
-        Some(id) => match gate.db.users().user_by_id(id).await {
-            Ok(user) => user.filter(|u| u.disabled_at.is_none()),
+        // The session was just found valid in the shared store; see
+        // tessera_auth::signed_in_users for why its user may come from memory.
+        Some(id) => match gate.auth.accounts().signed_in().enabled(id).await {
+            Ok(user) => user,
             Err(error) => return ServerError::unavailable(error).into_response(),
         },
         None => None,

@@ -9,15 +9,14 @@
 //! - every 401 carries `WWW-Authenticate` (RFC 9110 §15.5.2): `Bearer` for
 //!   API clients, a `Cookie` challenge naming the login form for browsers.
 //!
-//! The refusals carry a [`Problem`], so `render_errors` turns them into a
+//! The refusals carry a [`Problem`], so the error pages turn them into a
 //! page or a problem document like every other error.
 
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HOST, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode, Version};
-use tessera_axum::{wants_json, Problem};
+use tessera_axum::Problem;
 
 /// The challenge of 401s to API clients.
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"tessera\"";
@@ -43,15 +42,16 @@ fn refuse(problem: Problem) -> Response {
     response
 }
 
-/// Middleware: the checks above. Mount inside `render_errors`.
-pub async fn check(request: Request, next: Next) -> Response {
+/// The refusal of a request that breaks the rules above, if it does.
+/// Called by [`crate::edge`] before the route runs.
+pub fn refusal(request: &Request) -> Option<Response> {
     if request.version() == Version::HTTP_11 && request.headers().get_all(HOST).iter().count() != 1 {
-        return refuse(Problem {
+        return Some(refuse(Problem {
             status: StatusCode::BAD_REQUEST,
             kind: "bad-host".into(),
             title: "Bad request".into(),
             detail: "An HTTP/1.1 request needs exactly one Host header.".into(),
-        });
+        }));
     }
     if unsupported_content_encoding(request.headers()) {
         let mut response = refuse(Problem {
@@ -61,15 +61,18 @@ pub async fn check(request: Request, next: Next) -> Response {
             detail: crate::api::problem::UNSUPPORTED_ENCODING_DETAIL.into(),
         });
         response.headers_mut().insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-        return response;
+        return Some(response);
     }
-    let api = wants_json(request.headers()) || crate::api::is_api_path(request.uri().path());
-    let mut response = next.run(request).await;
+    None
+}
+
+/// Gives a `401` without a challenge the one that fits the client: `Bearer`
+/// for API clients (`api`), the login form's for browsers.
+pub fn add_challenge(response: &mut Response, api: bool) {
     if response.status() == StatusCode::UNAUTHORIZED && !response.headers().contains_key(WWW_AUTHENTICATE) {
         let challenge = if api { BEARER_CHALLENGE } else { COOKIE_CHALLENGE };
         response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
-    response
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod client_ip;
 pub mod compression;
 pub mod config;
 pub mod database;
+pub mod edge;
 pub mod error_pages;
 pub mod file_permissions;
 pub mod flash;

@@ -17,15 +17,16 @@
 //! | `tessera_password_hasher_available_slots` | gauge | free argon2 slots (0 = logins queue) |
 //! | `tessera_password_hasher_slots` | gauge | argon2 slots in all |
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
-use metrics::{counter, gauge, histogram};
+use http::Method;
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tessera::password::PasswordHasher;
 use tessera::{SessionKey, SessionRecord, SessionStore, StoreError, Timestamp, WriteOutcome};
@@ -133,71 +134,212 @@ pub fn router(source: MetricsSource) -> axum::Router {
     axum::Router::new().route("/metrics", axum::routing::get(endpoint)).with_state(source)
 }
 
-/// Middleware: counts and times every request by matched route.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    histogram!("tessera_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
-        .record(started.elapsed().as_secs_f64());
-    counter!("tessera_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
-    response
+/// The per-request metrics (`tessera_http_requests_total` and
+/// `tessera_http_request_duration_seconds`), recorded by [`crate::edge`].
+///
+/// Looking a metric up by its labels costs the recorder an allocation and a
+/// hash of every label on each call; the handles are looked up once per
+/// route, method and status and kept here, so a request costs a read lock
+/// and two atomic updates.
+#[derive(Default)]
+pub struct RequestMetrics {
+    routes: RwLock<HashMap<Box<str>, RouteHandles>>,
+}
+
+/// The handles of one route.
+#[derive(Default)]
+struct RouteHandles {
+    durations: Vec<(Method, Histogram)>,
+    counts: Vec<(Method, u16, Counter)>,
+}
+
+impl RouteHandles {
+    fn find(&self, method: &Method, status: u16) -> Option<(&Histogram, &Counter)> {
+        let histogram = self.durations.iter().find(|(m, _)| m == method).map(|(_, h)| h)?;
+        let counter = self.counts.iter().find(|(m, s, _)| m == method && *s == status).map(|(_, _, c)| c)?;
+        Some((histogram, counter))
+    }
+}
+
+/// The method as a label: the standard ones, and `OTHER` for the rest, so
+/// that clients sending made-up methods cannot grow the label set.
+fn label_method(method: &Method) -> Method {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    if STANDARD.contains(method) {
+        method.clone()
+    } else {
+        Method::from_bytes(b"OTHER").unwrap_or(Method::GET)
+    }
+}
+
+impl RequestMetrics {
+    /// Handles made in the process's recorder ([`handle`]).
+    pub fn new() -> Self {
+        handle();
+        RequestMetrics::default()
+    }
+
+    /// Records one request of `route` (the matched path, or `unmatched`),
+    /// answered with `status` after `elapsed`.
+    pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let method = &label_method(method);
+        {
+            let routes = self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some((histogram, counter)) = routes.get(route).and_then(|handles| handles.find(method, status)) {
+                histogram.record(seconds);
+                counter.increment(1);
+                return;
+            }
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let handles = routes.entry(route.into()).or_default();
+        if !handles.durations.iter().any(|(m, _)| m == method) {
+            let histogram = histogram!(
+                "tessera_http_request_duration_seconds",
+                "route" => route.to_owned(),
+                "method" => method.as_str().to_owned()
+            );
+            handles.durations.push((method.clone(), histogram));
+        }
+        if !handles.counts.iter().any(|(m, s, _)| m == method && *s == status) {
+            let counter = counter!(
+                "tessera_http_requests_total",
+                "route" => route.to_owned(),
+                "method" => method.as_str().to_owned(),
+                "status" => status.to_string()
+            );
+            handles.counts.push((method.clone(), status, counter));
+        }
+        if let Some((histogram, counter)) = handles.find(method, status) {
+            histogram.record(seconds);
+            counter.increment(1);
+        }
+    }
 }
 
 /// A session store that times every call, counts errors and time-outs, and
 /// counts created sessions (for metrics and hourly activity stats).
 pub struct MeteredStore {
     inner: Arc<dyn SessionStore>,
-    name: &'static str,
+    /// The handles of each operation, by [`Op`] (looked up once, not per call).
+    ops: Vec<OpHandles>,
+    created: Counter,
     activity: Option<ActivityStats>,
+}
+
+/// The store operations, as metric labels.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Load,
+    Create,
+    Save,
+    Regenerate,
+    Touch,
+    Destroy,
+    ListForUser,
+    DestroyForUser,
+    PurgeExpired,
+    Ping,
+}
+
+impl Op {
+    const ALL: [Op; 10] = [
+        Op::Load,
+        Op::Create,
+        Op::Save,
+        Op::Regenerate,
+        Op::Touch,
+        Op::Destroy,
+        Op::ListForUser,
+        Op::DestroyForUser,
+        Op::PurgeExpired,
+        Op::Ping,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Op::Load => "load",
+            Op::Create => "create",
+            Op::Save => "save",
+            Op::Regenerate => "regenerate",
+            Op::Touch => "touch",
+            Op::Destroy => "destroy",
+            Op::ListForUser => "list_for_user",
+            Op::DestroyForUser => "destroy_for_user",
+            Op::PurgeExpired => "purge_expired",
+            Op::Ping => "ping",
+        }
+    }
+}
+
+/// The metrics of one store operation.
+struct OpHandles {
+    duration: Histogram,
+    errors: Counter,
+    timeouts: Counter,
 }
 
 impl MeteredStore {
     /// Wraps `inner`, labelled `name` (`sqlite`, `postgres`, `redis`, `memory`).
     pub fn new(inner: Arc<dyn SessionStore>, name: &'static str, activity: Option<ActivityStats>) -> Self {
         handle();
-        MeteredStore { inner, name, activity }
+        let ops = Op::ALL
+            .iter()
+            .map(|op| {
+                let op = op.label();
+                OpHandles {
+                    duration: histogram!("tessera_store_call_duration_seconds", "store" => name, "op" => op),
+                    errors: counter!("tessera_store_call_errors_total", "store" => name, "op" => op, "kind" => "error"),
+                    timeouts: counter!(
+                        "tessera_store_call_errors_total", "store" => name, "op" => op, "kind" => "timeout"
+                    ),
+                }
+            })
+            .collect();
+        let created = counter!("tessera_sessions_created_total", "store" => name);
+        MeteredStore { inner, ops, created, activity }
     }
 
     async fn timed<T>(
         &self,
-        op: &'static str,
+        op: Op,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let mut guard = CallGuard { store: self.name, op, started: Instant::now(), finished: false };
+        let handles = &self.ops[op as usize];
+        let mut guard = CallGuard { handles, started: Instant::now(), finished: false };
         let result = call.await;
         guard.finished = true;
-        histogram!("tessera_store_call_duration_seconds", "store" => self.name, "op" => op)
-            .record(guard.started.elapsed().as_secs_f64());
+        handles.duration.record(guard.started.elapsed().as_secs_f64());
         if result.is_err() {
-            counter!("tessera_store_call_errors_total", "store" => self.name, "op" => op, "kind" => "error")
-                .increment(1);
+            handles.errors.increment(1);
         }
         result
     }
 }
 
 /// Counts a call dropped before it finished (the engine's time-out).
-struct CallGuard {
-    store: &'static str,
-    op: &'static str,
+struct CallGuard<'a> {
+    handles: &'a OpHandles,
     started: Instant,
     finished: bool,
 }
 
-impl Drop for CallGuard {
+impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            histogram!("tessera_store_call_duration_seconds", "store" => self.store, "op" => self.op)
-                .record(self.started.elapsed().as_secs_f64());
-            counter!("tessera_store_call_errors_total", "store" => self.store, "op" => self.op, "kind" => "timeout")
-                .increment(1);
+            self.handles.duration.record(self.started.elapsed().as_secs_f64());
+            self.handles.timeouts.increment(1);
         }
     }
 }
@@ -205,13 +347,13 @@ impl Drop for CallGuard {
 #[async_trait]
 impl SessionStore for MeteredStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
-        self.timed("load", self.inner.load(key)).await
+        self.timed(Op::Load, self.inner.load(key)).await
     }
 
     async fn create(&self, record: &SessionRecord) -> Result<WriteOutcome, StoreError> {
-        let outcome = self.timed("create", self.inner.create(record)).await?;
+        let outcome = self.timed(Op::Create, self.inner.create(record)).await?;
         if outcome == WriteOutcome::Written {
-            counter!("tessera_sessions_created_total", "store" => self.name).increment(1);
+            self.created.increment(1);
             if let Some(activity) = &self.activity {
                 activity.session_created();
             }
@@ -220,7 +362,7 @@ impl SessionStore for MeteredStore {
     }
 
     async fn save(&self, record: &SessionRecord, expected_version: u64) -> Result<WriteOutcome, StoreError> {
-        self.timed("save", self.inner.save(record, expected_version)).await
+        self.timed(Op::Save, self.inner.save(record, expected_version)).await
     }
 
     async fn regenerate(
@@ -229,31 +371,31 @@ impl SessionStore for MeteredStore {
         expected_version: u64,
         record: &SessionRecord,
     ) -> Result<WriteOutcome, StoreError> {
-        self.timed("regenerate", self.inner.regenerate(old_key, expected_version, record)).await
+        self.timed(Op::Regenerate, self.inner.regenerate(old_key, expected_version, record)).await
     }
 
     async fn touch(&self, key: &SessionKey, last_active: Timestamp, expires_at: Timestamp) -> Result<bool, StoreError> {
-        self.timed("touch", self.inner.touch(key, last_active, expires_at)).await
+        self.timed(Op::Touch, self.inner.touch(key, last_active, expires_at)).await
     }
 
     async fn destroy(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        self.timed("destroy", self.inner.destroy(key)).await
+        self.timed(Op::Destroy, self.inner.destroy(key)).await
     }
 
     async fn list_for_user(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        self.timed("list_for_user", self.inner.list_for_user(user_id)).await
+        self.timed(Op::ListForUser, self.inner.list_for_user(user_id)).await
     }
 
     async fn destroy_for_user(&self, user_id: &str, keep: Option<&SessionKey>) -> Result<u64, StoreError> {
-        self.timed("destroy_for_user", self.inner.destroy_for_user(user_id, keep)).await
+        self.timed(Op::DestroyForUser, self.inner.destroy_for_user(user_id, keep)).await
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.timed("purge_expired", self.inner.purge_expired()).await
+        self.timed(Op::PurgeExpired, self.inner.purge_expired()).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.timed("ping", self.inner.ping()).await
+        self.timed(Op::Ping, self.inner.ping()).await
     }
 }
 

@@ -3,14 +3,14 @@
 
 use axum::extract::State;
 use axum::routing::{get, post};
-use axum::{middleware, Router};
+use axum::Router;
 use tessera_axum::SessionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::api;
-use crate::client_ip::set_client_ip;
 use crate::config::AppConfig;
-use crate::error_pages::{not_found, render_errors};
+use crate::edge::EdgeLayer;
+use crate::error_pages::not_found;
 use crate::forward_auth;
 use crate::health;
 use crate::oidc;
@@ -18,8 +18,6 @@ use crate::pages::{
     account, account_activity, account_password, account_sessions, account_two_factor, email, home, login,
     login_second_factor, logout, passkeys, profile, register,
 };
-use crate::request_id;
-use crate::security_headers;
 use crate::state::AppState;
 use crate::static_files;
 
@@ -78,26 +76,12 @@ pub(crate) fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer
         let source = state.metrics.clone();
         router = router.route("/metrics", get(move || async move { crate::metrics::endpoint(State(source)).await }));
     }
-    let mut router = router
-        // The limit sits inside render_errors so its 413 becomes a page or
-        // a problem document like every other error.
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        // Host, Content-Encoding and 401 challenges (RFC 9110/9112); inside
-        // render_errors so its refusals are pages or problem documents.
-        .layer(middleware::from_fn(crate::http_semantics::check))
-        .layer(middleware::from_fn(render_errors))
-        // Outside the session layer, which records the address with the session.
-        .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), set_client_ip));
-    for layer in security_headers::layers() {
-        router = router.layer(layer);
-    }
-    if config.hsts {
-        router = router.layer(security_headers::hsts());
-    }
     router
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         // gzip or br when the client accepts it; see crate::compression.
         .layer(crate::compression::layer())
-        .layer(middleware::from_fn(crate::metrics::track))
-        .layer(middleware::from_fn_with_state(config.trusted_proxies.clone(), request_id::assign))
+        // Request ID, client address, HTTP checks, error pages (the body
+        // limit's 413 included), access log, metrics, security headers.
+        .layer(EdgeLayer::new(config.trusted_proxies.clone(), config.hsts))
         .with_state(state)
 }

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod refresh;
+mod verified;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -279,6 +280,8 @@ struct Signer {
 pub struct KeyRing {
     signer: Option<Signer>,
     verifiers: BTreeMap<String, Verifier>,
+    /// Tokens this ring verified (see [`verified`]).
+    verified: verified::VerifiedTokens,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -377,7 +380,24 @@ impl KeyRing {
         };
         let kid = check_header(header_part)?;
         let verifier = self.verifiers.get(&kid).ok_or(TokenError::UnknownKey)?;
+        let digest = verified::digest(token);
+        let claims = match self.verified.get(&digest) {
+            Some(claims) => claims,
+            None => {
+                let claims = Self::verify_signature(settings, token, verifier)?;
+                self.verified.insert(digest, &claims, now);
+                claims
+            }
+        };
+        Self::check_claims(settings, claims, now)
+    }
 
+    /// The signature, and the claims' presence and types.
+    fn verify_signature(
+        settings: &TokenSettings,
+        token: &str,
+        verifier: &Verifier,
+    ) -> Result<AccessClaims, TokenError> {
         // The signature and the claims' presence and types; time is checked
         // below against the caller's clock, not the wall clock.
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -402,7 +422,11 @@ impl KeyRing {
                 _ => TokenError::Malformed,
             }
         })?;
-        let claims = data.claims;
+        Ok(data.claims)
+    }
+
+    /// What is checked on every call, remembered token or not.
+    fn check_claims(settings: &TokenSettings, claims: AccessClaims, now: i64) -> Result<AccessClaims, TokenError> {
         // Belt and braces: jsonwebtoken checked these too.
         if claims.iss != settings.issuer {
             return Err(TokenError::InvalidClaims("wrong issuer"));

@@ -227,3 +227,31 @@ fn rfc_9068_claims_are_required() {
     assert!(ring.verify(&custom, &issued.token, NOW).is_ok());
     assert!(ring.verify(&settings, &issued.token, NOW).is_err(), "another client's token");
 }
+
+#[test]
+fn a_remembered_token_skips_only_the_signature() {
+    let (settings, ring, _) = setup();
+    let issued = ring.issue(&settings, "7", NOW).unwrap();
+    assert_eq!(ring.verified.len(), 0);
+    let first = ring.verify(&settings, &issued.token, NOW).unwrap();
+    assert_eq!(ring.verified.len(), 1, "a verified token is remembered");
+    assert_eq!(ring.verify(&settings, &issued.token, NOW + 1).unwrap(), first, "same claims the second time");
+    assert_eq!(ring.verified.len(), 1);
+
+    // The claims and the clock are checked on every call, remembered or not.
+    let other = TokenSettings::new("someone-else", "tessera-api");
+    assert_eq!(ring.verify(&other, &issued.token, NOW), Err(TokenError::InvalidClaims("wrong issuer")));
+    assert_eq!(ring.verify(&settings, &issued.token, NOW + 900), Err(TokenError::Expired));
+
+    // One byte changed anywhere is another token: the full check refuses it.
+    let mut forged = issued.token.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(ring.verify(&settings, &forged, NOW), Err(TokenError::BadSignature));
+    assert_eq!(ring.verified.len(), 1, "refused tokens are never remembered");
+
+    // Another ring (a key rotated) has remembered nothing.
+    let (_, fresh, _) = setup();
+    assert_eq!(fresh.verify(&settings, &issued.token, NOW), Err(TokenError::UnknownKey));
+}

@@ -51,9 +51,10 @@ fn bearer_token(parts: &Parts) -> Option<Result<&str, ApiError>> {
     Some(Ok(token.trim()))
 }
 
+/// The enabled user behind a session or token already found valid (see
+/// `tessera_auth::signed_in_users` for why it may come from memory).
 async fn enabled_user(auth: &Authenticator, id: i64) -> Result<Option<User>, ApiError> {
-    let user = auth.accounts().directory().user_by_id(id).await.map_err(ApiError::unavailable)?;
-    Ok(user.filter(|u| u.disabled_at.is_none()))
+    auth.accounts().signed_in().enabled(id).await.map_err(ApiError::unavailable)
 }
 
 impl<S> FromRequestParts<S> for ApiUser

@@ -126,13 +126,14 @@ where
         let session = Session::from_request_parts(parts, state).await?;
         let csrf = CsrfToken::from_request_parts(parts, state).await?;
         let user = match session.user_id().and_then(|id| id.parse::<i64>().ok()) {
+            // The session was just found valid in the shared store; see
+            // tessera_auth::signed_in_users for why its user may come from memory.
             Some(id) => Authenticator::from_ref(state)
                 .accounts()
-                .directory()
-                .user_by_id(id)
+                .signed_in()
+                .enabled(id)
                 .await
-                .map_err(|e| ServerError::unavailable(e).into_response())?
-                .filter(|user| user.disabled_at.is_none()),
+                .map_err(|e| ServerError::unavailable(e).into_response())?,
             None => None,
         };
         let cookie = SessionEngine::from_ref(state).cookie_config().clone();
