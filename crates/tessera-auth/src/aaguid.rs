@@ -66,6 +66,62 @@ pub fn authenticator_name(credential: &RegisterPublicKeyCredential) -> Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_cbor_2::Value;
+
+    /// A registration response whose authenticator data carries `aaguid`
+    /// (the layout of WebAuthn §6.1: RP ID hash, flags with AT set,
+    /// counter, attested credential data with a COSE EC2 key).
+    fn credential_with(aaguid: Uuid) -> RegisterPublicKeyCredential {
+        let mut auth_data = vec![0u8; 32];
+        auth_data.push(0x45); // UP, UV, AT
+        auth_data.extend_from_slice(&1u32.to_be_bytes());
+        auth_data.extend_from_slice(aaguid.as_bytes());
+        let credential_id = [7u8; 16];
+        auth_data.extend_from_slice(&(credential_id.len() as u16).to_be_bytes());
+        auth_data.extend_from_slice(&credential_id);
+        let key: BTreeMap<Value, Value> = [
+            (Value::Integer(1), Value::Integer(2)),
+            (Value::Integer(3), Value::Integer(-7)),
+            (Value::Integer(-1), Value::Integer(1)),
+            (Value::Integer(-2), Value::Bytes(vec![1; 32])),
+            (Value::Integer(-3), Value::Bytes(vec![2; 32])),
+        ]
+        .into_iter()
+        .collect();
+        auth_data.extend(serde_cbor_2::to_vec(&Value::Map(key)).unwrap());
+        let object: BTreeMap<Value, Value> = [
+            (Value::Text("fmt".into()), Value::Text("none".into())),
+            (Value::Text("attStmt".into()), Value::Map(BTreeMap::new())),
+            (Value::Text("authData".into()), Value::Bytes(auth_data)),
+        ]
+        .into_iter()
+        .collect();
+        let object = serde_cbor_2::to_vec(&Value::Map(object)).unwrap();
+        let json = serde_json::json!({
+            "id": "BwcHBwcHBwcHBwcHBwcHBw",
+            "rawId": "BwcHBwcHBwcHBwcHBwcHBw",
+            "type": "public-key",
+            "response": {
+                "attestationObject": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, object),
+                "clientDataJSON": "e30",
+            },
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_aaguid_is_read_from_the_authenticator_data() {
+        let bitwarden = Uuid::parse_str("d548826e-79b4-db40-a3d8-11116f7e8349").unwrap();
+        assert_eq!(aaguid(&credential_with(bitwarden)), Some(bitwarden));
+        assert_eq!(authenticator_name(&credential_with(bitwarden)), Some("Bitwarden"));
+        let unknown = Uuid::parse_str("01020304-0506-0708-0102-030405060708").unwrap();
+        assert_eq!(aaguid(&credential_with(unknown)), Some(unknown));
+        assert_eq!(authenticator_name(&credential_with(unknown)), None);
+        assert_eq!(aaguid(&credential_with(Uuid::nil())), None, "all zeros names nothing");
+        let mut garbage = credential_with(bitwarden);
+        garbage.response.attestation_object = vec![1, 2, 3].into();
+        assert_eq!(aaguid(&garbage), None);
+    }
 
     #[test]
     fn the_table_parses_and_names_known_providers() {

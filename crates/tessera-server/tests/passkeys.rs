@@ -824,12 +824,7 @@ async fn removal_race(server: &TestServer) {
     assert_eq!(ids.len(), 2);
 
     // A web session signed in with the first passkey just now (recent).
-    let mut browser = server.browser();
-    let csrf = browser.get("/login").await.csrf();
-    let (_, options) = web_post(&mut browser, "/login/passkey/begin", &csrf, json!({})).await;
-    let assertion = soft.sign(&server.base, &options);
-    let body = json!({"ceremony": options["ceremony"], "credential": assertion});
-    assert_eq!(web_post(&mut browser, "/login/passkey/finish", &csrf, body).await.0, 200);
+    let mut browser = web_passkey_sign_in(server, &mut soft).await;
     let page = browser.get("/account/passkeys").await;
     assert_eq!(page.status, 200);
     let csrf = page.csrf();
@@ -1052,5 +1047,56 @@ async fn a_passkey_as_the_second_factor_after_the_password_in_chromium() {
     assert!(kinds.ends_with(&["passkey_used".to_owned(), "login_succeeded".to_owned()]), "{kinds:?}");
     with_autofill(&browser, script).await;
     browser.close().await;
+    server.stop().await;
+}
+
+/// A browser session signed in on the login page with `soft`'s passkey.
+async fn web_passkey_sign_in(server: &TestServer, soft: &mut SoftAuthenticator) -> Browser {
+    let mut browser = server.browser();
+    let csrf = browser.get("/login").await.csrf();
+    let (_, options) = web_post(&mut browser, "/login/passkey/begin", &csrf, json!({})).await;
+    let assertion = soft.sign(&server.base, &options);
+    let body = json!({"ceremony": options["ceremony"], "credential": assertion});
+    assert_eq!(web_post(&mut browser, "/login/passkey/finish", &csrf, body).await.0, 200);
+    browser
+}
+
+#[tokio::test]
+async fn a_passkey_only_account_sets_a_password_after_a_recent_confirmation() {
+    let (server, _dir) = api_server(1000, None).await;
+    let api = Api::new(&server.base);
+    let name = unique_name("setpw");
+    let (_, mut soft) = passkey_only_account(&api, &server.base, &name).await;
+    let mut browser = web_passkey_sign_in(&server, &mut soft).await;
+    let account = browser.get("/account").await;
+    assert!(account.body.contains(">Set a password</a>"), "{}", account.body);
+
+    // Eleven minutes later: not without a fresh confirmation.
+    server.clock.advance(std::time::Duration::from_secs(11 * 60));
+    let page = browser.get("/account/password").await;
+    assert!(page.body.contains("id=\"set-password-notice\""), "{}", page.body);
+    assert!(!page.body.contains("name=\"current_password\""), "nothing to type");
+    let refused = browser
+        .post_form("/account/password", &[("csrf_token", &page.csrf()), ("new_password", "a brand new passphrase")])
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+
+    // Confirmed with the passkey, the password is set and signs in.
+    let account = browser.get("/account").await;
+    let csrf = data_csrf(&account);
+    let (status, options) = web_post(&mut browser, "/account/confirm/passkey/begin", &csrf, json!({})).await;
+    assert_eq!(status, 200, "{options}");
+    assert_eq!(allowed_ids(&options), vec![b64(&soft.credential_id)]);
+    let assertion = soft.sign(&server.base, &options);
+    let (status, answer) =
+        web_post(&mut browser, "/account/confirm/passkey/finish", &csrf, json!({"credential": assertion})).await;
+    assert_eq!((status, &answer), (200, &json!({"confirmed": true})));
+    let page = browser.get("/account/password").await;
+    let set = browser
+        .post_form("/account/password", &[("csrf_token", &page.csrf()), ("new_password", "a brand new passphrase")])
+        .await;
+    assert_eq!(set.location(), Some("/account"), "{}", set.body);
+    let mut other = server.browser();
+    assert_eq!(other.login(&name, "a brand new passphrase").await.location(), Some("/profile"));
     server.stop().await;
 }

@@ -131,7 +131,7 @@ impl Database {
     }
 
     /// Unlinks (issuer, subject) from `user_id` if the account keeps another
-    /// way to log in (a password or another identity). `Ok(false)` when it
+    /// way to log in (a password, another identity or a passkey). `Ok(false)` when it
     /// would not, or when no such identity is linked to that account.
     pub async fn unlink_identity(&self, user_id: i64, issuer: &str, subject: &str) -> Result<bool, DatabaseError> {
         let mut tx = self.pool.begin().await?;
@@ -148,7 +148,18 @@ impl Database {
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-        if !has_password && count <= 1 {
+        // Passkeys are a way in too. The account's passkey row is locked as
+        // removing a passkey locks it (`Passkeys::remove_unless_last`).
+        sqlx::query("UPDATE passkey_user_handles SET handle = handle WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let passkeys: i64 = sqlx::query("SELECT COUNT(*) FROM passkeys WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if !has_password && count <= 1 && passkeys == 0 {
             return Ok(false);
         }
         let deleted = sqlx::query("DELETE FROM user_identities WHERE user_id = $1 AND issuer = $2 AND subject = $3")
