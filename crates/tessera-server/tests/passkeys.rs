@@ -816,8 +816,19 @@ async fn removal_race(server: &TestServer) {
     let api = Api::new(&server.base);
     let name = unique_name("race");
     let (token, mut soft) = passkey_only_account(&api, &server.base, &name).await;
+    // Without a password, adding a passkey needs a fresh assertion of one:
+    // the access token alone is not enough.
+    let (status, problem) = api.post("/api/passkeys/register/begin", Some(&token), json!({})).await;
+    assert_eq!(status, 403, "{problem}");
+    let (ceremony, options) = api.begin().await;
+    let confirmation = json!({"ceremony": ceremony, "credential": soft.sign(&server.base, &options)});
+    let (status, begun) =
+        api.post("/api/passkeys/register/begin", Some(&token), json!({"confirmation": confirmation})).await;
+    assert_eq!(status, 200, "{begun}");
     let mut second = SoftAuthenticator::new();
-    api.add_passkey(&token, &mut second, "Second").await;
+    let credential = second.register(&server.base, &begun["options"]);
+    let body = json!({"ceremony": begun["ceremony"], "name": "Second", "credential": credential});
+    assert_eq!(api.post("/api/passkeys/register/finish", Some(&token), body).await.0, 201);
     let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
     let passkeys = server.app_state.auth.passkeys().unwrap();
     let ids: Vec<String> = passkeys.list(user.id).await.unwrap().into_iter().map(|p| p.id).collect();

@@ -167,6 +167,11 @@ pub struct RegistrationRequest {
     /// The current password; required when the account has one.
     #[serde(default)]
     pub current_password: Option<String>,
+    /// For an account without a password that has passkeys: a fresh
+    /// assertion of one of them, answering a ceremony of
+    /// `POST /api/passkeys/signin/begin`.
+    #[serde(default)]
+    pub confirmation: Option<SignInAssertion>,
 }
 
 /// Options for `navigator.credentials.create()` (or the platform's API).
@@ -190,7 +195,9 @@ pub struct RegistrationOptions {
     request_body = RegistrationRequest,
     responses(
         (status = 200, description = "A challenge to create a passkey for the signed-in account", body = RegistrationOptions),
-        (status = 401, description = "Not authenticated, or wrong current password", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 400, description = "`passkey-challenge-expired`: the confirmation answers no current ceremony", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated, wrong current password, or a refused confirmation (`passkey-wrong-user`, `passkey-invalid`, …)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "An account without a password that has passkeys sent no `confirmation`", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, description = "Too many wrong passwords; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
@@ -210,6 +217,23 @@ pub async fn register_begin(
             Err(LoginError::Busy) => return Err(ApiError::Busy),
             Err(other) => return Err(ApiError::unavailable(other)),
         }
+    } else if passkeys.count(caller.user.id).await.map_err(ApiError::unavailable)? > 0 {
+        // No password to type: a fresh assertion of one of its passkeys, so
+        // that an access token alone cannot add a lasting way in.
+        let Some(confirmation) = body.confirmation else {
+            return Err(ApiError::Forbidden(
+                "Confirm with one of your passkeys: send `confirmation` (an assertion answering \
+                 POST /api/passkeys/signin/begin).",
+            ));
+        };
+        let ceremony = passkeys.take_authentication(&confirmation.ceremony).await.map_err(ApiError::unavailable)?;
+        let confirmed = match ceremony {
+            Some(ceremony) => {
+                api.auth.confirm_passkey(Channel::Api, &client, &caller.user, ceremony, &confirmation.credential).await
+            }
+            None => Err(api.auth.passkey_without_ceremony(Channel::Api, &client).await),
+        };
+        confirmed.map_err(login_refused)?;
     }
     let (options, ceremony) = passkeys.begin_registration(&caller.user).await.map_err(refused)?;
     let ceremony = passkeys.keep_registration(&ceremony).await.map_err(ApiError::unavailable)?;
