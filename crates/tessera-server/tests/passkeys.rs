@@ -694,6 +694,12 @@ async fn a_passkey_is_the_second_factor_of_a_password_account_and_another_users_
     // Password and passkey: two factors, so a two_factor rule lets her in.
     assert_eq!(two_factor_rule(&mut browser).await, 200);
 
+    // A passkey sign-in on its own is two factors: Bob, who has no app on
+    // this server that requires a second factor, is logged in at once.
+    let mut bobs_browser = web_passkey_sign_in(&server, &mut bobs).await;
+    assert_eq!(bobs_browser.get("/profile").await.status, 200);
+    assert_eq!(two_factor_rule(&mut bobs_browser).await, 200);
+
     // Without a pending login there is nothing to finish.
     let mut stranger = server.browser();
     let login = stranger.get("/login").await;
