@@ -544,16 +544,19 @@ impl Passkeys {
     }
 
     /// Removes `user_id`'s passkey `id` unless it is the account's last way
-    /// to sign in: `other_ways_in` counts the ways besides passkeys (a
-    /// password, linked identities). The count and the delete are one
-    /// transaction that first locks the account's passkey row
+    /// to sign in. The other ways are counted inside the transaction: a
+    /// password, and `other_ways_in`, a query of the host's own tables (for
+    /// instance linked identities) that takes the user ID as `$1` and answers
+    /// one count. The transaction first locks the account's passkey row
     /// (`passkey_user_handles`), so concurrent removals of the last two
-    /// passkeys run one after the other and one of them is refused.
+    /// passkeys run one after the other and one of them is refused; a host
+    /// that removes its other ways in under the same lock is serialised with
+    /// them too.
     pub async fn remove_unless_last(
         &self,
         user_id: i64,
         id: &str,
-        other_ways_in: usize,
+        other_ways_in: Option<&'static str>,
     ) -> Result<Removal, DatabaseError> {
         let mut tx = self.db.begin().await?;
         // A write that changes nothing: PostgreSQL locks the row until the
@@ -576,7 +579,19 @@ impl Passkeys {
             tx.rollback().await?;
             return Ok(Removal::NoSuchPasskey);
         }
-        if other_ways_in == 0 && count <= 1 {
+        let password = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get::<Option<String>, _>("password_hash"))
+            .transpose()?
+            .flatten()
+            .is_some();
+        let others = match other_ways_in {
+            Some(query) => sqlx::query(query).bind(user_id).fetch_one(&mut *tx).await?.try_get::<i64, _>(0)?,
+            None => 0,
+        };
+        if !password && others == 0 && count <= 1 {
             tx.rollback().await?;
             return Ok(Removal::LastWayIn);
         }
@@ -1088,16 +1103,17 @@ impl Authenticator {
     }
 
     /// Removes `user`'s passkey `id` unless it is the account's last way
-    /// to sign in (`other_ways_in`: a password, linked identities), in one
-    /// transaction ([`Passkeys::remove_unless_last`]); the host has checked
-    /// a recent authentication. Records [`AuthEvent::PasskeyRemoved`].
+    /// to sign in (a password, or what the host's `other_ways_in` query
+    /// counts), in one transaction ([`Passkeys::remove_unless_last`]); the
+    /// host has checked a recent authentication. Records
+    /// [`AuthEvent::PasskeyRemoved`].
     pub async fn remove_passkey(
         &self,
         channel: Channel,
         client: &Client,
         user: &User,
         id: &str,
-        other_ways_in: usize,
+        other_ways_in: Option<&'static str>,
     ) -> Result<Removal, DatabaseError> {
         let Some(passkeys) = self.passkeys() else { return Ok(Removal::NoSuchPasskey) };
         let removal = passkeys.remove_unless_last(user.id, id, other_ways_in).await?;

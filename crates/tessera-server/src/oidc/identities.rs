@@ -73,6 +73,11 @@ fn identity_from_row(row: sqlx::any::AnyRow) -> Result<Identity, DatabaseError> 
 
 const COLUMNS: &str = "user_id, issuer, subject, email, linked_at";
 
+/// How many identities are linked to the account `$1`: one of its ways
+/// in, counted inside transactions that must not remove the last one
+/// (here, and `Passkeys::remove_unless_last`).
+pub const COUNT_IDENTITIES: &str = "SELECT COUNT(*) FROM user_identities WHERE user_id = $1";
+
 impl Database {
     /// The identity (issuer, subject), if linked.
     pub async fn identity(&self, issuer: &str, subject: &str) -> Result<Option<Identity>, DatabaseError> {
@@ -143,11 +148,7 @@ impl Database {
             .transpose()?
             .flatten()
             .is_some();
-        let count: i64 = sqlx::query("SELECT COUNT(*) FROM user_identities WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let count: i64 = sqlx::query(COUNT_IDENTITIES).bind(user_id).fetch_one(&mut *tx).await?.try_get(0)?;
         // Passkeys are a way in too. The account's passkey row is locked as
         // removing a passkey locks it (`Passkeys::remove_unless_last`).
         sqlx::query("UPDATE passkey_user_handles SET handle = handle WHERE user_id = $1")

@@ -455,11 +455,9 @@ pub async fn remove(
             _ => response,
         };
     }
-    let others = match other_ways_in(&pages, &user).await {
-        Ok(others) => others,
-        Err(error) => return error.into_response(),
-    };
-    match pages.auth.remove_passkey(Channel::Web, &ctx.client, &user, &form.id, others).await {
+    // The identities are counted inside the removal's transaction.
+    let identities = Some(crate::oidc::identities::COUNT_IDENTITIES);
+    match pages.auth.remove_passkey(Channel::Web, &ctx.client, &user, &form.id, identities).await {
         Ok(Removal::Removed) => done(&pages, Flash::PasskeyRemoved),
         Ok(Removal::LastWayIn) => {
             let message = "This passkey is your only way to sign in, so it cannot be removed. Add another passkey \
