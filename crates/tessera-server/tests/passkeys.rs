@@ -817,6 +817,75 @@ async fn sixty_concurrent_removals_of_the_last_two_passkeys_leave_one_on_postgre
     server.stop().await;
 }
 
+#[tokio::test]
+async fn removing_the_last_passkey_and_unlinking_the_last_identity_at_once_leave_a_way_in() {
+    let (server, _dir) = api_server(1000, None).await;
+    last_two_ways_race(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn removing_the_last_passkey_and_unlinking_the_last_identity_at_once_on_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let (server, _dir) = api_server(1000, Some(services::postgres_url())).await;
+    last_two_ways_race(&server).await;
+    server.stop().await;
+}
+
+/// A passkey-only account with one identity linked too: 30 removals of the
+/// passkey and 30 unlinks of the identity at once leave exactly one.
+async fn last_two_ways_race(server: &TestServer) {
+    use tessera_auth::UserDirectory;
+    let api = Api::new(&server.base);
+    let name = unique_name("twoways");
+    let (_, mut soft) = passkey_only_account(&api, &server.base, &name).await;
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    let identity = tessera_server::oidc::provider::VerifiedIdentity {
+        issuer: "https://id.example.test".into(),
+        subject: name.clone(),
+        verified_email: None,
+        preferred_username: None,
+        any_email: None,
+    };
+    assert!(server.app_state.db.link_identity(user.id, &identity, tessera::Timestamp(0)).await.unwrap());
+    let passkeys = server.app_state.auth.passkeys().unwrap();
+    let id = passkeys.list(user.id).await.unwrap()[0].id.clone();
+
+    let mut browser = web_passkey_sign_in(server, &mut soft).await;
+    let csrf = browser.get("/account/passkeys").await.csrf();
+    let cookies: String = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
+    let mut tasks = vec![];
+    for i in 0..60 {
+        let (client, barrier, cookies, csrf) = (client.clone(), barrier.clone(), cookies.clone(), csrf.clone());
+        let (path, form): (&str, Vec<(&str, String)>) = if i % 2 == 0 {
+            ("/account/passkeys/remove", vec![("csrf_token", csrf), ("id", id.clone())])
+        } else {
+            (
+                "/account/identities/unlink",
+                vec![("csrf_token", csrf), ("issuer", identity.issuer.clone()), ("subject", identity.subject.clone())],
+            )
+        };
+        let url = format!("{}{path}", server.base);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let status = client.post(url).header("cookie", cookies).form(&form).send().await.unwrap().status();
+            (path, status.as_u16())
+        }));
+    }
+    let mut outcomes = std::collections::BTreeMap::<(&str, u16), usize>::new();
+    for task in tasks {
+        *outcomes.entry(task.await.unwrap()).or_default() += 1;
+    }
+    let passkeys_left = passkeys.count(user.id).await.unwrap();
+    let identities_left = server.app_state.db.identities_of(user.id).await.unwrap().len();
+    assert_eq!(passkeys_left + identities_left as i64, 1, "exactly one way in is left: {outcomes:?}");
+    assert!(outcomes.keys().all(|(_, status)| [303, 404, 409].contains(status)), "{outcomes:?}");
+}
+
 async fn removal_race(server: &TestServer) {
     use tessera_auth::UserDirectory;
     let api = Api::new(&server.base);

@@ -140,6 +140,15 @@ impl Database {
     /// would not, or when no such identity is linked to that account.
     pub async fn unlink_identity(&self, user_id: i64, issuer: &str, subject: &str) -> Result<bool, DatabaseError> {
         let mut tx = self.pool.begin().await?;
+        // Passkeys are a way in too. The account's passkey row is locked
+        // first, as removing a passkey locks it (`Passkeys::remove_unless_last`):
+        // the two run one after the other. (A write as the first statement
+        // also makes SQLite wait for its write lock instead of failing to
+        // upgrade a read lock.)
+        sqlx::query("UPDATE passkey_user_handles SET handle = handle WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         let has_password: bool = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
             .bind(user_id)
             .fetch_optional(&mut *tx)
@@ -149,12 +158,6 @@ impl Database {
             .flatten()
             .is_some();
         let count: i64 = sqlx::query(COUNT_IDENTITIES).bind(user_id).fetch_one(&mut *tx).await?.try_get(0)?;
-        // Passkeys are a way in too. The account's passkey row is locked as
-        // removing a passkey locks it (`Passkeys::remove_unless_last`).
-        sqlx::query("UPDATE passkey_user_handles SET handle = handle WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
         let passkeys: i64 = sqlx::query("SELECT COUNT(*) FROM passkeys WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(&mut *tx)
