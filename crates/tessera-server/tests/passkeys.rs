@@ -780,6 +780,34 @@ async fn api_passkey_only_sign_up_with_a_software_authenticator() {
     assert_eq!((status, kind(&refused)), (wrong_status, kind(&wrong)), "{refused} vs {wrong}");
     assert_eq!(refused["detail"], wrong["detail"]);
 
+    // Sensitive API calls take a passkey assertion instead of the password:
+    // setting a password, then deleting the account.
+    let (status, _) = api.post("/api/password", Some(&token), json!({"new_password": "a brand new passphrase"})).await;
+    assert_eq!(status, 401, "no password to confirm with, and no passkey");
+    let (ceremony, options) = api.begin().await;
+    let confirmation = json!({"ceremony": ceremony, "credential": soft.sign(&server.base, &options)});
+    let body = json!({"new_password": "a brand new passphrase", "confirmation": confirmation});
+    let (status, problem) = api.post("/api/password", Some(&token), body).await;
+    assert_eq!(status, 204, "{problem}");
+    let (status, pair) =
+        api.post("/api/signin", None, json!({"username": name, "password": "a brand new passphrase"})).await;
+    assert_eq!(status, 200, "{pair}");
+    let token = pair["access_token"].as_str().unwrap().to_owned();
+    let (ceremony, options) = api.begin().await;
+    let confirmation = json!({"ceremony": ceremony, "credential": soft.sign(&server.base, &options)});
+    let deleted = api
+        .http
+        .delete(format!("{}/api/account", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"confirmation": confirmation}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert!(server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().is_none());
+    let (status, _) = api.post("/api/signup", None, json!({"username": name, "password": PASSWORD})).await;
+    assert_eq!(status, 201, "the name is free again");
+
     // The name is taken now; a bad name is refused before any ceremony.
     let (status, problem) = api.post("/api/passkeys/signup/begin", None, json!({"username": name})).await;
     assert_eq!((status, kind(&problem)), (409, "/problems/username-taken"), "{problem}");
