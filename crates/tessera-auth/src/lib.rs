@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod aaguid;
 pub mod accounts;
 pub mod database;
 pub mod directory;
@@ -67,9 +68,9 @@ pub use accounts::{Accounts, AccountsUnavailable, RegisterError};
 pub use database::{DatabaseError, TimedPool};
 pub use directory::{SqlDirectory, User, UserDirectory};
 pub use events::{AuthEvent, Channel, Client, EventSink, Method};
-pub use login::{Authenticator, FirstFactor, LoggedIn, LoginError, LoginStep, PendingLogin};
+pub use login::{Authenticator, FirstFactor, LoggedIn, LoginError, LoginStep, PendingLogin, SecondFactorKind};
 pub use mail::{Email, EmailError, Mail, Notice, Outbox, Prepared};
-pub use passkey::{PasskeyError, PasskeyInfo, PasskeyRefusal, Passkeys, RelyingParty};
+pub use passkey::{PasskeyError, PasskeyInfo, PasskeyRefusal, PasskeySignUpError, Passkeys, RelyingParty, Removal};
 pub use password_policy::PasswordPolicy;
 pub use revocation::{Revocation, Revoked};
 pub use second_factor::SecondFactors;

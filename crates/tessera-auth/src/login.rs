@@ -28,7 +28,7 @@ use crate::passkey::Passkeys;
 use crate::password_policy::check_username;
 use crate::revocation::{NothingToRevoke, Revocation, Revoked};
 use crate::second_factor::{SecondFactors, TotpSecret, Verification};
-use crate::throttle::{AttemptKeys, Reservation, Throttle};
+use crate::throttle::{AttemptKeys, Reservation, SignUpReservation, Throttle};
 
 /// How long a passed first factor waits for the second.
 pub const PENDING_LIFETIME: Duration = Duration::from_secs(5 * 60);
@@ -117,6 +117,51 @@ pub struct LoggedIn {
     /// For password logins, a fresh device-cookie value that keeps this
     /// browser out of lockouts caused elsewhere (see [`crate::throttle`]).
     pub device_cookie: Option<String>,
+    /// The second factor passed after the first, if one was.
+    pub second_factor: Option<SecondFactorKind>,
+}
+
+/// Which second factor completed a pending login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecondFactorKind {
+    /// An authenticator-app code or a recovery code.
+    Code,
+    /// A passkey of the account (with user verification).
+    Passkey,
+}
+
+impl LoggedIn {
+    /// How the user authenticated, as OpenID Connect's `amr` values
+    /// (RFC 8176): `pwd` (password), `fed` (a login at an identity
+    /// provider), `hwk` (a passkey: proof of possession of a key held by an
+    /// authenticator, unlocked by user verification), `otp` (an
+    /// authenticator or recovery code), and `mfa` when more than one factor
+    /// was used. A passkey is multi-factor on its own: the device is
+    /// something the user has, and user verification (a PIN or biometric,
+    /// which tessera requires) something they know or are.
+    pub fn amr(&self) -> Vec<&'static str> {
+        let mut amr = vec![match self.first_factor {
+            FirstFactor::Password => "pwd",
+            FirstFactor::Oidc => "fed",
+            FirstFactor::Passkey => "hwk",
+        }];
+        match self.second_factor {
+            Some(SecondFactorKind::Code) => amr.push("otp"),
+            Some(SecondFactorKind::Passkey) if !amr.contains(&"hwk") => amr.push("hwk"),
+            _ => {}
+        }
+        if self.is_multi_factor() {
+            amr.push("mfa");
+        }
+        amr
+    }
+
+    /// Whether the login used two factors: a passkey (on its own, or after
+    /// a password), or a first factor and a code.
+    pub fn is_multi_factor(&self) -> bool {
+        self.first_factor == FirstFactor::Passkey || self.second_factor.is_some()
+    }
 }
 
 /// What follows a passed first factor.
@@ -366,30 +411,47 @@ impl Authenticator {
         password: &str,
     ) -> Result<User, RegisterError> {
         self.accounts.check_new(username, password)?;
-        let reservation = match (channel, client.ip) {
-            (Channel::Admin, _) | (_, None) => None,
-            (_, Some(ip)) => match self.throttle.reserve_sign_up(ip).await.map_err(AccountsUnavailable::from)? {
-                Ok(reservation) => Some(reservation),
-                Err(wait) => {
-                    self.record(AuthEvent::SignUpThrottled, channel, client).await;
-                    return Err(RegisterError::Throttled(wait));
-                }
-            },
-        };
+        let reservation = self.reserve_sign_up(channel, client).await?;
         let user = match self.accounts.register(username, password).await {
             Ok(user) => user,
             Err(error) => {
-                if let (Some(reservation), RegisterError::Busy | RegisterError::Unavailable(_)) = (reservation, &error)
-                {
-                    if let Err(release) = self.throttle.release_sign_up(reservation).await {
-                        tracing::warn!(error = %release, "giving a sign-up back to the throttle failed");
-                    }
+                if let RegisterError::Busy | RegisterError::Unavailable(_) = &error {
+                    self.release_sign_up(reservation).await;
                 }
                 return Err(error);
             }
         };
         self.record(AuthEvent::SignedUp { user_id: user.id }, channel, client).await;
         Ok(user)
+    }
+
+    /// Counts a sign-up on the client address's allowance (none for
+    /// administrators' commands or without an address); past it, records
+    /// [`AuthEvent::SignUpThrottled`] and refuses with the wait.
+    pub(crate) async fn reserve_sign_up(
+        &self,
+        channel: Channel,
+        client: &Client,
+    ) -> Result<Option<SignUpReservation>, RegisterError> {
+        match (channel, client.ip) {
+            (Channel::Admin, _) | (_, None) => Ok(None),
+            (_, Some(ip)) => match self.throttle.reserve_sign_up(ip).await.map_err(AccountsUnavailable::from)? {
+                Ok(reservation) => Ok(Some(reservation)),
+                Err(wait) => {
+                    self.record(AuthEvent::SignUpThrottled, channel, client).await;
+                    Err(RegisterError::Throttled(wait))
+                }
+            },
+        }
+    }
+
+    /// Gives a sign-up back to the allowance (it failed through no fault of
+    /// the client's).
+    pub(crate) async fn release_sign_up(&self, reservation: Option<SignUpReservation>) {
+        let Some(reservation) = reservation else { return };
+        if let Err(release) = self.throttle.release_sign_up(reservation).await {
+            tracing::warn!(error = %release, "giving a sign-up back to the throttle failed");
+        }
     }
 
     /// Registers an account with a password and signs it in: records
@@ -421,6 +483,7 @@ impl Authenticator {
             first_factor: FirstFactor::Password,
             authenticated_at,
             device_cookie: None,
+            second_factor: None,
         })
     }
 
@@ -480,7 +543,9 @@ impl Authenticator {
                 });
             }
         }
-        self.succeed(channel, client, reservation, user, FirstFactor::Password, Some(self.clock.now())).await
+        let second = enrolled.then_some(SecondFactorKind::Code);
+        let now = Some(self.clock.now());
+        self.succeed_with(channel, client, reservation, user, FirstFactor::Password, now, second).await
     }
 
     /// The first factor passed elsewhere: a login at an identity provider
@@ -502,7 +567,8 @@ impl Authenticator {
         let auth_time = auth_time.map(|t| Timestamp(t.as_millis().min(self.clock.now().as_millis())));
         let enrolled = self.second_factors.is_enabled(user.id).await?;
         if enrolled || self.require_second_factor {
-            return Ok(LoginStep::SecondFactor(self.pending(&user, FirstFactor::Oidc, !enrolled, auth_time, next)));
+            let enroll = self.must_enrol(user.id, enrolled).await?;
+            return Ok(LoginStep::SecondFactor(self.pending(&user, FirstFactor::Oidc, enroll, auth_time, next)));
         }
         self.record(AuthEvent::LoginSucceeded { user_id: user.id, method: Method::Provider }, channel, client).await;
         Ok(LoginStep::LoggedIn(LoggedIn {
@@ -510,6 +576,7 @@ impl Authenticator {
             first_factor: FirstFactor::Oidc,
             authenticated_at: auth_time,
             device_cookie: None,
+            second_factor: None,
         }))
     }
 
@@ -529,7 +596,8 @@ impl Authenticator {
             return Err(self.refuse(reservation, event, channel, client, error).await);
         }
         let authenticated_at = self.authenticated_at(pending);
-        self.succeed(channel, client, reservation, user, pending.first_factor, authenticated_at).await
+        let code = Some(SecondFactorKind::Code);
+        self.succeed_with(channel, client, reservation, user, pending.first_factor, authenticated_at, code).await
     }
 
     /// Finishes a pending enrolment: `code` confirms the authenticator app
@@ -559,8 +627,9 @@ impl Authenticator {
         };
         self.record(AuthEvent::SecondFactorEnabled { user_id: user.id }, channel, client).await;
         let authenticated_at = self.authenticated_at(pending);
+        let code = Some(SecondFactorKind::Code);
         let logged_in =
-            self.succeed(channel, client, reservation, user, pending.first_factor, authenticated_at).await?;
+            self.succeed_with(channel, client, reservation, user, pending.first_factor, authenticated_at, code).await?;
         Ok((logged_in, codes))
     }
 
@@ -660,10 +729,26 @@ impl Authenticator {
             // The first factor alone is no login: the attempt is given back
             // and the counters keep their earlier failures until the code.
             self.throttle.release(reservation).await?;
-            return Ok(LoginStep::SecondFactor(self.pending(&user, first_factor, !enrolled, None, next)));
+            let enroll = self.must_enrol(user.id, enrolled).await?;
+            return Ok(LoginStep::SecondFactor(self.pending(&user, first_factor, enroll, None, next)));
         }
         let authenticated_at = Some(self.clock.now());
         self.succeed(channel, client, reservation, user, first_factor, authenticated_at).await.map(LoginStep::LoggedIn)
+    }
+
+    /// Whether a login of `user_id` (with an authenticator app or not:
+    /// `enrolled`) must set one up before it completes: the server requires
+    /// a second factor and the account has none, neither an app nor a
+    /// passkey. A passkey is a second factor too, and a phishing-resistant
+    /// one, so an account with one is asked for it instead.
+    async fn must_enrol(&self, user_id: i64, enrolled: bool) -> Result<bool, DatabaseError> {
+        if enrolled || !self.require_second_factor {
+            return Ok(false);
+        }
+        match &self.passkeys {
+            Some(passkeys) => Ok(passkeys.count(user_id).await? == 0),
+            None => Ok(true),
+        }
     }
 
     fn pending(
@@ -731,7 +816,12 @@ impl Authenticator {
     /// wait at once rather than on the next try.
     /// Reserves an attempt on `user`'s counters (account or device, and
     /// address) before anything of theirs is checked.
-    async fn reserve_for(&self, channel: Channel, client: &Client, user: &User) -> Result<Reservation, LoginError> {
+    pub(crate) async fn reserve_for(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user: &User,
+    ) -> Result<Reservation, LoginError> {
         let username_key = check_username(&user.username).ok();
         let keys = self.throttle.keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
         self.reserve(channel, client, &keys, username_key.as_deref()).await
@@ -798,6 +888,21 @@ impl Authenticator {
         first_factor: FirstFactor,
         authenticated_at: Option<Timestamp>,
     ) -> Result<LoggedIn, LoginError> {
+        self.succeed_with(channel, client, reservation, user, first_factor, authenticated_at, None).await
+    }
+
+    /// [`Self::succeed`] for a login that passed `second_factor` too.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn succeed_with(
+        &self,
+        channel: Channel,
+        client: &Client,
+        reservation: Reservation,
+        user: User,
+        first_factor: FirstFactor,
+        authenticated_at: Option<Timestamp>,
+        second_factor: Option<SecondFactorKind>,
+    ) -> Result<LoggedIn, LoginError> {
         if let Err(error) = self.throttle.succeeded(reservation).await {
             tracing::warn!(%error, "clearing the login throttle failed");
         }
@@ -810,7 +915,7 @@ impl Authenticator {
         };
         self.record(AuthEvent::LoginSucceeded { user_id: user.id, method: first_factor.method() }, channel, client)
             .await;
-        Ok(LoggedIn { user, first_factor, authenticated_at, device_cookie })
+        Ok(LoggedIn { user, first_factor, authenticated_at, device_cookie, second_factor })
     }
 }
 

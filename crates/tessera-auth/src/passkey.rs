@@ -37,9 +37,12 @@ use webauthn_rs::prelude::{
 
 use crate::database::{DatabaseError, TimedPool};
 
+use crate::accounts::{AccountsUnavailable, RegisterError};
+use crate::directory::CreateUserError;
 use crate::directory::User;
 use crate::events::{AuthEvent, Channel, Client};
-use crate::login::{Authenticator, FirstFactor, LoggedIn, LoginError};
+use crate::login::{Authenticator, FirstFactor, LoggedIn, LoginError, LoginStep, PendingLogin, SecondFactorKind};
+use crate::password_policy::check_username;
 /// The WebAuthn JSON types a host exchanges with browsers and apps (the
 /// options it sends, the credentials it receives), from webauthn-rs.
 pub use webauthn_rs::prelude::{
@@ -164,6 +167,35 @@ pub struct AuthenticationCeremony {
     state: DiscoverableAuthentication,
 }
 
+/// The state of a passkey-only sign-up between begin and finish: the
+/// name asked for, the account's future user handle, and the challenge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignUpCeremony {
+    username: String,
+    handle: Uuid,
+    since: i64,
+    state: PasskeyRegistration,
+}
+
+impl SignUpCeremony {
+    /// The user name the sign-up asked for.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+}
+
+/// What [`Passkeys::remove_unless_last`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The passkey is gone.
+    Removed,
+    /// The account has no passkey with that ID (another account's is no
+    /// different from none).
+    NoSuchPasskey,
+    /// It is the account's last way to sign in: kept.
+    LastWayIn,
+}
+
 /// Why a passkey ceremony was refused: precise for the log and the
 /// client, and never a server error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,6 +259,33 @@ pub enum PasskeyError {
     /// The database is down.
     #[error(transparent)]
     Unavailable(#[from] DatabaseError),
+}
+
+/// Why a passkey-only sign-up did not create an account.
+#[derive(Debug, thiserror::Error)]
+pub enum PasskeySignUpError {
+    /// The account was refused: a bad or taken name, the sign-up
+    /// allowance of the address used up, or a dependency down.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// The new credential was refused.
+    #[error(transparent)]
+    Passkey(#[from] PasskeyRefusal),
+}
+
+impl From<DatabaseError> for PasskeySignUpError {
+    fn from(error: DatabaseError) -> Self {
+        PasskeySignUpError::Register(RegisterError::Unavailable(AccountsUnavailable::from(error)))
+    }
+}
+
+impl From<PasskeyError> for PasskeySignUpError {
+    fn from(error: PasskeyError) -> Self {
+        match error {
+            PasskeyError::Refused(refusal) => refusal.into(),
+            PasskeyError::Unavailable(error) => error.into(),
+        }
+    }
 }
 
 impl From<sqlx::Error> for PasskeyError {
@@ -363,24 +422,39 @@ impl Passkeys {
         if ceremony.user_id != user.id {
             return Err(PasskeyRefusal::WrongUser.into());
         }
-        let now = self.clock.now();
-        if now.since(Timestamp(ceremony.since)) > CEREMONY_LIFETIME {
-            return Err(PasskeyRefusal::Expired.into());
+        let passkey = self.verify_registration(ceremony.since, &ceremony.state, credential)?;
+        self.store(user.id, &passkey, name).await
+    }
+
+    /// Checks a new credential against a registration's state (its age,
+    /// origin, challenge, user verification, encoding): the passkey to store.
+    fn verify_registration(
+        &self,
+        since: i64,
+        state: &PasskeyRegistration,
+        credential: &RegisterPublicKeyCredential,
+    ) -> Result<Passkey, PasskeyRefusal> {
+        if self.clock.now().since(Timestamp(since)) > CEREMONY_LIFETIME {
+            return Err(PasskeyRefusal::Expired);
         }
-        let passkey = self
-            .rp
+        self.rp
             .webauthn
-            .finish_passkey_registration(credential, &ceremony.state)
-            .map_err(|e| PasskeyRefusal::Invalid(refusal_reason(&e)))?;
+            .finish_passkey_registration(credential, state)
+            .map_err(|e| PasskeyRefusal::Invalid(refusal_reason(&e)))
+    }
+
+    /// Stores a verified `passkey` of `user_id` named `name`.
+    async fn store(&self, user_id: i64, passkey: &Passkey, name: String) -> Result<PasskeyInfo, PasskeyError> {
+        let now = self.clock.now();
         let id = URL_SAFE_NO_PAD.encode(passkey.cred_id().as_slice());
         let details: Credential = passkey.clone().into();
-        let serialised = serde_json::to_string(&passkey).map_err(|e| PasskeyRefusal::Invalid(e.to_string()))?;
+        let serialised = serde_json::to_string(passkey).map_err(|e| PasskeyRefusal::Invalid(e.to_string()))?;
         let inserted = sqlx::query(
             "INSERT INTO passkeys (credential_id, user_id, name, credential, counter, backup_eligible, backup_state, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (credential_id) DO NOTHING",
         )
         .bind(&id)
-        .bind(user.id)
+        .bind(user_id)
         .bind(&name)
         .bind(serialised)
         .bind(i64::from(details.counter))
@@ -396,6 +470,159 @@ impl Passkeys {
             return Err(PasskeyRefusal::AlreadyRegistered.into());
         }
         Ok(PasskeyInfo { id, name, created_at: now, last_used_at: None, synced: details.backup_state })
+    }
+
+    /// Stores the first passkey of the account `user_id` just created by a
+    /// passkey-only sign-up, with the user handle the sign-up gave it.
+    async fn store_first(
+        &self,
+        user_id: i64,
+        ceremony: &SignUpCeremony,
+        passkey: &Passkey,
+        name: String,
+    ) -> Result<PasskeyInfo, PasskeyError> {
+        sqlx::query("INSERT INTO passkey_user_handles (user_id, handle) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(ceremony.handle.to_string())
+            .execute(&self.db)
+            .await?;
+        self.store(user_id, passkey, name).await
+    }
+
+    /// Deletes the account `user_id` a passkey-only sign-up created when
+    /// its passkey could not be stored after all (registered meanwhile by a
+    /// racing request): an account with no way in must not stay.
+    async fn undo_sign_up(&self, user_id: i64) -> Result<(), DatabaseError> {
+        sqlx::query("DELETE FROM users WHERE id = $1 AND password_hash IS NULL")
+            .bind(user_id)
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a credential with this ID is registered (to anyone).
+    async fn is_registered(&self, passkey: &Passkey) -> Result<bool, DatabaseError> {
+        let id = URL_SAFE_NO_PAD.encode(passkey.cred_id().as_slice());
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM passkeys WHERE credential_id = $1")
+            .bind(id)
+            .fetch_one(&self.db)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Starts a passkey-only sign-up for a new account named `username`
+    /// (checked by the caller): the options for `navigator.credentials.create()`
+    /// with a fresh random user handle, and the state to keep. Nothing is
+    /// stored; the account is created only by a valid credential
+    /// ([`Authenticator::sign_up_with_passkey`]).
+    pub fn begin_sign_up(&self, username: &str) -> Result<(CreationChallengeResponse, SignUpCeremony), PasskeyError> {
+        let handle = Uuid::new_v4();
+        let (mut options, state) = self
+            .rp
+            .webauthn
+            .start_passkey_registration(handle, username, username, None)
+            .map_err(|e| PasskeyRefusal::Invalid(e.to_string()))?;
+        if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
+            selection.require_resident_key = true;
+            selection.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
+        }
+        let since = self.clock.now().as_millis();
+        Ok((options, SignUpCeremony { username: username.to_owned(), handle, since, state }))
+    }
+
+    /// Keeps a sign-up ceremony (the visitor has no account, and the web
+    /// page no session to keep it in); answers its ID.
+    pub async fn keep_sign_up(&self, ceremony: &SignUpCeremony) -> Result<String, DatabaseError> {
+        self.keep("signup", None, serde_json::to_string(ceremony)).await
+    }
+
+    /// Takes (and so ends) the sign-up ceremony `id`; `None` if there is
+    /// none, it was taken already, or it expired.
+    pub async fn take_sign_up(&self, id: &str) -> Result<Option<SignUpCeremony>, DatabaseError> {
+        let Some((state, _)) = self.take("signup", id).await? else { return Ok(None) };
+        Ok(serde_json::from_str(&state).ok())
+    }
+
+    /// Removes `user_id`'s passkey `id` unless it is the account's last way
+    /// to sign in. The other ways are counted inside the transaction: a
+    /// password, and `other_ways_in`, a query of the host's own tables (for
+    /// instance linked identities) that takes the user ID as `$1` and answers
+    /// one count. The transaction first locks the account's passkey row
+    /// (`passkey_user_handles`), so concurrent removals of the last two
+    /// passkeys run one after the other and one of them is refused; a host
+    /// that removes its other ways in under the same lock is serialised with
+    /// them too.
+    pub async fn remove_unless_last(
+        &self,
+        user_id: i64,
+        id: &str,
+        other_ways_in: Option<&'static str>,
+    ) -> Result<Removal, DatabaseError> {
+        let mut tx = self.db.begin().await?;
+        // A write that changes nothing: PostgreSQL locks the row until the
+        // end of the transaction; SQLite takes the database's write lock.
+        sqlx::query("UPDATE passkey_user_handles SET handle = handle WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN credential_id = $2 THEN 1 ELSE 0 END), 0) AS mine \
+             FROM passkeys WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let count: i64 = row.try_get("n")?;
+        let mine: i64 = row.try_get("mine")?;
+        if mine == 0 {
+            tx.rollback().await?;
+            return Ok(Removal::NoSuchPasskey);
+        }
+        let password = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get::<Option<String>, _>("password_hash"))
+            .transpose()?
+            .flatten()
+            .is_some();
+        let others = match other_ways_in {
+            Some(query) => sqlx::query(query).bind(user_id).fetch_one(&mut *tx).await?.try_get::<i64, _>(0)?,
+            None => 0,
+        };
+        if !password && others == 0 && count <= 1 {
+            tx.rollback().await?;
+            return Ok(Removal::LastWayIn);
+        }
+        sqlx::query("DELETE FROM passkeys WHERE credential_id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Removal::Removed)
+    }
+
+    /// Starts an assertion that must come from a passkey of `user_id` (a
+    /// second factor after the password, or a step-up): the options list
+    /// the account's credentials, so the browser offers only those.
+    pub async fn begin_authentication_for(
+        &self,
+        user_id: i64,
+    ) -> Result<(RequestChallengeResponse, AuthenticationCeremony), PasskeyError> {
+        let credentials = self.credentials_of(user_id).await?;
+        let (mut options, ceremony) = self.begin_authentication()?;
+        options.public_key.allow_credentials = credentials
+            .iter()
+            .map(|p| webauthn_rs_proto::AllowCredentials {
+                type_: "public-key".into(),
+                id: p.cred_id().clone().into(),
+                transports: None,
+            })
+            .collect();
+        options.mediation = None;
+        Ok((options, ceremony))
     }
 
     /// Starts a sign-in with a discoverable credential: the options for
@@ -417,6 +644,29 @@ impl Passkeys {
         ceremony: AuthenticationCeremony,
         credential: &PublicKeyCredential,
     ) -> Result<i64, PasskeyError> {
+        self.verify_assertion(ceremony, credential, None).await
+    }
+
+    /// Like [`Passkeys::verify_authentication`], for an assertion that must
+    /// come from a passkey of `user_id` (a second factor, a step-up): a
+    /// credential of another account is refused as
+    /// [`PasskeyRefusal::WrongUser`] before anything of it is checked or
+    /// changed.
+    pub async fn verify_authentication_of(
+        &self,
+        user_id: i64,
+        ceremony: AuthenticationCeremony,
+        credential: &PublicKeyCredential,
+    ) -> Result<(), PasskeyError> {
+        self.verify_assertion(ceremony, credential, Some(user_id)).await.map(|_| ())
+    }
+
+    async fn verify_assertion(
+        &self,
+        ceremony: AuthenticationCeremony,
+        credential: &PublicKeyCredential,
+        expected_user: Option<i64>,
+    ) -> Result<i64, PasskeyError> {
         let now = self.clock.now();
         if now.since(Timestamp(ceremony.since)) > CEREMONY_LIFETIME {
             return Err(PasskeyRefusal::Expired.into());
@@ -437,7 +687,7 @@ impl Passkeys {
         let Some(row) = row else { return Err(PasskeyRefusal::UnknownCredential { credential_id: id }.into()) };
         let user_id: i64 = row.try_get("user_id")?;
         let stored_handle: String = row.try_get("handle")?;
-        if Uuid::parse_str(&stored_handle).ok() != Some(handle) {
+        if Uuid::parse_str(&stored_handle).ok() != Some(handle) || expected_user.is_some_and(|u| u != user_id) {
             return Err(PasskeyRefusal::WrongUser.into());
         }
         let mut passkey: Passkey = serde_json::from_str(&row.try_get::<String, _>("credential")?)
@@ -602,6 +852,23 @@ fn checked_name(name: &str) -> Result<String, PasskeyRefusal> {
     Ok(name.to_owned())
 }
 
+/// The name of a new passkey: what the user typed; if nothing, the name of
+/// its authenticator when it is a known one ([`crate::aaguid`]); else
+/// `fallback` (the page suggests the browser and system); else "Passkey".
+pub fn passkey_name(typed: &str, credential: &RegisterPublicKeyCredential, fallback: Option<&str>) -> String {
+    let typed = typed.trim();
+    if !typed.is_empty() {
+        return typed.to_owned();
+    }
+    if let Some(name) = crate::aaguid::authenticator_name(credential) {
+        return name.to_owned();
+    }
+    match fallback.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(fallback) => fallback.chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect(),
+        None => "Passkey".to_owned(),
+    }
+}
+
 /// Words for a webauthn-rs refusal that say which check failed.
 fn refusal_reason(error: &WebauthnError) -> String {
     match error {
@@ -684,6 +951,138 @@ impl Authenticator {
         self.fail(reservation, event, channel, client, LoginError::PasskeyRefused(PasskeyRefusal::Expired)).await
     }
 
+    /// The second factor of `pending` with a passkey of its account: the
+    /// assertion answering `ceremony` (begun by
+    /// [`Passkeys::begin_authentication_for`] the pending login's account,
+    /// and taken out of the session by the host). Behind the same throttle
+    /// counters as the password and a code; a credential of another account
+    /// is refused ([`PasskeyRefusal::WrongUser`]), counted and audited.
+    pub async fn second_factor_passkey(
+        &self,
+        channel: Channel,
+        client: &Client,
+        pending: &PendingLogin,
+        ceremony: AuthenticationCeremony,
+        credential: &PublicKeyCredential,
+    ) -> Result<LoggedIn, LoginError> {
+        let user = self.pending_user(pending).await?;
+        let failed = AuthEvent::SecondFactorFailed { user_id: user.id };
+        let reservation = self.own_passkey(channel, client, &user, ceremony, credential, failed).await?;
+        self.record(AuthEvent::PasskeyUsed { user_id: user.id }, channel, client).await;
+        let authenticated_at = Some(self.clock_now());
+        let second = Some(SecondFactorKind::Passkey);
+        self.succeed_with(channel, client, reservation, user, pending.first_factor, authenticated_at, second).await
+    }
+
+    /// A passkey of the logged-in `user` used again (a step-up before a
+    /// sensitive action, instead of the password): behind the login
+    /// throttle like a password confirmation; another account's credential
+    /// is refused and counted.
+    pub async fn confirm_passkey(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user: &User,
+        ceremony: AuthenticationCeremony,
+        credential: &PublicKeyCredential,
+    ) -> Result<(), LoginError> {
+        let failed = AuthEvent::ConfirmationFailed { user_id: user.id };
+        let reservation = self.own_passkey(channel, client, user, ceremony, credential, failed).await?;
+        self.record(AuthEvent::PasskeyUsed { user_id: user.id }, channel, client).await;
+        Ok(self.throttle().succeeded(reservation).await?)
+    }
+
+    /// Reserves an attempt on `user`'s counters and checks that the
+    /// assertion comes from one of `user`'s passkeys; a refusal is counted
+    /// and recorded as `failed` (or as a cloned authenticator).
+    async fn own_passkey(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user: &User,
+        ceremony: AuthenticationCeremony,
+        credential: &PublicKeyCredential,
+        failed: AuthEvent,
+    ) -> Result<crate::throttle::Reservation, LoginError> {
+        let Some(passkeys) = self.passkeys() else {
+            return Err(LoginError::Unavailable("passkeys are not configured".into()));
+        };
+        let reservation = self.reserve_for(channel, client, user).await?;
+        let refusal = match passkeys.verify_authentication_of(user.id, ceremony, credential).await {
+            Ok(()) => return Ok(reservation),
+            Err(PasskeyError::Refused(refusal)) => refusal,
+            Err(PasskeyError::Unavailable(error)) => {
+                let _ = self.throttle().release(reservation).await;
+                return Err(error.into());
+            }
+        };
+        let event = match &refusal {
+            PasskeyRefusal::Cloned { user_id } => AuthEvent::PasskeyCloned { user_id: *user_id },
+            _ => failed,
+        };
+        Err(self.fail(reservation, event, channel, client, LoginError::PasskeyRefused(refusal)).await)
+    }
+
+    /// Creates an account with a passkey and no password: the new
+    /// credential answering `ceremony` ([`Passkeys::begin_sign_up`]), named
+    /// `name` (empty: after its authenticator). The credential is checked
+    /// first; then the address's sign-up allowance is counted (as for a
+    /// sign-up with a password) and the account created, with
+    /// [`AuthEvent::SignedUp`] and [`AuthEvent::PasskeyAdded`]. Signs nobody
+    /// in (see [`Authenticator::after_passkey_sign_up`]).
+    pub async fn sign_up_with_passkey(
+        &self,
+        channel: Channel,
+        client: &Client,
+        ceremony: &SignUpCeremony,
+        credential: &RegisterPublicKeyCredential,
+        name: &str,
+    ) -> Result<User, PasskeySignUpError> {
+        let Some(passkeys) = self.passkeys() else {
+            return Err(DatabaseError::Unavailable("passkeys are not configured".into()).into());
+        };
+        let username_key = check_username(&ceremony.username).map_err(RegisterError::InvalidUsername)?;
+        let passkey = passkeys.verify_registration(ceremony.since, &ceremony.state, credential)?;
+        let name = checked_name(name)?;
+        if passkeys.is_registered(&passkey).await? {
+            return Err(PasskeyRefusal::AlreadyRegistered.into());
+        }
+        let reservation = self.reserve_sign_up(channel, client).await?;
+        let now = self.clock_now();
+        let user = match self.accounts().directory().create_user(&ceremony.username, &username_key, None, now).await {
+            Ok(user) => user,
+            // A taken name stays counted, as for a sign-up with a password.
+            Err(CreateUserError::UsernameTaken) => return Err(RegisterError::UsernameTaken.into()),
+            Err(CreateUserError::Unavailable(error)) => {
+                self.release_sign_up(reservation).await;
+                return Err(error.into());
+            }
+        };
+        if let Err(error) = passkeys.store_first(user.id, ceremony, &passkey, name).await {
+            if let Err(undo) = passkeys.undo_sign_up(user.id).await {
+                tracing::warn!(error = %undo, user_id = user.id, "removing an account without its passkey failed");
+            }
+            self.release_sign_up(reservation).await;
+            return Err(error.into());
+        }
+        self.record(AuthEvent::SignedUp { user_id: user.id }, channel, client).await;
+        self.record(AuthEvent::PasskeyAdded { user_id: user.id }, channel, client).await;
+        Ok(user)
+    }
+
+    /// The login of an account just created by
+    /// [`Authenticator::sign_up_with_passkey`]: logged in at once (the
+    /// passkey is both factors, also on a server that requires a second).
+    pub fn after_passkey_sign_up(&self, user: User) -> LoginStep {
+        LoginStep::LoggedIn(LoggedIn {
+            user,
+            first_factor: FirstFactor::Passkey,
+            authenticated_at: Some(self.clock_now()),
+            device_cookie: None,
+            second_factor: None,
+        })
+    }
+
     /// Adds a passkey to `user` (the host has checked a recent
     /// authentication) and records [`AuthEvent::PasskeyAdded`].
     pub async fn add_passkey(
@@ -703,22 +1102,25 @@ impl Authenticator {
         Ok(added)
     }
 
-    /// Removes `user`'s passkey `id` (the host has checked a recent
-    /// authentication, and that another way in remains) and records
-    /// [`AuthEvent::PasskeyRemoved`]. `false` if the user has no such passkey.
+    /// Removes `user`'s passkey `id` unless it is the account's last way
+    /// to sign in (a password, or what the host's `other_ways_in` query
+    /// counts), in one transaction ([`Passkeys::remove_unless_last`]); the
+    /// host has checked a recent authentication. Records
+    /// [`AuthEvent::PasskeyRemoved`].
     pub async fn remove_passkey(
         &self,
         channel: Channel,
         client: &Client,
         user: &User,
         id: &str,
-    ) -> Result<bool, DatabaseError> {
-        let Some(passkeys) = self.passkeys() else { return Ok(false) };
-        let removed = passkeys.remove(user.id, id).await?;
-        if removed {
+        other_ways_in: Option<&'static str>,
+    ) -> Result<Removal, DatabaseError> {
+        let Some(passkeys) = self.passkeys() else { return Ok(Removal::NoSuchPasskey) };
+        let removal = passkeys.remove_unless_last(user.id, id, other_ways_in).await?;
+        if removal == Removal::Removed {
             self.record(AuthEvent::PasskeyRemoved { user_id: user.id }, channel, client).await;
         }
-        Ok(removed)
+        Ok(removal)
     }
 }
 

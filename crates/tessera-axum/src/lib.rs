@@ -81,8 +81,9 @@ pub use csrf::{verify_csrf_header, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, For
 pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
 pub use layer::{client_device, SessionLayer, SessionService};
 pub use login::{
-    clear_pending_login, continue_login, log_in, pending_login, remember_device, retry_after_seconds, Auth,
-    AuthRejection, LoginClient, Progress, AUTHENTICATED_AT, BUSY_RETRY_AFTER_SECONDS,
+    clear_pending_login, continue_login, log_in, pending_login, remember_device, retry_after_seconds,
+    signed_in_with_two_factors, Auth, AuthRejection, LoginClient, Progress, AUTHENTICATED_AT, AUTHENTICATION_METHODS,
+    BUSY_RETRY_AFTER_SECONDS,
 };
 
 /// Entry points for the fuzz targets in `fuzz/`: the parsers that read

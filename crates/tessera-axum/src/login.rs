@@ -61,12 +61,28 @@ pub fn remember_device(headers: &mut HeaderMap, cookie: &CookieConfig, logged_in
 /// (milliseconds since the epoch): what step-ups check for recency.
 pub const AUTHENTICATED_AT: &str = "authenticated_at";
 
+/// The session key holding how the user signed in: OpenID Connect `amr`
+/// values (RFC 8176, see `LoggedIn::amr`), with `mfa` when the sign-in
+/// used two factors (a passkey, or a password or provider and a code or
+/// passkey). Forward-auth's `two_factor` rules read it, and an OpenID
+/// Provider can emit it.
+pub const AUTHENTICATION_METHODS: &str = "amr";
+
+/// Whether `session`'s sign-in used two factors (its
+/// [`AUTHENTICATION_METHODS`] include `mfa`). `false` for a session from
+/// before they were recorded.
+pub fn signed_in_with_two_factors(session: &tessera::Session) -> bool {
+    session.get::<Vec<String>>(AUTHENTICATION_METHODS).ok().flatten().is_some_and(|amr| amr.iter().any(|m| m == "mfa"))
+}
+
 /// Logs `session` in for a finished login: a new session ID bound to the
 /// user (no fixation), and the time the user proved who they are — or no
 /// such time, for a provider login that did not say, so the session is not
 /// recently authenticated.
 pub fn log_in(session: &tessera::Session, done: &LoggedIn) {
     session.login(done.user.id.to_string());
+    // Serializing a list of strings cannot fail.
+    let _ = session.insert(AUTHENTICATION_METHODS, &done.amr());
     match done.authenticated_at {
         // Serializing an integer cannot fail.
         Some(at) => drop(session.insert(AUTHENTICATED_AT, &at.as_millis())),

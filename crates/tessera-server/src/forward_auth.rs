@@ -271,7 +271,11 @@ async fn decide(
         Verdict::AllowWithSecondFactor => {
             // `evaluate` asks for a second factor only of a logged-in user.
             let Some(user) = &user else { return login_required(gate, original, browser, query) };
-            match gate.auth.second_factors().is_enabled(user.id).await {
+            // A sign-in with two factors (a passkey, or a password and a
+            // code or passkey) passes; so does any session of an account
+            // with an authenticator app, whose every sign-in asks for it.
+            let two_factors = tessera_axum::signed_in_with_two_factors(session);
+            match if two_factors { Ok(true) } else { gate.auth.second_factors().is_enabled(user.id).await } {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!(user_id, rule = ?decision.rule, host = %target.host, "forward-auth: second factor required");

@@ -1,7 +1,7 @@
 //! Recent authentication: sensitive actions (revoking sessions, changing the
 //! password, deleting the account, linking or unlinking a sign-in method)
-//! need a password typed (or a login) within a window, so a session left
-//! open on a shared computer cannot be used for them.
+//! need a password typed, a passkey used (or a login) within a window, so a
+//! session left open on a shared computer cannot be used for them.
 //!
 //! Every password confirmation goes through [`confirm_password`], which puts
 //! it behind the same throttle as `/login` (per account or device, and per
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera::{Clock, Timestamp};
+use tessera_auth::passkey::{Assertion, AuthenticationCeremony};
 use tessera_auth::{Authenticator, Channel, Client, LoginError, User};
 use tessera_axum::{retry_after_seconds, Session, AUTHENTICATED_AT};
 
@@ -78,6 +79,24 @@ impl Reauthentication {
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// Confirms it is `user` with a fresh assertion of one of their passkeys
+    /// (the answer to `ceremony`) instead of the password: through the
+    /// authentication core, behind the same throttle; on success the session
+    /// is stepped up (a new ID, a fresh recent-authentication mark). What
+    /// passkey-only accounts confirm sensitive actions with.
+    pub async fn confirm_passkey(
+        &self,
+        session: &Session,
+        client: &Client,
+        user: &User,
+        ceremony: AuthenticationCeremony,
+        credential: &Assertion,
+    ) -> Result<(), LoginError> {
+        self.auth.confirm_passkey(Channel::Web, client, user, ceremony, credential).await?;
+        stepped_up(session, self.clock.now());
+        Ok(())
     }
 
     /// Requires a recent authentication, or confirms it with `password` (behind
@@ -211,9 +230,9 @@ pub fn stale_message(user: &User, window: Duration) -> String {
         format!("You logged in more than {minutes} minutes ago: confirm with your current password.")
     } else {
         format!(
-            "Your last sign-in at your provider is more than {minutes} minutes old (or the provider did not say \
-             when it was). Confirm it is you with your provider (\u{201c}Confirm with\u{201d} on your account \
-             page), then try again within {minutes} minutes."
+            "You last confirmed it is you more than {minutes} minutes ago (or your provider did not say when). \
+             Confirm with a passkey or with your provider (\u{201c}Confirm with\u{201d} on your account page), \
+             then try again within {minutes} minutes."
         )
     }
 }

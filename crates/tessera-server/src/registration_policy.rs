@@ -4,8 +4,9 @@
 //! `tessera admin user create`).
 //!
 //! The check holds on every way an account is created: the web form
-//! (`POST /register`), the API (`POST /api/signup`) and a first OpenID
-//! Connect login ([`oidc_signup`]). Handlers call [`Registration::register`] instead of
+//! (`POST /register`), the API (`POST /api/signup`), a passkey-only
+//! sign-up (web and API, [`Registration::register_with_passkey`]) and a
+//! first OpenID Connect login ([`oidc_signup`]). Handlers call [`Registration::register`] instead of
 //! `Authenticator::sign_up` / `register`.
 //!
 //! Invitations are 256-bit random tokens; only their SHA-256 is stored. One
@@ -28,7 +29,8 @@ use tessera::{Clock, Timestamp};
 
 use crate::database::{Database, DatabaseError};
 use crate::oidc::OidcProviderConfig;
-use tessera_auth::{Authenticator, Channel, Client, RegisterError, User};
+use tessera_auth::passkey::{NewCredential, SignUpCeremony};
+use tessera_auth::{Authenticator, Channel, Client, PasskeySignUpError, RegisterError, User};
 
 /// `accounts.registration`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -256,6 +258,40 @@ impl Registration {
         result
     }
 
+    /// Creates an account with a passkey and no password
+    /// (`Authenticator::sign_up_with_passkey`) under the same policy,
+    /// invitations and sign-up allowance as [`Registration::register`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn register_with_passkey(
+        &self,
+        invite: Option<&str>,
+        channel: Channel,
+        client: &Client,
+        ceremony: &SignUpCeremony,
+        credential: &NewCredential,
+        name: &str,
+    ) -> Result<Result<User, PasskeySignUpError>, Refusal> {
+        let create = || self.auth.sign_up_with_passkey(channel, client, ceremony, credential, name);
+        let result = self.create(invite, create).await;
+        if let Ok(Err(PasskeySignUpError::Register(RegisterError::Throttled(wait)))) = &result {
+            tokio::time::sleep(REFUSED_SIGN_UP_DELAY.min(*wait)).await;
+        }
+        result
+    }
+
+    /// What the policy says of a sign-up with `invite` before it starts (a
+    /// passkey sign-up checks this before its ceremony begins): refused
+    /// when registration is closed, or needs an invitation and none came.
+    /// The invitation itself is claimed only when the account is created.
+    pub fn precheck(&self, invite: Option<&str>) -> Result<(), Refusal> {
+        let invite = invite.map(str::trim).filter(|token| !token.is_empty());
+        match (self.policy, invite) {
+            (RegistrationPolicy::Closed, _) => Err(Refusal::Closed),
+            (RegistrationPolicy::Invite, None) => Err(Refusal::InvitationRequired),
+            _ => Ok(()),
+        }
+    }
+
     async fn register_now(
         &self,
         invite: Option<&str>,
@@ -264,22 +300,27 @@ impl Registration {
         username: &str,
         password: &str,
     ) -> Result<Result<User, RegisterError>, Refusal> {
-        let invite = invite.map(str::trim).filter(|token| !token.is_empty());
-        match (self.policy, invite) {
-            (RegistrationPolicy::Closed, _) => return Err(Refusal::Closed),
-            (RegistrationPolicy::Invite, None) => return Err(Refusal::InvitationRequired),
-            (RegistrationPolicy::Open, None) => {
-                return Ok(self.auth.sign_up(channel, client, username, password).await)
-            }
-            (_, Some(_)) => {}
-        }
+        self.create(invite, || self.auth.sign_up(channel, client, username, password)).await
+    }
+
+    /// Runs `create` if the policy allows it, claiming the invitation
+    /// first (and releasing it if `create` fails).
+    async fn create<E, F, Fut>(&self, invite: Option<&str>, create: F) -> Result<Result<User, E>, Refusal>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<User, E>>,
+    {
+        self.precheck(invite)?;
+        let Some(invite) = invite.map(str::trim).filter(|token| !token.is_empty()) else {
+            return Ok(create().await);
+        };
         let db = &self.db;
-        let hash = token_hash(invite.unwrap_or_default());
+        let hash = token_hash(invite);
         let Some(groups) = db.claim_invitation(&hash, self.clock.now()).await? else {
             tracing::info!("registration refused: invalid, used or expired invitation");
             return Err(Refusal::InvalidInvitation);
         };
-        match self.auth.sign_up(channel, client, username, password).await {
+        match create().await {
             Ok(user) => {
                 // The account exists now: a failure below is logged, not undone.
                 if let Err(error) = db.complete_invitation(&hash, user.id).await {

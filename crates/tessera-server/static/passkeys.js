@@ -1,7 +1,9 @@
 // tessera: passkeys (WebAuthn). Signs in with a passkey from the login
 // form's autofill (conditional UI) or the "Sign in with a passkey" button,
-// adds passkeys on /account/passkeys, and tells the browser's password
-// manager which passkeys are gone (Signal API). Every check happens on the
+// completes a login's second factor with a passkey, confirms a sensitive
+// action with one ("Confirm with a passkey"), creates an account with a
+// passkey and no password, adds passkeys on /account/passkeys, and tells
+// the browser's password manager which passkeys are gone (Signal API). Every check happens on the
 // server; this file only carries the ceremony between the server and the
 // browser. No inline code, so the strict Content-Security-Policy allows it.
 (function () {
@@ -93,16 +95,39 @@
       return post("/login/passkey/finish", csrf, body).catch(function (error) {
         // The passkey is not (or no longer) registered here: let the
         // password manager stop offering it.
-        if (error.problem && error.problem.type === "/problems/passkey-unknown" &&
-            PublicKeyCredential.signalUnknownCredential && rpId) {
-          PublicKeyCredential.signalUnknownCredential({ rpId: rpId, credentialId: credential.id })
-            .catch(function () {});
-        }
+        if (error.problem && error.problem.type === "/problems/passkey-unknown") signalUnknown(rpId, credential.id);
         throw error;
       });
     }).then(function (answer) {
       if (answer && answer.redirect) window.location.assign(answer.redirect);
     });
+  }
+
+  // A passkey of the account the server has in mind (a second factor, a
+  // confirmation): begin answers options that list its passkeys only.
+  function ownPasskey(panel, base, errorBox, button, done) {
+    button.addEventListener("click", function () {
+      var csrf = panel.getAttribute("data-csrf");
+      show(errorBox, "");
+      button.disabled = true;
+      button.setAttribute("aria-busy", "true");
+      var rpId = null;
+      post(base + "/begin", csrf).then(function (options) {
+        var publicKey = requestOptions(options);
+        rpId = publicKey.rpId;
+        return navigator.credentials.get({ publicKey: publicKey });
+      }).then(function (credential) {
+        return post(base + "/finish", csrf, { credential: assertionJson(credential) }).catch(function (error) {
+          if (error.problem && error.problem.type === "/problems/passkey-unknown") signalUnknown(rpId, credential.id);
+          throw error;
+        });
+      }).then(done).catch(function (error) {
+        show(errorBox, error.name === "NotAllowedError" ? "No passkey was used." : error.message);
+        button.disabled = false;
+        button.removeAttribute("aria-busy");
+      });
+    });
+    panel.hidden = false;
   }
 
   function enhanceLogin(panel) {
@@ -185,7 +210,7 @@
       var csrf = form.getAttribute("data-csrf");
       var nameField = form.querySelector("[name=name]");
       var passwordField = form.querySelector("[name=current_password]");
-      var name = nameField.value.trim() || defaultName();
+      var name = nameField.value.trim();
       var begin = {};
       if (passwordField) begin.current_password = passwordField.value;
       button.disabled = true;
@@ -193,7 +218,8 @@
       post("/account/passkeys/begin", csrf, begin).then(function (options) {
         return navigator.credentials.create({ publicKey: creationOptions(options) });
       }).then(function (credential) {
-        return post("/account/passkeys/finish", csrf, { name: name, credential: attestationJson(credential) });
+        return post("/account/passkeys/finish", csrf,
+          { name: name, default_name: defaultName(), credential: attestationJson(credential) });
       }).then(function () {
         window.location.assign("/account/passkeys");
       }).catch(function (error) {
@@ -206,7 +232,54 @@
     });
   }
 
+  // ---- Sign-up with a passkey (no password) ----------------------------
+
+  function enhanceSignUp(panel) {
+    var button = document.getElementById("passkey-sign-up-button");
+    var errorBox = document.getElementById("passkey-sign-up-error");
+    panel.hidden = false;
+    button.addEventListener("click", function () {
+      show(errorBox, "");
+      var csrf = panel.getAttribute("data-csrf");
+      var field = function (name) {
+        var input = document.querySelector("form[action='/register'] [name=" + name + "]");
+        return input ? input.value : "";
+      };
+      var body = { username: field("username").trim(), invite: field("invite"), email: field("email").trim() };
+      if (!body.username) {
+        show(errorBox, "Type the user name you want first.");
+        document.getElementById("username").focus();
+        return;
+      }
+      button.disabled = true;
+      button.setAttribute("aria-busy", "true");
+      var ceremony = null;
+      post("/register/passkey/begin", csrf, body).then(function (options) {
+        ceremony = options.ceremony;
+        return navigator.credentials.create({ publicKey: creationOptions(options) });
+      }).then(function (credential) {
+        body.ceremony = ceremony;
+        body.credential = attestationJson(credential);
+        body.default_name = defaultName();
+        return post("/register/passkey/finish", csrf, body);
+      }).then(function (answer) {
+        window.location.assign(answer.redirect || "/profile");
+      }).catch(function (error) {
+        show(errorBox, error.name === "NotAllowedError" ? "No passkey was created." : error.message);
+        button.disabled = false;
+        button.removeAttribute("aria-busy");
+      });
+    });
+  }
+
   // ---- Signal API --------------------------------------------------------
+
+  // The server does not know this passkey (removed, or never was): the
+  // password manager should stop offering it.
+  function signalUnknown(rpId, credentialId) {
+    if (!rpId || !PublicKeyCredential.signalUnknownCredential) return;
+    PublicKeyCredential.signalUnknownCredential({ rpId: rpId, credentialId: credentialId }).catch(function () {});
+  }
 
   function signalAccepted(section) {
     var handle = section.getAttribute("data-user-handle");
@@ -226,6 +299,24 @@
     if (form) enhanceAccount(form);
     var section = document.getElementById("passkeys");
     if (section) signalAccepted(section);
+    var signUp = document.getElementById("passkey-sign-up");
+    if (signUp) enhanceSignUp(signUp);
+    var second = document.getElementById("passkey-second-factor");
+    if (second) {
+      ownPasskey(second, "/login/second-factor/passkey", document.getElementById("passkey-second-factor-error"),
+        document.getElementById("passkey-second-factor-button"), function (answer) {
+          window.location.assign(answer.redirect || "/profile");
+        });
+    }
+    var confirm = document.getElementById("passkey-confirm");
+    if (confirm) {
+      ownPasskey(confirm, "/account/confirm/passkey", document.getElementById("passkey-confirm-error"),
+        document.getElementById("passkey-confirm-button"), function () {
+          // Recently authenticated now (and under a new session ID): the
+          // page again, with forms that need no password and a fresh token.
+          window.location.reload();
+        });
+    }
   }
 
   if (document.readyState === "loading") {

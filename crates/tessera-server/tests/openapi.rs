@@ -243,6 +243,7 @@ fn body_routes(password: &str) -> Vec<(&'static str, &'static str, &'static str,
         ("post", "/api/password/reset-request", "/api/password/reset-request", json!({"email": "nobody@example.com"})),
         ("post", "/api/password/reset", "/api/password/reset", json!({"token": "x", "new_password": password})),
         ("post", "/api/email/verify", "/api/email/verify", json!({"token": "x"})),
+        ("post", "/api/passkeys/signup/begin", "/api/passkeys/signup/begin", json!({"username": unique_name("pk")})),
         ("post", "/api/products", "/api/products", product.clone()),
         ("put", "/api/products/{id}", "/api/products/1", product),
         ("patch", "/api/products/{id}", "/api/products/1", json!({"name": "Gadget"})),
@@ -295,6 +296,8 @@ async fn every_status_a_route_answers_is_in_the_document() {
             "/api/email/verify",
             "/api/passkeys/signin/begin",
             "/api/passkeys/signin/finish",
+            "/api/passkeys/signup/begin",
+            "/api/passkeys/signup/finish",
         ];
         if *method != "get" && !anonymous.contains(route) {
             assert_eq!(status, 403, "{method} {route} by cookie without X-CSRF-Token");

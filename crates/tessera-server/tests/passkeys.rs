@@ -13,7 +13,7 @@ mod harness;
 mod services;
 
 use chromium::{Chromedriver, Chromium, DESKTOP};
-use harness::{test_config, unique_name, TestServer};
+use harness::{test_config, unique_name, Browser, Page, TestServer};
 use serde_json::{json, Value};
 use tessera::ManualClock;
 
@@ -271,7 +271,6 @@ impl SoftAuthenticator {
     fn sign(&mut self, origin: &str, options: &Value) -> Value {
         let mut options: webauthn_rs_proto::RequestChallengeResponse =
             serde_json::from_value(options.clone()).expect("request options parse");
-        assert!(options.public_key.allow_credentials.is_empty(), "discoverable: no allow list");
         options.public_key.allow_credentials = vec![webauthn_rs_proto::AllowCredentials {
             type_: "public-key".into(),
             id: self.credential_id.clone().into(),
@@ -560,5 +559,658 @@ async fn failed_passkey_sign_ins_count_on_the_address_throttle() {
     let good = soft.sign(&server.base, &options);
     let (status, problem) = api.finish(&ceremony, &good).await;
     assert_eq!((status, kind(&problem)), (429, "/problems/throttled"), "{problem}");
+    server.stop().await;
+}
+
+// ---- Passkey-only accounts, second factor, step-up, removal race -------
+
+/// The `data-csrf` of the page's passkey panel (pages without a form).
+fn data_csrf(page: &Page) -> String {
+    let marker = "data-csrf=\"";
+    let start = page.body.find(marker).expect("a passkey panel") + marker.len();
+    let end = page.body[start..].find('"').unwrap() + start;
+    page.body[start..end].to_owned()
+}
+
+/// A JSON POST of the passkey pages' script: `x-csrf-token` and JSON.
+async fn web_post(browser: &mut Browser, path: &str, csrf: &str, body: Value) -> (u16, Value) {
+    let pages = std::mem::replace(&mut browser.extra_headers, vec![("accept".into(), "application/json".into())]);
+    let page = browser.post_json_with(path, &body, &[("x-csrf-token", csrf)]).await;
+    browser.extra_headers = pages;
+    (page.status, serde_json::from_str(&page.body).unwrap_or(Value::String(page.body.clone())))
+}
+
+/// Adds a passkey made by a new soft authenticator to `name`'s account
+/// through the core (as `/account/passkeys` would): for accounts that
+/// cannot reach that page yet (a server requiring a second factor).
+async fn soft_passkey_for(server: &TestServer, name: &str) -> SoftAuthenticator {
+    use tessera_auth::UserDirectory;
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    let passkeys = server.app_state.auth.passkeys().unwrap();
+    let (options, ceremony) = passkeys.begin_registration(&user).await.unwrap();
+    let mut soft = SoftAuthenticator::new();
+    let credential = soft.register(&server.base, &serde_json::to_value(options).unwrap());
+    let credential = serde_json::from_value(credential).unwrap();
+    passkeys.finish_registration(&user, &ceremony, &credential, "Soft").await.unwrap();
+    soft
+}
+
+fn allowed_ids(options: &Value) -> Vec<String> {
+    options["publicKey"]["allowCredentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+async fn forward_auth_server(require_second_factor: bool) -> (TestServer, tempfile::TempDir) {
+    use tessera_server::access_rules::{AccessRule, Policy};
+    use tessera_server::client_ip::{parse_trusted_proxy, TrustedProxies};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.require_second_factor = require_second_factor;
+    config.throttle.ip_free_failures = 1000;
+    config.trusted_proxies = TrustedProxies::new(vec![parse_trusted_proxy("127.0.0.1").unwrap()]);
+    config.forward_auth.protected_hosts = vec!["mfa.test".into()];
+    config.forward_auth.rules = vec![AccessRule {
+        hosts: vec!["mfa.test".into()],
+        paths: vec![],
+        policy: Policy::TwoFactor,
+        users: vec![],
+        groups: vec![],
+        email_domains: vec![],
+    }];
+    (TestServer::start(config, clock).await, dir)
+}
+
+/// What forward-auth answers this browser's session for a `two_factor` host.
+async fn two_factor_rule(browser: &mut Browser) -> u16 {
+    browser
+        .get_with("/auth/verify", &[("x-original-url", "https://mfa.test/"), ("accept", "application/json")])
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn a_passkey_is_the_second_factor_of_a_password_account_and_another_users_is_refused() {
+    // The server requires a second factor: accounts with a passkey are asked
+    // for it instead of setting up an authenticator app.
+    let (server, _dir) = forward_auth_server(true).await;
+    let (alice, bob) = (unique_name("alice"), unique_name("bob"));
+    for name in [&alice, &bob] {
+        let status =
+            Api::new(&server.base).post("/api/signup", None, json!({"username": name, "password": PASSWORD})).await.0;
+        assert_eq!(status, 201);
+    }
+    let mut alices = soft_passkey_for(&server, &alice).await;
+    let mut bobs = soft_passkey_for(&server, &bob).await;
+
+    let mut browser = server.browser();
+    let step = browser.login(&alice, PASSWORD).await;
+    assert_eq!(step.location(), Some("/login/second-factor"), "the password alone is no login");
+    let prompt = browser.get("/login/second-factor").await;
+    assert!(prompt.body.contains("id=\"passkey-second-factor-button\""), "{}", prompt.body);
+    assert!(!prompt.body.contains("id=\"totp-secret\""), "no app to set up: the passkey is the second factor");
+    assert!(!prompt.body.contains("name=\"code\""), "no app: no code field");
+    let csrf = data_csrf(&prompt);
+
+    // The options list Alice's passkey only.
+    let (status, options) = web_post(&mut browser, "/login/second-factor/passkey/begin", &csrf, json!({})).await;
+    assert_eq!(status, 200, "{options}");
+    assert_eq!(allowed_ids(&options), vec![b64(&alices.credential_id)]);
+    // Bob's passkey for Alice's login: refused, counted, audited; nothing of Bob's changes.
+    let borrowed = bobs.sign(&server.base, &options);
+    let (status, problem) =
+        web_post(&mut browser, "/login/second-factor/passkey/finish", &csrf, json!({"credential": borrowed})).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-wrong-user"), "{problem}");
+    assert!(trail(&server, &alice).await.contains(&"second_factor_failed".to_owned()));
+    assert!(!trail(&server, &bob).await.contains(&"passkey_used".to_owned()));
+    assert_eq!(browser.get("/profile").await.status, 303, "still not logged in");
+    // The ceremony was used up by the refusal.
+    let assertion = alices.sign(&server.base, &options);
+    let (status, problem) =
+        web_post(&mut browser, "/login/second-factor/passkey/finish", &csrf, json!({"credential": assertion})).await;
+    assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
+
+    // Alice's own passkey completes the login.
+    let (_, options) = web_post(&mut browser, "/login/second-factor/passkey/begin", &csrf, json!({})).await;
+    let assertion = alices.sign(&server.base, &options);
+    let (status, answer) =
+        web_post(&mut browser, "/login/second-factor/passkey/finish", &csrf, json!({"credential": assertion})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["redirect"], json!("/profile"));
+    let profile = browser.get("/profile").await;
+    assert_eq!(profile.status, 200);
+    assert!(profile.body.contains(&alice), "{}", profile.body);
+    let kinds = trail(&server, &alice).await;
+    assert!(kinds.contains(&"passkey_used".to_owned()) && kinds.contains(&"login_succeeded".to_owned()), "{kinds:?}");
+    // Password and passkey: two factors, so a two_factor rule lets her in.
+    assert_eq!(two_factor_rule(&mut browser).await, 200);
+
+    // A passkey sign-in on its own is two factors: Bob, who has no app on
+    // this server that requires a second factor, is logged in at once.
+    let mut bobs_browser = web_passkey_sign_in(&server, &mut bobs).await;
+    assert_eq!(bobs_browser.get("/profile").await.status, 200);
+    assert_eq!(two_factor_rule(&mut bobs_browser).await, 200);
+
+    // Without a pending login there is nothing to finish.
+    let mut stranger = server.browser();
+    let login = stranger.get("/login").await;
+    let (status, _) = web_post(&mut stranger, "/login/second-factor/passkey/begin", &login.csrf(), json!({})).await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn forward_auth_two_factor_rules_accept_a_passkey_sign_in_and_refuse_a_password_alone() {
+    let (server, _dir) = forward_auth_server(false).await;
+    let api = Api::new(&server.base);
+    let name = unique_name("pia");
+    let token = api.sign_up(&name).await;
+    let mut soft = SoftAuthenticator::new();
+    api.add_passkey(&token, &mut soft, "Key").await;
+
+    // The password alone: one factor.
+    let mut password = server.browser();
+    assert_eq!(password.login(&name, PASSWORD).await.location(), Some("/profile"));
+    assert_eq!(two_factor_rule(&mut password).await, 403);
+
+    // A passkey sign-in on the login page: two factors in one.
+    let mut browser = server.browser();
+    let csrf = browser.get("/login").await.csrf();
+    let (status, options) = web_post(&mut browser, "/login/passkey/begin", &csrf, json!({})).await;
+    assert_eq!(status, 200, "{options}");
+    let assertion = soft.sign(&server.base, &options);
+    let body = json!({"ceremony": options["ceremony"], "credential": assertion});
+    let (status, answer) = web_post(&mut browser, "/login/passkey/finish", &csrf, body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(two_factor_rule(&mut browser).await, 200);
+    server.stop().await;
+}
+
+/// A passkey-only account made through the API: (token, soft authenticator).
+async fn passkey_only_account(api: &Api, base: &str, name: &str) -> (String, SoftAuthenticator) {
+    let (status, begun) = api.post("/api/passkeys/signup/begin", None, json!({"username": name})).await;
+    assert_eq!(status, 200, "{begun}");
+    let mut soft = SoftAuthenticator::new();
+    let credential = soft.register(base, &begun["options"]);
+    let body = json!({"ceremony": begun["ceremony"], "credential": credential});
+    let (status, pair) = api.post("/api/passkeys/signup/finish", None, body).await;
+    assert_eq!(status, 201, "{pair}");
+    (pair["access_token"].as_str().unwrap().to_owned(), soft)
+}
+
+#[tokio::test]
+async fn api_passkey_only_sign_up_with_a_software_authenticator() {
+    let (server, _dir) = api_server(1000, None).await;
+    let api = Api::new(&server.base);
+    let name = unique_name("solo");
+    let (token, mut soft) = passkey_only_account(&api, &server.base, &name).await;
+    let me: Value =
+        api.http.get(format!("{}/api/me", server.base)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["username"], json!(name));
+    use tessera_auth::UserDirectory;
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    assert!(user.password_hash.is_none(), "no password");
+    let listed = server.app_state.auth.passkeys().unwrap().list(user.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "Passkey", "unnamed, and the soft authenticator's AAGUID is all zeros");
+    let kinds = trail(&server, &name).await;
+    assert!(kinds == ["sign_up", "passkey_added"], "{kinds:?}");
+
+    // It signs in with its passkey.
+    let (ceremony, options) = api.begin().await;
+    let assertion = soft.sign(&server.base, &options);
+    assert_eq!(api.finish(&ceremony, &assertion).await.0, 200);
+
+    // A password sign-in of the password-less account: the answer of a wrong password.
+    let (status, refused) =
+        api.post("/api/signin", None, json!({"username": name, "password": "no password at all"})).await;
+    let other = unique_name("pw");
+    api.sign_up(&other).await;
+    let (wrong_status, wrong) =
+        api.post("/api/signin", None, json!({"username": other, "password": "no password at all"})).await;
+    assert_eq!((status, kind(&refused)), (wrong_status, kind(&wrong)), "{refused} vs {wrong}");
+    assert_eq!(refused["detail"], wrong["detail"]);
+
+    // Sensitive API calls take a passkey assertion instead of the password:
+    // setting a password, then deleting the account.
+    let (status, _) = api.post("/api/password", Some(&token), json!({"new_password": "a brand new passphrase"})).await;
+    assert_eq!(status, 401, "no password to confirm with, and no passkey");
+    let (ceremony, options) = api.begin().await;
+    let confirmation = json!({"ceremony": ceremony, "credential": soft.sign(&server.base, &options)});
+    let body = json!({"new_password": "a brand new passphrase", "confirmation": confirmation});
+    let (status, problem) = api.post("/api/password", Some(&token), body).await;
+    assert_eq!(status, 204, "{problem}");
+    let (status, pair) =
+        api.post("/api/signin", None, json!({"username": name, "password": "a brand new passphrase"})).await;
+    assert_eq!(status, 200, "{pair}");
+    let token = pair["access_token"].as_str().unwrap().to_owned();
+    let (ceremony, options) = api.begin().await;
+    let confirmation = json!({"ceremony": ceremony, "credential": soft.sign(&server.base, &options)});
+    let deleted = api
+        .http
+        .delete(format!("{}/api/account", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"confirmation": confirmation}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert!(server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().is_none());
+    let (status, _) = api.post("/api/signup", None, json!({"username": name, "password": PASSWORD})).await;
+    assert_eq!(status, 201, "the name is free again");
+
+    // The name is taken now; a bad name is refused before any ceremony.
+    let (status, problem) = api.post("/api/passkeys/signup/begin", None, json!({"username": name})).await;
+    assert_eq!((status, kind(&problem)), (409, "/problems/username-taken"), "{problem}");
+    let (status, _) = api.post("/api/passkeys/signup/begin", None, json!({"username": "a b"})).await;
+    assert_eq!(status, 422);
+
+    // A sign-up ceremony is used once; a credential for another origin is refused.
+    let fresh = unique_name("solo");
+    let (_, begun) = api.post("/api/passkeys/signup/begin", None, json!({"username": fresh})).await;
+    let mut phished = SoftAuthenticator::new();
+    let credential = phished.register("https://tessera.localhost", &begun["options"]);
+    let body = json!({"ceremony": begun["ceremony"], "credential": credential});
+    let (status, problem) = api.post("/api/passkeys/signup/finish", None, body.clone()).await;
+    assert_eq!((status, kind(&problem)), (401, "/problems/passkey-invalid"), "{problem}");
+    let (status, problem) = api.post("/api/passkeys/signup/finish", None, body).await;
+    assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
+    assert!(server.app_state.db.users().user_by_name(&fresh.to_lowercase()).await.unwrap().is_none(), "no account");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sixty_concurrent_removals_of_the_last_two_passkeys_leave_one() {
+    let (server, _dir) = api_server(1000, None).await;
+    removal_race(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sixty_concurrent_removals_of_the_last_two_passkeys_leave_one_on_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let (server, _dir) = api_server(1000, Some(services::postgres_url())).await;
+    removal_race(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn removing_the_last_passkey_and_unlinking_the_last_identity_at_once_leave_a_way_in() {
+    let (server, _dir) = api_server(1000, None).await;
+    last_two_ways_race(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn removing_the_last_passkey_and_unlinking_the_last_identity_at_once_on_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let (server, _dir) = api_server(1000, Some(services::postgres_url())).await;
+    last_two_ways_race(&server).await;
+    server.stop().await;
+}
+
+/// A passkey-only account with one identity linked too: 30 removals of the
+/// passkey and 30 unlinks of the identity at once leave exactly one.
+async fn last_two_ways_race(server: &TestServer) {
+    use tessera_auth::UserDirectory;
+    let api = Api::new(&server.base);
+    let name = unique_name("twoways");
+    let (_, mut soft) = passkey_only_account(&api, &server.base, &name).await;
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    let identity = tessera_server::oidc::provider::VerifiedIdentity {
+        issuer: "https://id.example.test".into(),
+        subject: name.clone(),
+        verified_email: None,
+        preferred_username: None,
+        any_email: None,
+    };
+    assert!(server.app_state.db.link_identity(user.id, &identity, tessera::Timestamp(0)).await.unwrap());
+    let passkeys = server.app_state.auth.passkeys().unwrap();
+    let id = passkeys.list(user.id).await.unwrap()[0].id.clone();
+
+    let mut browser = web_passkey_sign_in(server, &mut soft).await;
+    let csrf = browser.get("/account/passkeys").await.csrf();
+    let cookies: String = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
+    let mut tasks = vec![];
+    for i in 0..60 {
+        let (client, barrier, cookies, csrf) = (client.clone(), barrier.clone(), cookies.clone(), csrf.clone());
+        let (path, form): (&str, Vec<(&str, String)>) = if i % 2 == 0 {
+            ("/account/passkeys/remove", vec![("csrf_token", csrf), ("id", id.clone())])
+        } else {
+            (
+                "/account/identities/unlink",
+                vec![("csrf_token", csrf), ("issuer", identity.issuer.clone()), ("subject", identity.subject.clone())],
+            )
+        };
+        let url = format!("{}{path}", server.base);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let status = client.post(url).header("cookie", cookies).form(&form).send().await.unwrap().status();
+            (path, status.as_u16())
+        }));
+    }
+    let mut outcomes = std::collections::BTreeMap::<(&str, u16), usize>::new();
+    for task in tasks {
+        *outcomes.entry(task.await.unwrap()).or_default() += 1;
+    }
+    let passkeys_left = passkeys.count(user.id).await.unwrap();
+    let identities_left = server.app_state.db.identities_of(user.id).await.unwrap().len();
+    assert_eq!(passkeys_left + identities_left as i64, 1, "exactly one way in is left: {outcomes:?}");
+    assert!(outcomes.keys().all(|(_, status)| [303, 404, 409].contains(status)), "{outcomes:?}");
+}
+
+async fn removal_race(server: &TestServer) {
+    use tessera_auth::UserDirectory;
+    let api = Api::new(&server.base);
+    let name = unique_name("race");
+    let (token, mut soft) = passkey_only_account(&api, &server.base, &name).await;
+    // Without a password, adding a passkey needs a fresh assertion of one:
+    // the access token alone is not enough.
+    let (status, problem) = api.post("/api/passkeys/register/begin", Some(&token), json!({})).await;
+    assert_eq!(status, 403, "{problem}");
+    let (ceremony, options) = api.begin().await;
+    let confirmation = json!({"ceremony": ceremony, "credential": soft.sign(&server.base, &options)});
+    let (status, begun) =
+        api.post("/api/passkeys/register/begin", Some(&token), json!({"confirmation": confirmation})).await;
+    assert_eq!(status, 200, "{begun}");
+    let mut second = SoftAuthenticator::new();
+    let credential = second.register(&server.base, &begun["options"]);
+    let body = json!({"ceremony": begun["ceremony"], "name": "Second", "credential": credential});
+    assert_eq!(api.post("/api/passkeys/register/finish", Some(&token), body).await.0, 201);
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    let passkeys = server.app_state.auth.passkeys().unwrap();
+    let ids: Vec<String> = passkeys.list(user.id).await.unwrap().into_iter().map(|p| p.id).collect();
+    assert_eq!(ids.len(), 2);
+
+    // A web session signed in with the first passkey just now (recent).
+    let mut browser = web_passkey_sign_in(server, &mut soft).await;
+    let page = browser.get("/account/passkeys").await;
+    assert_eq!(page.status, 200);
+    let csrf = page.csrf();
+    let cookies: String = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
+    let mut tasks = vec![];
+    for i in 0..60 {
+        let (client, barrier, cookies, csrf) = (client.clone(), barrier.clone(), cookies.clone(), csrf.clone());
+        let url = format!("{}/account/passkeys/remove", server.base);
+        let id = ids[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let form = [("csrf_token", csrf.as_str()), ("id", id.as_str())];
+            client.post(url).header("cookie", cookies).form(&form).send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for task in tasks {
+        *statuses.entry(task.await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(statuses.get(&303), Some(&1), "exactly one removal: {statuses:?}");
+    assert!(statuses.keys().all(|s| [303, 404, 409].contains(s)), "only removed, gone or last: {statuses:?}");
+    assert_eq!(passkeys.count(user.id).await.unwrap(), 1, "the last way in survives: {statuses:?}");
+}
+
+/// Replaces the Signal API with recorders before every page's scripts run
+/// (a browser without it would skip the calls: progressive enhancement),
+/// so a test can read what the page told the password manager.
+async fn record_signals(browser: &Chromium) -> Value {
+    let script = "window.__tesseraSignals = [];\
+        if (window.PublicKeyCredential) {\
+          PublicKeyCredential.signalAllAcceptedCredentials = function (o) {\
+            window.__tesseraSignals.push({kind: 'all', rpId: o.rpId, userId: o.userId, ids: o.allAcceptedCredentialIds});\
+            return Promise.resolve(); };\
+          PublicKeyCredential.signalUnknownCredential = function (o) {\
+            window.__tesseraSignals.push({kind: 'unknown', rpId: o.rpId, id: o.credentialId});\
+            return Promise.resolve(); };\
+        }";
+    let added = browser.devtools("Page.addScriptToEvaluateOnNewDocument", json!({ "source": script })).await;
+    added["identifier"].clone()
+}
+
+async fn signals(browser: &Chromium) -> Value {
+    browser.eval("return window.__tesseraSignals || null;").await
+}
+
+/// Clicks a passkey button whose script reloads or navigates, and waits.
+async fn click_and_wait_for_script(browser: &Chromium, button: &str, error_box: &str) {
+    let marker = browser.mark_document().await;
+    browser.find(button).await.click().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let script = format!(
+            "return [window.__tesseraMarker || '', document.readyState, \
+             (document.querySelector('{error_box}') || {{}}).textContent || ''];"
+        );
+        let state = browser.eval(&script).await;
+        if state[0] != json!(marker) && state[1] == json!("complete") {
+            return;
+        }
+        assert_eq!(state[2], json!(""), "{button} failed");
+        assert!(std::time::Instant::now() < deadline, "{button}: no answer");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn passkey_only_sign_up_sign_in_step_up_signals_and_deletion_in_chromium() {
+    if !chromium::available() {
+        return;
+    }
+    let (server, _dir) = server().await;
+    let driver = Chromedriver::start().await;
+    let browser = driver.chromium(DESKTOP).await;
+    let laptop = browser.add_virtual_authenticator().await;
+    let name = unique_name("solo");
+
+    // Sign up with a user name and a passkey: no password typed.
+    browser.open(&format!("{}/register", server.base)).await;
+    assert_accessible_and_clean(&browser, "/register with passkeys").await;
+    let button = browser.find("#passkey-sign-up-button").await;
+    assert_eq!(button.text().await.unwrap(), "Create account with a passkey");
+    browser.fill("#username", &name).await;
+    click_and_wait_for_script(&browser, "#passkey-sign-up-button", "#passkey-sign-up-error").await;
+    wait_for_path(&browser, "/profile").await;
+    assert_eq!(browser.text("#username").await, name);
+    use tessera_auth::UserDirectory;
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    assert!(user.password_hash.is_none(), "a passkey-only account");
+    assert_eq!(
+        trail(&server, &name).await,
+        ["sign_up", "passkey_added"],
+        "signed in as it signed up, like a password sign-up"
+    );
+    let credentials = browser.virtual_credentials(&laptop).await;
+    assert_eq!(credentials.len(), 1);
+    assert_eq!(credentials[0]["isResidentCredential"], json!(true));
+    // Unnamed: the virtual authenticator's AAGUID is no known provider, so
+    // the page's suggestion (browser and system) names it.
+    let named = server.app_state.auth.passkeys().unwrap().list(user.id).await.unwrap();
+    assert_eq!(named[0].name, "Chrome on Linux");
+
+    // Log out, and in again with the passkey (the button).
+    let script = without_autofill(&browser).await;
+    log_out(&browser).await;
+    browser.click_and_wait("#passkey-button").await;
+    wait_for_path(&browser, "/profile").await;
+    with_autofill(&browser, script).await;
+
+    // Eleven minutes later, changing passkeys needs a confirmation: with a
+    // passkey, as there is no password.
+    server.clock.advance(std::time::Duration::from_secs(11 * 60));
+    browser.open(&format!("{}/account/passkeys", server.base)).await;
+    assert!(!browser.has("input[name=current_password]").await, "no password to ask for");
+    assert_eq!(browser.find("#passkey-confirm-button").await.text().await.unwrap(), "Confirm with a passkey");
+    assert_accessible_and_clean(&browser, "/account/passkeys, not recent").await;
+    let session_before = browser.cookie("__Host-id").await.unwrap().value().to_owned();
+    click_and_wait_for_script(&browser, "#passkey-confirm-button", "#passkey-confirm-error").await;
+    assert!(!browser.has("#passkey-confirm").await, "recently confirmed now");
+    let session_after = browser.cookie("__Host-id").await.unwrap().value().to_owned();
+    assert_ne!(session_before, session_after, "a step-up gives the session a new ID");
+    assert!(trail(&server, &name).await.iter().filter(|k| *k == "passkey_used").count() >= 2);
+
+    // A second passkey on another authenticator; then the first one goes,
+    // and the page tells the password manager which passkeys remain.
+    browser.webdriver(reqwest::Method::DELETE, &format!("webauthn/authenticator/{laptop}"), None).await;
+    let phone = browser.add_virtual_authenticator().await;
+    add_passkey(&browser, "Phone").await;
+    let listed_now = listed(&browser).await;
+    assert_eq!(listed_now.as_array().unwrap().len(), 2, "{listed_now}");
+    let recorder = record_signals(&browser).await;
+    browser
+        .click_and_wait("#passkey-list li:first-child form[action='/account/passkeys/remove'] button[type=submit]")
+        .await;
+    assert_eq!(browser.text("#flash").await, "Passkey removed.");
+    assert_eq!(listed(&browser).await, json!(["Phone"]));
+    let remaining = server.app_state.auth.passkeys().unwrap().list(user.id).await.unwrap();
+    let handle = server.app_state.auth.passkeys().unwrap().user_handle(user.id).await.unwrap().unwrap();
+    let recorded = signals(&browser).await;
+    assert_eq!(
+        recorded,
+        json!([{"kind": "all", "rpId": "localhost", "userId": handle, "ids": [remaining[0].id]}]),
+        "signalAllAcceptedCredentials after the removal"
+    );
+    // The last one cannot be removed.
+    assert!(browser.has("#remove-help").await);
+
+    // Delete the account, confirmed with the passkey.
+    server.clock.advance(std::time::Duration::from_secs(11 * 60));
+    browser.open(&format!("{}/account", server.base)).await;
+    click_and_wait_for_script(&browser, "#passkey-confirm-button", "#passkey-confirm-error").await;
+    browser.fill("#delete-username", &name).await;
+    browser.click_and_wait("form[action='/account/delete'] button[type=submit]").await;
+    assert_eq!(browser.path().await, "/");
+    assert!(server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().is_none());
+
+    // The phone still holds the passkey of the deleted account: a sign-in
+    // with it is refused as unknown, and the page tells the browser.
+    let script = without_autofill(&browser).await;
+    browser.open(&format!("{}/login", server.base)).await;
+    browser.find("#passkey-button").await.click().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while signals(&browser).await.as_array().is_none_or(|s| s.is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "no signal after an unknown passkey");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let phone_credential = browser.virtual_credentials(&phone).await;
+    let recorded = signals(&browser).await;
+    assert_eq!(recorded[0]["kind"], json!("unknown"), "{recorded}");
+    assert_eq!(recorded[0]["rpId"], json!("localhost"));
+    // WebDriver gives credential IDs in base64url too.
+    let expected_id = phone_credential[0]["credentialId"].as_str().unwrap().trim_end_matches('=').to_owned();
+    assert_eq!(recorded[0]["id"], json!(expected_id));
+    assert_eq!(browser.text("#passkey-error").await, "This passkey is not registered here.");
+    with_autofill(&browser, script).await;
+    browser.devtools("Page.removeScriptToEvaluateOnNewDocument", json!({ "identifier": recorder })).await;
+
+    browser.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_passkey_as_the_second_factor_after_the_password_in_chromium() {
+    if !chromium::available() {
+        return;
+    }
+    let (server, _dir) = server().await;
+    let driver = Chromedriver::start().await;
+    let browser = driver.chromium(DESKTOP).await;
+    browser.add_virtual_authenticator().await;
+    let name = unique_name("duo");
+    register(&browser, &server.base, &name).await;
+    browser.open(&format!("{}/account/passkeys", server.base)).await;
+    add_passkey(&browser, "Laptop").await;
+
+    // Two-step verification with an app, then a password login offers the
+    // passkey beside the code.
+    use tessera_auth::UserDirectory;
+    let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
+    let factors = server.app_state.auth.second_factors();
+    let secret = factors.begin_setup(user.id).await.unwrap().expect("no app yet");
+    let code = secret.code_at(tessera_auth::second_factor::totp::step_at(tessera::Clock::now(&server.clock)));
+    assert!(factors.confirm_setup(user.id, &code).await.unwrap().is_some());
+
+    let script = without_autofill(&browser).await;
+    log_out(&browser).await;
+    browser.fill("#username", &name).await;
+    browser.fill("#password", PASSWORD).await;
+    browser.click_and_wait("form[action='/login'] button[type=submit]").await;
+    assert_eq!(browser.path().await, "/login/second-factor");
+    assert!(browser.has("#code").await, "the code beside the passkey");
+    assert_eq!(browser.find("#passkey-second-factor-button").await.text().await.unwrap(), "Use a passkey");
+    assert_accessible_and_clean(&browser, "/login/second-factor with a passkey").await;
+    click_and_wait_for_script(&browser, "#passkey-second-factor-button", "#passkey-second-factor-error").await;
+    wait_for_path(&browser, "/profile").await;
+    assert_eq!(browser.text("#username").await, name);
+    let kinds = trail(&server, &name).await;
+    assert!(kinds.ends_with(&["passkey_used".to_owned(), "login_succeeded".to_owned()]), "{kinds:?}");
+    with_autofill(&browser, script).await;
+    browser.close().await;
+    server.stop().await;
+}
+
+/// A browser session signed in on the login page with `soft`'s passkey.
+async fn web_passkey_sign_in(server: &TestServer, soft: &mut SoftAuthenticator) -> Browser {
+    let mut browser = server.browser();
+    let csrf = browser.get("/login").await.csrf();
+    let (_, options) = web_post(&mut browser, "/login/passkey/begin", &csrf, json!({})).await;
+    let assertion = soft.sign(&server.base, &options);
+    let body = json!({"ceremony": options["ceremony"], "credential": assertion});
+    assert_eq!(web_post(&mut browser, "/login/passkey/finish", &csrf, body).await.0, 200);
+    browser
+}
+
+#[tokio::test]
+async fn a_passkey_only_account_sets_a_password_after_a_recent_confirmation() {
+    let (server, _dir) = api_server(1000, None).await;
+    let api = Api::new(&server.base);
+    let name = unique_name("setpw");
+    let (_, mut soft) = passkey_only_account(&api, &server.base, &name).await;
+    let mut browser = web_passkey_sign_in(&server, &mut soft).await;
+    let account = browser.get("/account").await;
+    assert!(account.body.contains(">Set a password</a>"), "{}", account.body);
+
+    // Eleven minutes later: not without a fresh confirmation.
+    server.clock.advance(std::time::Duration::from_secs(11 * 60));
+    let page = browser.get("/account/password").await;
+    assert!(page.body.contains("id=\"set-password-notice\""), "{}", page.body);
+    assert!(!page.body.contains("name=\"current_password\""), "nothing to type");
+    let refused = browser
+        .post_form("/account/password", &[("csrf_token", &page.csrf()), ("new_password", "a brand new passphrase")])
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+
+    // Confirmed with the passkey, the password is set and signs in.
+    let account = browser.get("/account").await;
+    let csrf = data_csrf(&account);
+    let (status, options) = web_post(&mut browser, "/account/confirm/passkey/begin", &csrf, json!({})).await;
+    assert_eq!(status, 200, "{options}");
+    assert_eq!(allowed_ids(&options), vec![b64(&soft.credential_id)]);
+    let assertion = soft.sign(&server.base, &options);
+    let (status, answer) =
+        web_post(&mut browser, "/account/confirm/passkey/finish", &csrf, json!({"credential": assertion})).await;
+    assert_eq!((status, &answer), (200, &json!({"confirmed": true})));
+    let page = browser.get("/account/password").await;
+    let set = browser
+        .post_form("/account/password", &[("csrf_token", &page.csrf()), ("new_password", "a brand new passphrase")])
+        .await;
+    assert_eq!(set.location(), Some("/account"), "{}", set.body);
+    let mut other = server.browser();
+    assert_eq!(other.login(&name, "a brand new passphrase").await.location(), Some("/profile"));
     server.stop().await;
 }

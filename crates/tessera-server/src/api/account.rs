@@ -16,6 +16,7 @@ use tessera_axum::LoginClient;
 use tessera_axum::{ClientDevice, Session};
 
 use super::identity::{ApiUser, AuthMethod};
+use super::passkeys::{login_refused, SignInAssertion};
 use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
 use super::rfc3339;
 use crate::audit::AuditKind;
@@ -46,18 +47,30 @@ pub struct SessionView {
     pub current: bool,
 }
 
-/// The current password, to confirm a sensitive operation.
+/// The current password, to confirm a sensitive operation — or, instead,
+/// a fresh assertion of one of the user's passkeys (what accounts without
+/// a password confirm with).
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct PasswordConfirmation {
     /// The current password.
+    #[serde(default)]
     pub current_password: String,
+    /// Instead of the password: an assertion of one of the user's passkeys
+    /// answering `POST /api/passkeys/signin/begin`.
+    #[serde(default)]
+    pub confirmation: Option<SignInAssertion>,
 }
 
-/// A password change.
+/// A password change (or, for an account without one, setting it).
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct PasswordChange {
     /// The current password.
+    #[serde(default)]
     pub current_password: String,
+    /// Instead of the password: an assertion of one of the user's passkeys
+    /// answering `POST /api/passkeys/signin/begin`.
+    #[serde(default)]
+    pub confirmation: Option<SignInAssertion>,
     /// The new password (the site's policy applies).
     pub new_password: String,
 }
@@ -86,14 +99,30 @@ services! {
     }
 }
 
-/// Checks the current password through the authentication core, behind
-/// the login throttle.
+/// Checks the current password — or, when one came, a passkey assertion of
+/// the caller's — through the authentication core, behind the login
+/// throttle.
 async fn confirm(
-    reauth: &Reauthentication,
+    api: &AccountApi,
     caller: &ApiUser,
     password: &str,
+    confirmation: Option<&SignInAssertion>,
     client: &LoginClient,
 ) -> Result<(), ApiError> {
+    let reauth = &api.reauth;
+    if let Some(confirmation) = confirmation {
+        let passkeys = api.auth.passkeys().ok_or(ApiError::NotFound)?;
+        let ceremony = passkeys.take_authentication(&confirmation.ceremony).await.map_err(ApiError::unavailable)?;
+        let confirmed = match ceremony {
+            Some(ceremony) => {
+                api.auth
+                    .confirm_passkey(Channel::Api, &client.0, &caller.user, ceremony, &confirmation.credential)
+                    .await
+            }
+            None => Err(api.auth.passkey_without_ceremony(Channel::Api, &client.0).await),
+        };
+        return confirmed.map_err(login_refused);
+    }
     let verdict =
         reauth.confirm_password(Channel::Api, &client.0, &caller.user, password).await.map_err(ApiError::from)?;
     match verdict {
@@ -174,7 +203,7 @@ pub async fn revoke(
     Path(handle): Path<String>,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
-    confirm(&api.reauth, &caller, &body.current_password, &origin).await?;
+    confirm(&api, &caller, &body.current_password, body.confirmation.as_ref(), &origin).await?;
     if own_session(&caller, &session).is_some_and(|key| key.handle().matches(&handle)) {
         return Err(ApiError::Forbidden("This is the session of this request; sign out instead."));
     }
@@ -210,7 +239,7 @@ pub async fn revoke_others(
     origin: LoginClient,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
-    confirm(&api.reauth, &caller, &body.current_password, &origin).await?;
+    confirm(&api, &caller, &body.current_password, body.confirmation.as_ref(), &origin).await?;
     let keep = own_session(&caller, &session);
     // "Everywhere else" includes API sign-ins: a device list that ends
     // browsers but leaves a stolen refresh token working would not be.
@@ -243,7 +272,7 @@ pub async fn change_password(
     origin: LoginClient,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
-    confirm(&api.reauth, &caller, &body.current_password, &origin).await?;
+    confirm(&api, &caller, &body.current_password, body.confirmation.as_ref(), &origin).await?;
     let keep = own_session(&caller, &session);
     match api.auth.change_password(Channel::Api, &origin.0, &caller.user, &body.new_password, keep.as_ref()).await {
         Ok(_) => {}
@@ -277,7 +306,7 @@ pub async fn delete(
     origin: LoginClient,
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Response, ApiError> {
-    confirm(&api.reauth, &caller, &body.current_password, &origin).await?;
+    confirm(&api, &caller, &body.current_password, body.confirmation.as_ref(), &origin).await?;
     api.auth.revoke_everything(caller.user.id, None).await.map_err(ApiError::unavailable)?;
     api.db.delete_user(caller.user.id).await.map_err(ApiError::unavailable)?;
     tracing::info!(target: "tessera::audit", event = AuditKind::AccountDeleted.as_str(), user_id = caller.user.id, "account deleted");

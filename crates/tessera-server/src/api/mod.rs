@@ -44,6 +44,8 @@ api_routes! {
     "/api/passkeys/signin/finish" => { post => passkeys::signin_finish },
     "/api/passkeys/register/begin" => { post => passkeys::register_begin },
     "/api/passkeys/register/finish" => { post => passkeys::register_finish },
+    "/api/passkeys/signup/begin" => { post => passkeys::signup_begin },
+    "/api/passkeys/signup/finish" => { post => passkeys::signup_finish },
     "/api/sessions" => { get => account::list },
     "/api/sessions/revoke-others" => { post => account::revoke_others },
     "/api/sessions/{handle}" => { delete => account::revoke },

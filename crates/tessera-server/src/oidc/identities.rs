@@ -73,6 +73,11 @@ fn identity_from_row(row: sqlx::any::AnyRow) -> Result<Identity, DatabaseError> 
 
 const COLUMNS: &str = "user_id, issuer, subject, email, linked_at";
 
+/// How many identities are linked to the account `$1`: one of its ways
+/// in, counted inside transactions that must not remove the last one
+/// (here, and `Passkeys::remove_unless_last`).
+pub const COUNT_IDENTITIES: &str = "SELECT COUNT(*) FROM user_identities WHERE user_id = $1";
+
 impl Database {
     /// The identity (issuer, subject), if linked.
     pub async fn identity(&self, issuer: &str, subject: &str) -> Result<Option<Identity>, DatabaseError> {
@@ -131,10 +136,19 @@ impl Database {
     }
 
     /// Unlinks (issuer, subject) from `user_id` if the account keeps another
-    /// way to log in (a password or another identity). `Ok(false)` when it
+    /// way to log in (a password, another identity or a passkey). `Ok(false)` when it
     /// would not, or when no such identity is linked to that account.
     pub async fn unlink_identity(&self, user_id: i64, issuer: &str, subject: &str) -> Result<bool, DatabaseError> {
         let mut tx = self.pool.begin().await?;
+        // Passkeys are a way in too. The account's passkey row is locked
+        // first, as removing a passkey locks it (`Passkeys::remove_unless_last`):
+        // the two run one after the other. (A write as the first statement
+        // also makes SQLite wait for its write lock instead of failing to
+        // upgrade a read lock.)
+        sqlx::query("UPDATE passkey_user_handles SET handle = handle WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         let has_password: bool = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
             .bind(user_id)
             .fetch_optional(&mut *tx)
@@ -143,12 +157,13 @@ impl Database {
             .transpose()?
             .flatten()
             .is_some();
-        let count: i64 = sqlx::query("SELECT COUNT(*) FROM user_identities WHERE user_id = $1")
+        let count: i64 = sqlx::query(COUNT_IDENTITIES).bind(user_id).fetch_one(&mut *tx).await?.try_get(0)?;
+        let passkeys: i64 = sqlx::query("SELECT COUNT(*) FROM passkeys WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-        if !has_password && count <= 1 {
+        if !has_password && count <= 1 && passkeys == 0 {
             return Ok(false);
         }
         let deleted = sqlx::query("DELETE FROM user_identities WHERE user_id = $1 AND issuer = $2 AND subject = $3")

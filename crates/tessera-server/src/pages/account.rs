@@ -67,6 +67,8 @@ struct SignInMethods {
     error: Option<String>,
     /// The account's groups (`tessera admin group add`), shown beside them.
     groups: Vec<String>,
+    /// The account has passkeys: "Confirm with a passkey" re-authenticates.
+    has_passkeys: bool,
 }
 
 services! {
@@ -76,6 +78,7 @@ services! {
         db: Database,
         oidc: Arc<Oidc>,
         reauth: Reauthentication,
+        auth: Authenticator,
     }
 }
 
@@ -83,7 +86,11 @@ async fn sign_in_methods(pages: &AccountPages, user: &User) -> Result<SignInMeth
     let identities = pages.db.identities_of(user.id).await.map_err(ServerError::unavailable)?;
     let groups = pages.db.groups_of(user.id).await.map_err(ServerError::unavailable)?;
     let has_password = user.password_hash.is_some();
-    let can_unlink = has_password || identities.len() > 1;
+    let passkeys = match pages.auth.passkeys() {
+        Some(passkeys) => passkeys.count(user.id).await.map_err(ServerError::unavailable)?,
+        None => 0,
+    };
+    let can_unlink = has_password || identities.len() > 1 || passkeys > 0;
     let providers = pages.oidc.buttons();
     let reauth_providers =
         providers.iter().filter(|p| identities.iter().any(|i| i.issuer == p.issuer)).cloned().collect();
@@ -100,7 +107,17 @@ async fn sign_in_methods(pages: &AccountPages, user: &User) -> Result<SignInMeth
             email: identity.email,
         })
         .collect();
-    Ok(SignInMethods { has_password, identities, can_unlink, providers, reauth_providers, error: None, groups })
+    let has_passkeys = passkeys > 0;
+    Ok(SignInMethods {
+        has_password,
+        identities,
+        can_unlink,
+        providers,
+        reauth_providers,
+        error: None,
+        groups,
+        has_passkeys,
+    })
 }
 
 /// The account overview.

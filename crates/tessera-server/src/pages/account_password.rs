@@ -1,4 +1,6 @@
-//! `GET/POST /account/password`.
+//! `GET/POST /account/password`: change the password, or, for an account
+//! without one (a passkey-only or provider account), set one after a recent
+//! confirmation (a passkey or the provider, on `/account`).
 
 use askama::Template;
 use axum::extract::State;
@@ -16,6 +18,7 @@ use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::reauthentication::{self, Confirmation, Reauthentication};
 use tessera_auth::accounts::RegisterError;
+use tessera_auth::User;
 
 #[derive(Template)]
 #[template(path = "account_password.html")]
@@ -26,12 +29,19 @@ struct PasswordPage {
     form_error: Option<String>,
     current_error: Option<&'static str>,
     new_error: Option<String>,
+    /// The account has a password to change (else: set one).
+    has_password: bool,
+    /// No password, and no recent confirmation: setting one is refused.
+    needs_confirmation: bool,
 }
 
-fn view(ctx: &PageContext, auth: &Authenticator, username: String) -> PasswordPage {
+fn view(ctx: &PageContext, auth: &Authenticator, user: &User, reauth: &Reauthentication) -> PasswordPage {
+    let has_password = user.password_hash.is_some();
     PasswordPage {
-        page: ctx.chrome("Change password"),
-        username,
+        page: ctx.chrome(if has_password { "Change password" } else { "Set a password" }),
+        username: user.username.clone(),
+        has_password,
+        needs_confirmation: !has_password && !reauth.is_recent_now(&ctx.session),
         min_password: auth.accounts().policy().effective_min_chars(),
         form_error: None,
         current_error: None,
@@ -40,9 +50,14 @@ fn view(ctx: &PageContext, auth: &Authenticator, username: String) -> PasswordPa
 }
 
 /// The form.
-pub async fn show(State(auth): State<Authenticator>, RequireUser(_): RequireUser, ctx: PageContext) -> Response {
+pub async fn show(
+    State(auth): State<Authenticator>,
+    State(reauth): State<Reauthentication>,
+    RequireUser(_): RequireUser,
+    ctx: PageContext,
+) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    ctx.render(StatusCode::OK, &view(&ctx, &auth, user.username))
+    ctx.render(StatusCode::OK, &view(&ctx, &auth, &user, &reauth))
 }
 
 /// The form's fields.
@@ -67,16 +82,27 @@ pub async fn submit(
     CsrfForm(form): CsrfForm<PasswordForm>,
 ) -> Result<Response, ServerError> {
     let Some(user) = ctx.user.clone() else { return Ok(Redirect::to("/login").into_response()) };
-    match reauth.confirm_password(Channel::Web, &ctx.client, &user, &form.current_password).await {
+    let verdict = if user.password_hash.is_none() {
+        // Nothing to type: a recent confirmation (passkey, provider) instead.
+        if !reauth.is_recent_now(&ctx.session) {
+            let mut page = view(&ctx, &auth, &user, &reauth);
+            page.form_error = Some(reauth.stale_message(&user) + " No password was set.");
+            return Ok(ctx.render(StatusCode::UNAUTHORIZED, &page));
+        }
+        Ok(Confirmation::Confirmed)
+    } else {
+        reauth.confirm_password(Channel::Web, &ctx.client, &user, &form.current_password).await
+    };
+    match verdict {
         Ok(Confirmation::Confirmed) => {}
         Ok(Confirmation::Wrong) => {
-            let mut page = view(&ctx, &auth, user.username);
+            let mut page = view(&ctx, &auth, &user, &reauth);
             page.form_error = Some("Your password was not changed.".to_owned());
             page.current_error = Some("That is not your current password.");
             return Ok(ctx.render(StatusCode::UNAUTHORIZED, &page));
         }
         Ok(Confirmation::Throttled(wait)) => {
-            let mut page = view(&ctx, &auth, user.username);
+            let mut page = view(&ctx, &auth, &user, &reauth);
             page.form_error = Some(format!(
                 "Your password was not changed: too many wrong passwords. Please wait {} before trying again.",
                 reauthentication::readable_wait(wait)
@@ -90,7 +116,7 @@ pub async fn submit(
         Ok(_) => {}
         Err(error @ (RegisterError::Unavailable(_) | RegisterError::Busy)) => return Err(ServerError::from(error)),
         Err(error) => {
-            let mut page = view(&ctx, &auth, user.username);
+            let mut page = view(&ctx, &auth, &user, &reauth);
             page.form_error = Some("Your password was not changed.".to_owned());
             page.new_error = Some(error.to_string());
             return Ok(ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page));

@@ -35,10 +35,33 @@ struct SecondFactorPage {
     setup: Option<SetupView>,
     /// The recovery codes of a setup just finished, and where to go next.
     new_codes: Option<(Vec<String>, String)>,
+    /// The account has passkeys: offer "Use a passkey".
+    passkey: bool,
+    /// The account has an authenticator app (or sets one up): ask for a code.
+    code: bool,
 }
 
 fn view(ctx: &PageContext, error: Option<String>) -> SecondFactorPage {
-    SecondFactorPage { page: ctx.chrome("Two-step verification"), error, expired: false, setup: None, new_codes: None }
+    SecondFactorPage {
+        page: ctx.chrome("Two-step verification"),
+        error,
+        expired: false,
+        setup: None,
+        new_codes: None,
+        passkey: false,
+        code: true,
+    }
+}
+
+/// Which second factors the pending login's account can use: a passkey,
+/// a code (an authenticator app, or the one being set up).
+async fn factors(auth: &Authenticator, pending: &PendingLogin) -> Result<(bool, bool), LoginError> {
+    let passkey = match auth.passkeys() {
+        Some(passkeys) => passkeys.count(pending.user_id).await? > 0,
+        None => false,
+    };
+    let code = pending.enroll || !passkey || auth.second_factors().is_enabled(pending.user_id).await?;
+    Ok((passkey, code))
 }
 
 fn expired(ctx: &PageContext) -> Response {
@@ -67,6 +90,10 @@ pub async fn show(
         return Redirect::to("/login").into_response();
     };
     let mut page = view(&ctx, None);
+    match factors(&auth, &pending).await {
+        Ok((passkey, code)) => (page.passkey, page.code) = (passkey, code),
+        Err(error) => return ServerError::unavailable(error).into_response(),
+    }
     if pending.enroll {
         let user = match auth.pending_user(&pending).await {
             Ok(user) => user,

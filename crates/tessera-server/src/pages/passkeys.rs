@@ -1,6 +1,10 @@
 //! Passkeys in the browser: "Sign in with a passkey" (and the login form's
-//! autofill, conditional UI) through `POST /login/passkey/{begin,finish}`,
-//! and `/account/passkeys` to add, list, rename and remove them.
+//! autofill, conditional UI) through `POST /login/passkey/{begin,finish}`;
+//! a passkey as the second factor after the password
+//! (`POST /login/second-factor/passkey/{begin,finish}`); "Confirm with a
+//! passkey" before a sensitive action (`POST /account/confirm/passkey/…`);
+//! a passkey-only sign-up (`POST /register/passkey/{begin,finish}`); and
+//! `/account/passkeys` to add, list, rename and remove them.
 //!
 //! The ceremonies are JSON exchanges made by `static/passkeys.js` (no
 //! inline script), authenticated by the session cookie and protected by
@@ -12,10 +16,13 @@
 //! used once. All the checking is the authentication core's
 //! ([`tessera_auth::passkey`]).
 //!
-//! Who may do what: anyone may try to sign in (throttled per address);
-//! only the logged-in owner may add, rename or remove a passkey of the
-//! account, adding and removing need a recent authentication (or the
-//! password sent along), and the last way to sign in cannot be removed.
+//! Who may do what: anyone may try to sign in (throttled per address) or
+//! sign up (under the registration policy and the sign-up allowance); only
+//! the session whose password step passed may finish its second factor,
+//! with a passkey of that account; only the logged-in owner may confirm
+//! with, add, rename or remove a passkey of the account; adding and
+//! removing need a recent authentication (or the password sent along), and
+//! the last way to sign in cannot be removed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,21 +33,32 @@ use axum::Json;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tessera::{Clock, SessionEngine};
-use tessera_auth::passkey::{Assertion, NewCredential, RegistrationCeremony};
-use tessera_auth::{Authenticator, Channel, LoginError, LoginStep, PasskeyError, User, UserDirectory};
-use tessera_axum::{remember_device, CsrfForm, CsrfHeader, LoginClient, RequireUser, Session};
+use tessera_auth::passkey::{passkey_name, Assertion, AuthenticationCeremony, NewCredential, RegistrationCeremony};
+use tessera_auth::{
+    Authenticator, Channel, LoginError, LoginStep, PasskeyError, PasskeyRefusal, Removal, User, UserDirectory,
+};
+use tessera_axum::{
+    clear_pending_login, pending_login, remember_device, CsrfForm, CsrfHeader, LoginClient, RequireUser, Session,
+};
 
 use super::{display_time, with_retry_after, Chrome, PageContext};
+use crate::api::passkeys::{login_refused, policy_refused, sign_up_refused};
 use crate::api::problem::{ApiError, ApiJson};
 use crate::database::Database;
 use crate::error_pages::ServerError;
 use crate::flash::Flash;
 use crate::forward_auth::ForwardAuthConfig;
+use crate::mail::EmailPages;
 use crate::reauthentication::{self, Reauthentication};
+use crate::registration_policy::Registration;
 use crate::services::services;
 
 /// The session key of a registration ceremony in progress.
 const REGISTRATION: &str = "passkey_registration";
+/// The session key of a second-factor ceremony in progress.
+const SECOND_FACTOR: &str = "passkey_second_factor";
+/// The session key of a confirmation (step-up) ceremony in progress.
+const CONFIRMATION: &str = "passkey_confirmation";
 
 services! {
     /// What the passkey pages use: the authentication core (ceremonies,
@@ -54,6 +72,8 @@ services! {
         reauth: Reauthentication,
         clock: Arc<dyn Clock>,
         forward_auth: Arc<ForwardAuthConfig>,
+        registration: Registration,
+        email_pages: EmailPages,
     }
 }
 
@@ -192,16 +212,7 @@ pub async fn finish_sign_in(
         Some(ceremony) => pages.auth.passkey(Channel::Web, &client, ceremony, &body.credential).await,
         None => Err(pages.auth.passkey_without_ceremony(Channel::Web, &client).await),
     };
-    let done = match outcome {
-        Ok(done) => done,
-        Err(LoginError::PasskeyRefused(refusal)) => {
-            tracing::info!(reason = refusal.kind(), "passkey sign-in refused");
-            return Err(ApiError::Passkey(refusal));
-        }
-        Err(LoginError::Throttled(wait)) => return Err(ApiError::Throttled(wait)),
-        Err(LoginError::InvalidCredentials) => return Err(ApiError::InvalidCredentials),
-        Err(other) => return Err(ApiError::unavailable(other)),
-    };
+    let done = outcome.map_err(login_refused)?;
     let next = pages.forward_auth.checked_next(body.next);
     let _ = tessera_axum::continue_login(&session, LoginStep::LoggedIn(done.clone()));
     let mut response = Json(Signed { redirect: next.unwrap_or_else(|| "/profile".into()) }).into_response();
@@ -243,8 +254,13 @@ pub async fn begin_registration(
 /// The body of `POST /account/passkeys/finish`.
 #[derive(Deserialize)]
 pub struct RegistrationFinish {
-    /// What to call it.
+    /// What to call it; empty: after its authenticator when it is a known
+    /// one, else `default_name`.
+    #[serde(default)]
     name: String,
+    /// The page's suggestion (the browser and system).
+    #[serde(default)]
+    default_name: Option<String>,
     /// The browser's new credential.
     credential: NewCredential,
 }
@@ -270,9 +286,10 @@ pub async fn finish_registration(
     let user = pages.user(&id).await?;
     let ceremony: Option<RegistrationCeremony> = session.remove(REGISTRATION).ok().flatten();
     let Some(ceremony) = ceremony else { return Err(ApiError::Passkey(tessera_auth::PasskeyRefusal::Expired)) };
+    let name = passkey_name(&body.name, &body.credential, body.default_name.as_deref());
     let added = pages
         .auth
-        .add_passkey(Channel::Web, &client, &user, &ceremony, &body.credential, &body.name)
+        .add_passkey(Channel::Web, &client, &user, &ceremony, &body.credential, &name)
         .await
         .map_err(refused)?;
     let json = PasskeyJson { id: added.id, name: added.name, synced: added.synced };
@@ -421,7 +438,9 @@ pub async fn remove(
     CsrfForm(form): CsrfForm<RemoveForm>,
 ) -> Response {
     let Some(user) = ctx.user.clone() else { return Redirect::to("/login").into_response() };
-    let Some(passkeys) = pages.auth.passkeys() else { return ServerError::NotFound.into_response() };
+    if pages.auth.passkeys().is_none() {
+        return ServerError::NotFound.into_response();
+    }
     if let Err(refusal) =
         pages.ensure_recent(&ctx.session, &ctx.client, &user, form.current_password.as_deref(), true).await
     {
@@ -436,20 +455,17 @@ pub async fn remove(
             _ => response,
         };
     }
-    let (count, others) = match (passkeys.count(user.id).await, other_ways_in(&pages, &user).await) {
-        (Ok(count), Ok(others)) => (count, others),
-        (Err(error), _) => return ServerError::unavailable(error).into_response(),
-        (_, Err(error)) => return error.into_response(),
-    };
-    if others == 0 && count <= 1 {
-        let message = "This passkey is your only way to sign in, so it cannot be removed. Add another passkey \
-                       (or a password) first."
-            .to_owned();
-        return render_page(&pages, &ctx, &user, StatusCode::CONFLICT, Some(message)).await;
-    }
-    match pages.auth.remove_passkey(Channel::Web, &ctx.client, &user, &form.id).await {
-        Ok(true) => done(&pages, Flash::PasskeyRemoved),
-        Ok(false) => {
+    // The identities are counted inside the removal's transaction.
+    let identities = Some(crate::oidc::identities::COUNT_IDENTITIES);
+    match pages.auth.remove_passkey(Channel::Web, &ctx.client, &user, &form.id, identities).await {
+        Ok(Removal::Removed) => done(&pages, Flash::PasskeyRemoved),
+        Ok(Removal::LastWayIn) => {
+            let message = "This passkey is your only way to sign in, so it cannot be removed. Add another passkey \
+                           (or a password) first."
+                .to_owned();
+            render_page(&pages, &ctx, &user, StatusCode::CONFLICT, Some(message)).await
+        }
+        Ok(Removal::NoSuchPasskey) => {
             let message = "You have no such passkey. Nothing was removed.".to_owned();
             render_page(&pages, &ctx, &user, StatusCode::NOT_FOUND, Some(message)).await
         }
@@ -471,4 +487,209 @@ fn capitalized(text: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// An assertion sent to a finish endpoint that keeps its ceremony in the
+/// session (second factor, confirmation).
+#[derive(Deserialize)]
+pub struct AssertionBody {
+    /// The browser's assertion.
+    credential: Assertion,
+}
+
+/// Begins an assertion by a passkey of `user_id`, kept in the session
+/// under `key`: the options for `navigator.credentials.get()`.
+async fn begin_own(pages: &PasskeyPages, session: &Session, key: &str, user_id: i64) -> Result<Response, ApiError> {
+    let passkeys = pages.passkeys()?;
+    let (options, ceremony) = passkeys.begin_authentication_for(user_id).await.map_err(refused)?;
+    session.insert(key, &ceremony).map_err(ApiError::unavailable)?;
+    Ok(no_store(Json(options).into_response()))
+}
+
+/// `POST /login/second-factor/passkey/begin`: for the session whose
+/// password (or provider) step passed, a challenge for a passkey of that
+/// account only.
+pub async fn begin_second_factor(
+    pages: PasskeyPages,
+    session: Session,
+    _csrf: CsrfHeader,
+) -> Result<Response, ApiError> {
+    let Some(pending) = pending_login(&session, pages.clock.now()) else {
+        return Err(ApiError::Passkey(PasskeyRefusal::Expired));
+    };
+    begin_own(&pages, &session, SECOND_FACTOR, pending.user_id).await
+}
+
+/// `POST /login/second-factor/passkey/finish`: the passkey completes the
+/// pending login (throttled and audited like a code; another account's
+/// passkey is refused and counted); the session is logged in under a new
+/// ID and the answer says where to go.
+pub async fn finish_second_factor(
+    pages: PasskeyPages,
+    session: Session,
+    LoginClient(client): LoginClient,
+    _csrf: CsrfHeader,
+    ApiJson(body): ApiJson<AssertionBody>,
+) -> Result<Response, ApiError> {
+    pages.passkeys()?;
+    let Some(pending) = pending_login(&session, pages.clock.now()) else {
+        return Err(ApiError::Passkey(PasskeyRefusal::Expired));
+    };
+    let ceremony: Option<AuthenticationCeremony> = session.remove(SECOND_FACTOR).ok().flatten();
+    let outcome = match ceremony {
+        Some(ceremony) => {
+            pages.auth.second_factor_passkey(Channel::Web, &client, &pending, ceremony, &body.credential).await
+        }
+        None => Err(pages.auth.passkey_without_ceremony(Channel::Web, &client).await),
+    };
+    let done = outcome.map_err(login_refused)?;
+    clear_pending_login(&session);
+    tessera_axum::log_in(&session, &done);
+    let redirect = pending.next.unwrap_or_else(|| "/profile".into());
+    let mut response = Json(Signed { redirect }).into_response();
+    Flash::LoggedIn.set(pages.engine.cookie_config(), response.headers_mut());
+    remember_device(response.headers_mut(), pages.engine.cookie_config(), &done);
+    Ok(no_store(response))
+}
+
+/// `POST /account/confirm/passkey/begin`: a challenge for a passkey of the
+/// logged-in user, to confirm it is them before a sensitive action.
+pub async fn begin_confirmation(
+    pages: PasskeyPages,
+    RequireUser(id): RequireUser,
+    session: Session,
+    _csrf: CsrfHeader,
+) -> Result<Response, ApiError> {
+    let user = pages.user(&id).await?;
+    begin_own(&pages, &session, CONFIRMATION, user.id).await
+}
+
+/// What a confirmation answers.
+#[derive(Serialize)]
+struct Confirmed {
+    confirmed: bool,
+}
+
+/// `POST /account/confirm/passkey/finish`: a fresh assertion by one of the
+/// user's passkeys counts as a recent authentication (the session is
+/// stepped up: a new ID), like the password typed again. Behind the login
+/// throttle; another account's passkey is refused and counted.
+pub async fn finish_confirmation(
+    pages: PasskeyPages,
+    RequireUser(id): RequireUser,
+    session: Session,
+    LoginClient(client): LoginClient,
+    _csrf: CsrfHeader,
+    ApiJson(body): ApiJson<AssertionBody>,
+) -> Result<Response, ApiError> {
+    pages.passkeys()?;
+    let user = pages.user(&id).await?;
+    let ceremony: Option<AuthenticationCeremony> = session.remove(CONFIRMATION).ok().flatten();
+    let outcome = match ceremony {
+        Some(ceremony) => pages.reauth.confirm_passkey(&session, &client, &user, ceremony, &body.credential).await,
+        None => Err(pages.auth.passkey_without_ceremony(Channel::Web, &client).await),
+    };
+    outcome.map_err(login_refused)?;
+    Ok(no_store(Json(Confirmed { confirmed: true }).into_response()))
+}
+
+/// The body of `POST /register/passkey/begin`.
+#[derive(Deserialize)]
+pub struct SignUpBegin {
+    /// The user name asked for.
+    #[serde(default)]
+    username: String,
+    /// The invitation token, when `accounts.registration` needs one.
+    #[serde(default)]
+    invite: String,
+    /// An address to verify (`accounts.email`).
+    #[serde(default)]
+    email: String,
+}
+
+/// The checks a sign-up passes before its ceremony begins (and again
+/// before the account is created): the registration policy, the address.
+fn sign_up_prechecks(pages: &PasskeyPages, invite: &str, email: &str) -> Result<(), ApiError> {
+    pages.registration.precheck(Some(invite)).map_err(policy_refused)?;
+    let policy = super::register::email_policy(&pages.auth, pages.email_pages);
+    match super::register::email_problem(policy, email) {
+        Some(problem) => Err(ApiError::Validation(problem)),
+        None => Ok(()),
+    }
+}
+
+/// `POST /register/passkey/begin`: a sign-up with a passkey and no
+/// password. Checks the policy, the name (free?) and the address first,
+/// then answers the options for `navigator.credentials.create()` and a
+/// `ceremony` ID (kept in the database: the visitor has no session).
+pub async fn begin_sign_up(
+    pages: PasskeyPages,
+    _csrf: CsrfHeader,
+    ApiJson(body): ApiJson<SignUpBegin>,
+) -> Result<Response, ApiError> {
+    let passkeys = pages.passkeys()?;
+    sign_up_prechecks(&pages, &body.invite, &body.email)?;
+    let key = tessera_auth::password_policy::check_username(&body.username)
+        .map_err(|why| ApiError::Validation(why.into()))?;
+    if pages.db.users().user_by_name(&key).await.map_err(ApiError::unavailable)?.is_some() {
+        return Err(ApiError::UsernameTaken);
+    }
+    let (options, ceremony) = passkeys.begin_sign_up(body.username.trim()).map_err(refused)?;
+    let ceremony = passkeys.keep_sign_up(&ceremony).await.map_err(ApiError::unavailable)?;
+    let mut json = serde_json::to_value(options).map_err(ApiError::unavailable)?;
+    json["ceremony"] = serde_json::Value::String(ceremony);
+    Ok(no_store(Json(json).into_response()))
+}
+
+/// The body of `POST /register/passkey/finish`.
+#[derive(Deserialize)]
+pub struct SignUpFinish {
+    /// The `ceremony` of the begin answer.
+    ceremony: String,
+    /// The browser's new credential.
+    credential: NewCredential,
+    #[serde(default)]
+    invite: String,
+    #[serde(default)]
+    email: String,
+    /// The passkey's name; empty: after its authenticator, else `default_name`.
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    default_name: Option<String>,
+}
+
+/// `POST /register/passkey/finish`: creates the account (no password) with
+/// its passkey under the registration policy, and logs it in.
+pub async fn finish_sign_up(
+    pages: PasskeyPages,
+    session: Session,
+    LoginClient(client): LoginClient,
+    _csrf: CsrfHeader,
+    ApiJson(body): ApiJson<SignUpFinish>,
+) -> Result<Response, ApiError> {
+    let passkeys = pages.passkeys()?;
+    let ceremony = passkeys.take_sign_up(&body.ceremony).await.map_err(ApiError::unavailable)?;
+    let Some(ceremony) = ceremony else { return Err(ApiError::Passkey(PasskeyRefusal::Expired)) };
+    sign_up_prechecks(&pages, &body.invite, &body.email)?;
+    let name = passkey_name(&body.name, &body.credential, body.default_name.as_deref());
+    let user = pages
+        .registration
+        .register_with_passkey(Some(&body.invite), Channel::Web, &client, &ceremony, &body.credential, &name)
+        .await
+        .map_err(policy_refused)?
+        .map_err(sign_up_refused)?;
+    let email = body.email.trim();
+    let policy = super::register::email_policy(&pages.auth, pages.email_pages);
+    if policy != crate::mail::EmailPolicy::Off && !email.is_empty() {
+        // The account exists either way; see the password sign-up.
+        if let Err(error) = pages.auth.request_email(&user, email).await {
+            tracing::warn!(%error, user_id = user.id, "queueing the sign-up verification mail failed");
+        }
+    }
+    tracing::info!(user_id = user.id, "passkey-only sign-up");
+    let _ = tessera_axum::continue_login(&session, pages.auth.after_passkey_sign_up(user));
+    let mut response = (StatusCode::CREATED, Json(Signed { redirect: "/profile".into() })).into_response();
+    Flash::Welcome.set(pages.engine.cookie_config(), response.headers_mut());
+    Ok(no_store(response))
 }

@@ -36,6 +36,8 @@ struct RegisterPage {
     email_policy: EmailPolicy,
     email: String,
     email_error: Option<String>,
+    /// Passkeys are on: offer a sign-up with a passkey instead of a password.
+    passkeys: bool,
 }
 
 /// The registration form's fields.
@@ -60,8 +62,27 @@ pub struct InviteQuery {
     invite: String,
 }
 
+/// `accounts.email` as sign-ups see it: off when email is not set up.
+pub(crate) fn email_policy(auth: &Authenticator, email: EmailPages) -> EmailPolicy {
+    if auth.email().is_some() {
+        email.policy
+    } else {
+        EmailPolicy::Off
+    }
+}
+
+/// What is wrong with the address a sign-up gave, if anything.
+pub(crate) fn email_problem(policy: EmailPolicy, email: &str) -> Option<String> {
+    let email = email.trim();
+    match (policy, email.is_empty()) {
+        (EmailPolicy::Off, _) | (EmailPolicy::Optional, true) => None,
+        (EmailPolicy::Required, true) => Some("An email address is required.".to_owned()),
+        (_, false) => EmailAddress::parse(email).err().map(|e| format!("{}.", capitalise(&e.to_string()))),
+    }
+}
+
 fn page(ctx: &PageContext, auth: &Authenticator, email: EmailPages, username: String) -> RegisterPage {
-    let email_policy = if auth.email().is_some() { email.policy } else { EmailPolicy::Off };
+    let email_policy = email_policy(auth, email);
     RegisterPage {
         page: ctx.chrome("Create an account"),
         username,
@@ -73,6 +94,7 @@ fn page(ctx: &PageContext, auth: &Authenticator, email: EmailPages, username: St
         email_policy,
         email: String::new(),
         email_error: None,
+        passkeys: auth.passkeys().is_some(),
     }
 }
 
@@ -109,12 +131,7 @@ pub async fn submit(
     // core's login of the new account.
     let email_policy = page(&ctx, &auth, email_pages, String::new()).email_policy;
     let email = form.email.trim();
-    let email_problem = match (email_policy, email.is_empty()) {
-        (EmailPolicy::Off, _) | (EmailPolicy::Optional, true) => None,
-        (EmailPolicy::Required, true) => Some("An email address is required.".to_owned()),
-        (_, false) => EmailAddress::parse(email).err().map(|e| format!("{}.", capitalise(&e.to_string()))),
-    };
-    if let Some(problem) = email_problem {
+    if let Some(problem) = email_problem(email_policy, email) {
         let mut view = page(&ctx, &auth, email_pages, form.username.clone());
         view.invite = form.invite.clone();
         view.email = form.email.clone();

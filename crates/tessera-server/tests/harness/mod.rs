@@ -207,6 +207,15 @@ impl Browser {
         self.send(request).await
     }
 
+    /// Posts `body` as JSON with `headers` (e.g. `x-csrf-token`).
+    pub async fn post_json_with(&mut self, path: &str, body: &serde_json::Value, headers: &[(&str, &str)]) -> Page {
+        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request).await
+    }
+
     /// Opens `form_path`, then posts `fields` with its CSRF token.
     pub async fn submit(&mut self, form_path: &str, post_path: &str, fields: &[(&str, &str)]) -> Page {
         let form = self.get(form_path).await;
