@@ -32,6 +32,7 @@ pub mod forward_auth;
 pub mod groups;
 pub mod health;
 pub mod http_semantics;
+pub mod log_format;
 pub mod mail;
 pub mod metrics;
 pub mod oidc;

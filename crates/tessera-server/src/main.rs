@@ -7,7 +7,8 @@ use clap::Parser;
 use tessera_server::admin::{self, AdminContext};
 use tessera_server::api::tokens::TokenService;
 use tessera_server::cli::{Cli, Command, ConfigCommand, KeysCommand, SessionsCommand, StatsArgs};
-use tessera_server::settings::{LogFormat, Settings};
+use tessera_server::log_format;
+use tessera_server::settings::Settings;
 use tessera_server::Backends;
 use tessera_server::{activity_stats, cli, database::Database, metrics, App, AppConfig};
 use tokio::net::TcpListener;
@@ -41,7 +42,7 @@ async fn main() -> ExitCode {
     };
     let serving = matches!(cli.command, None | Some(Command::Serve(_)));
     // Held to the end of `main`: dropping it writes what is still queued.
-    let _log_writer = init_logging(&settings, serving);
+    let _log_writer = log_format::init(&settings, serving);
     match cli.command {
         // The flags are in `settings` already.
         None | Some(Command::Serve(_)) => serve(settings).await,
@@ -98,35 +99,6 @@ async fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// Logs go to standard output. A server writes them from a thread of their
-/// own, in batches: a request formats its access log line and queues it
-/// (never dropped: a full queue waits), instead of taking the stdout lock and
-/// making a write system call per line on the request's path. Commands
-/// write straight through, so their log lines and output stay in order.
-fn init_logging(settings: &Settings, serving: bool) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log.filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = if serving {
-        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .thread_name("tessera-log")
-            .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
-        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(writer), Some(guard))
-    } else {
-        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout), None)
-    };
-    // Colours only for a terminal: escape codes in a log file or a
-    // collector's pipe are noise (and cost formatting on every line).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
-    match settings.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
-    }
-    guard
 }
 
 async fn serve(settings: Settings) -> ExitCode {
