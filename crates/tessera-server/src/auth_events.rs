@@ -84,13 +84,15 @@ impl ServerEvents {
 }
 
 /// The security notice an account change calls for: password, second
-/// factor. (A sign-in from a new device and an address change are told
+/// factor, passkeys. (A sign-in from a new device and an address change are told
 /// from the core's events, which say more.)
 pub fn notice_for(kind: AuditKind) -> Option<Notice> {
     match kind {
         AuditKind::PasswordChanged => Some(Notice::PasswordChanged),
         AuditKind::SecondFactorEnabled => Some(Notice::SecondFactorAdded),
         AuditKind::SecondFactorDisabled => Some(Notice::SecondFactorRemoved),
+        AuditKind::PasskeyAdded => Some(Notice::PasskeyAdded),
+        AuditKind::PasskeyRemoved => Some(Notice::PasskeyRemoved),
         _ => None,
     }
 }
@@ -132,6 +134,7 @@ pub fn audit_kind(event: &AuthEvent) -> AuditKind {
         AuthEvent::PasskeyUsed { .. } => AuditKind::PasskeyUsed,
         AuthEvent::PasskeyCloned { .. } => AuditKind::PasskeyCloned,
         AuthEvent::EmailChanged { .. } => AuditKind::EmailChanged,
+        AuthEvent::NewDeviceSignIn { .. } => AuditKind::NewDeviceSignIn,
     }
 }
 
@@ -173,9 +176,9 @@ impl EventSink for ServerEvents {
         let kind = audit_kind(&event);
         self.db.record(kind, event.user_id(), &client.device, at).await;
         match event {
-            // A browser without a device cookie has not signed in to an
-            // account here before (or cleared its cookies): worth a notice.
-            AuthEvent::LoginSucceeded { user_id, .. } if channel == Channel::Web && client.device_cookie.is_none() => {
+            // The core judged the browser new to this account (no device
+            // cookie of it, which every sign-in leaves): worth a notice.
+            AuthEvent::NewDeviceSignIn { user_id } => {
                 self.notify(user_id, Notice::NewDeviceSignIn, &client.device, at, None).await;
             }
             // The old address hears of the change; the new one proved itself.

@@ -27,6 +27,12 @@ pub fn reset_link(base_url: &str, token: &str) -> String {
     format!("{base_url}/password/reset?token={token}")
 }
 
+/// The link of a sign-in mail (a page that asks before it signs in, and
+/// only in the browser that asked for the link).
+pub fn sign_in_link(base_url: &str, token: &str) -> String {
+    format!("{base_url}/login/email/link?token={token}")
+}
+
 /// The message for `prepared`.
 pub fn render(site: &Site, prepared: &Prepared) -> Result<Message, String> {
     let (to, subject, paragraphs, action) = content(site, prepared);
@@ -99,6 +105,36 @@ fn content(site: &Site, prepared: &Prepared) -> Content {
             ],
             Some(("Choose a new password".into(), reset_link(&site.base_url, token))),
         ),
+        Prepared::SignIn { to, username, code, token, lifetime } => {
+            let lifetime = humantime::format_duration(*lifetime);
+            let mut paragraphs =
+                vec![format!("Someone, hopefully you, asked to sign in to the account {username} at {name}.")];
+            let action = match (code, token) {
+                (Some(code), _) => {
+                    paragraphs.push(format!("Your sign-in code: {code}"));
+                    paragraphs.push(format!(
+                        "Enter it in the browser where you asked for it. It works once, for {lifetime}, and only \
+                         there. Never tell it to anyone: {name} will never ask you for it."
+                    ));
+                    None
+                }
+                (None, Some(token)) => {
+                    paragraphs.push("{action}".into());
+                    paragraphs.push(format!(
+                        "Open the link in the browser where you asked for it: it works once, for {lifetime}, and \
+                         only there."
+                    ));
+                    Some(("Sign in".into(), sign_in_link(&site.base_url, token)))
+                }
+                (None, None) => None,
+            };
+            paragraphs.push(
+                "If this was not you, ignore this mail: nobody can sign in with it without the browser that \
+                 asked."
+                    .into(),
+            );
+            (to.clone(), format!("Sign in to {name}"), paragraphs, action)
+        }
         Prepared::Notice { to, username, notice, at, device, ip } => {
             let what = match notice {
                 Notice::NewDeviceSignIn => "New sign-in to your account",
@@ -106,6 +142,8 @@ fn content(site: &Site, prepared: &Prepared) -> Content {
                 Notice::SecondFactorAdded => "Two-step verification was turned on",
                 Notice::SecondFactorRemoved => "Two-step verification was turned off",
                 Notice::EmailChanged => "Your account's email address was changed",
+                Notice::PasskeyAdded => "A passkey was added to your account",
+                Notice::PasskeyRemoved => "A passkey was removed from your account",
             };
             let (when, _) = crate::pages::display_time(tessera::Timestamp(*at));
             let mut facts = format!("Account: {username}\nWhen: {when}");

@@ -122,6 +122,7 @@ pub async fn submit(
     State(auth): State<Authenticator>,
     State(registration): State<Registration>,
     State(email_pages): State<EmailPages>,
+    State(clock): State<std::sync::Arc<dyn tessera::Clock>>,
     LoginClient(client): LoginClient,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RegisterForm>,
@@ -149,6 +150,17 @@ pub async fn submit(
                 if let Err(error) = auth.request_email(&user, email).await {
                     tracing::warn!(%error, user_id = user.id, "queueing the sign-up verification mail failed");
                 }
+            }
+            if email_policy == EmailPolicy::Required {
+                // Not signed in before the address is confirmed; the
+                // proof lets this browser ask for the mail again.
+                let proof = tessera_auth::email_verification::UnverifiedLogin {
+                    user_id: user.id,
+                    since: tessera::Clock::now(&*clock).as_millis(),
+                };
+                // Serializing integers cannot fail.
+                let _ = ctx.session.insert(super::email::UNVERIFIED_LOGIN, &proof);
+                return Ok(Redirect::to("/login/verification").into_response());
             }
             Ok(auth.after_sign_up(user, None))
         }
