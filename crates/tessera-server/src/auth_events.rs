@@ -224,3 +224,18 @@ impl Revocation for EndEverything {
         Ok(Revoked { sessions, tokens })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passkey_and_account_changes_are_noticed() {
+        assert_eq!(notice_for(AuditKind::PasskeyAdded), Some(Notice::PasskeyAdded));
+        assert_eq!(notice_for(AuditKind::PasskeyRemoved), Some(Notice::PasskeyRemoved));
+        assert_eq!(notice_for(AuditKind::PasswordChanged), Some(Notice::PasswordChanged));
+        assert_eq!(notice_for(AuditKind::PasskeyUsed), None);
+        assert_eq!(audit_kind(&AuthEvent::NewDeviceSignIn { user_id: 1 }), AuditKind::NewDeviceSignIn);
+        assert_eq!(audit_kind(&AuthEvent::PasskeyAdded { user_id: 1 }), AuditKind::PasskeyAdded);
+    }
+}

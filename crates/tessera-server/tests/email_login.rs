@@ -8,6 +8,7 @@
 
 mod chromium;
 mod harness;
+mod services;
 mod smtp;
 
 use std::path::PathBuf;
@@ -275,6 +276,34 @@ async fn codes_die_after_five_checks_are_superseded_and_expire() {
     assert_eq!(last, 429);
 }
 
+/// Wrong codes count on the account's counter like wrong passwords: a
+/// fresh code per request does not reset it, so guessing ends in 429 with
+/// Retry-After long before a million tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_are_throttled_like_passwords() {
+    let Some(env) = Env::start(EmailLoginMode::Code, EmailPolicy::Optional).await else { return };
+    let name = unique_name("guess");
+    let address = format!("{name}@example.com");
+    env.user_with_address(&name, &address).await;
+    let mut refused = None;
+    'requests: for round in 1..=3 {
+        let mut browser = env.server.browser();
+        assert_eq!(ask(&mut browser, &address).await.status, 200);
+        let code = env.wait_for_sign_in_mails(&address, round).await[round - 1].code().unwrap();
+        for _ in 0..5 {
+            let page = enter_code(&mut browser, &other_code(&code)).await;
+            if page.status == 429 {
+                refused = Some(page);
+                break 'requests;
+            }
+            assert_eq!(page.status, 401);
+        }
+    }
+    let refused = refused.expect("throttled within two codes' worth of guesses");
+    assert!(refused.header("retry-after").is_some());
+    assert!(refused.element_text("email-login-error").unwrap().contains("Too many"));
+}
+
 /// The link flow: a link opened in another browser (or by a mail scanner)
 /// asks to confirm in the browser that asked and signs nothing in; a GET
 /// never signs in; the POST from the right browser does, once.
@@ -389,6 +418,46 @@ async fn email_sign_in_through_the_api() {
     let response =
         http.post(off.url("/api/login/email/verify")).json(&json!({"attempt": attempt, "code": code})).send().await;
     assert_eq!(response.unwrap().status(), 404);
+}
+
+/// On PostgreSQL (two instances' worth of SQL: the upsert that issues, the
+/// counted check, the single use): code, replay, dead after five checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_sign_in_on_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let Some(env) = Env::start_with(EmailLoginMode::Code, EmailPolicy::Optional, |config| {
+        config.database_url = services::postgres_url();
+        config.throttle.account_free_failures = 10;
+    })
+    .await
+    else {
+        return;
+    };
+    let name = unique_name("pg");
+    let address = format!("{name}@example.com");
+    env.user_with_address(&name, &address).await;
+    let http = reqwest::Client::new();
+    let start = || async {
+        let response = http.post(env.url("/api/login/email")).json(&json!({"email": address})).send().await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        body["attempt"].as_str().unwrap().to_owned()
+    };
+    let verify = |attempt: String, code: String| {
+        let request = http.post(env.url("/api/login/email/verify")).json(&json!({"attempt": attempt, "code": code}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let attempt = start().await;
+    let code = env.wait_for_sign_in_mails(&address, 1).await[0].code().unwrap();
+    assert_eq!(verify(attempt.clone(), code.clone()).await, 200);
+    assert_eq!(verify(attempt, code).await, 401, "used once");
+    let attempt = start().await;
+    let code = env.wait_for_sign_in_mails(&address, 2).await[1].code().unwrap();
+    for _ in 0..5 {
+        assert_eq!(verify(attempt.clone(), other_code(&code)).await, 401);
+    }
+    assert_eq!(verify(attempt, code).await, 401, "dead after five checks");
 }
 
 /// An account with a second factor must still pass it: the web flow goes

@@ -211,4 +211,37 @@ mod tests {
         assert!(paragraphs[0].contains("alice"));
         assert_eq!(action.unwrap().1, format!("https://auth.example.com/password/reset?token={}", "t".repeat(43)));
     }
+
+    #[test]
+    fn a_sign_in_mail_has_the_code_or_the_link_never_both() {
+        let site = Site {
+            name: "Example".into(),
+            base_url: "https://auth.example.com".into(),
+            from: "tessera <no-reply@example.com>".parse().unwrap(),
+        };
+        let lifetime = std::time::Duration::from_secs(600);
+        let code = Prepared::SignIn {
+            to: "alice@example.com".into(),
+            username: "alice".into(),
+            code: Some("012345".into()),
+            token: None,
+            lifetime,
+        };
+        let (to, subject, paragraphs, action) = content(&site, &code);
+        assert_eq!((to.as_str(), subject.as_str()), ("alice@example.com", "Sign in to Example"));
+        assert!(action.is_none() && paragraphs.iter().any(|p| p.contains("012345") && p.contains("code")));
+        assert!(paragraphs.iter().any(|p| p.contains("10m") && p.contains("only there")), "{paragraphs:?}");
+        let link = Prepared::SignIn {
+            to: "alice@example.com".into(),
+            username: "alice".into(),
+            code: None,
+            token: Some("k".repeat(43)),
+            lifetime,
+        };
+        let (_, _, paragraphs, action) = content(&site, &link);
+        assert_eq!(action.unwrap().1, format!("https://auth.example.com/login/email/link?token={}", "k".repeat(43)));
+        assert!(!paragraphs.iter().any(|p| p.contains("code:")));
+        let message = String::from_utf8(render(&site, &link).unwrap().formatted()).unwrap();
+        assert!(message.contains("text/plain") && message.contains("text/html"));
+    }
 }
