@@ -6,10 +6,11 @@
 //!  browser ──attempt + code (or link)──► email_login ──► throttle ─► check ─► after_first_factor (2FA, events)
 //! ```
 //!
-//! - **Same answer**: the request only reserves a throttle attempt and
-//!   enqueues an intent (like a password reset); the worker finds the
-//!   account when it sends, so the answer and its timing do not depend on
-//!   whether the address belongs to anyone.
+//! - **Same answer**: the request reserves a throttle attempt, writes a
+//!   request row and enqueues an intent (like a password reset); the worker
+//!   finds the account when it sends, so the answer and its timing do not
+//!   depend on whether the address belongs to anyone — nor do later wrong
+//!   codes, checked against the request row that exists either way.
 //! - **Bound to the requester**: the request returns a random *attempt* ID
 //!   that the web layer keeps in the requesting browser's session (the API
 //!   returns it to the client). The code or link works only together with
@@ -20,7 +21,8 @@
 //!   NULL` decides between simultaneous uses; a newer request of the same
 //!   account ends the older ones.
 //! - **Not brute-forceable**: every check goes through the login throttle
-//!   (per account, or known device, and per client address), and each
+//!   (per requested address — one address, one account — and per client
+//!   address, the counter password logins share), and each
 //!   issued code dies after [`MAX_CODE_TRIES`] checks, counted atomically
 //!   *before* the comparison — at most 5 guesses of a million per mail.
 //! - **Hashed at rest**: the link token as SHA-256 (256 random bits), the
@@ -52,7 +54,6 @@ use crate::email_address::EmailAddress;
 use crate::events::{AuthEvent, Channel, Client, Method};
 use crate::login::{Authenticator, FirstFactor, LoggedIn, LoginError, LoginStep};
 use crate::mail::{EmailError, Mail, Prepared};
-use crate::password_policy::check_username;
 use crate::throttle::{ip_key, AttemptKeys, Reservation, ThrottleKey};
 use crate::User;
 
@@ -121,9 +122,37 @@ impl EmailLogins {
         EmailLogins { db, clock, key: Arc::new(key) }
     }
 
-    /// Issues the code (or link) of `attempt_hash` for `user_id`, ending
-    /// the account's earlier ones. `None` if this attempt was used already
-    /// (a worker sending the same intent again must not revive it).
+    /// Records a request for `address_key` under `attempt_hash`, ending
+    /// the address's earlier requests. Written for every request, whether or
+    /// not an account has the address: the request and every later check
+    /// against it do the same work either way.
+    pub async fn request(&self, attempt_hash: &str, address_key: &str) -> Result<(), DatabaseError> {
+        let now = self.clock.now();
+        let mut tx = self.db.begin().await?;
+        sqlx::query("UPDATE email_logins SET used_at = $1 WHERE address_key = $2 AND used_at IS NULL")
+            .bind(now.as_millis())
+            .bind(address_key)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO email_logins (attempt_hash, address_key, tries, created_at, expires_at) \
+             VALUES ($1, $2, 0, $3, $4)",
+        )
+        .bind(attempt_hash)
+        .bind(address_key)
+        .bind(now.as_millis())
+        .bind(now.plus(EMAIL_LOGIN_LIFETIME).as_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Issues the code (or link) of the request `attempt_hash` for
+    /// `user_id`, valid for [`EMAIL_LOGIN_LIFETIME`] from now, and ends the
+    /// account's other ones. A worker sending the same intent again (the
+    /// first attempt failed) issues a new secret for the same request; a
+    /// request used, superseded or purged meanwhile gets `None`.
     pub async fn issue(
         &self,
         attempt_hash: &str,
@@ -142,20 +171,16 @@ impl EmailLogins {
         };
         let code_hash = code.as_deref().map(|c| self.code_hash(attempt_hash, c));
         let token_hash = token.as_deref().map(sha256_hex);
-        let expires_at = now.plus(EMAIL_LOGIN_LIFETIME);
         let mut tx = self.db.begin().await?;
         let stored = sqlx::query(
-            "INSERT INTO email_logins (attempt_hash, user_id, token_hash, code_hash, tries, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, 0, $5, $6) \
-             ON CONFLICT (attempt_hash) DO UPDATE SET token_hash = $3, code_hash = $4, tries = 0, created_at = $5, \
-             expires_at = $6 WHERE email_logins.used_at IS NULL AND email_logins.user_id = $2",
+            "UPDATE email_logins SET user_id = $2, token_hash = $3, code_hash = $4, tries = 0, expires_at = $5 \
+             WHERE attempt_hash = $1 AND used_at IS NULL AND (user_id IS NULL OR user_id = $2)",
         )
         .bind(attempt_hash)
         .bind(user_id)
         .bind(token_hash)
         .bind(code_hash)
-        .bind(now.as_millis())
-        .bind(expires_at.as_millis())
+        .bind(now.plus(EMAIL_LOGIN_LIFETIME).as_millis())
         .execute(&mut *tx)
         .await?;
         if stored.rows_affected() == 0 {
@@ -173,10 +198,11 @@ impl EmailLogins {
         Ok(Some(IssuedLogin { code, token }))
     }
 
-    /// The account a still working attempt belongs to.
-    pub async fn user_of_attempt(&self, attempt_hash: &str) -> Result<Option<i64>, DatabaseError> {
+    /// The address key of a request still open (unused, unexpired), for
+    /// its throttle counter: the same for an address no account has.
+    pub async fn address_of(&self, attempt_hash: &str) -> Result<Option<String>, DatabaseError> {
         let row = sqlx::query(
-            "SELECT user_id FROM email_logins WHERE attempt_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            "SELECT address_key FROM email_logins WHERE attempt_hash = $1 AND used_at IS NULL AND expires_at > $2",
         )
         .bind(attempt_hash)
         .bind(self.clock.now().as_millis())
@@ -195,7 +221,7 @@ impl EmailLogins {
         }
         let row = sqlx::query(
             "SELECT user_id, attempt_hash FROM email_logins \
-             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+             WHERE token_hash = $1 AND user_id IS NOT NULL AND used_at IS NULL AND expires_at > $2",
         )
         .bind(sha256_hex(token))
         .bind(self.clock.now().as_millis())
@@ -207,14 +233,19 @@ impl EmailLogins {
         })
     }
 
-    /// Checks `secret` against the attempt, counting the check first (one
-    /// of [`MAX_CODE_TRIES`]; a code checked that often dies). The account,
-    /// if it is right; the attempt is not used up (see [`Self::consume`]).
-    pub async fn check(&self, attempt_hash: &str, secret: EmailSecret<'_>) -> Result<Option<i64>, DatabaseError> {
+    /// Checks `secret` against the request, counting the check first (one
+    /// of [`MAX_CODE_TRIES`]; a code checked that often matches nothing
+    /// any more). `None` if there is no open request; else its account (if
+    /// a secret was issued) and whether `secret` is right. Nothing is used
+    /// up (see [`Self::consume`]).
+    pub async fn check(
+        &self,
+        attempt_hash: &str,
+        secret: EmailSecret<'_>,
+    ) -> Result<Option<(Option<i64>, bool)>, DatabaseError> {
         let now = self.clock.now().as_millis();
         // Counted before the comparison, in one statement: simultaneous
-        // guesses cannot share a try, and a code checked MAX_CODE_TRIES
-        // times matches no row any more.
+        // guesses cannot share a try.
         let row = sqlx::query(
             "UPDATE email_logins SET tries = tries + 1 \
              WHERE attempt_hash = $1 AND used_at IS NULL AND expires_at > $2 AND tries < $3 \
@@ -226,21 +257,23 @@ impl EmailLogins {
         .fetch_optional(&self.db)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let user_id: i64 = row.try_get(0)?;
+        let user_id: Option<i64> = row.try_get(0)?;
         let code_hash: Option<String> = row.try_get(1)?;
         let token_hash: Option<String> = row.try_get(2)?;
+        // The digest is computed whether or not a secret was issued.
         let right = match secret {
             EmailSecret::Code(code) => {
                 let code = code.trim();
-                code.len() == 6
-                    && code.bytes().all(|b| b.is_ascii_digit())
-                    && code_hash.is_some_and(|h| equal(&h, &self.code_hash(attempt_hash, code)))
+                let wellformed = code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit());
+                let digest = self.code_hash(attempt_hash, code);
+                wellformed && code_hash.is_some_and(|h| equal(&h, &digest))
             }
             EmailSecret::Link(token) => {
-                plausible_token(token) && token_hash.is_some_and(|h| equal(&h, &sha256_hex(token)))
+                let digest = sha256_hex(token);
+                plausible_token(token) && token_hash.is_some_and(|h| equal(&h, &digest))
             }
         };
-        Ok(right.then_some(user_id))
+        Ok(Some((user_id, right && user_id.is_some())))
     }
 
     /// Uses the attempt up; whether this call did (of simultaneous uses,
@@ -341,8 +374,9 @@ impl Authenticator {
         };
         let _ = self.throttle().failed(reservation).await?;
         let attempt = new_attempt();
-        let mail = Mail::SignIn { address: address.as_str().to_owned(), attempt: attempt_hash(&attempt) };
-        email.outbox.enqueue(mail).await?;
+        let hash = attempt_hash(&attempt);
+        email.logins.request(&hash, &address.key()).await?;
+        email.outbox.enqueue(Mail::SignIn { address: address.as_str().to_owned(), attempt: hash }).await?;
         Ok(attempt)
     }
 
@@ -452,9 +486,13 @@ impl Authenticator {
         }
     }
 
-    /// Reserves an attempt on the account's (or device's) and the client
-    /// address's counters, then checks `secret`: the reservation, the user
-    /// and the attempt's stored hash if right; a counted failure if not.
+    /// Reserves an attempt on the request's address counter (one address,
+    /// one account) and the client address's, then checks `secret`: the
+    /// reservation, the user and the attempt's stored hash if right; a
+    /// counted failure if not. A wrong code for an address no account has
+    /// takes the same steps as one for an address that has one (the request
+    /// row exists either way), so neither the answer, nor the throttle's
+    /// counting, nor the work tells them apart.
     async fn check_email_secret(
         &self,
         channel: Channel,
@@ -464,26 +502,38 @@ impl Authenticator {
     ) -> Result<(Reservation, User, String), LoginError> {
         let logins = self.email_logins()?;
         let hash = attempt_hash(attempt);
-        let owner = if plausible_token(attempt) { logins.user_of_attempt(&hash).await? } else { None };
-        let user = match owner {
-            Some(id) => self.accounts().directory().user_by_id(id).await?,
-            None => None,
+        let address = if plausible_token(attempt) { logins.address_of(&hash).await? } else { None };
+        let config = self.throttle().config();
+        let keys = AttemptKeys {
+            account: address.map(|address| ThrottleKey {
+                key: format!("email-login-code:{address}"),
+                free_failures: config.account_free_failures,
+            }),
+            ip: client.ip.map(|ip| ThrottleKey { key: ip_key(ip), free_failures: config.ip_free_failures }),
         };
-        let username_key = user.as_ref().and_then(|u| check_username(&u.username).ok());
-        let keys = self.throttle().keys(username_key.as_deref(), client.ip, client.device_cookie.as_deref());
-        let reservation = self.reserve(channel, client, &keys, username_key.as_deref()).await?;
-        let checked = match (owner, &user) {
-            (Some(_), Some(user)) if user.is_enabled() => logins.check(&hash, secret).await,
-            _ => Ok(None),
-        };
-        match (checked, user) {
-            (Ok(Some(id)), Some(user)) if id == user.id => Ok((reservation, user, hash)),
-            (Err(error), _) => {
+        let reservation = self.reserve(channel, client, &keys, None).await?;
+        let (user_id, right) = match logins.check(&hash, secret).await {
+            Ok(Some(checked)) => checked,
+            Ok(None) => (None, false),
+            Err(error) => {
                 let _ = self.throttle().release(reservation).await;
-                Err(error.into())
+                return Err(error.into());
             }
-            (_, user) => {
-                let event = AuthEvent::LoginFailed { user_id: user.map(|u| u.id), method: Method::Email };
+        };
+        let user = match (user_id, right) {
+            (Some(id), true) => match self.accounts().directory().user_by_id(id).await {
+                Ok(user) => user.filter(User::is_enabled),
+                Err(error) => {
+                    let _ = self.throttle().release(reservation).await;
+                    return Err(error.into());
+                }
+            },
+            _ => None,
+        };
+        match user {
+            Some(user) => Ok((reservation, user, hash)),
+            None => {
+                let event = AuthEvent::LoginFailed { user_id, method: Method::Email };
                 Err(self.fail(reservation, event, channel, client, LoginError::InvalidCredentials).await)
             }
         }

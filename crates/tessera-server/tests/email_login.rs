@@ -276,32 +276,46 @@ async fn codes_die_after_five_checks_are_superseded_and_expire() {
     assert_eq!(last, 429);
 }
 
-/// Wrong codes count on the account's counter like wrong passwords: a
-/// fresh code per request does not reset it, so guessing ends in 429 with
-/// Retry-After long before a million tries.
+/// Wrong codes count like wrong passwords, on the address's counter (one
+/// address, one account) and the client's: a fresh code per request does
+/// not reset it, so guessing ends in 429 with Retry-After long before a
+/// million tries. An address nobody has is counted exactly the same, so
+/// the refusals tell nothing about which addresses exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_codes_are_throttled_like_passwords() {
     let Some(env) = Env::start(EmailLoginMode::Code, EmailPolicy::Optional).await else { return };
     let name = unique_name("guess");
     let address = format!("{name}@example.com");
     env.user_with_address(&name, &address).await;
-    let mut refused = None;
-    'requests: for round in 1..=3 {
-        let mut browser = env.server.browser();
-        assert_eq!(ask(&mut browser, &address).await.status, 200);
-        let code = env.wait_for_sign_in_mails(&address, round).await[round - 1].code().unwrap();
-        for _ in 0..5 {
-            let page = enter_code(&mut browser, &other_code(&code)).await;
-            if page.status == 429 {
-                refused = Some(page);
-                break 'requests;
+    // (guesses answered 401 before the first 429, that 429's page)
+    async fn guess(env: &Env, address: &str, real: bool) -> (usize, harness::Page) {
+        let mut wrong = 0;
+        for round in 1..=3 {
+            let mut browser = env.server.browser();
+            assert_eq!(ask(&mut browser, address).await.status, 200);
+            let code = if real {
+                env.wait_for_sign_in_mails(address, round).await[round - 1].code().unwrap()
+            } else {
+                "123456".to_owned()
+            };
+            for _ in 0..5 {
+                let page = enter_code(&mut browser, &other_code(&code)).await;
+                if page.status == 429 {
+                    return (wrong, page);
+                }
+                assert_eq!(page.status, 401);
+                wrong += 1;
             }
-            assert_eq!(page.status, 401);
         }
+        panic!("never throttled");
     }
-    let refused = refused.expect("throttled within two codes' worth of guesses");
+    let (known, refused) = guess(&env, &address, true).await;
     assert!(refused.header("retry-after").is_some());
     assert!(refused.element_text("email-login-error").unwrap().contains("Too many"));
+    let (unknown, refused) = guess(&env, &format!("nobody-{name}@example.com"), false).await;
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(known, unknown, "an address nobody has is throttled exactly like a real one");
+    assert!(known <= 6, "{known} wrong codes before the throttle");
 }
 
 /// The link flow: a link opened in another browser (or by a mail scanner)
