@@ -291,7 +291,11 @@ pub struct AccountSettings {
     /// Email addresses on accounts: `optional` (asked at sign-up, not
     /// required), `required` (sign-up needs one) or `off` (no addresses, no
     /// password reset by mail, no notices). An address counts once a link
-    /// or code mailed to it came back.
+    /// or code mailed to it came back. With `required`, an account signs in
+    /// (password, passkey, API) only once its address is verified; the
+    /// refused login offers to mail the link again (`POST
+    /// /api/email/verification` for API clients). Provider (OpenID Connect)
+    /// sign-ins are exempt: the provider vouches for the person.
     pub email: crate::mail::EmailPolicy,
     /// Sign-in by email: `off` (the default), `code` (a 6-digit code is
     /// mailed to the account's verified address) or `link` (a link is).
