@@ -367,6 +367,19 @@ async fn a_mailed_link_signs_in_only_where_it_was_asked_for() {
     let again = env.server.browser().get(&path).await;
     assert_eq!(again.status, 400);
     assert!(again.element_text("email-login-error").is_some());
+
+    // An app takes the link's token with its attempt: signed in, once.
+    let http = reqwest::Client::new();
+    let started = http.post(env.url("/api/login/email")).json(&json!({"email": address})).send().await.unwrap();
+    let attempt = started.json::<Value>().await.unwrap()["attempt"].as_str().unwrap().to_owned();
+    let token = env.wait_for_sign_in_mails(&address, 2).await[1].token(&env.server.base).unwrap();
+    let url = env.url("/api/login/email/verify");
+    let code_instead = http.post(&url).json(&json!({"attempt": attempt, "code": "123456"})).send().await.unwrap();
+    assert_eq!(code_instead.status(), 401, "link mode mails no code");
+    let done = http.post(&url).json(&json!({"attempt": attempt, "token": token})).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    let replay = http.post(&url).json(&json!({"attempt": attempt, "token": token})).send().await.unwrap();
+    assert_eq!(replay.status(), 401);
 }
 
 /// The API: the request returns an attempt ID for every address (the
