@@ -276,6 +276,29 @@ async fn codes_die_after_five_checks_are_superseded_and_expire() {
     assert_eq!(last, 429);
 }
 
+/// Only a verified address signs in: an address given at sign-up but not
+/// confirmed yet gets no sign-in mail (the same answer, though).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_verified_addresses_get_a_code() {
+    let Some(env) = Env::start(EmailLoginMode::Code, EmailPolicy::Optional).await else { return };
+    let name = unique_name("pending");
+    let address = format!("{name}@example.com");
+    let mut browser = env.server.browser();
+    let registered = browser
+        .submit("/register", "/register", &[("username", &name), ("password", PASSWORD), ("email", &address)])
+        .await;
+    assert_eq!(registered.status, 303);
+    env.wait_for_mail(1).await;
+    let mut other = env.server.browser();
+    let page = ask(&mut other, &address).await;
+    assert_eq!(page.status, 200);
+    assert!(page.element_text("email-login-sent").is_some());
+    env.drained().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(env.sign_in_mails(&address).is_empty(), "no code for an unverified address");
+    assert_eq!(env.mail().len(), 1, "only the verification mail");
+}
+
 /// Wrong codes count like wrong passwords, on the address's counter (one
 /// address, one account) and the client's: a fresh code per request does
 /// not reset it, so guessing ends in 429 with Retry-After long before a
