@@ -476,7 +476,8 @@ impl Authenticator {
             }
         }
         let now = self.clock_now();
-        self.succeed(channel, client, reservation, user, FirstFactor::Email, Some(now)).await
+        let second = enrolled.then_some(crate::login::SecondFactorKind::Code);
+        self.succeed_with(channel, client, reservation, user, FirstFactor::Email, Some(now), second).await
     }
 
     fn email_logins(&self) -> Result<&EmailLogins, LoginError> {

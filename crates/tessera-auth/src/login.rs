@@ -491,11 +491,13 @@ impl Authenticator {
             return LoginStep::SecondFactor(self.pending(&user, FirstFactor::Password, true, None, next));
         }
         let authenticated_at = Some(self.clock.now());
+        // The browser that created the account is no new device for it.
+        let device_cookie = self.device_cookie_for(&user);
         LoginStep::LoggedIn(LoggedIn {
             user,
             first_factor: FirstFactor::Password,
             authenticated_at,
-            device_cookie: None,
+            device_cookie,
             second_factor: None,
         })
     }

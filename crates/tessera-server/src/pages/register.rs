@@ -180,6 +180,7 @@ pub async fn submit(
             tessera_axum::log_in(&ctx.session, &done);
             let mut response = Redirect::to("/profile").into_response();
             Flash::Welcome.set(ctx.cookie(), response.headers_mut());
+            tessera_axum::remember_device(response.headers_mut(), ctx.cookie(), &done);
             Ok(response)
         }
         // The account exists, but is not usable before it has a second
