@@ -6,10 +6,16 @@
 //! signed-in user cannot mail-bomb an address; codes are checked behind the
 //! same counters as passwords (a million codes are guessable otherwise).
 
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera::Timestamp;
+
 use crate::email_address::{EmailAddress, SetAddress};
 use crate::email_token::Purpose;
 use crate::events::{AuthEvent, Channel, Client};
 use crate::login::Authenticator;
+use crate::login::{FirstFactor, LoginError};
 use crate::mail::{Email, EmailError, Mail, Prepared, RESET_LIFETIME};
 use crate::throttle::{ip_key, AttemptKeys, ThrottleKey};
 use crate::User;
@@ -25,7 +31,66 @@ pub struct Confirmed {
     pub previous: Option<String>,
 }
 
+/// How long a refused login of an unverified account lets its user ask for
+/// the verification mail again.
+pub const UNVERIFIED_LOGIN_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// A login refused for an unverified address (`accounts.email = required`)
+/// after its first factor passed: the proof, kept briefly by the web layer
+/// in the session, that lets the user ask for the verification mail again
+/// without being signed in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnverifiedLogin {
+    /// The account.
+    pub user_id: i64,
+    /// When the first factor passed (milliseconds since the epoch).
+    pub since: i64,
+}
+
 impl Authenticator {
+    /// Refuses a login whose account has no verified address when the
+    /// server requires one. Provider logins are exempt: the identity
+    /// provider vouches for the person, and such accounts may have no
+    /// address here at all.
+    pub(crate) async fn refuse_unverified(&self, user: &User, first_factor: FirstFactor) -> Result<(), LoginError> {
+        let Some(email) = self.email() else { return Ok(()) };
+        if !email.require_verified || first_factor == FirstFactor::Oidc {
+            return Ok(());
+        }
+        if email.addresses.verified(user.id).await?.is_some() {
+            return Ok(());
+        }
+        Err(LoginError::EmailUnverified(UnverifiedLogin { user_id: user.id, since: self.clock_now().as_millis() }))
+    }
+
+    /// Mails a verification link and code to `input` again for the account
+    /// of a login just refused as unverified (the proof is at most
+    /// [`UNVERIFIED_LOGIN_LIFETIME`] old). `InvalidToken` if it is older or
+    /// the account is gone.
+    pub async fn resend_verification(&self, refused: &UnverifiedLogin, input: &str) -> Result<(), EmailError> {
+        if self.clock_now().since(Timestamp(refused.since)) > UNVERIFIED_LOGIN_LIFETIME {
+            return Err(EmailError::InvalidToken);
+        }
+        let user = self.accounts().directory().user_by_id(refused.user_id).await?;
+        let user = user.filter(|u| u.is_enabled()).ok_or(EmailError::InvalidToken)?;
+        self.request_email(&user, input).await
+    }
+
+    /// Checks a user name and password without signing in (the API's way
+    /// to ask for the verification mail again): throttled and recorded like
+    /// a login, but it creates no session or token.
+    pub async fn check_credentials(
+        &self,
+        channel: Channel,
+        client: &Client,
+        username: &str,
+        password: &str,
+    ) -> Result<User, LoginError> {
+        let (reservation, user) = self.check_password(channel, client, username, password).await?;
+        self.throttle().succeeded(reservation).await?;
+        Ok(user)
+    }
+
     fn email_on(&self) -> Result<&Email, EmailError> {
         self.email().ok_or(EmailError::Off)
     }
@@ -168,6 +233,7 @@ impl Authenticator {
                     lifetime: RESET_LIFETIME,
                 })
             }
+            Mail::SignIn { address, attempt } => return self.prepare_sign_in(address, attempt).await,
             Mail::Notice { user_id, notice, at, device, ip, to } => {
                 let Some(user) = directory.user_by_id(*user_id).await? else { return Ok(None) };
                 let to = match to {

@@ -19,6 +19,8 @@ pub enum Method {
     Provider,
     /// A passkey (WebAuthn).
     Passkey,
+    /// A code or link mailed to the account's verified address.
+    Email,
 }
 
 impl Method {
@@ -28,6 +30,7 @@ impl Method {
             Method::Password => "password",
             Method::Provider => "provider",
             Method::Passkey => "passkey",
+            Method::Email => "email",
         }
     }
 }
@@ -164,6 +167,13 @@ pub enum AuthEvent {
         /// The address it replaced, which is told of the change.
         previous: Option<String>,
     },
+    /// A browser sign-in (right after its [`AuthEvent::LoginSucceeded`])
+    /// from a browser with no device cookie of this account: it has not
+    /// signed in to it before (or its cookies were cleared).
+    NewDeviceSignIn {
+        /// Who.
+        user_id: i64,
+    },
 }
 
 impl AuthEvent {
@@ -183,7 +193,8 @@ impl AuthEvent {
             | AuthEvent::PasskeyRemoved { user_id }
             | AuthEvent::PasskeyUsed { user_id }
             | AuthEvent::PasskeyCloned { user_id }
-            | AuthEvent::EmailChanged { user_id, .. } => Some(user_id),
+            | AuthEvent::EmailChanged { user_id, .. }
+            | AuthEvent::NewDeviceSignIn { user_id } => Some(user_id),
             AuthEvent::LoginFailed { user_id, .. } | AuthEvent::Throttled { user_id } => user_id,
             AuthEvent::SignUpThrottled => None,
         }

@@ -16,6 +16,8 @@
 //!   `webauthn-rs`;
 //! - [`login`]: the state machine every way in goes through
 //!   ([`Authenticator`]);
+//! - [`email_login`]: sign-in by an emailed code or link, bound to the
+//!   browser that asked;
 //! - [`email_address`], [`email_token`], [`email_verification`],
 //!   [`password_reset`] and [`mail`]: verified addresses, single-use mailed
 //!   secrets, password reset and the mail the host's outbox sends;
@@ -51,6 +53,7 @@ pub mod accounts;
 pub mod database;
 pub mod directory;
 pub mod email_address;
+pub mod email_login;
 pub mod email_token;
 pub mod email_verification;
 pub mod events;

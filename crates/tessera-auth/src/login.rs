@@ -90,6 +90,9 @@ pub enum FirstFactor {
     Oidc,
     /// A passkey (with user verification: a factor on its own).
     Passkey,
+    /// A code or link mailed to the account's verified address
+    /// ([`crate::email_login`]).
+    Email,
 }
 
 impl FirstFactor {
@@ -98,6 +101,7 @@ impl FirstFactor {
             FirstFactor::Password => Method::Password,
             FirstFactor::Oidc => Method::Provider,
             FirstFactor::Passkey => Method::Passkey,
+            FirstFactor::Email => Method::Email,
         }
     }
 }
@@ -136,7 +140,8 @@ impl LoggedIn {
     /// (RFC 8176): `pwd` (password), `fed` (a login at an identity
     /// provider), `hwk` (a passkey: proof of possession of a key held by an
     /// authenticator, unlocked by user verification), `otp` (an
-    /// authenticator or recovery code), and `mfa` when more than one factor
+    /// authenticator or recovery code; also an emailed sign-in code or link,
+    /// for which RFC 8176 has no value of its own), and `mfa` when more than one factor
     /// was used. A passkey is multi-factor on its own: the device is
     /// something the user has, and user verification (a PIN or biometric,
     /// which tessera requires) something they know or are.
@@ -145,9 +150,10 @@ impl LoggedIn {
             FirstFactor::Password => "pwd",
             FirstFactor::Oidc => "fed",
             FirstFactor::Passkey => "hwk",
+            FirstFactor::Email => "otp",
         }];
         match self.second_factor {
-            Some(SecondFactorKind::Code) => amr.push("otp"),
+            Some(SecondFactorKind::Code) if !amr.contains(&"otp") => amr.push("otp"),
             Some(SecondFactorKind::Passkey) if !amr.contains(&"hwk") => amr.push("hwk"),
             _ => {}
         }
@@ -205,6 +211,13 @@ pub enum LoginError {
     /// attempt was given back to the throttle; try again shortly.
     #[error("password hashing is busy")]
     Busy,
+    /// The first factor passed, but the server requires a verified email
+    /// address (`accounts.email = required`) and the account has none yet.
+    /// Carries the proof the host may keep briefly so the user can ask for
+    /// the verification mail again
+    /// ([`Authenticator::resend_verification`]).
+    #[error("the account's email address is not verified yet")]
+    EmailUnverified(crate::email_verification::UnverifiedLogin),
     /// The database or the hashing pool is down.
     #[error("authentication unavailable: {0}")]
     Unavailable(String),
@@ -478,11 +491,13 @@ impl Authenticator {
             return LoginStep::SecondFactor(self.pending(&user, FirstFactor::Password, true, None, next));
         }
         let authenticated_at = Some(self.clock.now());
+        // The browser that created the account is no new device for it.
+        let device_cookie = self.device_cookie_for(&user);
         LoginStep::LoggedIn(LoggedIn {
             user,
             first_factor: FirstFactor::Password,
             authenticated_at,
-            device_cookie: None,
+            device_cookie,
             second_factor: None,
         })
     }
@@ -512,6 +527,10 @@ impl Authenticator {
     ) -> Result<LoggedIn, LoginError> {
         let channel = Channel::Api;
         let (reservation, user) = self.check_password(channel, client, username, password).await?;
+        if let Err(error) = self.refuse_unverified(&user, FirstFactor::Password).await {
+            let _ = self.throttle.release(reservation).await;
+            return Err(error);
+        }
         let enrolled = match self.second_factors.is_enabled(user.id).await {
             Ok(enrolled) => enrolled,
             Err(error) => {
@@ -571,11 +590,13 @@ impl Authenticator {
             return Ok(LoginStep::SecondFactor(self.pending(&user, FirstFactor::Oidc, enroll, auth_time, next)));
         }
         self.record(AuthEvent::LoginSucceeded { user_id: user.id, method: Method::Provider }, channel, client).await;
+        self.record_if_new_device(channel, client, &user).await;
+        let device_cookie = self.device_cookie_for(&user);
         Ok(LoginStep::LoggedIn(LoggedIn {
             user,
             first_factor: FirstFactor::Oidc,
             authenticated_at: auth_time,
-            device_cookie: None,
+            device_cookie,
             second_factor: None,
         }))
     }
@@ -686,7 +707,7 @@ impl Authenticator {
     /// on the name's and the address's counters, then the password checked.
     /// A wrong one is recorded and stays counted; a dependency failure gives
     /// the attempt back (not the user's fault).
-    async fn check_password(
+    pub(crate) async fn check_password(
         &self,
         channel: Channel,
         client: &Client,
@@ -709,7 +730,7 @@ impl Authenticator {
         }
     }
 
-    async fn after_first_factor(
+    pub(crate) async fn after_first_factor(
         &self,
         channel: Channel,
         client: &Client,
@@ -718,6 +739,11 @@ impl Authenticator {
         first_factor: FirstFactor,
         next: Option<String>,
     ) -> Result<LoginStep, LoginError> {
+        // Before the second factor is asked for: refused either way.
+        if let Err(error) = self.refuse_unverified(&user, first_factor).await {
+            let _ = self.throttle.release(reservation).await;
+            return Err(error);
+        }
         let enrolled = match self.second_factors.is_enabled(user.id).await {
             Ok(enrolled) => enrolled,
             Err(error) => {
@@ -774,12 +800,18 @@ impl Authenticator {
     fn authenticated_at(&self, pending: &PendingLogin) -> Option<Timestamp> {
         match pending.first_factor {
             FirstFactor::Oidc => pending.provider_auth_time.map(Timestamp),
-            FirstFactor::Password | FirstFactor::Passkey => Some(self.clock.now()),
+            FirstFactor::Password | FirstFactor::Passkey | FirstFactor::Email => Some(self.clock.now()),
         }
     }
 
     /// Checks a code (authenticator or recovery) for `user`.
-    async fn check_code(&self, channel: Channel, client: &Client, user: &User, code: &str) -> Result<(), LoginError> {
+    pub(crate) async fn check_code(
+        &self,
+        channel: Channel,
+        client: &Client,
+        user: &User,
+        code: &str,
+    ) -> Result<(), LoginError> {
         match self.second_factors.verify(user.id, code).await? {
             Verification::Totp => Ok(()),
             Verification::RecoveryCode { left } => {
@@ -903,19 +935,49 @@ impl Authenticator {
         authenticated_at: Option<Timestamp>,
         second_factor: Option<SecondFactorKind>,
     ) -> Result<LoggedIn, LoginError> {
+        // Every way in ends here: an unverified account (when the server
+        // requires a verified address) is refused, its attempt given back.
+        if let Err(error) = self.refuse_unverified(&user, first_factor).await {
+            let _ = self.throttle.release(reservation).await;
+            return Err(error);
+        }
         if let Err(error) = self.throttle.succeeded(reservation).await {
             tracing::warn!(%error, "clearing the login throttle failed");
         }
-        let device_cookie = match first_factor {
-            // A proven browser stays out of lockouts caused elsewhere.
-            FirstFactor::Password | FirstFactor::Passkey => {
-                check_username(&user.username).ok().and_then(|key| self.throttle.new_device_cookie(&key))
-            }
-            FirstFactor::Oidc => None,
-        };
+        // A proven browser stays out of lockouts caused elsewhere, and is
+        // no new device next time, whatever the way in.
+        let device_cookie = self.device_cookie_for(&user);
         self.record(AuthEvent::LoginSucceeded { user_id: user.id, method: first_factor.method() }, channel, client)
             .await;
+        self.record_if_new_device(channel, client, &user).await;
         Ok(LoggedIn { user, first_factor, authenticated_at, device_cookie, second_factor })
+    }
+}
+
+impl Authenticator {
+    /// A fresh device-cookie value for a browser `user` just signed in
+    /// with (any method): see [`crate::throttle`].
+    fn device_cookie_for(&self, user: &User) -> Option<String> {
+        check_username(&user.username).ok().and_then(|key| self.throttle.new_device_cookie(&key))
+    }
+
+    /// Records [`AuthEvent::NewDeviceSignIn`] for a browser sign-in whose
+    /// browser has no valid device cookie *for this account*: every
+    /// successful sign-in leaves one, whatever the method (password,
+    /// provider, passkey, email), so its absence means this browser has not
+    /// signed in to this account in the cookie's lifetime. API sign-ins
+    /// have no device cookie and are not judged.
+    async fn record_if_new_device(&self, channel: Channel, client: &Client, user: &User) {
+        if channel != Channel::Web {
+            return;
+        }
+        let known = match (check_username(&user.username), client.device_cookie.as_deref()) {
+            (Ok(key), Some(cookie)) => self.throttle.is_device_of(cookie, &key),
+            _ => false,
+        };
+        if !known {
+            self.record(AuthEvent::NewDeviceSignIn { user_id: user.id }, channel, client).await;
+        }
     }
 }
 

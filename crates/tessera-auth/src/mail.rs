@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::database::DatabaseError;
 use crate::email_address::EmailAddresses;
+use crate::email_login::{EmailLoginMode, EmailLogins};
 use crate::email_token::EmailTokens;
 
 /// How long a password-reset link works.
@@ -43,6 +44,16 @@ pub enum Mail {
     PasswordReset {
         /// The address as typed.
         address: String,
+    },
+    /// A sign-in code or link for the account whose verified address this
+    /// is, if any (resolved when sending, so the request cannot tell),
+    /// bound to the requester's attempt.
+    SignIn {
+        /// The address as typed.
+        address: String,
+        /// The SHA-256 of the requester's attempt ID (the ID itself never
+        /// leaves the requester).
+        attempt: String,
     },
     /// A security notice to the account's verified address (or to `to`).
     Notice {
@@ -74,6 +85,10 @@ pub enum Notice {
     SecondFactorAdded,
     /// Two-step verification was turned off.
     SecondFactorRemoved,
+    /// A passkey was added.
+    PasskeyAdded,
+    /// A passkey was removed.
+    PasskeyRemoved,
     /// The account's address changed (sent to the old one).
     EmailChanged,
 }
@@ -100,6 +115,19 @@ pub enum Prepared {
         username: String,
         /// Link token.
         token: String,
+        /// How long it works.
+        lifetime: Duration,
+    },
+    /// A sign-in mail: a code or a link.
+    SignIn {
+        /// Recipient.
+        to: String,
+        /// The account's user name.
+        username: String,
+        /// The 6-digit code (`accounts.email_login = code`).
+        code: Option<String>,
+        /// The link token (`accounts.email_login = link`).
+        token: Option<String>,
         /// How long it works.
         lifetime: Duration,
     },
@@ -138,6 +166,12 @@ pub struct Email {
     pub outbox: Arc<dyn Outbox>,
     /// How long verification links and codes work.
     pub verify_lifetime: Duration,
+    /// Sign-in codes and links.
+    pub logins: EmailLogins,
+    /// `accounts.email_login`.
+    pub login: EmailLoginMode,
+    /// `accounts.email = required`: a login needs a verified address.
+    pub require_verified: bool,
 }
 
 /// Why an email operation did not succeed.

@@ -483,6 +483,12 @@ impl Throttle {
         Some(format!("{nonce}.{tag}"))
     }
 
+    /// Whether `value` is a valid device cookie for `username_key` (the
+    /// browser signed in to that account before).
+    pub fn is_device_of(&self, value: &str, username_key: &str) -> bool {
+        self.device_token(value, username_key).is_some()
+    }
+
     /// The nonce of `value` if it is a valid device cookie for `username_key`.
     fn device_token(&self, value: &str, username_key: &str) -> Option<String> {
         if value.len() > 200 {

@@ -253,6 +253,12 @@ impl IntoResponse for AuthRejection {
             AuthRejection::Login(LoginError::PasskeyRefused(refusal)) => {
                 (StatusCode::UNAUTHORIZED, refusal.kind(), "Passkey refused", refusal.to_string())
             }
+            AuthRejection::Login(LoginError::EmailUnverified(_)) => (
+                StatusCode::FORBIDDEN,
+                "email-unverified",
+                "Email address not verified",
+                "Confirm your email address with the link we mailed you, then log in again.".into(),
+            ),
             AuthRejection::Login(LoginError::Expired) => {
                 (StatusCode::UNAUTHORIZED, "login-expired", "Login expired", "Please log in again.".into())
             }

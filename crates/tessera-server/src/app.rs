@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use tessera_auth::email_address::EmailAddresses;
+use tessera_auth::email_login::EmailLogins;
 use tessera_auth::email_token::EmailTokens;
 use tessera_auth::{Authenticator, Email};
 use tessera_axum::{CsrfKey, SessionLayer};
@@ -16,7 +17,7 @@ use crate::api::problem::BodyLimit;
 use crate::api::tokens::TokenService;
 use crate::auth_events::ServerEvents;
 use crate::backends::{Backends, StartupError};
-use crate::background::{count_active_periodically, purge_periodically, AuditPurge};
+use crate::background::{count_active_periodically, purge_periodically, AuditPurge, MailPurge};
 use crate::config::AppConfig;
 use crate::health::ProbeTimeout;
 use crate::mail::messages::Site;
@@ -85,11 +86,15 @@ impl App {
         let mut auth = backends.authenticator(&config, events.clone()).await.map_err(database_error)?;
         if email_on {
             let code_key = db.secret("email-code").await.map_err(database_error)?;
+            let login_key = db.secret("email-login").await.map_err(database_error)?;
             auth = auth.with_email(Email {
                 addresses: EmailAddresses::new(db.pool.clone(), config.clock.clone()),
                 tokens: EmailTokens::new(db.pool.clone(), config.clock.clone(), code_key),
                 outbox: Arc::new(outbox.clone()),
                 verify_lifetime: config.mail.verify_lifetime,
+                logins: EmailLogins::new(db.pool.clone(), config.clock.clone(), login_key),
+                login: config.mail.login,
+                require_verified: config.mail.policy == EmailPolicy::Required,
             });
         }
         let auth_throttle = auth.throttle().clone();
@@ -125,6 +130,7 @@ impl App {
                 engine,
                 auth_throttle,
                 AuditPurge { db: db.clone(), retention: config.audit_retention, clock: config.clock.clone() },
+                MailPurge { email: state.auth.email().cloned(), outbox: outbox.clone(), clock: config.clock.clone() },
                 config.purge_interval,
             )),
             tokio::spawn(activity.clone().flush_periodically(db, config.stats_flush_interval)),

@@ -75,6 +75,9 @@ pub enum AuditKind {
     PasskeyCloned,
     /// A verified email address was added or replaced another.
     EmailChanged,
+    /// A browser sign-in from a browser that had not signed in to the
+    /// account before (no device cookie of it).
+    NewDeviceSignIn,
 }
 
 impl AuditKind {
@@ -106,6 +109,7 @@ impl AuditKind {
             AuditKind::PasskeyUsed => "passkey_used",
             AuditKind::PasskeyCloned => "passkey_cloned",
             AuditKind::EmailChanged => "email_changed",
+            AuditKind::NewDeviceSignIn => "new_device_sign_in",
         }
     }
 
@@ -139,6 +143,7 @@ impl AuditKind {
             "passkey_used" => "A passkey was used to sign in",
             "passkey_cloned" => "A passkey was refused: its signature counter went backwards (a copied authenticator?)",
             "email_changed" => "Email address verified or changed",
+            "new_device_sign_in" => "Signed in from a browser not seen on this account before",
             _ => "Other event",
         }
     }

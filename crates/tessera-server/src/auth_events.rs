@@ -84,13 +84,15 @@ impl ServerEvents {
 }
 
 /// The security notice an account change calls for: password, second
-/// factor. (A sign-in from a new device and an address change are told
+/// factor, passkeys. (A sign-in from a new device and an address change are told
 /// from the core's events, which say more.)
 pub fn notice_for(kind: AuditKind) -> Option<Notice> {
     match kind {
         AuditKind::PasswordChanged => Some(Notice::PasswordChanged),
         AuditKind::SecondFactorEnabled => Some(Notice::SecondFactorAdded),
         AuditKind::SecondFactorDisabled => Some(Notice::SecondFactorRemoved),
+        AuditKind::PasskeyAdded => Some(Notice::PasskeyAdded),
+        AuditKind::PasskeyRemoved => Some(Notice::PasskeyRemoved),
         _ => None,
     }
 }
@@ -132,6 +134,7 @@ pub fn audit_kind(event: &AuthEvent) -> AuditKind {
         AuthEvent::PasskeyUsed { .. } => AuditKind::PasskeyUsed,
         AuthEvent::PasskeyCloned { .. } => AuditKind::PasskeyCloned,
         AuthEvent::EmailChanged { .. } => AuditKind::EmailChanged,
+        AuthEvent::NewDeviceSignIn { .. } => AuditKind::NewDeviceSignIn,
     }
 }
 
@@ -173,9 +176,9 @@ impl EventSink for ServerEvents {
         let kind = audit_kind(&event);
         self.db.record(kind, event.user_id(), &client.device, at).await;
         match event {
-            // A browser without a device cookie has not signed in to an
-            // account here before (or cleared its cookies): worth a notice.
-            AuthEvent::LoginSucceeded { user_id, .. } if channel == Channel::Web && client.device_cookie.is_none() => {
+            // The core judged the browser new to this account (no device
+            // cookie of it, which every sign-in leaves): worth a notice.
+            AuthEvent::NewDeviceSignIn { user_id } => {
                 self.notify(user_id, Notice::NewDeviceSignIn, &client.device, at, None).await;
             }
             // The old address hears of the change; the new one proved itself.
@@ -219,5 +222,20 @@ impl Revocation for EndEverything {
             .map_err(|error| DatabaseError::Unavailable(format!("session store: {error}")))?;
         let tokens = self.db.revoke_all_refresh_tokens(user_id, self.clock.now()).await?;
         Ok(Revoked { sessions, tokens })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passkey_and_account_changes_are_noticed() {
+        assert_eq!(notice_for(AuditKind::PasskeyAdded), Some(Notice::PasskeyAdded));
+        assert_eq!(notice_for(AuditKind::PasskeyRemoved), Some(Notice::PasskeyRemoved));
+        assert_eq!(notice_for(AuditKind::PasswordChanged), Some(Notice::PasswordChanged));
+        assert_eq!(notice_for(AuditKind::PasskeyUsed), None);
+        assert_eq!(audit_kind(&AuthEvent::NewDeviceSignIn { user_id: 1 }), AuditKind::NewDeviceSignIn);
+        assert_eq!(audit_kind(&AuthEvent::PasskeyAdded { user_id: 1 }), AuditKind::PasskeyAdded);
     }
 }

@@ -1,5 +1,6 @@
 //! Work that runs beside the requests: purging expired sessions, old
-//! throttle counters and old audit events, and counting live sessions.
+//! throttle counters, old audit events, expired mailed secrets and old
+//! outbox rows, and counting live sessions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use tessera_auth::throttle::Throttle;
 
 use crate::activity_stats::ActivityStats;
 use crate::database::Database;
+use crate::mail::MailOutbox;
 use crate::session_store::ActiveCounter;
 
 /// Counts live sessions every `every` for the metrics and the activity statistics.
@@ -52,8 +54,51 @@ impl AuditPurge {
     }
 }
 
-/// Purges expired sessions, old throttle counters and old audit events every `every`.
-pub(crate) async fn purge_periodically(engine: SessionEngine, throttle: Throttle, audit: AuditPurge, every: Duration) {
+/// How long sent (or given up) outbox rows stay, for the administrator's
+/// "was it sent?" — they hold no secrets.
+pub const OUTBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What the background purge needs to forget expired mailed secrets
+/// (verification, reset and sign-in) and old outbox rows; `email` is
+/// `None` when email is off.
+pub(crate) struct MailPurge {
+    pub(crate) email: Option<tessera_auth::Email>,
+    pub(crate) outbox: MailOutbox,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl MailPurge {
+    async fn run(&self) {
+        let Some(email) = &self.email else { return };
+        let now = self.clock.now();
+        match email.tokens.purge(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "purged expired email tokens"),
+            Err(error) => tracing::warn!(%error, "purging expired email tokens failed"),
+        }
+        match email.logins.purge(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "purged expired email sign-in codes"),
+            Err(error) => tracing::warn!(%error, "purging expired email sign-in codes failed"),
+        }
+        let cutoff = now.as_millis().saturating_sub(i64::try_from(OUTBOX_RETENTION.as_millis()).unwrap_or(i64::MAX));
+        match self.outbox.purge(tessera::Timestamp(cutoff)).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "purged old outbox messages"),
+            Err(error) => tracing::warn!(%error, "purging old outbox messages failed"),
+        }
+    }
+}
+
+/// Purges expired sessions, old throttle counters, old audit events,
+/// expired mailed secrets and old outbox rows every `every`.
+pub(crate) async fn purge_periodically(
+    engine: SessionEngine,
+    throttle: Throttle,
+    audit: AuditPurge,
+    mail: MailPurge,
+    every: Duration,
+) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -67,5 +112,6 @@ pub(crate) async fn purge_periodically(engine: SessionEngine, throttle: Throttle
             tracing::warn!(%error, "purging old login throttle counters failed");
         }
         audit.run().await;
+        mail.run().await;
     }
 }

@@ -195,6 +195,7 @@ fn mail_config(settings: &Settings) -> MailConfig {
         max_attempts: mail.max_attempts,
         verify_lifetime: mail.verify_lifetime,
         policy: settings.accounts.email,
+        login: settings.accounts.email_login,
     }
 }
 

@@ -21,6 +21,9 @@ pub enum ServerError {
     Busy,
     /// No such page: 404.
     NotFound,
+    /// The login is refused until the account's address is verified
+    /// (`accounts.email = required`): 403.
+    EmailUnverified,
 }
 
 impl ServerError {
@@ -35,6 +38,7 @@ impl From<LoginError> for ServerError {
     fn from(error: LoginError) -> Self {
         match error {
             LoginError::Busy => ServerError::Busy,
+            LoginError::EmailUnverified(_) => ServerError::EmailUnverified,
             other => ServerError::unavailable(other),
         }
     }
@@ -83,6 +87,14 @@ impl IntoResponse for ServerError {
                 return response;
             }
             ServerError::NotFound => not_found_problem(),
+            ServerError::EmailUnverified => Problem {
+                status: StatusCode::FORBIDDEN,
+                kind: "email-unverified".into(),
+                title: "Email address not verified".into(),
+                detail: "Confirm your email address with the link we mailed you, then log in again. No mail? \
+                         Log in with your password to send it again."
+                    .into(),
+            },
         };
         let mut response = problem.status.into_response();
         response.extensions_mut().insert(problem);

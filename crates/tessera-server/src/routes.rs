@@ -15,7 +15,7 @@ use crate::forward_auth;
 use crate::health;
 use crate::oidc;
 use crate::pages::{
-    account, account_activity, account_password, account_sessions, account_two_factor, email, home, login,
+    account, account_activity, account_password, account_sessions, account_two_factor, email, email_login, home, login,
     login_second_factor, logout, passkeys, profile, register,
 };
 use crate::state::AppState;
@@ -58,6 +58,10 @@ pub(crate) fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer
         .route("/account/email", get(email::account).post(email::request_verification))
         .route("/account/email/code", post(email::confirm_code))
         .route("/email/verify", get(email::verify_form).post(email::verify))
+        .route("/login/verification", get(email::unverified).post(email::resend))
+        .route("/login/email", get(email_login::show).post(email_login::request))
+        .route("/login/email/code", post(email_login::code))
+        .route("/login/email/link", get(email_login::link_form).post(email_login::link))
         .route("/password/forgot", get(email::forgot).post(email::request_reset))
         .route("/password/reset", get(email::reset_form).post(email::reset))
         .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))

@@ -291,8 +291,20 @@ pub struct AccountSettings {
     /// Email addresses on accounts: `optional` (asked at sign-up, not
     /// required), `required` (sign-up needs one) or `off` (no addresses, no
     /// password reset by mail, no notices). An address counts once a link
-    /// or code mailed to it came back.
+    /// or code mailed to it came back. With `required`, an account signs in
+    /// (password, passkey, API) only once its address is verified; the
+    /// refused login offers to mail the link again (`POST
+    /// /api/email/verification` for API clients). Provider (OpenID Connect)
+    /// sign-ins are exempt: the provider vouches for the person.
     pub email: crate::mail::EmailPolicy,
+    /// Sign-in by email: `off` (the default), `code` (a 6-digit code is
+    /// mailed to the account's verified address) or `link` (a link is).
+    /// Either works for 10 minutes, once, and only in the browser (or API
+    /// client) that asked; attempts are throttled like passwords, and an
+    /// account with a second factor must still pass it. Needs
+    /// `accounts.email` on. Email is no authenticator for NIST AAL2: this is
+    /// a first factor only.
+    pub email_login: tessera_auth::email_login::EmailLoginMode,
 }
 
 /// `[tokens]`

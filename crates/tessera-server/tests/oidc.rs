@@ -190,10 +190,19 @@ async fn login_creates_a_password_less_account_and_logs_in_like_a_password_login
     let events = db.audit_events(user.id, 100).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "login_succeeded"), "audited: {events:?}");
     assert!(events.iter().any(|e| e.kind == "sign_up"), "the sign-up is audited like a registration: {events:?}");
+    // Like every sign-in, a provider sign-in leaves the device cookie: this
+    // browser is new to the account now, and no longer next time.
+    assert!(done.set_cookies.iter().any(|c| c.starts_with("__Host-device=")), "{:?}", done.set_cookies);
+    let new_devices =
+        |events: &[tessera_server::audit::AuditEvent]| events.iter().filter(|e| e.kind == "new_device_sign_in").count();
+    assert_eq!(new_devices(&events), 1, "{events:?}");
     setup.server.app_state.activity.flush(db).await.unwrap();
     let now_secs = setup.server.clock.now().as_millis() / 1000;
     let hours = tessera_server::activity_stats::recent(db, now_secs, 2).await.unwrap();
     assert_eq!(hours.iter().map(|h| h.counts.logins).sum::<i64>(), 1, "counted in the activity statistics");
+    browser.logout().await;
+    assert_eq!(setup.login(&mut browser, "alice").await.location(), Some("/profile"));
+    assert_eq!(new_devices(&db.audit_events(user.id, 100).await.unwrap()), 1, "the same browser is no new device");
     let identities = db.identities_of(user.id).await.unwrap();
     assert_eq!(identities.len(), 1);
     assert_eq!(

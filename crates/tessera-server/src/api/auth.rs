@@ -12,9 +12,12 @@ use super::tokens::{RefreshError, TokenPair};
 use crate::api::tokens::TokenService;
 use crate::registration_policy::{Refusal, Registration};
 use std::sync::Arc;
+use tessera_auth::email_address::EmailAddress;
 use tessera_auth::Authenticator;
 use tessera_auth::{Channel, LoginError, RegisterError, User};
 use tessera_axum::{ClientDevice, LoginClient};
+
+use crate::mail::{EmailPages, EmailPolicy};
 
 /// A user name and password.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -28,6 +31,12 @@ pub struct Credentials {
     /// link). Required when `accounts.registration` is `invite`.
     #[serde(default)]
     pub invite: Option<String>,
+    /// An email address to verify: a link and a code are mailed to it, and
+    /// it becomes the account's once one comes back. Optional by default;
+    /// required when `accounts.email` is `required` (and the account then
+    /// cannot sign in before the address is verified); ignored when `off`.
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -94,16 +103,30 @@ impl From<&User> for UserView {
         (status = 409, description = "User name taken", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid user name or password; the detail says why", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid user name, password or email address, or no `email` where `accounts.email = required`; the detail says why. Nothing was created", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, description = "Too many accounts created from this address lately (`throttle.signups_per_address`); nothing was created; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 503, description = "`busy`: the password hashing queue is full, nothing was created or counted, retry after Retry-After; or a dependency is down", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn signup(
     State(registration): State<Registration>,
+    State(auth): State<Authenticator>,
+    State(email_pages): State<EmailPages>,
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
+    // The address first: nothing is created when it is refused.
+    let policy = if auth.email().is_some() { email_pages.policy } else { EmailPolicy::Off };
+    let email = body.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
+    match (policy, email) {
+        (EmailPolicy::Off, _) | (EmailPolicy::Optional, None) => {}
+        (EmailPolicy::Required, None) => {
+            return Err(ApiError::Validation("`email` is required on this server".into()));
+        }
+        (_, Some(email)) => {
+            EmailAddress::parse(email).map_err(|why| ApiError::Validation(why.to_string()))?;
+        }
+    }
     let registered = registration
         .register(body.invite.as_deref(), Channel::Api, &client, &body.username, &body.password)
         .await
@@ -114,6 +137,13 @@ pub async fn signup(
     match registered {
         Ok(user) => {
             tracing::info!(user_id = user.id, "API sign-up");
+            if let (false, Some(email)) = (policy == EmailPolicy::Off, email) {
+                // The account exists either way; the mail can be asked
+                // for again (`POST /api/email/verification`).
+                if let Err(error) = auth.request_email(&user, email).await {
+                    tracing::warn!(%error, user_id = user.id, "queueing the sign-up verification mail failed");
+                }
+            }
             Ok(json_response(StatusCode::CREATED, &UserView::from(&user)))
         }
         Err(RegisterError::InvalidUsername(reason)) => Err(ApiError::Validation(reason.into())),
@@ -137,7 +167,7 @@ pub async fn signup(
         (status = 401, description = "Wrong user name or password (one message for every reason); or, after a right password, `second-factor-required` or `invalid-second-factor`", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Fields missing or of the wrong type", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 403, description = "The server requires two-step verification and the account has none yet: log in once in the browser to set it up", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "The server requires two-step verification and the account has none yet: log in once in the browser to set it up; or `email-unverified`: the server requires a verified address (`accounts.email = required`) and the account's is not verified yet (`POST /api/email/verification` mails the link again)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed sign-ins for this account or address; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 503, description = "`busy`: the password hashing queue is full, nothing was checked or counted, retry after Retry-After; or a dependency is down", body = ProblemDocument, content_type = "application/problem+json"),
     )
@@ -161,6 +191,7 @@ pub async fn signin(
                  authenticator app, then sign in here with its code in second_factor.",
             ),
             LoginError::Throttled(wait) => ApiError::Throttled(wait),
+            LoginError::EmailUnverified(_) => ApiError::EmailUnverified,
             other => ApiError::from(other),
         }
     })?;

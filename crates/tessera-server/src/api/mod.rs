@@ -37,6 +37,8 @@ macro_rules! api_routes {
 api_routes! {
     "/api/signup" => { post => auth::signup },
     "/api/signin" => { post => auth::signin },
+    "/api/login/email" => { post => email::request_login },
+    "/api/login/email/verify" => { post => email::verify_login },
     "/api/token/refresh" => { post => auth::refresh },
     "/api/signout" => { post => auth::signout },
     "/api/me" => { get => auth::me },
@@ -53,6 +55,7 @@ api_routes! {
     "/api/password/reset-request" => { post => email::request_reset },
     "/api/password/reset" => { post => email::reset },
     "/api/email/verify" => { post => email::verify },
+    "/api/email/verification" => { post => email::request_verification },
     "/api/account" => { delete => account::delete },
     "/api/products" => { get => products::list, post => products::create },
     "/api/products/{id}" => {

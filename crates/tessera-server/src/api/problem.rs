@@ -53,6 +53,12 @@ pub enum ApiError {
     InvalidEmailToken,
     /// 409 `email-taken`: another account has this address.
     EmailTaken,
+    /// 403 `email-unverified`: the server requires a verified address and
+    /// the account's is not verified yet.
+    EmailUnverified,
+    /// 401 `invalid-email-code`: a sign-in code or link is wrong, used,
+    /// expired, checked too often, or not of this attempt.
+    InvalidEmailCode,
     /// 429 `throttled`: too many failed sign-ins; retry after the duration.
     Throttled(std::time::Duration),
     /// 403 `forbidden`: the caller may not do this (with the reason).
@@ -216,6 +222,22 @@ impl ApiError {
                 }
                 (status, refusal.kind(), "Passkey refused", detail + ".")
             }
+            EmailUnverified => (
+                StatusCode::FORBIDDEN,
+                "email-unverified",
+                "Email address not verified",
+                "This server signs in only accounts with a verified email address. Open the link mailed to you, \
+                 or ask for it again with POST /api/email/verification."
+                    .into(),
+            ),
+            InvalidEmailCode => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-email-code",
+                "Sign-in failed",
+                "The code or link is wrong, was used, expired, was tried too often, or belongs to another attempt. \
+                 Ask for a new one."
+                    .into(),
+            ),
             InvalidEmailToken => (
                 StatusCode::BAD_REQUEST,
                 "invalid-email-token",

@@ -27,6 +27,12 @@ pub fn reset_link(base_url: &str, token: &str) -> String {
     format!("{base_url}/password/reset?token={token}")
 }
 
+/// The link of a sign-in mail (a page that asks before it signs in, and
+/// only in the browser that asked for the link).
+pub fn sign_in_link(base_url: &str, token: &str) -> String {
+    format!("{base_url}/login/email/link?token={token}")
+}
+
 /// The message for `prepared`.
 pub fn render(site: &Site, prepared: &Prepared) -> Result<Message, String> {
     let (to, subject, paragraphs, action) = content(site, prepared);
@@ -99,6 +105,36 @@ fn content(site: &Site, prepared: &Prepared) -> Content {
             ],
             Some(("Choose a new password".into(), reset_link(&site.base_url, token))),
         ),
+        Prepared::SignIn { to, username, code, token, lifetime } => {
+            let lifetime = humantime::format_duration(*lifetime);
+            let mut paragraphs =
+                vec![format!("Someone, hopefully you, asked to sign in to the account {username} at {name}.")];
+            let action = match (code, token) {
+                (Some(code), _) => {
+                    paragraphs.push(format!("Your sign-in code: {code}"));
+                    paragraphs.push(format!(
+                        "Enter it in the browser where you asked for it. It works once, for {lifetime}, and only \
+                         there. Never tell it to anyone: {name} will never ask you for it."
+                    ));
+                    None
+                }
+                (None, Some(token)) => {
+                    paragraphs.push("{action}".into());
+                    paragraphs.push(format!(
+                        "Open the link in the browser where you asked for it: it works once, for {lifetime}, and \
+                         only there."
+                    ));
+                    Some(("Sign in".into(), sign_in_link(&site.base_url, token)))
+                }
+                (None, None) => None,
+            };
+            paragraphs.push(
+                "If this was not you, ignore this mail: nobody can sign in with it without the browser that \
+                 asked."
+                    .into(),
+            );
+            (to.clone(), format!("Sign in to {name}"), paragraphs, action)
+        }
         Prepared::Notice { to, username, notice, at, device, ip } => {
             let what = match notice {
                 Notice::NewDeviceSignIn => "New sign-in to your account",
@@ -106,6 +142,8 @@ fn content(site: &Site, prepared: &Prepared) -> Content {
                 Notice::SecondFactorAdded => "Two-step verification was turned on",
                 Notice::SecondFactorRemoved => "Two-step verification was turned off",
                 Notice::EmailChanged => "Your account's email address was changed",
+                Notice::PasskeyAdded => "A passkey was added to your account",
+                Notice::PasskeyRemoved => "A passkey was removed from your account",
             };
             let (when, _) = crate::pages::display_time(tessera::Timestamp(*at));
             let mut facts = format!("Account: {username}\nWhen: {when}");
@@ -172,5 +210,38 @@ mod tests {
         let (_, _, paragraphs, action) = content(&site, &prepared);
         assert!(paragraphs[0].contains("alice"));
         assert_eq!(action.unwrap().1, format!("https://auth.example.com/password/reset?token={}", "t".repeat(43)));
+    }
+
+    #[test]
+    fn a_sign_in_mail_has_the_code_or_the_link_never_both() {
+        let site = Site {
+            name: "Example".into(),
+            base_url: "https://auth.example.com".into(),
+            from: "tessera <no-reply@example.com>".parse().unwrap(),
+        };
+        let lifetime = std::time::Duration::from_secs(600);
+        let code = Prepared::SignIn {
+            to: "alice@example.com".into(),
+            username: "alice".into(),
+            code: Some("012345".into()),
+            token: None,
+            lifetime,
+        };
+        let (to, subject, paragraphs, action) = content(&site, &code);
+        assert_eq!((to.as_str(), subject.as_str()), ("alice@example.com", "Sign in to Example"));
+        assert!(action.is_none() && paragraphs.iter().any(|p| p.contains("012345") && p.contains("code")));
+        assert!(paragraphs.iter().any(|p| p.contains("10m") && p.contains("only there")), "{paragraphs:?}");
+        let link = Prepared::SignIn {
+            to: "alice@example.com".into(),
+            username: "alice".into(),
+            code: None,
+            token: Some("k".repeat(43)),
+            lifetime,
+        };
+        let (_, _, paragraphs, action) = content(&site, &link);
+        assert_eq!(action.unwrap().1, format!("https://auth.example.com/login/email/link?token={}", "k".repeat(43)));
+        assert!(!paragraphs.iter().any(|p| p.contains("code:")));
+        let message = String::from_utf8(render(&site, &link).unwrap().formatted()).unwrap();
+        assert!(message.contains("text/plain") && message.contains("text/html"));
     }
 }

@@ -59,6 +59,8 @@ pub struct MailConfig {
     pub verify_lifetime: Duration,
     /// `accounts.email`.
     pub policy: EmailPolicy,
+    /// `accounts.email_login`.
+    pub login: tessera_auth::email_login::EmailLoginMode,
 }
 
 impl Default for MailConfig {
@@ -72,6 +74,7 @@ impl Default for MailConfig {
             max_attempts: 10,
             verify_lifetime: tessera_auth::mail::DEFAULT_VERIFY_LIFETIME,
             policy: EmailPolicy::Optional,
+            login: tessera_auth::email_login::EmailLoginMode::Off,
         }
     }
 }

@@ -16,6 +16,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use serde::Deserialize;
+use tessera_auth::email_verification::UnverifiedLogin;
 use tessera_auth::{Authenticator, Channel, EmailError};
 use tessera_axum::{CsrfForm, LoginClient, RequireUser};
 
@@ -347,5 +348,78 @@ fn capitalised(message: &str) -> String {
     match chars.next() {
         Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str().trim_end_matches('.')),
         None => String::new(),
+    }
+}
+
+/// The session key of a login refused for an unverified address.
+pub const UNVERIFIED_LOGIN: &str = "unverified_login";
+
+#[derive(Template)]
+#[template(path = "email_resend.html")]
+struct ResendPage {
+    page: Chrome,
+    sent: bool,
+    expired: bool,
+    email: String,
+    error: Option<String>,
+}
+
+fn resend_page(ctx: &PageContext) -> ResendPage {
+    ResendPage {
+        page: ctx.chrome("Confirm your email address"),
+        sent: false,
+        expired: false,
+        email: String::new(),
+        error: None,
+    }
+}
+
+/// `GET /login/verification`: after a login refused because the address
+/// is not verified (`accounts.email = required`), the way to get the mail
+/// again. Only a browser whose login just passed its password gets here.
+pub async fn unverified(ctx: PageContext) -> Response {
+    let mut page = resend_page(&ctx);
+    let refused: Option<UnverifiedLogin> = ctx.session.get(UNVERIFIED_LOGIN).ok().flatten();
+    if refused.is_none() {
+        page.expired = true;
+        return ctx.render(StatusCode::UNAUTHORIZED, &page);
+    }
+    ctx.render(StatusCode::FORBIDDEN, &page)
+}
+
+/// `POST /login/verification`: mails the link and code again (to the
+/// address typed, which may correct a typo), for the account whose
+/// password this browser's refused login proved.
+pub async fn resend(
+    State(auth): State<Authenticator>,
+    ctx: PageContext,
+    CsrfForm(form): CsrfForm<AddressForm>,
+) -> Response {
+    let mut page = resend_page(&ctx);
+    let Some(refused) = ctx.session.get::<UnverifiedLogin>(UNVERIFIED_LOGIN).ok().flatten() else {
+        page.expired = true;
+        return ctx.render(StatusCode::UNAUTHORIZED, &page);
+    };
+    page.email = form.email.trim().to_owned();
+    match auth.resend_verification(&refused, &form.email).await {
+        Ok(()) => {
+            page.sent = true;
+            ctx.render(StatusCode::OK, &page)
+        }
+        Err(EmailError::InvalidToken) => {
+            let _ = ctx.session.remove::<serde_json::Value>(UNVERIFIED_LOGIN);
+            page.expired = true;
+            ctx.render(StatusCode::UNAUTHORIZED, &page)
+        }
+        Err(EmailError::Malformed(error)) => {
+            page.error = Some(capitalised(&error.to_string()));
+            ctx.render(StatusCode::UNPROCESSABLE_ENTITY, &page)
+        }
+        Err(EmailError::Throttled(wait)) => {
+            page.error = Some(format!("Too many confirmation mails. Please wait {}.", readable_wait(wait)));
+            with_retry_after(ctx.render(StatusCode::TOO_MANY_REQUESTS, &page), wait)
+        }
+        Err(EmailError::Off) => not_found().await.into_response(),
+        Err(other) => ServerError::unavailable(other).into_response(),
     }
 }

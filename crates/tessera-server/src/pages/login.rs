@@ -36,6 +36,17 @@ struct LoginPage {
     providers: Vec<ProviderButton>,
     /// Offer "Sign in with a passkey" and the autofill.
     passkeys: bool,
+    /// `accounts.email_login`: "code", "link", or "" (off).
+    email_login: &'static str,
+}
+
+/// What the login page offers for `accounts.email_login`.
+fn email_login_offer(auth: &Authenticator) -> &'static str {
+    match auth.email_login_mode() {
+        tessera_auth::email_login::EmailLoginMode::Off => "",
+        tessera_auth::email_login::EmailLoginMode::Code => "code",
+        tessera_auth::email_login::EmailLoginMode::Link => "link",
+    }
 }
 
 /// `?next=` on the login page.
@@ -74,6 +85,7 @@ pub async fn show(
         error: None,
         providers: oidc.buttons(),
         passkeys: auth.passkeys().is_some(),
+        email_login: email_login_offer(&auth),
     };
     ctx.render(StatusCode::OK, &view)
 }
@@ -103,6 +115,7 @@ pub async fn submit(
             error: Some(error),
             providers: oidc.buttons(),
             passkeys: auth.passkeys().is_some(),
+            email_login: email_login_offer(&auth),
         };
         ctx.render(status, &view)
     };
@@ -115,6 +128,13 @@ pub async fn submit(
             Ok(with_retry_after(refused(StatusCode::TOO_MANY_REQUESTS, message), wait))
         }
         Err(LoginError::InvalidCredentials) => Ok(refused(StatusCode::UNAUTHORIZED, GENERIC_ERROR.to_owned())),
+        // The password was right; the address is not verified yet
+        // (`accounts.email = required`): on to sending the mail again.
+        Err(LoginError::EmailUnverified(proof)) => {
+            // Serializing integers cannot fail.
+            let _ = ctx.session.insert(super::email::UNVERIFIED_LOGIN, &proof);
+            Ok(Redirect::to("/login/verification").into_response())
+        }
         Err(error) => Err(ServerError::from(error)),
     }
 }

@@ -6,6 +6,7 @@ pub mod account_password;
 pub mod account_sessions;
 pub mod account_two_factor;
 pub mod email;
+pub mod email_login;
 pub mod home;
 pub mod login;
 pub mod login_second_factor;

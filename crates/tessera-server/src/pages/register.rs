@@ -122,6 +122,7 @@ pub async fn submit(
     State(auth): State<Authenticator>,
     State(registration): State<Registration>,
     State(email_pages): State<EmailPages>,
+    State(clock): State<std::sync::Arc<dyn tessera::Clock>>,
     LoginClient(client): LoginClient,
     ctx: PageContext,
     CsrfForm(form): CsrfForm<RegisterForm>,
@@ -150,6 +151,17 @@ pub async fn submit(
                     tracing::warn!(%error, user_id = user.id, "queueing the sign-up verification mail failed");
                 }
             }
+            if email_policy == EmailPolicy::Required {
+                // Not signed in before the address is confirmed; the
+                // proof lets this browser ask for the mail again.
+                let proof = tessera_auth::email_verification::UnverifiedLogin {
+                    user_id: user.id,
+                    since: tessera::Clock::now(&*clock).as_millis(),
+                };
+                // Serializing integers cannot fail.
+                let _ = ctx.session.insert(super::email::UNVERIFIED_LOGIN, &proof);
+                return Ok(Redirect::to("/login/verification").into_response());
+            }
             Ok(auth.after_sign_up(user, None))
         }
         Ok(Err(error)) => Err(error),
@@ -168,6 +180,7 @@ pub async fn submit(
             tessera_axum::log_in(&ctx.session, &done);
             let mut response = Redirect::to("/profile").into_response();
             Flash::Welcome.set(ctx.cookie(), response.headers_mut());
+            tessera_axum::remember_device(response.headers_mut(), ctx.cookie(), &done);
             Ok(response)
         }
         // The account exists, but is not usable before it has a second
