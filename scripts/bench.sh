@@ -6,6 +6,13 @@
 # 2-core machine; `scripts/bench.sh --quick` is a 3-minute smoke test.
 # Method and figures: docs/benchmarks.md.
 #
+# `scripts/bench.sh server` runs only the rows of the real `tessera` server
+# (issue #17; under 4 minutes once built): the release binary on each session
+# store against bare axum, tower-sessions and the Express + express-session
+# app of the seeds' tutorials (crates/tessera-bench/express, installed from
+# the npm registry into target/express-bench). It keeps the library figures
+# already in docs/benchmarks.json. `--note TEXT` puts a line under the table.
+#
 # `scripts/bench.sh signup-flood` runs one measurement alone (under 2
 # minutes): a login's latency from one address while another floods
 # sign-ups, against the release `tessera` server (docs/reliability.md).
@@ -19,6 +26,8 @@ if [ "${1:-}" = signup-flood ]; then
 fi
 
 missing=()
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v redis-server >/dev/null || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
@@ -31,5 +40,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The Express peer, from the npm registry (again when its package.json changed).
+express=target/express-bench
+mkdir -p "$express"
+if ! cmp -s crates/tessera-bench/express/package.json "$express/package.json" || [ ! -d "$express/node_modules" ]; then
+    echo "bench.sh: installing the Express app's packages (npm)"
+    cp crates/tessera-bench/express/package.json "$express/"
+    (cd "$express" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+cp crates/tessera-bench/express/app.js "$express/"
+
+cargo build --release -p tessera-server --bin tessera
 cargo build --release -p tessera-bench
 exec cargo run --release -q -p tessera-bench -- "$@"
