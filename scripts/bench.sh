@@ -19,10 +19,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One build of both binaries: the `tessera` binary and tessera-bench then
+# share one feature set, so the server's library is compiled once.
+build() { cargo build --release -p tessera-server -p tessera-bench --bins; }
+bench="${CARGO_TARGET_DIR:-target}/release/tessera-bench"
+
 if [ "${1:-}" = signup-flood ]; then
-    cargo build --release -p tessera-server --bin tessera
-    cargo build --release -p tessera-bench
-    exec cargo run --release -q -p tessera-bench -- "$@"
+    build
+    exec "$bench" "$@"
 fi
 
 missing=()
@@ -50,6 +54,5 @@ if ! cmp -s crates/tessera-bench/express/package.json "$express/package.json" ||
 fi
 cp crates/tessera-bench/express/app.js "$express/"
 
-cargo build --release -p tessera-server --bin tessera
-cargo build --release -p tessera-bench
-exec cargo run --release -q -p tessera-bench -- "$@"
+build
+exec "$bench" "$@"

@@ -95,7 +95,12 @@ async function main() {
 
   const benchUser = process.env.BENCH_USER || "bench";
   const benchPassword = process.env.BENCH_PASSWORD || "correct horse battery staple";
-  users.set(benchUser, { username: benchUser, passwordHash: await bcrypt.hash(benchPassword, saltRounds) });
+  // The bench user, and the accounts the login benchmark cycles through.
+  const names = [benchUser];
+  for (let i = 0; i < Number(process.env.BENCH_USERS || 0); i++) names.push(`${benchUser}${i}`);
+  for (const name of names) {
+    users.set(name, { username: name, passwordHash: await bcrypt.hash(benchPassword, saltRounds) });
+  }
   app.listen(port, "127.0.0.1", () => console.log(`listening on http://127.0.0.1:${port}`));
 }
 

@@ -308,6 +308,7 @@ fn measure_app(settings: &Settings, backends: &Backends, plan: &AppPlan, rep: u3
             body: None,
             cookies: if matches!(route, Route::Me | Route::Counter) { cookies.clone() } else { Vec::new() },
             headers: Vec::new(),
+            bodies: Vec::new(),
         };
         eprintln!("tessera-bench: rep {} {} {}", rep + 1, plan.app, route.label());
         let run = measure(settings, backends, &server, &request)?;
@@ -361,6 +362,7 @@ fn login_flood(settings: &Settings, backends: &Backends) -> Fallible<LoginFlood>
         body: Some(crate::apps::BENCH_PASSWORD.to_owned()),
         cookies: Vec::new(),
         headers: Vec::new(),
+        bodies: Vec::new(),
     };
     eprintln!("tessera-bench: POST /login-argon2 alone");
     let dir = &backends.scratch;

@@ -31,6 +31,30 @@ pub(crate) const USERNAME: &str = "bench";
 /// Its password (long enough for the default password policy).
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
+/// Accounts the `POST /login` runs cycle through (`bench0`, `bench1`, …):
+/// concurrent logins to one account are what the brute-force throttle is
+/// for (each attempt is reserved before the password is checked), so a
+/// login benchmark, like real traffic, logs different people in at once.
+pub(crate) const LOGIN_USERS: usize = 16;
+
+/// The name of login account `i`.
+pub(crate) fn login_user(i: usize) -> String {
+    format!("{USERNAME}{i}")
+}
+
+/// Signs up the [`LOGIN_USERS`] accounts (the server must allow that many
+/// sign-ups from one address).
+pub(crate) async fn sign_up_login_users(client: &mut impl Client) -> Fallible {
+    for i in 0..LOGIN_USERS {
+        let json = serde_json::json!({"username": login_user(i), "password": PASSWORD}).to_string();
+        let answer = client.send("POST", "/api/signup", &[("content-type", "application/json")], &json).await?;
+        if answer.status != 201 && answer.status != 409 {
+            return Err(format!("POST /api/signup answered {}: {}", answer.status, answer.body).into());
+        }
+    }
+    Ok(())
+}
+
 /// Where the server's users database and sessions go.
 #[derive(Debug, Clone)]
 pub(crate) struct Stores {
@@ -91,7 +115,12 @@ pub(crate) struct Credentials {
 impl Credentials {
     /// The form body of `POST /login`.
     pub(crate) fn login_body(&self) -> String {
-        format!("csrf_token={}&username={USERNAME}&password={}", urlencode(&self.login_csrf), urlencode(PASSWORD))
+        self.login_body_for(USERNAME)
+    }
+
+    /// The form body of `POST /login` as `user`.
+    pub(crate) fn login_body_for(&self, user: &str) -> String {
+        format!("csrf_token={}&username={user}&password={}", urlencode(&self.login_csrf), urlencode(PASSWORD))
     }
 }
 
