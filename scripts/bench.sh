@@ -2,7 +2,7 @@
 # The benchmark command: installs what it needs from Debian's packages when
 # missing (wrk, redis-server, PostgreSQL), builds in release mode and runs
 # every measurement, writing docs/benchmarks.md, docs/benchmarks.json and
-# docs/benchmarks.svg. Takes under 15 minutes from a clean clone on the
+# docs/benchmarks.svg. Should take under 15 minutes from a clean clone on the
 # 2-core machine; `scripts/bench.sh --quick` is a 3-minute smoke test.
 # Method and figures: docs/benchmarks.md.
 #
