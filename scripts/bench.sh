@@ -2,7 +2,8 @@
 # The benchmark command: installs what it needs from Debian's packages when
 # missing (wrk, redis-server, PostgreSQL), builds in release mode and runs
 # every measurement, writing docs/benchmarks.md, docs/benchmarks.json and
-# docs/benchmarks.svg. Should take under 15 minutes from a clean clone on the
+# docs/benchmarks.svg. Measurements take about 10 minutes (604 s in one run,
+# server rows included), plus the release build on a clean clone, on the
 # 2-core machine; `scripts/bench.sh --quick` is a 3-minute smoke test.
 # Method and figures: docs/benchmarks.md.
 #

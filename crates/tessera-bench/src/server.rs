@@ -357,3 +357,37 @@ fn init_logging(settings: &tessera_server::settings::Settings) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_are_encoded_and_csrf_fields_found() {
+        assert_eq!(urlencode("correct horse/é"), "correct+horse%2F%C3%A9");
+        let credentials = Credentials { login_csrf: "a+b".into(), ..Credentials::default() };
+        assert_eq!(
+            credentials.login_body_for("bench3"),
+            "csrf_token=a%2Bb&username=bench3&password=correct+horse+battery+staple"
+        );
+        let page = r#"<form><input type="hidden" name="csrf_token" value="tok-1"></form>"#;
+        assert_eq!(csrf_field(page).unwrap(), "tok-1");
+        assert!(csrf_field("<form></form>").is_err());
+    }
+
+    #[test]
+    fn stores_become_the_servers_flags() {
+        let dir = std::path::Path::new("/tmp/x");
+        assert_eq!(Stores::of("sqlite", dir, "", "").unwrap().flags(), ["--database", "sqlite:///tmp/x/users.db"]);
+        assert_eq!(
+            Stores::of("memory", dir, "", "").unwrap().flags(),
+            ["--database", "sqlite:///tmp/x/users.db", "--session-store", "memory://"]
+        );
+        assert!(Stores::of("redis", dir, "", "").is_err(), "Redis needs a URL");
+        assert!(Stores::of("mongodb", dir, "", "").is_err());
+        let unknown = route_request("/nope", &Credentials::default());
+        assert!(unknown.is_err());
+        let bearer = route_request("/api/me-bearer", &Credentials { access_token: "t".into(), ..Default::default() });
+        assert_eq!(bearer.unwrap().headers[0], ("Authorization", "Bearer t".to_owned()));
+    }
+}

@@ -523,3 +523,34 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_parsed_with_their_cookies_and_chunked_bodies() {
+        let raw = b"HTTP/1.1 303 See Other\r\nSet-Cookie: __Host-id=abc; Path=/; Secure\r\n\
+            set-cookie: __Host-csrf=; Max-Age=0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let answer = parse_answer(raw).unwrap();
+        assert_eq!(answer.status, 303);
+        assert_eq!(answer.cookies, vec!["__Host-id=abc".to_owned()], "deletions are not cookies");
+        assert_eq!(answer.body, "abcde");
+        assert!(parse_answer(b"HTTP/1.1 200 OK\r\n").is_err(), "no end of headers");
+    }
+
+    #[test]
+    fn every_tessera_row_has_its_peers_in_the_plan() {
+        let plan = plan();
+        let has = |app: &str, route: &str| plan.iter().any(|t| t.app == app && t.routes.contains(&route));
+        assert!(has("bare", "/hello") && has("tower-sessions-memory", "/me"));
+        for route in ["/hello", "/me", "/profile", "/login"] {
+            assert!(has("express-memory", route), "{route}");
+        }
+        for target in plan.iter().filter(|t| matches!(t.kind, Kind::Tessera(_))) {
+            for route in target.routes {
+                assert!(server::ROUTES.contains(route), "{} {route}", target.app);
+            }
+        }
+    }
+}
