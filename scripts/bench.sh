@@ -2,9 +2,17 @@
 # The benchmark command: installs what it needs from Debian's packages when
 # missing (wrk, redis-server, PostgreSQL), builds in release mode and runs
 # every measurement, writing docs/benchmarks.md, docs/benchmarks.json and
-# docs/benchmarks.svg. Takes under 15 minutes from a clean clone on the
+# docs/benchmarks.svg. Measurements take about 10 minutes (604 s in one run,
+# server rows included), plus the release build on a clean clone, on the
 # 2-core machine; `scripts/bench.sh --quick` is a 3-minute smoke test.
 # Method and figures: docs/benchmarks.md.
+#
+# `scripts/bench.sh server` runs only the rows of the real `tessera` server
+# (issue #17; under 4 minutes once built): the release binary on each session
+# store against bare axum, tower-sessions and the Express + express-session
+# app of the seeds' tutorials (crates/tessera-bench/express, installed from
+# the npm registry into target/express-bench). It keeps the library figures
+# already in docs/benchmarks.json. `--note TEXT` puts a line under the table.
 #
 # `scripts/bench.sh signup-flood` runs one measurement alone (under 2
 # minutes): a login's latency from one address while another floods
@@ -12,13 +20,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One build of both binaries: the `tessera` binary and tessera-bench then
+# share one feature set, so the server's library is compiled once.
+build() { cargo build --release -p tessera-server -p tessera-bench --bins; }
+bench="${CARGO_TARGET_DIR:-target}/release/tessera-bench"
+
 if [ "${1:-}" = signup-flood ]; then
-    cargo build --release -p tessera-server --bin tessera
-    cargo build --release -p tessera-bench
-    exec cargo run --release -q -p tessera-bench -- "$@"
+    build
+    exec "$bench" "$@"
 fi
 
 missing=()
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v redis-server >/dev/null || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
@@ -31,5 +45,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-cargo build --release -p tessera-bench
-exec cargo run --release -q -p tessera-bench -- "$@"
+# The Express peer, from the npm registry (again when its package.json changed).
+express=target/express-bench
+mkdir -p "$express"
+if ! cmp -s crates/tessera-bench/express/package.json "$express/package.json" || [ ! -d "$express/node_modules" ]; then
+    echo "bench.sh: installing the Express app's packages (npm)"
+    cp crates/tessera-bench/express/package.json "$express/"
+    (cd "$express" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+cp crates/tessera-bench/express/app.js "$express/"
+
+build
+exec "$bench" "$@"

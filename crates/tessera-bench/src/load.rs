@@ -19,6 +19,18 @@ pub(crate) struct Request {
     pub(crate) path: &'static str,
     pub(crate) body: Option<String>,
     pub(crate) cookies: Vec<String>,
+    /// More headers, sent with every request (a `Content-Type` here
+    /// replaces the default `text/plain` of a body).
+    pub(crate) headers: Vec<(String, String)>,
+    /// Bodies to send round-robin instead of `body` (non-empty: used).
+    pub(crate) bodies: Vec<String>,
+}
+
+impl Request {
+    /// `GET path`, cycling through `cookies`.
+    pub(crate) fn get(path: &'static str, cookies: Vec<String>) -> Request {
+        Request { method: "GET", path, body: None, cookies, headers: Vec::new(), bodies: Vec::new() }
+    }
 }
 
 /// What `wrk` reported for one run (its Lua `done` hook prints these).
@@ -46,8 +58,13 @@ fn script(dir: &Path, request: &Request, tag: &str) -> Fallible<PathBuf> {
     let lua_string = |text: &str| format!("{text:?}");
     let cookies: Vec<String> = request.cookies.iter().map(|cookie| lua_string(cookie)).collect();
     let body = request.body.as_deref().map(lua_string).unwrap_or_else(|| "nil".to_owned());
+    let bodies: Vec<String> = request.bodies.iter().map(|body| lua_string(body)).collect();
+    let extra: Vec<String> =
+        request.headers.iter().map(|(name, value)| format!("[{}] = {}", lua_string(name), lua_string(value))).collect();
     let text = format!(
         r#"local cookies = {{ {cookies} }}
+local extra = {{ {extra} }}
+local bodies = {{ {bodies} }}
 local method = {method}
 local path = {path}
 local body = {body}
@@ -57,6 +74,8 @@ request = function()
   local headers = {{}}
   if #cookies > 0 then headers["Cookie"] = cookies[(n % #cookies) + 1] end
   if body ~= nil then headers["Content-Type"] = "text/plain" end
+  for name, value in pairs(extra) do headers[name] = value end
+  if #bodies > 0 then return wrk.format(method, path, headers, bodies[(n % #bodies) + 1]) end
   return wrk.format(method, path, headers, body)
 end
 done = function(summary, latency, requests)
@@ -67,6 +86,8 @@ done = function(summary, latency, requests)
 end
 "#,
         cookies = cookies.join(", "),
+        extra = extra.join(", "),
+        bodies = bodies.join(", "),
         method = lua_string(request.method),
         path = lua_string(request.path),
     );

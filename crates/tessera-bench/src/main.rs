@@ -3,6 +3,7 @@
 //! `cargo run --release -p tessera-bench` (or `scripts/bench.sh`) runs every
 //! measurement and writes `docs/benchmarks.md`, `docs/benchmarks.json` and
 //! `docs/benchmarks.svg`. `--quick` makes short runs to check that it works.
+//! `server` runs only the rows of the real `tessera` server (issue #17).
 //! `signup-flood` measures one thing on its own: a login's latency while
 //! another address floods sign-ups (for `docs/reliability.md`).
 //!
@@ -20,6 +21,9 @@ mod plan;
 mod procstat;
 mod profile;
 mod report;
+mod report_server;
+mod server;
+mod server_rows;
 mod services;
 mod signup_flood;
 
@@ -58,6 +62,10 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         iterations: u32,
     },
+    /// The server rows alone (issue #17): the release `tessera` binary on
+    /// each session store against bare axum, tower-sessions and Express;
+    /// keeps the library figures already in `OUT/benchmarks.json`.
+    Server(orchestrate::ServerArgs),
     /// A login's latency from one address while another floods sign-ups,
     /// against the real tessera server (`scripts/bench.sh signup-flood`).
     SignupFlood(signup_flood::FloodArgs),
@@ -71,6 +79,7 @@ fn main() {
         Some(Command::Profile(args)) => profile::run(args),
         Some(Command::HashTime { iterations }) => idle::hash_time(iterations),
         Some(Command::SignupFlood(args)) => signup_flood::run(args),
+        Some(Command::Server(args)) => orchestrate::run_server_rows(args),
         None => match cli.render {
             Some(json) => report::render(&json, &cli.out),
             None => orchestrate::run(cli.quick, &cli.out),

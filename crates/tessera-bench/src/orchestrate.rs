@@ -11,6 +11,7 @@ use crate::idle::IdleResult;
 use crate::load::{self, Request, WrkResult};
 use crate::plan::{AppPlan, Route, Settings};
 use crate::procstat;
+use crate::server_rows::{self, Programs, ServerResults, ServerSettings};
 use crate::services::{self, Postgres, Redis};
 use crate::Fallible;
 
@@ -69,6 +70,71 @@ pub(crate) struct Results {
     pub(crate) idle_error: Option<String>,
     pub(crate) login: Option<LoginFlood>,
     pub(crate) login_error: Option<String>,
+    /// The rows of the real `tessera` server (issue #17).
+    #[serde(default)]
+    pub(crate) server: Option<ServerResults>,
+}
+
+/// Arguments of `tessera-bench server`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServerArgs {
+    /// Short runs, to check that everything works.
+    #[arg(long)]
+    quick: bool,
+    /// Where benchmarks.json is read and benchmarks.md, .json, .svg written.
+    #[arg(long, default_value = "docs")]
+    out: std::path::PathBuf,
+    /// A line shown under the server table, e.g. which change was measured.
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
+/// `tessera-bench server`: the server rows alone, merged into the report
+/// of the last full run.
+pub(crate) fn run_server_rows(args: ServerArgs) -> Fallible {
+    check_tools()?;
+    let scratch = std::env::temp_dir().join(format!("tessera-bench-server-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let redis = Redis::start().map_err(|e| eprintln!("tessera-bench: no Redis: {e}")).ok();
+    let postgres = Postgres::start(&scratch).map_err(|e| eprintln!("tessera-bench: no PostgreSQL: {e}")).ok();
+    let settings = ServerSettings::new(args.quick);
+    let mut server = server_rows::run(&settings, &Programs::from_env(), redis.as_ref(), postgres.as_ref(), &scratch);
+    server.note = args.note;
+    drop(redis);
+    drop(postgres);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let json = args.out.join("benchmarks.json");
+    let mut results: Results = match std::fs::read(&json) {
+        Ok(bytes) => serde_json::from_slice(&bytes)?,
+        Err(_) => Results {
+            settings: Settings::new(args.quick),
+            machine: machine(),
+            started_unix: server.started_unix,
+            elapsed_secs: 0.0,
+            estimated_secs: 0,
+            runs: Vec::new(),
+            skipped: Vec::new(),
+            idle: None,
+            idle_error: None,
+            login: None,
+            login_error: None,
+            server: None,
+        },
+    };
+    eprintln!("tessera-bench: server rows done in {:.0} s", server.elapsed_secs);
+    results.server = Some(server);
+    crate::report::write(&results, &args.out)?;
+    eprintln!("tessera-bench: wrote {}", args.out.join("benchmarks.md").display());
+    Ok(())
+}
+
+fn check_tools() -> Fallible {
+    for tool in ["wrk", "taskset"] {
+        if Command::new("which").arg(tool).stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
+            return Err(format!("{tool} is missing: run scripts/bench.sh, which installs it").into());
+        }
+    }
+    Ok(())
 }
 
 /// The external things the servers need.
@@ -81,11 +147,7 @@ struct Backends {
 pub(crate) fn run(quick: bool, out: &Path) -> Fallible {
     let started = Instant::now();
     let settings = Settings::new(quick);
-    for tool in ["wrk", "taskset"] {
-        if Command::new("which").arg(tool).stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
-            return Err(format!("{tool} is missing: run scripts/bench.sh, which installs it").into());
-        }
-    }
+    check_tools()?;
     let scratch = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let mut skipped = Vec::new();
@@ -97,7 +159,8 @@ pub(crate) fn run(quick: bool, out: &Path) -> Fallible {
         .ok();
     let backends = Backends { redis, postgres, scratch: scratch.clone() };
     let skipped_apps: Vec<&str> = skipped.iter().map(|s: &Skipped| s.app.as_str()).collect();
-    let estimated_secs = settings.estimate_secs(&skipped_apps);
+    let server_settings = ServerSettings::new(quick);
+    let estimated_secs = settings.estimate_secs(&skipped_apps) + server_rows::estimate_secs(&server_settings);
     eprintln!("tessera-bench: measurements should take about {} min {} s", estimated_secs / 60, estimated_secs % 60);
 
     let apps: Vec<AppPlan> = settings.apps().into_iter().filter(|plan| !skipped_apps.contains(&plan.app)).collect();
@@ -125,6 +188,13 @@ pub(crate) fn run(quick: bool, out: &Path) -> Fallible {
         Ok(idle) => (Some(idle), None),
         Err(error) => (None, Some(error.to_string())),
     };
+    let server = server_rows::run(
+        &server_settings,
+        &Programs::from_env(),
+        backends.redis.as_ref(),
+        backends.postgres.as_ref(),
+        &backends.scratch,
+    );
     drop(backends);
     let _ = std::fs::remove_dir_all(&scratch);
 
@@ -144,6 +214,7 @@ pub(crate) fn run(quick: bool, out: &Path) -> Fallible {
         idle_error,
         login,
         login_error,
+        server: Some(server),
     };
     crate::report::write(&results, out)?;
     eprintln!("tessera-bench: done in {:.0} s; wrote {}", results.elapsed_secs, out.join("benchmarks.md").display());
@@ -155,7 +226,7 @@ fn note(skipped: &mut Vec<Skipped>, apps: &[&str], reason: &str) {
     skipped.extend(apps.iter().map(|app| Skipped { app: (*app).to_owned(), reason: reason.to_owned() }));
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -236,6 +307,8 @@ fn measure_app(settings: &Settings, backends: &Backends, plan: &AppPlan, rep: u3
             path,
             body: None,
             cookies: if matches!(route, Route::Me | Route::Counter) { cookies.clone() } else { Vec::new() },
+            headers: Vec::new(),
+            bodies: Vec::new(),
         };
         eprintln!("tessera-bench: rep {} {} {}", rep + 1, plan.app, route.label());
         let run = measure(settings, backends, &server, &request)?;
@@ -282,12 +355,14 @@ fn login_flood(settings: &Settings, backends: &Backends) -> Fallible<LoginFlood>
     let cores = 1;
     let server = Server::start("tessera-memory", backends)?;
     let cookies = load::session_cookies(server.port, settings.cookies)?;
-    let me = Request { method: "GET", path: "/me", body: None, cookies };
+    let me = Request::get("/me", cookies);
     let flood = Request {
         method: "POST",
         path: "/login-argon2",
         body: Some(crate::apps::BENCH_PASSWORD.to_owned()),
         cookies: Vec::new(),
+        headers: Vec::new(),
+        bodies: Vec::new(),
     };
     eprintln!("tessera-bench: POST /login-argon2 alone");
     let dir = &backends.scratch;

@@ -124,6 +124,10 @@ fn markdown(results: &Results, rows: &[Row], baseline: Option<f64>) -> String {
         results.machine, results.elapsed_secs, results.estimated_secs
     );
     let _ = writeln!(md, "![Server CPU per request](benchmarks.svg)\n");
+    if let Some(server) = &results.server {
+        crate::report_server::section(&mut md, server);
+    }
+    let _ = writeln!(md, "# The library: tessera-axum apps against tower-sessions\n");
     method(&mut md, s);
     targets(&mut md, results, rows, baseline);
     table(&mut md, rows, baseline);

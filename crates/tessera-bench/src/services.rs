@@ -154,6 +154,13 @@ impl Postgres {
             .stderr(Stdio::null()))
     }
 
+    /// A new, empty database `name` (dropped first if it exists); its URL.
+    pub(crate) fn fresh_database(&self, name: &str) -> Fallible<String> {
+        self.psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+        self.psql(&format!("CREATE DATABASE {name}"))?;
+        Ok(format!("postgres://postgres@127.0.0.1:{}/{name}", self.port))
+    }
+
     /// Empties the sessions table between apps (it may not exist yet).
     pub(crate) fn flush(&self) {
         let _ = self.psql("TRUNCATE tessera_sessions");
