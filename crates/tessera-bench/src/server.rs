@@ -268,6 +268,8 @@ pub(crate) struct InProcess {
     /// Kept so the background tasks' handles and the stores live as long
     /// as the measurement.
     _app: tessera_server::App,
+    /// Writes the queued log lines when dropped.
+    _log: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl InProcess {
@@ -282,7 +284,9 @@ impl InProcess {
         }
         overrides.extend(extra.iter().cloned());
         let settings = tessera_server::settings::Settings::load(None, &[], &overrides)?;
-        init_logging(&settings);
+        // `tessera serve`'s own logging (the access log on, written by its
+        // own thread), kept for as long as the app.
+        let log = tessera_server::log_format::init(&settings, true);
         let config = tessera_server::AppConfig::from_settings(&settings)?;
         let app = tessera_server::App::build(config).await?;
         // `App::serve` hands the router to hyper as
@@ -290,7 +294,12 @@ impl InProcess {
         // carries the peer address, which is all it adds per request.
         // The background tasks (purge, stats flush, metrics upkeep) run on
         // this runtime, as in the server.
-        Ok(InProcess { router: app.router.clone(), peer: SocketAddr::from(([127, 0, 0, 1], 40_000)), _app: app })
+        Ok(InProcess {
+            router: app.router.clone(),
+            peer: SocketAddr::from(([127, 0, 0, 1], 40_000)),
+            _app: app,
+            _log: log,
+        })
     }
 
     /// Sends one request; the body is read to the end (so lazily rendered
@@ -337,24 +346,6 @@ impl Client for InProcess {
         let (status, headers, bytes) = self.call(builder.body(Body::from(body.to_owned()))?).await?;
         let cookies = set_cookies(headers.get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()));
         Ok(Answer { status: status.as_u16(), cookies, body: String::from_utf8_lossy(&bytes).into_owned() })
-    }
-}
-
-/// `tessera`'s own logging set-up (`main.rs`): the `log.filter` setting
-/// (default `info,sqlx=warn`, so the access log is on) unless `RUST_LOG`
-/// says otherwise, plain text on stdout.
-fn init_logging(settings: &tessera_server::settings::Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log.filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match settings.log.format {
-        tessera_server::settings::LogFormat::Text => {
-            let _ = builder.try_init();
-        }
-        tessera_server::settings::LogFormat::Json => {
-            let _ = builder.json().with_current_span(true).with_span_list(false).try_init();
-        }
     }
 }
 

@@ -216,8 +216,13 @@ where
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match settings.log.format {
-        LogFormat::Text => builder.fmt_fields(TextFields).event_format(TextFormat).init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        // A second call (a benchmark building the app twice) keeps the first.
+        LogFormat::Text => {
+            let _ = builder.fmt_fields(TextFields).event_format(TextFormat).try_init();
+        }
+        LogFormat::Json => {
+            let _ = builder.json().with_current_span(true).with_span_list(false).try_init();
+        }
     }
 }
 
