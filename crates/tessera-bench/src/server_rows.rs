@@ -94,8 +94,11 @@ pub(crate) struct Programs {
 
 impl Programs {
     pub(crate) fn from_env() -> Programs {
-        let target = PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()));
-        Programs { tessera: target.join("release/tessera"), express: PathBuf::from("target/express-bench") }
+        // Absolute: the servers run in temporary directories, and a relative
+        // program path would be looked up from there.
+        let here = std::env::current_dir().unwrap_or_default();
+        let target = here.join(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()));
+        Programs { tessera: target.join("release/tessera"), express: here.join("target/express-bench") }
     }
 }
 

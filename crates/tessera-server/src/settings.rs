@@ -539,7 +539,10 @@ impl Default for OidcSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { format: LogFormat::Text, filter: "info,sqlx=warn".into() }
+        // webauthn-rs-core logs a refused attestation at ERROR with the
+        // whole input as numbers (hundreds of KB for one crafted request);
+        // tessera logs each refusal itself, with its reason.
+        LogSettings { format: LogFormat::Text, filter: "info,sqlx=warn,webauthn_rs_core=off".into() }
     }
 }
 
