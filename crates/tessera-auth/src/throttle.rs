@@ -42,7 +42,7 @@ use sha2::Sha256;
 use sqlx::Row;
 use tessera::{Clock, Timestamp};
 
-use crate::database::{DatabaseError, TimedPool};
+use crate::database::{DatabaseError, TimedPool, TimedTransaction};
 
 /// How failures turn into delays, and how many accounts one address may
 /// create.
@@ -286,13 +286,7 @@ impl Throttle {
             // Should this attempt fail, the next one waits: block now, so the
             // attempts racing this one are refused before they verify anything.
             if let Some(delay) = self.config.delay(attempts + 1, key.free_failures) {
-                let until = now.plus(delay).as_millis();
-                sqlx::query("UPDATE throttle SET blocked_until = $2 WHERE key = $1")
-                    .bind(&key.key)
-                    .bind(until)
-                    .execute(&mut *tx)
-                    .await?;
-                blocks.push((key.key.clone(), until, previous));
+                block(&mut tx, &key.key, now.plus(delay).as_millis(), previous, &mut blocks).await?;
             }
         }
         tx.commit().await?;
@@ -419,13 +413,7 @@ impl Throttle {
         if count >= i64::from(key.free_failures) {
             // The allowance is used up: the next sign-up waits for the end
             // of the window, and so do the ones racing this one.
-            let until = window_start.saturating_add(window);
-            sqlx::query("UPDATE throttle SET blocked_until = $2 WHERE key = $1")
-                .bind(&key.key)
-                .bind(until)
-                .execute(&mut *tx)
-                .await?;
-            blocks.push((key.key.clone(), until, previous));
+            block(&mut tx, &key.key, window_start.saturating_add(window), previous, &mut blocks).await?;
         }
         tx.commit().await?;
         Ok(Ok(SignUpReservation(Reservation { keys: AttemptKeys { account: None, ip: Some(key) }, blocks })))
@@ -519,6 +507,26 @@ pub const DEVICE_COOKIE: &str = "device";
 
 /// How long a browser stays a known device after its last successful login.
 pub const DEVICE_COOKIE_LIFETIME: Duration = Duration::from_secs(180 * 24 * 3600);
+
+/// Blocks `key` until `until` (milliseconds) inside `tx`, the transaction
+/// that counted the attempt and holds the counter's row, and notes the block
+/// it replaced (`previous`) in `blocks`, so that giving the attempt back
+/// restores it ([`Throttle::release`]).
+async fn block(
+    tx: &mut TimedTransaction,
+    key: &str,
+    until: i64,
+    previous: i64,
+    blocks: &mut Vec<(String, i64, i64)>,
+) -> Result<(), DatabaseError> {
+    sqlx::query("UPDATE throttle SET blocked_until = $2 WHERE key = $1")
+        .bind(key)
+        .bind(until)
+        .execute(&mut **tx)
+        .await?;
+    blocks.push((key.to_owned(), until, previous));
+    Ok(())
+}
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
