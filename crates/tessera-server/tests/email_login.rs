@@ -470,6 +470,33 @@ async fn email_sign_in_through_the_api() {
     assert_eq!(response.unwrap().status(), 404);
 }
 
+/// A throttled `POST /api/login/email` says what was throttled — sign-in
+/// codes asked for — in its problem document, not "failed password
+/// attempts" (nobody typed a password), with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_api_email_sign_in_request_says_codes_were_throttled() {
+    let Some(env) = Env::start(EmailLoginMode::Code, EmailPolicy::Optional).await else { return };
+    let address = format!("{}@example.com", unique_name("many"));
+    let http = reqwest::Client::new();
+    let mut refused = None;
+    for _ in 0..30 {
+        let response = http.post(env.url("/api/login/email")).json(&json!({"email": address})).send().await.unwrap();
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 202);
+    }
+    let refused = refused.expect("repeated requests for one address are throttled");
+    assert!(refused.headers().get("retry-after").is_some());
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/throttled"), "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.starts_with("Too many sign-in codes were asked for"), "{detail}");
+    assert!(!detail.contains("password"), "{detail}");
+}
+
 /// On PostgreSQL (two instances' worth of SQL: the upsert that issues, the
 /// counted check, the single use): code, replay, dead after five checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

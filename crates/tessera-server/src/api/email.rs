@@ -13,7 +13,7 @@ use tessera_auth::email_login::{EmailLoginMode, EmailSecret};
 use tessera_auth::{Authenticator, Channel, EmailError, LoginError};
 use tessera_axum::LoginClient;
 
-use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
+use super::problem::{json_response, ApiError, ApiJson, Counted, ProblemDocument};
 use crate::api::tokens::TokenService;
 use crate::mail::EmailPages;
 
@@ -64,7 +64,7 @@ fn email_error(error: EmailError) -> ApiError {
     match error {
         EmailError::Malformed(why) => ApiError::Validation(why.to_string()),
         EmailError::InvalidPassword(why) => ApiError::Validation(why),
-        EmailError::Throttled(wait) => ApiError::Throttled(wait),
+        EmailError::Throttled(wait) => ApiError::TooMany(Counted::Mails, wait),
         EmailError::InvalidToken | EmailError::InvalidCode => ApiError::InvalidEmailToken,
         EmailError::Taken => ApiError::EmailTaken,
         EmailError::Off => ApiError::NotFound,
@@ -215,7 +215,10 @@ pub async fn request_login(
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<EmailLoginRequest>,
 ) -> Result<Response, ApiError> {
-    let attempt = auth.request_email_login(&client, &body.email).await.map_err(email_error)?;
+    let attempt = auth.request_email_login(&client, &body.email).await.map_err(|error| match error {
+        EmailError::Throttled(wait) => ApiError::TooMany(Counted::SignInCodes, wait),
+        other => email_error(other),
+    })?;
     Ok(json_response(StatusCode::ACCEPTED, &EmailLoginStarted { status: "accepted".into(), attempt }))
 }
 
@@ -260,7 +263,7 @@ pub async fn verify_login(
                     "This server requires two-step verification. Log in once in the browser to set up an \
                  authenticator app, then sign in here with its code in second_factor.",
                 ),
-                LoginError::Throttled(wait) => ApiError::Throttled(wait),
+                LoginError::Throttled(wait) => ApiError::TooMany(Counted::FailedSignIns, wait),
                 LoginError::EmailUnverified(_) => ApiError::EmailUnverified,
                 other => ApiError::from(other),
             },

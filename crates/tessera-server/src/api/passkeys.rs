@@ -27,7 +27,7 @@ use tessera_auth::{
 use tessera_axum::LoginClient;
 
 use super::identity::ApiUser;
-use super::problem::{json_response, ApiError, ApiJson, ProblemDocument};
+use super::problem::{json_response, ApiError, ApiJson, Counted, ProblemDocument};
 use super::tokens::{TokenPair, TokenService};
 use crate::registration_policy::{Refusal, Registration};
 use crate::services::services;
@@ -64,7 +64,7 @@ pub(crate) fn login_refused(error: LoginError) -> ApiError {
             ApiError::Passkey(refusal)
         }
         LoginError::Expired => ApiError::Passkey(PasskeyRefusal::Expired),
-        LoginError::Throttled(wait) => ApiError::Throttled(wait),
+        LoginError::Throttled(wait) => ApiError::TooMany(Counted::FailedSignIns, wait),
         LoginError::InvalidCredentials => ApiError::InvalidCredentials,
         LoginError::Busy => ApiError::Busy,
         other => ApiError::unavailable(other),

@@ -13,6 +13,33 @@ use tessera_axum::Problem;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+/// What a `429 throttled` answer counted, so that its detail names what
+/// the client should slow down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Requests for a sign-in code or link (`POST /api/login/email`).
+    SignInCodes,
+    /// Requests that mail someone: reset links, verification mails, or
+    /// checks of a mailed code.
+    Mails,
+    /// Failed sign-ins without a password: mailed codes or links, passkeys.
+    FailedSignIns,
+    /// Passkey ceremonies begun (challenges asked for).
+    PasskeyCeremonies,
+}
+
+impl Counted {
+    /// The detail's sentence, before "Retry after …".
+    fn sentence(self) -> &'static str {
+        match self {
+            Counted::SignInCodes => "Too many sign-in codes were asked for this address or from this client.",
+            Counted::Mails => "Too many emails were asked for this address or from this client.",
+            Counted::FailedSignIns => "Too many failed sign-in attempts.",
+            Counted::PasskeyCeremonies => "Too many passkey ceremonies were begun from this address.",
+        }
+    }
+}
+
 /// Everything an API handler can refuse with. Each variant has a stable
 /// problem `type`, `/problems/<kind>`.
 #[derive(Debug)]
@@ -59,8 +86,12 @@ pub enum ApiError {
     /// 401 `invalid-email-code`: a sign-in code or link is wrong, used,
     /// expired, checked too often, or not of this attempt.
     InvalidEmailCode,
-    /// 429 `throttled`: too many failed sign-ins; retry after the duration.
+    /// 429 `throttled`: too many failed password attempts; retry after the
+    /// duration.
     Throttled(std::time::Duration),
+    /// 429 `throttled`: too many of what [`Counted`] says (not passwords);
+    /// retry after the duration.
+    TooMany(Counted, std::time::Duration),
     /// 403 `forbidden`: the caller may not do this (with the reason).
     Forbidden(&'static str),
     /// 403: the registration policy refuses a new account; the kind
@@ -185,6 +216,12 @@ impl ApiError {
                 "Too many attempts",
                 format!("Too many failed password attempts. Retry after {} seconds.", retry_seconds(*wait)),
             ),
+            TooMany(counted, wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "Too many attempts",
+                format!("{} Retry after {} seconds.", counted.sentence(), retry_seconds(*wait)),
+            ),
             SignUpThrottled(wait) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "throttled",
@@ -303,7 +340,7 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            ApiError::Throttled(wait) | ApiError::SignUpThrottled(wait) => {
+            ApiError::Throttled(wait) | ApiError::TooMany(_, wait) | ApiError::SignUpThrottled(wait) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_seconds(wait)));
             }
             ApiError::Busy => {
