@@ -261,6 +261,25 @@ pub enum PasskeyError {
     Unavailable(#[from] DatabaseError),
 }
 
+/// Why a passkey ceremony stored in the database did not begin.
+#[derive(Debug, thiserror::Error)]
+pub enum BeginError {
+    /// The client's address began too many ceremonies lately
+    /// ([`crate::ThrottleConfig::passkey_ceremonies_per_address`]): retry
+    /// after the duration. Nothing was stored.
+    #[error("too many passkey ceremonies from this address")]
+    Throttled(Duration),
+    /// The ceremony could not begin, or the database is down.
+    #[error(transparent)]
+    Passkey(#[from] PasskeyError),
+}
+
+impl From<DatabaseError> for BeginError {
+    fn from(error: DatabaseError) -> Self {
+        BeginError::Passkey(PasskeyError::Unavailable(error))
+    }
+}
+
 /// Why a passkey-only sign-up did not create an account.
 #[derive(Debug, thiserror::Error)]
 pub enum PasskeySignUpError {
@@ -887,6 +906,53 @@ fn refusal_reason(error: &WebauthnError) -> String {
 }
 
 impl Authenticator {
+    /// The passkeys, or the error of a server without them.
+    fn configured_passkeys(&self) -> Result<&Passkeys, DatabaseError> {
+        self.passkeys().ok_or_else(|| DatabaseError::Unavailable("passkeys are not configured".into()))
+    }
+
+    /// Counts a passkey ceremony begun by `client` on its address's
+    /// allowance, before anything is stored (a client without an address,
+    /// which only tests and the command line are, is not counted).
+    async fn count_ceremony(&self, client: &Client) -> Result<(), BeginError> {
+        let Some(ip) = client.ip else { return Ok(()) };
+        self.throttle().reserve_passkey_ceremony(ip).await?.map_err(BeginError::Throttled)
+    }
+
+    /// Begins a passkey sign-in for `client`: the options for
+    /// `navigator.credentials.get()` (no allow list: discoverable
+    /// credentials) and the ceremony ID finish brings back
+    /// ([`Passkeys::take_authentication`]). Counted per address first
+    /// ([`crate::Throttle::reserve_passkey_ceremony`]): past the allowance
+    /// [`BeginError::Throttled`], and nothing is stored, so one address
+    /// cannot fill the table of challenges.
+    pub async fn begin_passkey_sign_in(
+        &self,
+        client: &Client,
+    ) -> Result<(RequestChallengeResponse, String), BeginError> {
+        let passkeys = self.configured_passkeys()?;
+        self.count_ceremony(client).await?;
+        let (options, ceremony) = passkeys.begin_authentication()?;
+        let id = passkeys.keep_authentication(&ceremony).await?;
+        Ok((options, id))
+    }
+
+    /// Begins adding a passkey to `user` for an API client, which keeps no
+    /// session: the options for `navigator.credentials.create()` and the
+    /// ceremony ID ([`Passkeys::take_registration`]). Counted per address
+    /// like a sign-in ceremony.
+    pub async fn begin_kept_passkey_registration(
+        &self,
+        client: &Client,
+        user: &User,
+    ) -> Result<(CreationChallengeResponse, String), BeginError> {
+        let passkeys = self.configured_passkeys()?;
+        self.count_ceremony(client).await?;
+        let (options, ceremony) = passkeys.begin_registration(user).await?;
+        let id = passkeys.keep_registration(&ceremony).await?;
+        Ok((options, id))
+    }
+
     /// Signs in with a passkey: the assertion answering `ceremony` (taken
     /// out of the session by the host, so it is used once). A passkey with
     /// user verification is two factors in one (the device and its PIN or

@@ -27,6 +27,13 @@
 //! sign-up costs an argon2 hash, so without this one address could keep
 //! every core busy and slow every other user's login down. A sign-up that
 //! succeeds stays counted (accounts are what the counter limits).
+//!
+//! Passkey ceremonies are counted the same way, per client address
+//! (`ceremony:<IPv4>` or `ceremony:<IPv6 /64>`): at most
+//! [`ThrottleConfig::passkey_ceremonies_per_address`] begun per
+//! [`ThrottleConfig::passkey_ceremony_window`]
+//! ([`Throttle::reserve_passkey_ceremony`]), so that one address cannot
+//! fill the table of stored challenges.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -84,6 +91,23 @@ pub struct ThrottleConfig {
     #[serde(with = "tessera::duration_text")]
     #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub signup_window: Duration,
+    /// Passkey ceremonies that may be begun from one client address (an
+    /// IPv4 address or an IPv6 /64) per `passkey_ceremony_window`: the
+    /// sign-in challenges of the login page (which begins one as it loads,
+    /// for the autofill) and of `POST /api/passkeys/signin/begin` (which
+    /// apps also use to confirm), and the challenges of
+    /// `POST /api/passkeys/register/begin`. Past it `429` with
+    /// `Retry-After`, and nothing is stored. Each begin keeps a
+    /// challenge in the database for five minutes: the limit keeps one
+    /// address from filling that table. Raise it for many people signing in
+    /// behind one address. (A passkey sign-up's begin counts as a sign-up,
+    /// under `signups_per_address`.)
+    pub passkey_ceremonies_per_address: u32,
+    /// The window of `passkey_ceremonies_per_address`, from an address's
+    /// first ceremony; once used up, the address waits for the window's end.
+    #[serde(with = "tessera::duration_text")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
+    pub passkey_ceremony_window: Duration,
 }
 
 impl Default for ThrottleConfig {
@@ -99,6 +123,11 @@ impl Default for ThrottleConfig {
             // one address is refused before its first eleventh hash.
             signups_per_address: 10,
             signup_window: Duration::from_secs(60 * 60),
+            // A challenge lives five minutes: thirty per five minutes keep
+            // at most sixty of one address's in the table at any time, and
+            // are more than a household reloading its login page needs.
+            passkey_ceremonies_per_address: 30,
+            passkey_ceremony_window: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -163,6 +192,13 @@ pub fn ip_key(ip: IpAddr) -> String {
 pub fn signup_key(ip: IpAddr) -> String {
     let address = ip_key(ip);
     format!("signup:{}", address.trim_start_matches("ip:"))
+}
+
+/// The passkey-ceremony counter of a client address: like [`ip_key`],
+/// under `ceremony:`.
+pub fn ceremony_key(ip: IpAddr) -> String {
+    let address = ip_key(ip);
+    format!("ceremony:{}", address.trim_start_matches("ip:"))
 }
 
 /// Login attempt counters in the database.
@@ -376,15 +412,43 @@ impl Throttle {
     /// refusals of a flood touch no database.
     pub async fn reserve_sign_up(&self, ip: IpAddr) -> Result<Result<SignUpReservation, Duration>, DatabaseError> {
         let key = ThrottleKey { key: signup_key(ip), free_failures: self.config.signups_per_address };
+        let reserved = self.reserve_in_window(key, self.config.signup_window).await?;
+        Ok(reserved.map(SignUpReservation))
+    }
+
+    /// Counts a passkey ceremony begun from `ip` *before* its challenge is
+    /// stored: `Ok(())` if the address has allowance left in its window
+    /// ([`ThrottleConfig::passkey_ceremonies_per_address`] per
+    /// [`ThrottleConfig::passkey_ceremony_window`]), `Err(wait)` (nothing
+    /// counted) until the window ends if not. Counted like sign-ups, in one
+    /// transaction holding the counter's row, so N simultaneous begins on
+    /// any number of instances store at most the allowance; a ceremony
+    /// stays counted whether or not it is finished.
+    pub async fn reserve_passkey_ceremony(&self, ip: IpAddr) -> Result<Result<(), Duration>, DatabaseError> {
+        let key = ThrottleKey { key: ceremony_key(ip), free_failures: self.config.passkey_ceremonies_per_address };
+        let reserved = self.reserve_in_window(key, self.config.passkey_ceremony_window).await?;
+        Ok(reserved.map(|_| ()))
+    }
+
+    /// Counts one use of `key`'s allowance (its `free_failures`) in a fixed
+    /// `window` from the key's first use: the use that takes the last of it
+    /// blocks the key until the window's end. A block once read is
+    /// remembered for [`SIGN_UP_BLOCK_MEMORY`], so refusals touch no
+    /// database.
+    async fn reserve_in_window(
+        &self,
+        key: ThrottleKey,
+        window: Duration,
+    ) -> Result<Result<Reservation, Duration>, DatabaseError> {
         let now = self.clock.now();
         if let Some(wait) = self.remembered_sign_up_block(&key.key, now) {
             return Ok(Err(wait));
         }
-        let window = millis(self.config.signup_window);
+        let window = millis(window);
         let window_over = now.as_millis().saturating_sub(window);
         let mut tx = self.db.begin().await?;
         // `updated_at` holds the start of the window here: a window that has
-        // ended starts over with this sign-up.
+        // ended starts over with this use.
         let row = sqlx::query(
             "INSERT INTO throttle (key, failures, blocked_until, updated_at) VALUES ($1, 1, 0, $2) \
              ON CONFLICT (key) DO UPDATE SET \
@@ -411,15 +475,16 @@ impl Throttle {
         let window_start: i64 = row.try_get(2)?;
         let mut blocks = Vec::new();
         if count >= i64::from(key.free_failures) {
-            // The allowance is used up: the next sign-up waits for the end
-            // of the window, and so do the ones racing this one.
+            // The allowance is used up: the next use waits for the end of
+            // the window, and so do the ones racing this one.
             block(&mut tx, &key.key, window_start.saturating_add(window), previous, &mut blocks).await?;
         }
         tx.commit().await?;
-        Ok(Ok(SignUpReservation(Reservation { keys: AttemptKeys { account: None, ip: Some(key) }, blocks })))
+        Ok(Ok(Reservation { keys: AttemptKeys { account: None, ip: Some(key) }, blocks }))
     }
 
-    /// The wait of a sign-up block on `key` this instance read lately.
+    /// The wait of a window block (sign-ups, passkey ceremonies) on `key`
+    /// this instance read lately.
     fn remembered_sign_up_block(&self, key: &str, now: Timestamp) -> Option<Duration> {
         let memory = self.blocked_sign_ups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (until, recheck) = memory.get(key)?;
@@ -442,7 +507,8 @@ impl Throttle {
     }
 
     /// Drops counters that are neither blocked nor recent; returns how many.
-    /// A sign-up counter is recent while its window lasts.
+    /// A sign-up counter is recent while its window lasts; a passkey-ceremony
+    /// counter (its window is shorter than the quiet period) like a login's.
     pub async fn purge(&self) -> Result<u64, DatabaseError> {
         let now = self.clock.now();
         let quiet_since = now.as_millis().saturating_sub(millis(self.config.quiet_period));
@@ -552,6 +618,12 @@ mod tests {
     fn signup_keys() {
         assert_eq!(signup_key("192.0.2.7".parse().unwrap()), "signup:192.0.2.7");
         assert_eq!(signup_key("2001:db8:1:2:3:4:5:6".parse().unwrap()), "signup:2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn ceremony_keys() {
+        assert_eq!(ceremony_key("192.0.2.7".parse().unwrap()), "ceremony:192.0.2.7");
+        assert_eq!(ceremony_key("2001:db8:1:2:3:4:5:6".parse().unwrap()), "ceremony:2001:db8:1:2::/64");
     }
 
     #[test]

@@ -609,6 +609,7 @@ impl Settings {
             ("throttle.max_delay", self.throttle.max_delay),
             ("throttle.quiet_period", self.throttle.quiet_period),
             ("throttle.signup_window", self.throttle.signup_window),
+            ("throttle.passkey_ceremony_window", self.throttle.passkey_ceremony_window),
             ("tokens.access_ttl", self.tokens.access_ttl),
             ("tokens.refresh_ttl", self.tokens.refresh_ttl),
             ("tokens.refresh_family_lifetime", self.tokens.refresh_family_lifetime),
@@ -651,6 +652,9 @@ impl Settings {
                 "throttle.signups_per_address",
                 "must be at least 1 (set `accounts.registration` to close sign-ups)".into(),
             );
+        }
+        if self.throttle.passkey_ceremonies_per_address == 0 {
+            return bad("throttle.passkey_ceremonies_per_address", "must be at least 1".into());
         }
         if self.throttle.max_delay < self.throttle.base_delay {
             return bad("throttle.max_delay", "must not be shorter than throttle.base_delay".into());

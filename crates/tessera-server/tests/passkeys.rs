@@ -1214,3 +1214,104 @@ async fn a_passkey_only_account_sets_a_password_after_a_recent_confirmation() {
     assert_eq!(other.login(&name, "a brand new passphrase").await.location(), Some("/profile"));
     server.stop().await;
 }
+
+// ---- Floods of passkey begins (F2, F3) --------------------------------
+
+/// A server with the default passkey-ceremony allowance, on SQLite or at
+/// `database_url`.
+async fn flood_server(database_url: Option<String>) -> (TestServer, tempfile::TempDir, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    let allowance = tessera_auth::ThrottleConfig::default().passkey_ceremonies_per_address;
+    assert!(allowance < 60, "the burst must go past the default allowance");
+    config.throttle.passkey_ceremonies_per_address = allowance;
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
+    (TestServer::start(config, clock).await, dir, allowance)
+}
+
+/// The stored passkey ceremonies.
+async fn ceremonies(server: &TestServer) -> i64 {
+    let row: (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM passkey_ceremonies").fetch_one(server.app_state.db.pool()).await.unwrap();
+    row.0
+}
+
+/// (status, has Retry-After, problem type) of each answer, 200s first.
+fn tally(mut answers: Vec<(u16, bool, String)>) -> (usize, usize) {
+    answers.sort();
+    let ok = answers.iter().filter(|(status, _, _)| *status == 200).count();
+    let throttled: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 429).collect();
+    assert_eq!(ok + throttled.len(), answers.len(), "only 200 and 429: {answers:?}");
+    for (_, retry_after, kind) in &throttled {
+        assert!(*retry_after, "429 without Retry-After");
+        assert_eq!(kind, "/problems/throttled");
+    }
+    (ok, throttled.len())
+}
+
+/// Sixty simultaneous sign-in begins from one address, through the API,
+/// then (the window over) through the login page's endpoint from sixty
+/// cookie jars: each burst gets exactly the allowance and `429` with
+/// `Retry-After` for the rest, and the table of challenges never holds
+/// more than the allowance.
+async fn begin_flood(server: &TestServer, allowance: u32) {
+    let url = format!("{}/api/passkeys/signin/begin", server.base);
+    let http = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.spawn(async move {
+            let response = http.post(url).json(&json!({})).send().await.unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").is_some();
+            let body: Value = response.json().await.unwrap();
+            (status, retry_after, kind(&body).to_owned())
+        });
+    }
+    let answers = tasks.join_all().await;
+    assert_eq!(tally(answers), (allowance as usize, 60 - allowance as usize));
+    assert_eq!(ceremonies(server).await, i64::from(allowance), "no row for a refused begin");
+
+    // The window (and the challenges' lifetime) over: the web endpoint,
+    // sixty browsers at once.
+    server.clock.advance(std::time::Duration::from_secs(5 * 60 + 1));
+    let mut browsers = Vec::new();
+    for _ in 0..60 {
+        let mut browser = server.browser();
+        let csrf = browser.get("/login").await.csrf();
+        browsers.push((browser, csrf));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut browser, csrf) in browsers {
+        tasks.spawn(async move {
+            let pages = std::mem::replace(&mut browser.extra_headers, vec![("accept".into(), "application/json".into())]);
+            let page = browser.post_json_with("/login/passkey/begin", &json!({}), &[("x-csrf-token", &csrf)]).await;
+            browser.extra_headers = pages;
+            let body: Value = serde_json::from_str(&page.body).unwrap_or_default();
+            (page.status, page.header("retry-after").is_some(), kind(&body).to_owned())
+        });
+    }
+    let answers = tasks.join_all().await;
+    assert_eq!(tally(answers), (allowance as usize, 60 - allowance as usize));
+    assert!(ceremonies(server).await <= i64::from(allowance), "the expired challenges went, no refused one came");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sixty_passkey_begins_from_one_address_gets_the_allowance_then_429() {
+    let (server, _dir, allowance) = flood_server(None).await;
+    begin_flood(&server, allowance).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sixty_passkey_begins_on_postgres_gets_the_allowance_then_429() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let (server, _dir, allowance) = flood_server(Some(services::postgres_url())).await;
+    begin_flood(&server, allowance).await;
+    server.stop().await;
+}

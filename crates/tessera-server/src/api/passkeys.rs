@@ -22,7 +22,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tessera_auth::passkey::{passkey_name, Assertion, CreationOptions, NewCredential, RequestOptions};
 use tessera_auth::{
-    Authenticator, Channel, LoginError, PasskeyError, PasskeyRefusal, PasskeySignUpError, RegisterError,
+    Authenticator, BeginError, Channel, LoginError, PasskeyError, PasskeyRefusal, PasskeySignUpError, RegisterError,
 };
 use tessera_axum::LoginClient;
 
@@ -52,6 +52,15 @@ fn refused(error: PasskeyError) -> ApiError {
     match error {
         PasskeyError::Refused(refusal) => ApiError::Passkey(refusal),
         PasskeyError::Unavailable(error) => ApiError::unavailable(error),
+    }
+}
+
+/// The answer to a passkey ceremony that did not begin (web and API alike):
+/// past the address's allowance `429` with `Retry-After`.
+pub(crate) fn begin_refused(error: BeginError) -> ApiError {
+    match error {
+        BeginError::Throttled(wait) => ApiError::TooMany(Counted::PasskeyCeremonies, wait),
+        BeginError::Passkey(error) => refused(error),
     }
 }
 
@@ -111,12 +120,12 @@ pub struct SignInOptions {
     responses(
         (status = 200, description = "A challenge for a discoverable credential", body = SignInOptions),
         (status = 404, description = "Passkeys are not available on this server", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many passkey ceremonies begun from this address lately (`throttle.passkey_ceremonies_per_address`); nothing was stored; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn signin_begin(api: PasskeyApi) -> Result<Response, ApiError> {
-    let passkeys = api.passkeys()?;
-    let (options, ceremony) = passkeys.begin_authentication().map_err(refused)?;
-    let ceremony = passkeys.keep_authentication(&ceremony).await.map_err(ApiError::unavailable)?;
+pub async fn signin_begin(api: PasskeyApi, LoginClient(client): LoginClient) -> Result<Response, ApiError> {
+    api.passkeys()?;
+    let (options, ceremony) = api.auth.begin_passkey_sign_in(&client).await.map_err(begin_refused)?;
     Ok(json_response(StatusCode::OK, &SignInOptions { ceremony, options }))
 }
 
@@ -198,7 +207,7 @@ pub struct RegistrationOptions {
         (status = 400, description = "`passkey-challenge-expired`: the confirmation answers no current ceremony", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated, wrong current password, or a refused confirmation (`passkey-wrong-user`, `passkey-invalid`, …)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 403, description = "An account without a password that has passkeys sent no `confirmation`", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Too many wrong passwords; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords, or too many passkey ceremonies begun from this address lately; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn register_begin(
@@ -235,8 +244,8 @@ pub async fn register_begin(
         };
         confirmed.map_err(login_refused)?;
     }
-    let (options, ceremony) = passkeys.begin_registration(&caller.user).await.map_err(refused)?;
-    let ceremony = passkeys.keep_registration(&ceremony).await.map_err(ApiError::unavailable)?;
+    let begun = api.auth.begin_kept_passkey_registration(&client, &caller.user).await;
+    let (options, ceremony) = begun.map_err(begin_refused)?;
     Ok(json_response(StatusCode::OK, &RegistrationOptions { ceremony, options }))
 }
 

@@ -42,7 +42,7 @@ use tessera_axum::{
 };
 
 use super::{display_time, with_retry_after, Chrome, PageContext};
-use crate::api::passkeys::{login_refused, policy_refused, sign_up_refused};
+use crate::api::passkeys::{begin_refused, login_refused, policy_refused, sign_up_refused};
 use crate::api::problem::{ApiError, ApiJson};
 use crate::database::Database;
 use crate::error_pages::ServerError;
@@ -167,11 +167,16 @@ fn refused(error: PasskeyError) -> ApiError {
 /// (no allow list: discoverable credentials) and a `ceremony` ID for
 /// finish. The challenge is kept in the database, not in a session: the
 /// login page begins one as it loads (for the autofill), and an anonymous
-/// visitor must not get a server-side session for looking at it.
-pub async fn begin_sign_in(pages: PasskeyPages, _csrf: CsrfHeader) -> Result<Response, ApiError> {
-    let passkeys = pages.passkeys()?;
-    let (options, ceremony) = passkeys.begin_authentication().map_err(refused)?;
-    let ceremony = passkeys.keep_authentication(&ceremony).await.map_err(ApiError::unavailable)?;
+/// visitor must not get a server-side session for looking at it. Counted
+/// per client address: past `throttle.passkey_ceremonies_per_address`,
+/// `429` and nothing stored.
+pub async fn begin_sign_in(
+    pages: PasskeyPages,
+    LoginClient(client): LoginClient,
+    _csrf: CsrfHeader,
+) -> Result<Response, ApiError> {
+    pages.passkeys()?;
+    let (options, ceremony) = pages.auth.begin_passkey_sign_in(&client).await.map_err(begin_refused)?;
     let mut body = serde_json::to_value(options).map_err(ApiError::unavailable)?;
     body["ceremony"] = serde_json::Value::String(ceremony);
     Ok(no_store(Json(body).into_response()))

@@ -38,6 +38,9 @@ pub fn test_config(dir: &std::path::Path, clock: &ManualClock) -> AppConfig {
         ..AppConfig::default()
     };
     config.throttle.signups_per_address = TEST_SIGNUPS_PER_ADDRESS;
+    // Tests begin many passkey ceremonies from 127.0.0.1; passkeys.rs tests
+    // the default allowance.
+    config.throttle.passkey_ceremonies_per_address = 1_000_000;
     config
 }
 
