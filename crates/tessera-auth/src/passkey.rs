@@ -1089,13 +1089,56 @@ impl Authenticator {
         Err(self.fail(reservation, event, channel, client, LoginError::PasskeyRefused(refusal)).await)
     }
 
+    /// Begins a passkey-only sign-up of `username` for `client`: the
+    /// options for `navigator.credentials.create()` and the ceremony ID
+    /// finish brings back ([`Passkeys::take_sign_up`]). Like a sign-up with
+    /// a password ([`Authenticator::sign_up`]), a malformed name is refused
+    /// first, then the address's sign-up allowance is counted, and only then
+    /// is the name looked up: past the allowance every name, taken or free,
+    /// gets the same [`RegisterError::Throttled`], so begins can neither
+    /// enumerate user names nor fill the table of challenges. The sign-up
+    /// stays counted (a taken name too); finishing it counts nothing more.
+    pub async fn begin_passkey_sign_up(
+        &self,
+        channel: Channel,
+        client: &Client,
+        username: &str,
+    ) -> Result<(CreationChallengeResponse, String), PasskeySignUpError> {
+        let passkeys = self.configured_passkeys()?;
+        let key = check_username(username).map_err(RegisterError::InvalidUsername)?;
+        let reservation = self.reserve_sign_up(channel, client).await?;
+        let taken = match self.accounts().directory().user_by_name(&key).await {
+            Ok(taken) => taken.is_some(),
+            Err(error) => {
+                self.release_sign_up(reservation).await;
+                return Err(error.into());
+            }
+        };
+        if taken {
+            return Err(RegisterError::UsernameTaken.into());
+        }
+        let begun = match passkeys.begin_sign_up(username.trim()) {
+            Ok((options, ceremony)) => passkeys.keep_sign_up(&ceremony).await.map(|id| (options, id)),
+            Err(error) => return Err(error.into()),
+        };
+        match begun {
+            Ok(begun) => Ok(begun),
+            Err(error) => {
+                self.release_sign_up(reservation).await;
+                Err(error.into())
+            }
+        }
+    }
+
     /// Creates an account with a passkey and no password: the new
-    /// credential answering `ceremony` ([`Passkeys::begin_sign_up`]), named
-    /// `name` (empty: after its authenticator). The credential is checked
-    /// first; then the address's sign-up allowance is counted (as for a
-    /// sign-up with a password) and the account created, with
-    /// [`AuthEvent::SignedUp`] and [`AuthEvent::PasskeyAdded`]. Signs nobody
-    /// in (see [`Authenticator::after_passkey_sign_up`]).
+    /// credential answering `ceremony` ([`Authenticator::begin_passkey_sign_up`]),
+    /// named `name` (empty: after its authenticator). The credential is
+    /// checked first; then the account is created, with
+    /// [`AuthEvent::SignedUp`] and [`AuthEvent::PasskeyAdded`]. The
+    /// address's sign-up allowance was counted when the ceremony began (a
+    /// ceremony is used once, so there are no more accounts than counted
+    /// begins), and is not counted again here. Signs nobody in (see
+    /// [`Authenticator::after_passkey_sign_up`]).
     pub async fn sign_up_with_passkey(
         &self,
         channel: Channel,
@@ -1113,22 +1156,16 @@ impl Authenticator {
         if passkeys.is_registered(&passkey).await? {
             return Err(PasskeyRefusal::AlreadyRegistered.into());
         }
-        let reservation = self.reserve_sign_up(channel, client).await?;
         let now = self.clock_now();
         let user = match self.accounts().directory().create_user(&ceremony.username, &username_key, None, now).await {
             Ok(user) => user,
-            // A taken name stays counted, as for a sign-up with a password.
             Err(CreateUserError::UsernameTaken) => return Err(RegisterError::UsernameTaken.into()),
-            Err(CreateUserError::Unavailable(error)) => {
-                self.release_sign_up(reservation).await;
-                return Err(error.into());
-            }
+            Err(CreateUserError::Unavailable(error)) => return Err(error.into()),
         };
         if let Err(error) = passkeys.store_first(user.id, ceremony, &passkey, name).await {
             if let Err(undo) = passkeys.undo_sign_up(user.id).await {
                 tracing::warn!(error = %undo, user_id = user.id, "removing an account without its passkey failed");
             }
-            self.release_sign_up(reservation).await;
             return Err(error.into());
         }
         self.record(AuthEvent::SignedUp { user_id: user.id }, channel, client).await;

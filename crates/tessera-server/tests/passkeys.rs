@@ -1315,3 +1315,55 @@ async fn a_burst_of_sixty_passkey_begins_on_postgres_gets_the_allowance_then_429
     begin_flood(&server, allowance).await;
     server.stop().await;
 }
+
+/// A passkey sign-up's begin is a sign-up: counted on the address's
+/// allowance (`throttle.signups_per_address`) before the name is looked
+/// up, with the password sign-ups. Past it, a taken name and a free one get
+/// the same `429`, on the API and on the web page's endpoint, so begins
+/// cannot enumerate user names; and a begin within the allowance, finished,
+/// is not counted a second time.
+#[tokio::test]
+async fn passkey_sign_up_begins_count_as_sign_ups_and_cannot_enumerate_names_past_the_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.throttle.signups_per_address = 4;
+    let server = TestServer::start(config, clock).await;
+    let api = Api::new(&server.base);
+    let taken = unique_name("taken");
+    api.sign_up(&taken).await; // 1 of 4
+    let (status, problem) = api.post("/api/passkeys/signup/begin", None, json!({"username": taken})).await;
+    assert_eq!((status, kind(&problem)), (409, "/problems/username-taken"), "2 of 4: {problem}");
+    let (status, _) = api.post("/api/passkeys/signup/begin", None, json!({"username": "a b"})).await;
+    assert_eq!(status, 422, "a malformed name is refused before it is counted");
+    // 3 of 4: a passkey-only account, counted once (at begin).
+    passkey_only_account(&api, &server.base, &unique_name("solo")).await;
+    let (status, problem) = api.post("/api/passkeys/signup/begin", None, json!({"username": taken})).await;
+    assert_eq!((status, kind(&problem)), (409, "/problems/username-taken"), "4 of 4: {problem}");
+
+    // The allowance is used up: the same answer for a taken and a free name.
+    let free = unique_name("free");
+    let (taken_status, taken_problem) =
+        api.post("/api/passkeys/signup/begin", None, json!({"username": taken})).await;
+    let (free_status, free_problem) = api.post("/api/passkeys/signup/begin", None, json!({"username": free})).await;
+    assert_eq!((taken_status, kind(&taken_problem)), (429, "/problems/throttled"), "{taken_problem}");
+    assert_eq!((free_status, &free_problem["detail"]), (taken_status, &taken_problem["detail"]), "{free_problem}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/passkeys/signup/begin", server.base))
+        .json(&json!({"username": free}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("retry-after").is_some());
+    // The web page's endpoint: the same allowance, the same answer.
+    let mut browser = server.browser();
+    let csrf = browser.get("/register").await.csrf();
+    let (status, web_taken) = web_post(&mut browser, "/register/passkey/begin", &csrf, json!({"username": taken})).await;
+    let (free_status, web_free) = web_post(&mut browser, "/register/passkey/begin", &csrf, json!({"username": free})).await;
+    assert_eq!((status, kind(&web_taken)), (429, "/problems/throttled"), "{web_taken}");
+    assert_eq!((free_status, &web_free["detail"]), (status, &web_taken["detail"]), "{web_free}");
+    // And the password sign-up shares it.
+    let (status, _) = api.post("/api/signup", None, json!({"username": free, "password": PASSWORD})).await;
+    assert_eq!(status, 429);
+    server.stop().await;
+}

@@ -317,7 +317,9 @@ pub struct SignUpRequest {
 }
 
 /// `POST /api/passkeys/signup/begin`: options to create the passkey of a
-/// new account with no password. Nothing is stored but the challenge; the
+/// new account with no password. Counted on the address's sign-up
+/// allowance (`throttle.signups_per_address`) before the name is looked
+/// up, like `POST /api/signup`. Nothing is stored but the challenge; the
 /// account is created by finish.
 #[utoipa::path(
     post,
@@ -329,19 +331,18 @@ pub struct SignUpRequest {
         (status = 403, description = "The registration policy refuses new accounts: `registration-closed` or `invitation-required`", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "User name taken", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Invalid user name", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many sign-ups from this address lately (taken and free names alike); nothing was stored; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn signup_begin(api: PasskeyApi, ApiJson(body): ApiJson<SignUpRequest>) -> Result<Response, ApiError> {
-    let passkeys = api.passkeys()?;
+pub async fn signup_begin(
+    api: PasskeyApi,
+    LoginClient(client): LoginClient,
+    ApiJson(body): ApiJson<SignUpRequest>,
+) -> Result<Response, ApiError> {
+    api.passkeys()?;
     api.registration.precheck(body.invite.as_deref()).map_err(policy_refused)?;
-    let key = tessera_auth::password_policy::check_username(&body.username)
-        .map_err(|why| ApiError::Validation(why.into()))?;
-    let taken = api.auth.accounts().directory().user_by_name(&key).await.map_err(ApiError::unavailable)?;
-    if taken.is_some() {
-        return Err(ApiError::UsernameTaken);
-    }
-    let (options, ceremony) = passkeys.begin_sign_up(body.username.trim()).map_err(refused)?;
-    let ceremony = passkeys.keep_sign_up(&ceremony).await.map_err(ApiError::unavailable)?;
+    let begun = api.auth.begin_passkey_sign_up(Channel::Api, &client, &body.username).await;
+    let (options, ceremony) = begun.map_err(sign_up_refused)?;
     Ok(json_response(StatusCode::OK, &RegistrationOptions { ceremony, options }))
 }
 
@@ -375,7 +376,6 @@ pub struct SignUpResponse {
         (status = 401, description = "`passkey-invalid` (origin, relying party, challenge, user verification, encoding; the detail says which)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 403, description = "The registration policy refuses new accounts (`registration-closed`, `invitation-required`, `invalid-invitation`)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "User name taken meanwhile, or `passkey-registered-already`", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 429, description = "Too many accounts created from this address lately; nothing was created; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 pub async fn signup_finish(

@@ -624,23 +624,21 @@ fn sign_up_prechecks(pages: &PasskeyPages, invite: &str, email: &str) -> Result<
 }
 
 /// `POST /register/passkey/begin`: a sign-up with a passkey and no
-/// password. Checks the policy, the name (free?) and the address first,
-/// then answers the options for `navigator.credentials.create()` and a
-/// `ceremony` ID (kept in the database: the visitor has no session).
+/// password. Checks the policy, the address and the name first (counted on
+/// the address's sign-up allowance before the name is looked up, like the
+/// password form), then answers the options for
+/// `navigator.credentials.create()` and a `ceremony` ID (kept in the
+/// database: the visitor has no session).
 pub async fn begin_sign_up(
     pages: PasskeyPages,
+    LoginClient(client): LoginClient,
     _csrf: CsrfHeader,
     ApiJson(body): ApiJson<SignUpBegin>,
 ) -> Result<Response, ApiError> {
-    let passkeys = pages.passkeys()?;
+    pages.passkeys()?;
     sign_up_prechecks(&pages, &body.invite, &body.email)?;
-    let key = tessera_auth::password_policy::check_username(&body.username)
-        .map_err(|why| ApiError::Validation(why.into()))?;
-    if pages.db.users().user_by_name(&key).await.map_err(ApiError::unavailable)?.is_some() {
-        return Err(ApiError::UsernameTaken);
-    }
-    let (options, ceremony) = passkeys.begin_sign_up(body.username.trim()).map_err(refused)?;
-    let ceremony = passkeys.keep_sign_up(&ceremony).await.map_err(ApiError::unavailable)?;
+    let begun = pages.auth.begin_passkey_sign_up(Channel::Web, &client, &body.username).await;
+    let (options, ceremony) = begun.map_err(sign_up_refused)?;
     let mut json = serde_json::to_value(options).map_err(ApiError::unavailable)?;
     json["ceremony"] = serde_json::Value::String(ceremony);
     Ok(no_store(Json(json).into_response()))
