@@ -550,15 +550,18 @@ impl Passkeys {
     }
 
     /// Keeps a sign-up ceremony (the visitor has no account, and the web
-    /// page no session to keep it in); answers its ID.
-    pub async fn keep_sign_up(&self, ceremony: &SignUpCeremony) -> Result<String, DatabaseError> {
-        self.keep("signup", None, serde_json::to_string(ceremony)).await
+    /// page no session to keep it in); answers its ID. `binding` names the
+    /// browser that began it (`None` for an API client): see
+    /// [`Passkeys::keep_authentication`].
+    pub async fn keep_sign_up(&self, ceremony: &SignUpCeremony, binding: Option<&str>) -> Result<String, DatabaseError> {
+        self.keep("signup", None, serde_json::to_string(ceremony), binding).await
     }
 
-    /// Takes (and so ends) the sign-up ceremony `id`; `None` if there is
-    /// none, it was taken already, or it expired.
-    pub async fn take_sign_up(&self, id: &str) -> Result<Option<SignUpCeremony>, DatabaseError> {
-        let Some((state, _)) = self.take("signup", id).await? else { return Ok(None) };
+    /// Takes (and so ends) the sign-up ceremony `id` begun with `binding`;
+    /// `None` if there is none, it was taken already, it expired, or it
+    /// was begun with another binding (then it is left for its own browser).
+    pub async fn take_sign_up(&self, id: &str, binding: Option<&str>) -> Result<Option<SignUpCeremony>, DatabaseError> {
+        let Some((state, _)) = self.take("signup", id, binding).await? else { return Ok(None) };
         Ok(serde_json::from_str(&state).ok())
     }
 
@@ -745,22 +748,37 @@ impl Passkeys {
         Ok(user_id)
     }
 
-    /// Keeps a sign-in ceremony for an API client, which has no session:
-    /// answers the ceremony ID the client sends back with its assertion.
-    pub async fn keep_authentication(&self, ceremony: &AuthenticationCeremony) -> Result<String, DatabaseError> {
-        self.keep("authentication", None, serde_json::to_string(ceremony)).await
+    /// Keeps a sign-in ceremony for a client that has no session (an API
+    /// client, or a visitor of the login page): answers the ceremony ID the
+    /// client sends back with its assertion. A web ceremony is kept with
+    /// `binding`, a digest naming the browser that began it (the host's
+    /// choice; the tessera server's is `tessera_axum::BrowserBinding`): only
+    /// that binding takes it back, and it replaces the browser's pending
+    /// ceremony of the same kind rather than adding a row. `None` for API
+    /// clients, whose ceremonies only the API takes back.
+    pub async fn keep_authentication(
+        &self,
+        ceremony: &AuthenticationCeremony,
+        binding: Option<&str>,
+    ) -> Result<String, DatabaseError> {
+        self.keep("authentication", None, serde_json::to_string(ceremony), binding).await
     }
 
-    /// Takes (and so ends) the sign-in ceremony `id`; `None` if there is
-    /// none, it was taken already, or it expired.
-    pub async fn take_authentication(&self, id: &str) -> Result<Option<AuthenticationCeremony>, DatabaseError> {
-        let Some((state, _)) = self.take("authentication", id).await? else { return Ok(None) };
+    /// Takes (and so ends) the sign-in ceremony `id` begun with `binding`;
+    /// `None` if there is none, it was taken already, it expired, or it was
+    /// begun with another binding (then it is left for its own browser).
+    pub async fn take_authentication(
+        &self,
+        id: &str,
+        binding: Option<&str>,
+    ) -> Result<Option<AuthenticationCeremony>, DatabaseError> {
+        let Some((state, _)) = self.take("authentication", id, binding).await? else { return Ok(None) };
         Ok(serde_json::from_str(&state).ok())
     }
 
     /// Keeps a registration ceremony for an API client; answers its ID.
     pub async fn keep_registration(&self, ceremony: &RegistrationCeremony) -> Result<String, DatabaseError> {
-        self.keep("registration", Some(ceremony.user_id), serde_json::to_string(ceremony)).await
+        self.keep("registration", Some(ceremony.user_id), serde_json::to_string(ceremony), None).await
     }
 
     /// Takes the registration ceremony `id` of `user_id`: another user's
@@ -770,18 +788,22 @@ impl Passkeys {
         id: &str,
         user_id: i64,
     ) -> Result<Option<RegistrationCeremony>, DatabaseError> {
-        let Some((state, owner)) = self.take("registration", id).await? else { return Ok(None) };
+        let Some((state, owner)) = self.take("registration", id, None).await? else { return Ok(None) };
         if owner != Some(user_id) {
             return Ok(None);
         }
         Ok(serde_json::from_str(&state).ok())
     }
 
+    /// Stores a ceremony of `kind` under a fresh random ID (its hash only)
+    /// and `binding` (`''` for none); a bound ceremony replaces the pending
+    /// ones of its kind with the same binding.
     async fn keep(
         &self,
         kind: &str,
         user_id: Option<i64>,
         state: serde_json::Result<String>,
+        binding: Option<&str>,
     ) -> Result<String, DatabaseError> {
         use rand::RngCore;
         let state = state.map_err(|e| DatabaseError::Unavailable(format!("ceremony state: {e}")))?;
@@ -791,28 +813,45 @@ impl Passkeys {
             .bind(now.saturating_sub(lifetime))
             .execute(&self.db)
             .await?;
+        if let Some(binding) = binding {
+            sqlx::query("DELETE FROM passkey_ceremonies WHERE kind = $1 AND binding = $2")
+                .bind(kind)
+                .bind(binding)
+                .execute(&self.db)
+                .await?;
+        }
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let id = URL_SAFE_NO_PAD.encode(bytes);
         sqlx::query(
-            "INSERT INTO passkey_ceremonies (id_hash, kind, user_id, state, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO passkey_ceremonies (id_hash, kind, user_id, state, created_at, binding) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(ceremony_hash(&id))
         .bind(kind)
         .bind(user_id)
         .bind(state)
         .bind(now)
+        .bind(binding.unwrap_or_default())
         .execute(&self.db)
         .await?;
         Ok(id)
     }
 
-    async fn take(&self, kind: &str, id: &str) -> Result<Option<(String, Option<i64>)>, DatabaseError> {
+    /// Takes the ceremony `id` of `kind` if it was kept with `binding`.
+    async fn take(
+        &self,
+        kind: &str,
+        id: &str,
+        binding: Option<&str>,
+    ) -> Result<Option<(String, Option<i64>)>, DatabaseError> {
         let row = sqlx::query(
-            "DELETE FROM passkey_ceremonies WHERE id_hash = $1 AND kind = $2 RETURNING state, user_id, created_at",
+            "DELETE FROM passkey_ceremonies WHERE id_hash = $1 AND kind = $2 AND binding = $3 \
+             RETURNING state, user_id, created_at",
         )
         .bind(ceremony_hash(id))
         .bind(kind)
+        .bind(binding.unwrap_or_default())
         .fetch_optional(&self.db)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -926,14 +965,19 @@ impl Authenticator {
     /// ([`crate::Throttle::reserve_passkey_ceremony`]): past the allowance
     /// [`BeginError::Throttled`], and nothing is stored, so one address
     /// cannot fill the table of challenges.
+    ///
+    /// `binding` names the browser that begins it (`None` for an API
+    /// client): only a finish with the same binding takes the ceremony
+    /// back, and the browser's pending sign-in ceremony is replaced.
     pub async fn begin_passkey_sign_in(
         &self,
         client: &Client,
+        binding: Option<&str>,
     ) -> Result<(RequestChallengeResponse, String), BeginError> {
         let passkeys = self.configured_passkeys()?;
         self.count_ceremony(client).await?;
         let (options, ceremony) = passkeys.begin_authentication()?;
-        let id = passkeys.keep_authentication(&ceremony).await?;
+        let id = passkeys.keep_authentication(&ceremony, binding).await?;
         Ok((options, id))
     }
 
@@ -1098,11 +1142,14 @@ impl Authenticator {
     /// gets the same [`RegisterError::Throttled`], so begins can neither
     /// enumerate user names nor fill the table of challenges. The sign-up
     /// stays counted (a taken name too); finishing it counts nothing more.
+    /// `binding` names the browser that begins it, as for
+    /// [`Authenticator::begin_passkey_sign_in`].
     pub async fn begin_passkey_sign_up(
         &self,
         channel: Channel,
         client: &Client,
         username: &str,
+        binding: Option<&str>,
     ) -> Result<(CreationChallengeResponse, String), PasskeySignUpError> {
         let passkeys = self.configured_passkeys()?;
         let key = check_username(username).map_err(RegisterError::InvalidUsername)?;
@@ -1118,7 +1165,7 @@ impl Authenticator {
             return Err(RegisterError::UsernameTaken.into());
         }
         let begun = match passkeys.begin_sign_up(username.trim()) {
-            Ok((options, ceremony)) => passkeys.keep_sign_up(&ceremony).await.map(|id| (options, id)),
+            Ok((options, ceremony)) => passkeys.keep_sign_up(&ceremony, binding).await.map(|id| (options, id)),
             Err(error) => return Err(error.into()),
         };
         match begun {

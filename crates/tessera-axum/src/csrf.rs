@@ -164,6 +164,43 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
     }
 }
 
+/// A digest naming the browser a request comes from, to bind server-side
+/// state that outlives the request (a passkey challenge kept in a database,
+/// say) to the browser that made it: an HMAC, under the CSRF key, of the
+/// browser's pre-session secret (the `HttpOnly` cookie CSRF tokens of
+/// visitors without a session are bound to). A browser that has none gets
+/// one minted by this request (set as a cookie with the response). Another
+/// browser, or a client that sends no cookie, has another binding. The
+/// secret is replaced when a request logs in or out, so a binding does not
+/// outlive the login state it was made in. The value is 64 hex digits and
+/// reveals nothing of the secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrowserBinding(String);
+
+impl BrowserBinding {
+    /// The digest, 64 lower-case hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for BrowserBinding {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let slot = slot(parts)?;
+        let secret = match &slot.pre_session_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                let mut minted = slot.minted_pre_session_secret.lock().unwrap_or_else(|p| p.into_inner());
+                minted.get_or_insert_with(new_secret).clone()
+            }
+        };
+        let digest = slot.config.csrf_key.sign(b"tessera browser binding v1\0", secret.as_bytes());
+        Ok(BrowserBinding(digest.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+}
+
 /// The host a trusted reverse proxy says the browser addressed (its
 /// `X-Forwarded-Host`). Insert it as a request extension before
 /// [`SessionLayer`](crate::SessionLayer) runs, and only for requests that

@@ -1367,3 +1367,73 @@ async fn passkey_sign_up_begins_count_as_sign_ups_and_cannot_enumerate_names_pas
     assert_eq!(status, 429);
     server.stop().await;
 }
+
+// ---- Web ceremonies are bound to the browser that began them (F5) ------
+
+/// A web passkey sign-in or sign-up ceremony is bound to the browser
+/// (cookie jar) that began it: the same ceremony ID and a valid answer sent
+/// from another jar, or through the API, get the answer of an unknown
+/// ceremony and do not spend it; the jar that began it finishes. A second
+/// begin in one jar replaces its pending ceremony instead of adding a row.
+#[tokio::test]
+async fn web_passkey_ceremonies_finish_only_in_the_browser_that_began_them() {
+    let (server, _dir) = api_server(1000, None).await;
+    let api = Api::new(&server.base);
+    let name = unique_name("bound");
+    let (_, mut soft) = passkey_only_account(&api, &server.base, &name).await;
+
+    // Sign-in: begun in jar A (twice: the second replaces the first).
+    let mut a = server.browser();
+    let csrf_a = a.get("/login").await.csrf();
+    let (status, first) = web_post(&mut a, "/login/passkey/begin", &csrf_a, json!({})).await;
+    assert_eq!(status, 200, "{first}");
+    let stored = ceremonies(&server).await;
+    let (status, options) = web_post(&mut a, "/login/passkey/begin", &csrf_a, json!({})).await;
+    assert_eq!(status, 200, "{options}");
+    assert_eq!(ceremonies(&server).await, stored, "the browser's pending ceremony was replaced, not added to");
+    let assertion = soft.sign(&server.base, &options);
+    let body = json!({"ceremony": options["ceremony"], "credential": assertion});
+    let replaced = json!({"ceremony": first["ceremony"], "credential": assertion});
+
+    // Jar B, with its own CSRF token: refused like a made-up ceremony.
+    let mut b = server.browser();
+    let csrf_b = b.get("/login").await.csrf();
+    let made_up = json!({"ceremony": "made-up", "credential": assertion});
+    let (unknown_status, unknown) = web_post(&mut b, "/login/passkey/finish", &csrf_b, made_up).await;
+    let (status, stolen) = web_post(&mut b, "/login/passkey/finish", &csrf_b, body.clone()).await;
+    assert_eq!((status, kind(&stolen)), (400, "/problems/passkey-challenge-expired"), "{stolen}");
+    assert_eq!((status, &stolen["detail"]), (unknown_status, &unknown["detail"]));
+    assert!(b.get("/profile").await.status != 200, "jar B is not signed in");
+    // The API: the same.
+    let (status, problem) = api.finish(&options["ceremony"], &assertion).await;
+    assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
+    // The replaced ceremony is gone for A too.
+    let (status, problem) = web_post(&mut a, "/login/passkey/finish", &csrf_a, replaced).await;
+    assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
+    // Jar A finishes: the others did not spend its ceremony.
+    let (status, done) = web_post(&mut a, "/login/passkey/finish", &csrf_a, body).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(a.get("/profile").await.status, 200, "jar A is signed in");
+
+    // Sign-up: begun in jar C.
+    let fresh = unique_name("boundup");
+    let mut c = server.browser();
+    let csrf_c = c.get("/register").await.csrf();
+    let (status, begun) = web_post(&mut c, "/register/passkey/begin", &csrf_c, json!({"username": fresh})).await;
+    assert_eq!(status, 200, "{begun}");
+    let mut key = SoftAuthenticator::new();
+    let credential = key.register(&server.base, &begun);
+    let body = json!({"ceremony": begun["ceremony"], "credential": credential});
+    let mut d = server.browser();
+    let csrf_d = d.get("/register").await.csrf();
+    let (status, stolen) = web_post(&mut d, "/register/passkey/finish", &csrf_d, body.clone()).await;
+    assert_eq!((status, kind(&stolen)), (400, "/problems/passkey-challenge-expired"), "{stolen}");
+    let (status, problem) = api.post("/api/passkeys/signup/finish", None, body.clone()).await;
+    assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
+    use tessera_auth::UserDirectory;
+    assert!(server.app_state.db.users().user_by_name(&fresh.to_lowercase()).await.unwrap().is_none());
+    let (status, created) = web_post(&mut c, "/register/passkey/finish", &csrf_c, body).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(server.app_state.db.users().user_by_name(&fresh.to_lowercase()).await.unwrap().is_some());
+    server.stop().await;
+}

@@ -125,7 +125,7 @@ pub struct SignInOptions {
 )]
 pub async fn signin_begin(api: PasskeyApi, LoginClient(client): LoginClient) -> Result<Response, ApiError> {
     api.passkeys()?;
-    let (options, ceremony) = api.auth.begin_passkey_sign_in(&client).await.map_err(begin_refused)?;
+    let (options, ceremony) = api.auth.begin_passkey_sign_in(&client, None).await.map_err(begin_refused)?;
     Ok(json_response(StatusCode::OK, &SignInOptions { ceremony, options }))
 }
 
@@ -159,7 +159,7 @@ pub async fn signin_finish(
     ApiJson(body): ApiJson<SignInAssertion>,
 ) -> Result<Response, ApiError> {
     let passkeys = api.passkeys()?;
-    let ceremony = passkeys.take_authentication(&body.ceremony).await.map_err(ApiError::unavailable)?;
+    let ceremony = passkeys.take_authentication(&body.ceremony, None).await.map_err(ApiError::unavailable)?;
     let outcome = match ceremony {
         Some(ceremony) => api.auth.passkey(Channel::Api, &client, ceremony, &body.credential).await,
         None => Err(api.auth.passkey_without_ceremony(Channel::Api, &client).await),
@@ -235,7 +235,7 @@ pub async fn register_begin(
                  POST /api/passkeys/signin/begin).",
             ));
         };
-        let ceremony = passkeys.take_authentication(&confirmation.ceremony).await.map_err(ApiError::unavailable)?;
+        let ceremony = passkeys.take_authentication(&confirmation.ceremony, None).await.map_err(ApiError::unavailable)?;
         let confirmed = match ceremony {
             Some(ceremony) => {
                 api.auth.confirm_passkey(Channel::Api, &client, &caller.user, ceremony, &confirmation.credential).await
@@ -341,7 +341,7 @@ pub async fn signup_begin(
 ) -> Result<Response, ApiError> {
     api.passkeys()?;
     api.registration.precheck(body.invite.as_deref()).map_err(policy_refused)?;
-    let begun = api.auth.begin_passkey_sign_up(Channel::Api, &client, &body.username).await;
+    let begun = api.auth.begin_passkey_sign_up(Channel::Api, &client, &body.username, None).await;
     let (options, ceremony) = begun.map_err(sign_up_refused)?;
     Ok(json_response(StatusCode::OK, &RegistrationOptions { ceremony, options }))
 }
@@ -384,7 +384,7 @@ pub async fn signup_finish(
     ApiJson(body): ApiJson<SignUpResponse>,
 ) -> Result<Response, ApiError> {
     let passkeys = api.passkeys()?;
-    let ceremony = passkeys.take_sign_up(&body.ceremony).await.map_err(ApiError::unavailable)?;
+    let ceremony = passkeys.take_sign_up(&body.ceremony, None).await.map_err(ApiError::unavailable)?;
     let Some(ceremony) = ceremony else { return Err(ApiError::Passkey(PasskeyRefusal::Expired)) };
     let name = passkey_name(&body.name, &body.credential, None);
     let user = api

@@ -9,10 +9,12 @@
 //! The ceremonies are JSON exchanges made by `static/passkeys.js` (no
 //! inline script), authenticated by the session cookie and protected by
 //! the `X-CSRF-Token` header; every refusal is a problem document. A
-//! registration's state lives in the (logged-in) session; a sign-in's in
-//! the database under a random ceremony ID the page sends back, so that the
-//! login page, which begins one as it loads, gives an anonymous visitor no
-//! session. Either is taken out before finish checks anything, so it is
+//! registration's state lives in the (logged-in) session; a sign-in's (and
+//! a sign-up's) in the database under a random ceremony ID the page sends
+//! back, so that the login page, which begins one as it loads, gives an
+//! anonymous visitor no session — bound to the browser that began it
+//! ([`BrowserBinding`]), so that no other browser, and not the API, can
+//! finish it. Either is taken out before finish checks anything, so it is
 //! used once. All the checking is the authentication core's
 //! ([`tessera_auth::passkey`]).
 //!
@@ -38,7 +40,8 @@ use tessera_auth::{
     Authenticator, Channel, LoginError, LoginStep, PasskeyError, PasskeyRefusal, Removal, User, UserDirectory,
 };
 use tessera_axum::{
-    clear_pending_login, pending_login, remember_device, CsrfForm, CsrfHeader, LoginClient, RequireUser, Session,
+    clear_pending_login, pending_login, remember_device, BrowserBinding, CsrfForm, CsrfHeader, LoginClient,
+    RequireUser, Session,
 };
 
 use super::{display_time, with_retry_after, Chrome, PageContext};
@@ -169,14 +172,18 @@ fn refused(error: PasskeyError) -> ApiError {
 /// login page begins one as it loads (for the autofill), and an anonymous
 /// visitor must not get a server-side session for looking at it. Counted
 /// per client address: past `throttle.passkey_ceremonies_per_address`,
-/// `429` and nothing stored.
+/// `429` and nothing stored. The ceremony is bound to this browser
+/// ([`BrowserBinding`]): it replaces the browser's pending one, and only
+/// this browser can finish it.
 pub async fn begin_sign_in(
     pages: PasskeyPages,
     LoginClient(client): LoginClient,
+    browser: BrowserBinding,
     _csrf: CsrfHeader,
 ) -> Result<Response, ApiError> {
     pages.passkeys()?;
-    let (options, ceremony) = pages.auth.begin_passkey_sign_in(&client).await.map_err(begin_refused)?;
+    let begun = pages.auth.begin_passkey_sign_in(&client, Some(browser.as_str())).await;
+    let (options, ceremony) = begun.map_err(begin_refused)?;
     let mut body = serde_json::to_value(options).map_err(ApiError::unavailable)?;
     body["ceremony"] = serde_json::Value::String(ceremony);
     Ok(no_store(Json(body).into_response()))
@@ -206,11 +213,15 @@ pub async fn finish_sign_in(
     pages: PasskeyPages,
     session: Session,
     LoginClient(client): LoginClient,
+    browser: BrowserBinding,
     _csrf: CsrfHeader,
     ApiJson(body): ApiJson<SignInFinish>,
 ) -> Result<Response, ApiError> {
-    // Taken out first: whatever happens next, this challenge is spent.
-    let ceremony = pages.passkeys()?.take_authentication(&body.ceremony).await.map_err(ApiError::unavailable)?;
+    // Taken out first: whatever happens next, this challenge is spent. A
+    // ceremony of another browser (or of the API) is not found, and is
+    // answered like an unknown one.
+    let taken = pages.passkeys()?.take_authentication(&body.ceremony, Some(browser.as_str())).await;
+    let ceremony = taken.map_err(ApiError::unavailable)?;
     // Counted like any refusal when there is none: probing without a
     // challenge is no free try.
     let outcome = match ceremony {
@@ -628,16 +639,18 @@ fn sign_up_prechecks(pages: &PasskeyPages, invite: &str, email: &str) -> Result<
 /// the address's sign-up allowance before the name is looked up, like the
 /// password form), then answers the options for
 /// `navigator.credentials.create()` and a `ceremony` ID (kept in the
-/// database: the visitor has no session).
+/// database, bound to this browser: the visitor has no session).
 pub async fn begin_sign_up(
     pages: PasskeyPages,
     LoginClient(client): LoginClient,
+    browser: BrowserBinding,
     _csrf: CsrfHeader,
     ApiJson(body): ApiJson<SignUpBegin>,
 ) -> Result<Response, ApiError> {
     pages.passkeys()?;
     sign_up_prechecks(&pages, &body.invite, &body.email)?;
-    let begun = pages.auth.begin_passkey_sign_up(Channel::Web, &client, &body.username).await;
+    let binding = Some(browser.as_str());
+    let begun = pages.auth.begin_passkey_sign_up(Channel::Web, &client, &body.username, binding).await;
     let (options, ceremony) = begun.map_err(sign_up_refused)?;
     let mut json = serde_json::to_value(options).map_err(ApiError::unavailable)?;
     json["ceremony"] = serde_json::Value::String(ceremony);
@@ -668,11 +681,14 @@ pub async fn finish_sign_up(
     pages: PasskeyPages,
     session: Session,
     LoginClient(client): LoginClient,
+    browser: BrowserBinding,
     _csrf: CsrfHeader,
     ApiJson(body): ApiJson<SignUpFinish>,
 ) -> Result<Response, ApiError> {
     let passkeys = pages.passkeys()?;
-    let ceremony = passkeys.take_sign_up(&body.ceremony).await.map_err(ApiError::unavailable)?;
+    // Only the browser that began it finds it (else: an unknown ceremony).
+    let ceremony = passkeys.take_sign_up(&body.ceremony, Some(browser.as_str())).await;
+    let ceremony = ceremony.map_err(ApiError::unavailable)?;
     let Some(ceremony) = ceremony else { return Err(ApiError::Passkey(PasskeyRefusal::Expired)) };
     sign_up_prechecks(&pages, &body.invite, &body.email)?;
     let name = passkey_name(&body.name, &body.credential, body.default_name.as_deref());
