@@ -109,4 +109,6 @@ pub mod fuzzing {
 }
 pub use negotiation::wants_json;
 pub use next_path::safe_next;
-pub use rejection::{CsrfRejection, FormRejection, Problem, Rejection, SessionUnavailable, Unauthenticated};
+pub use rejection::{
+    escape_html, CsrfRejection, FormRejection, Problem, Rejection, SessionUnavailable, Unauthenticated,
+};

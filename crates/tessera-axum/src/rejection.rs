@@ -70,8 +70,11 @@ pub(crate) fn problem(status: StatusCode, kind: &str, title: &str, detail: &str,
     }
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape_html(text: &str) -> String {
+/// Escapes text for HTML element content and (quoted) attribute values:
+/// `&`, `<`, `>`, `"` and `'`. The one escaper of the web layer, used by
+/// its error pages and by applications that build HTML by hand (the tessera
+/// server's mails).
+pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -1,6 +1,7 @@
 //! The messages: each a plain-text and an HTML part, naming the site and
 //! linking to its public URL. Nothing here stores or logs a secret.
 
+use tessera_axum::escape_html;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::Message;
 use tessera_auth::{Notice, Prepared};
@@ -48,18 +49,18 @@ pub fn render(site: &Site, prepared: &Prepared) -> Result<Message, String> {
         for paragraph in &paragraphs {
             if paragraph == "{action}" {
                 if let Some((label, url)) = &action {
-                    body.push_str(&format!("<p><a href=\"{}\">{}</a></p>\n", escape(url), escape(label)));
+                    body.push_str(&format!("<p><a href=\"{}\">{}</a></p>\n", escape_html(url), escape_html(label)));
                 }
             } else {
-                body.push_str(&format!("<p>{}</p>\n", escape(paragraph).replace('\n', "<br>")));
+                body.push_str(&format!("<p>{}</p>\n", escape_html(paragraph).replace('\n', "<br>")));
             }
         }
         format!(
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body>\n{body}\
              <p style=\"color:#666\">{site} · <a href=\"{url}\">{url}</a></p>\n</body></html>\n",
-            title = escape(&subject),
-            site = escape(&site.name),
-            url = escape(&site.base_url),
+            title = escape_html(&subject),
+            site = escape_html(&site.name),
+            url = escape_html(&site.base_url),
         )
     };
     let to: Mailbox = to.parse().map_err(|e| format!("recipient: {e}"))?;
@@ -168,22 +169,6 @@ fn content(site: &Site, prepared: &Prepared) -> Content {
             )
         }
     }
-}
-
-/// HTML-escapes text for element content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
