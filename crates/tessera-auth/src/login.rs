@@ -759,7 +759,8 @@ impl Authenticator {
             return Ok(LoginStep::SecondFactor(self.pending(&user, first_factor, enroll, None, next)));
         }
         let authenticated_at = Some(self.clock.now());
-        self.succeed(channel, client, reservation, user, first_factor, authenticated_at).await.map(LoginStep::LoggedIn)
+        let done = self.succeed_with(channel, client, reservation, user, first_factor, authenticated_at, None).await;
+        done.map(LoginStep::LoggedIn)
     }
 
     /// Whether a login of `user_id` (with an authenticator app or not:
@@ -911,19 +912,9 @@ impl Authenticator {
         }
     }
 
-    pub(crate) async fn succeed(
-        &self,
-        channel: Channel,
-        client: &Client,
-        reservation: Reservation,
-        user: User,
-        first_factor: FirstFactor,
-        authenticated_at: Option<Timestamp>,
-    ) -> Result<LoggedIn, LoginError> {
-        self.succeed_with(channel, client, reservation, user, first_factor, authenticated_at, None).await
-    }
-
-    /// [`Self::succeed`] for a login that passed `second_factor` too.
+    /// Completes a login whose checks passed: `first_factor`, and
+    /// `second_factor` when one was asked for (`None` otherwise). Every way
+    /// in ends here.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn succeed_with(
         &self,

@@ -1044,7 +1044,7 @@ impl Authenticator {
         };
         self.record(AuthEvent::PasskeyUsed { user_id }, channel, client).await;
         let now = Some(self.clock_now());
-        self.succeed(channel, client, reservation, user, FirstFactor::Passkey, now).await
+        self.succeed_with(channel, client, reservation, user, FirstFactor::Passkey, now, None).await
     }
 
     /// An assertion that came with no current ceremony (none begun, used
