@@ -72,6 +72,29 @@ fn email_error(error: EmailError) -> ApiError {
     }
 }
 
+/// What an email endpoint needs switched on.
+#[derive(Clone, Copy)]
+enum Needs {
+    /// Email (`accounts.email` not `off`).
+    Email,
+    /// Sign-in by email (`accounts.email_login` not `off`).
+    EmailLogin,
+}
+
+/// The prologue of every email endpoint: `404` when what it needs is off,
+/// before anything is looked up, counted or mailed.
+fn needs(auth: &Authenticator, email: &EmailPages, what: Needs) -> Result<(), ApiError> {
+    let on = match what {
+        Needs::Email => email.enabled() && auth.email().is_some(),
+        Needs::EmailLogin => auth.email_login_mode() != EmailLoginMode::Off,
+    };
+    if on {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
 /// `POST /api/password/reset-request`: mails a reset link if an account
 /// has the address.
 #[utoipa::path(
@@ -92,9 +115,7 @@ pub async fn request_reset(
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<Response, ApiError> {
-    if !email.enabled() {
-        return Err(ApiError::NotFound);
-    }
+    needs(&auth, &email, Needs::Email)?;
     auth.request_password_reset(&client, &body.email).await.map_err(email_error)?;
     Ok(json_response(StatusCode::ACCEPTED, &Accepted { status: "accepted".into() }))
 }
@@ -118,9 +139,7 @@ pub async fn reset(
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<ResetConfirmation>,
 ) -> Result<Response, ApiError> {
-    if !email.enabled() {
-        return Err(ApiError::NotFound);
-    }
+    needs(&auth, &email, Needs::Email)?;
     auth.reset_password(Channel::Api, &client, &body.token, &body.new_password).await.map_err(email_error)?;
     Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
 }
@@ -144,9 +163,7 @@ pub async fn verify(
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> Result<Response, ApiError> {
-    if !email.enabled() {
-        return Err(ApiError::NotFound);
-    }
+    needs(&auth, &email, Needs::Email)?;
     let confirmed = auth.confirm_email_token(Channel::Api, &client, &body.token).await.map_err(email_error)?;
     Ok(json_response(StatusCode::OK, &VerifiedEmail { email: confirmed.address }))
 }
@@ -212,9 +229,11 @@ impl std::fmt::Debug for EmailLoginVerification {
 )]
 pub async fn request_login(
     State(auth): State<Authenticator>,
+    State(email): State<EmailPages>,
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<EmailLoginRequest>,
 ) -> Result<Response, ApiError> {
+    needs(&auth, &email, Needs::EmailLogin)?;
     let attempt = auth.request_email_login(&client, &body.email).await.map_err(|error| match error {
         EmailError::Throttled(wait) => ApiError::TooMany(Counted::SignInCodes, wait),
         other => email_error(other),
@@ -240,13 +259,12 @@ pub async fn request_login(
 )]
 pub async fn verify_login(
     State(auth): State<Authenticator>,
+    State(email): State<EmailPages>,
     State(tokens): State<Arc<TokenService>>,
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<EmailLoginVerification>,
 ) -> Result<Response, ApiError> {
-    if auth.email_login_mode() == EmailLoginMode::Off {
-        return Err(ApiError::NotFound);
-    }
+    needs(&auth, &email, Needs::EmailLogin)?;
     let secret = match (body.code.as_deref(), body.token.as_deref()) {
         (Some(code), None) => EmailSecret::Code(code),
         (None, Some(token)) => EmailSecret::Link(token),
@@ -315,9 +333,7 @@ pub async fn request_verification(
     LoginClient(client): LoginClient,
     ApiJson(body): ApiJson<VerificationRequest>,
 ) -> Result<Response, ApiError> {
-    if !email.enabled() || auth.email().is_none() {
-        return Err(ApiError::NotFound);
-    }
+    needs(&auth, &email, Needs::Email)?;
     tessera_auth::email_address::EmailAddress::parse(&body.email)
         .map_err(|why| ApiError::Validation(why.to_string()))?;
     let user = auth.check_credentials(Channel::Api, &client, &body.username, &body.password).await.map_err(
