@@ -1287,9 +1287,8 @@ async fn begin_flood(server: &TestServer, allowance: u32) {
     let mut tasks = tokio::task::JoinSet::new();
     for (mut browser, csrf) in browsers {
         tasks.spawn(async move {
-            let pages = std::mem::replace(&mut browser.extra_headers, vec![("accept".into(), "application/json".into())]);
+            browser.extra_headers = vec![("accept".into(), "application/json".into())];
             let page = browser.post_json_with("/login/passkey/begin", &json!({}), &[("x-csrf-token", &csrf)]).await;
-            browser.extra_headers = pages;
             let body: Value = serde_json::from_str(&page.body).unwrap_or_default();
             (page.status, page.header("retry-after").is_some(), kind(&body).to_owned())
         });
