@@ -159,6 +159,43 @@ impl Refused {
     }
 }
 
+/// Where an assertion's ceremony was kept.
+enum Kept<'a> {
+    /// In the database, under the ID the page sent back, bound to the browser.
+    Database(&'a str, &'a BrowserBinding),
+    /// In the session, under this key.
+    Session(&'a Session, &'static str),
+}
+
+/// The steps every assertion's finish shares: takes the ceremony out first
+/// (whatever happens next, the challenge is spent), checks the assertion
+/// with `verify`, and maps a refusal to its problem. No ceremony (none
+/// begun, used, expired, or another browser's) is counted like any failed
+/// sign-in: probing without a challenge is no free try.
+async fn checked<T, F, Fut>(
+    pages: &PasskeyPages,
+    client: &tessera_auth::Client,
+    kept: Kept<'_>,
+    verify: F,
+) -> Result<T, ApiError>
+where
+    F: FnOnce(AuthenticationCeremony) -> Fut,
+    Fut: std::future::Future<Output = Result<T, LoginError>>,
+{
+    let ceremony = match kept {
+        Kept::Database(id, browser) => {
+            let taken = pages.passkeys()?.take_authentication(id, Some(browser.as_str())).await;
+            taken.map_err(ApiError::unavailable)?
+        }
+        Kept::Session(session, key) => session.remove(key).ok().flatten(),
+    };
+    let outcome = match ceremony {
+        Some(ceremony) => verify(ceremony).await,
+        None => Err(pages.auth.passkey_without_ceremony(Channel::Web, client).await),
+    };
+    outcome.map_err(login_refused)
+}
+
 fn refused(error: PasskeyError) -> ApiError {
     match error {
         PasskeyError::Refused(refusal) => ApiError::Passkey(refusal),
@@ -217,18 +254,11 @@ pub async fn finish_sign_in(
     _csrf: CsrfHeader,
     ApiJson(body): ApiJson<SignInFinish>,
 ) -> Result<Response, ApiError> {
-    // Taken out first: whatever happens next, this challenge is spent. A
-    // ceremony of another browser (or of the API) is not found, and is
+    // A ceremony of another browser (or of the API) is not found, and is
     // answered like an unknown one.
-    let taken = pages.passkeys()?.take_authentication(&body.ceremony, Some(browser.as_str())).await;
-    let ceremony = taken.map_err(ApiError::unavailable)?;
-    // Counted like any refusal when there is none: probing without a
-    // challenge is no free try.
-    let outcome = match ceremony {
-        Some(ceremony) => pages.auth.passkey(Channel::Web, &client, ceremony, &body.credential).await,
-        None => Err(pages.auth.passkey_without_ceremony(Channel::Web, &client).await),
-    };
-    let done = outcome.map_err(login_refused)?;
+    let kept = Kept::Database(&body.ceremony, &browser);
+    let verify = |ceremony| pages.auth.passkey(Channel::Web, &client, ceremony, &body.credential);
+    let done = checked(&pages, &client, kept, verify).await?;
     let next = pages.forward_auth.checked_next(body.next);
     let _ = tessera_axum::continue_login(&session, LoginStep::LoggedIn(done.clone()));
     let mut response = Json(Signed { redirect: next.unwrap_or_else(|| "/profile".into()) }).into_response();
@@ -551,14 +581,9 @@ pub async fn finish_second_factor(
     let Some(pending) = pending_login(&session, pages.clock.now()) else {
         return Err(ApiError::Passkey(PasskeyRefusal::Expired));
     };
-    let ceremony: Option<AuthenticationCeremony> = session.remove(SECOND_FACTOR).ok().flatten();
-    let outcome = match ceremony {
-        Some(ceremony) => {
-            pages.auth.second_factor_passkey(Channel::Web, &client, &pending, ceremony, &body.credential).await
-        }
-        None => Err(pages.auth.passkey_without_ceremony(Channel::Web, &client).await),
-    };
-    let done = outcome.map_err(login_refused)?;
+    let verify =
+        |ceremony| pages.auth.second_factor_passkey(Channel::Web, &client, &pending, ceremony, &body.credential);
+    let done = checked(&pages, &client, Kept::Session(&session, SECOND_FACTOR), verify).await?;
     clear_pending_login(&session);
     tessera_axum::log_in(&session, &done);
     let redirect = pending.next.unwrap_or_else(|| "/profile".into());
@@ -600,12 +625,8 @@ pub async fn finish_confirmation(
 ) -> Result<Response, ApiError> {
     pages.passkeys()?;
     let user = pages.user(&id).await?;
-    let ceremony: Option<AuthenticationCeremony> = session.remove(CONFIRMATION).ok().flatten();
-    let outcome = match ceremony {
-        Some(ceremony) => pages.reauth.confirm_passkey(&session, &client, &user, ceremony, &body.credential).await,
-        None => Err(pages.auth.passkey_without_ceremony(Channel::Web, &client).await),
-    };
-    outcome.map_err(login_refused)?;
+    let verify = |ceremony| pages.reauth.confirm_passkey(&session, &client, &user, ceremony, &body.credential);
+    checked(&pages, &client, Kept::Session(&session, CONFIRMATION), verify).await?;
     Ok(no_store(Json(Confirmed { confirmed: true }).into_response()))
 }
 
