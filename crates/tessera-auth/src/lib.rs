@@ -73,7 +73,9 @@ pub use directory::{SqlDirectory, User, UserDirectory};
 pub use events::{AuthEvent, Channel, Client, EventSink, Method};
 pub use login::{Authenticator, FirstFactor, LoggedIn, LoginError, LoginStep, PendingLogin, SecondFactorKind};
 pub use mail::{Email, EmailError, Mail, Notice, Outbox, Prepared};
-pub use passkey::{BeginError, PasskeyError, PasskeyInfo, PasskeyRefusal, PasskeySignUpError, Passkeys, RelyingParty, Removal};
+pub use passkey::{
+    BeginError, PasskeyError, PasskeyInfo, PasskeyRefusal, PasskeySignUpError, Passkeys, RelyingParty, Removal,
+};
 pub use password_policy::PasswordPolicy;
 pub use revocation::{Revocation, Revoked};
 pub use second_factor::SecondFactors;

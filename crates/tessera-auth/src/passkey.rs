@@ -553,7 +553,11 @@ impl Passkeys {
     /// page no session to keep it in); answers its ID. `binding` names the
     /// browser that began it (`None` for an API client): see
     /// [`Passkeys::keep_authentication`].
-    pub async fn keep_sign_up(&self, ceremony: &SignUpCeremony, binding: Option<&str>) -> Result<String, DatabaseError> {
+    pub async fn keep_sign_up(
+        &self,
+        ceremony: &SignUpCeremony,
+        binding: Option<&str>,
+    ) -> Result<String, DatabaseError> {
         self.keep("signup", None, serde_json::to_string(ceremony), binding).await
     }
 

@@ -77,7 +77,9 @@ mod negotiation;
 mod next_path;
 mod rejection;
 
-pub use csrf::{verify_csrf_header, BrowserBinding, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, ForwardedHost, CSRF_HEADER};
+pub use csrf::{
+    verify_csrf_header, BrowserBinding, CsrfForm, CsrfHeader, CsrfKey, CsrfToken, ForwardedHost, CSRF_HEADER,
+};
 pub use extract::{ClientDevice, ClientIp, MaybeUser, RequireUser, Session};
 pub use layer::{client_device, SessionLayer, SessionService};
 pub use login::{

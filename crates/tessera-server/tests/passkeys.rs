@@ -1342,8 +1342,7 @@ async fn passkey_sign_up_begins_count_as_sign_ups_and_cannot_enumerate_names_pas
 
     // The allowance is used up: the same answer for a taken and a free name.
     let free = unique_name("free");
-    let (taken_status, taken_problem) =
-        api.post("/api/passkeys/signup/begin", None, json!({"username": taken})).await;
+    let (taken_status, taken_problem) = api.post("/api/passkeys/signup/begin", None, json!({"username": taken})).await;
     let (free_status, free_problem) = api.post("/api/passkeys/signup/begin", None, json!({"username": free})).await;
     assert_eq!((taken_status, kind(&taken_problem)), (429, "/problems/throttled"), "{taken_problem}");
     assert_eq!((free_status, &free_problem["detail"]), (taken_status, &taken_problem["detail"]), "{free_problem}");
@@ -1357,8 +1356,10 @@ async fn passkey_sign_up_begins_count_as_sign_ups_and_cannot_enumerate_names_pas
     // The web page's endpoint: the same allowance, the same answer.
     let mut browser = server.browser();
     let csrf = browser.get("/register").await.csrf();
-    let (status, web_taken) = web_post(&mut browser, "/register/passkey/begin", &csrf, json!({"username": taken})).await;
-    let (free_status, web_free) = web_post(&mut browser, "/register/passkey/begin", &csrf, json!({"username": free})).await;
+    let (status, web_taken) =
+        web_post(&mut browser, "/register/passkey/begin", &csrf, json!({"username": taken})).await;
+    let (free_status, web_free) =
+        web_post(&mut browser, "/register/passkey/begin", &csrf, json!({"username": free})).await;
     assert_eq!((status, kind(&web_taken)), (429, "/problems/throttled"), "{web_taken}");
     assert_eq!((free_status, &web_free["detail"]), (status, &web_taken["detail"]), "{web_free}");
     // And the password sign-up shares it.

@@ -112,7 +112,8 @@ async fn confirm(
     let reauth = &api.reauth;
     if let Some(confirmation) = confirmation {
         let passkeys = api.auth.passkeys().ok_or(ApiError::NotFound)?;
-        let ceremony = passkeys.take_authentication(&confirmation.ceremony, None).await.map_err(ApiError::unavailable)?;
+        let ceremony =
+            passkeys.take_authentication(&confirmation.ceremony, None).await.map_err(ApiError::unavailable)?;
         let confirmed = match ceremony {
             Some(ceremony) => {
                 api.auth

@@ -235,7 +235,8 @@ pub async fn register_begin(
                  POST /api/passkeys/signin/begin).",
             ));
         };
-        let ceremony = passkeys.take_authentication(&confirmation.ceremony, None).await.map_err(ApiError::unavailable)?;
+        let ceremony =
+            passkeys.take_authentication(&confirmation.ceremony, None).await.map_err(ApiError::unavailable)?;
         let confirmed = match ceremony {
             Some(ceremony) => {
                 api.auth.confirm_passkey(Channel::Api, &client, &caller.user, ceremony, &confirmation.credential).await

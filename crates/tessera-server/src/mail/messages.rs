@@ -1,10 +1,10 @@
 //! The messages: each a plain-text and an HTML part, naming the site and
 //! linking to its public URL. Nothing here stores or logs a secret.
 
-use tessera_axum::escape_html;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::Message;
 use tessera_auth::{Notice, Prepared};
+use tessera_axum::escape_html;
 
 /// Who sends, and where links point.
 #[derive(Debug, Clone)]
