@@ -79,9 +79,10 @@ pub struct ThrottleConfig {
     #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub quiet_period: Duration,
     /// Accounts that may be created from one client address (an IPv4
-    /// address or an IPv6 /64) per `signup_window`, on the form and
-    /// `POST /api/signup` alike; past it `429` with `Retry-After`, before any
-    /// password is hashed. Each sign-up costs an argon2 hash: the limit
+    /// address or an IPv6 /64) per `signup_window`, on the forms and
+    /// `POST /api/signup` alike, and a passkey sign-up's begin (web or API)
+    /// counts as one; past it `429` with `Retry-After`, before any password
+    /// is hashed or any name looked up. Each sign-up costs an argon2 hash: the limit
     /// keeps one address from taking the CPU every login needs. Raise it
     /// for many people signing up behind one address (a campus, an
     /// onboarding day). Provider (OpenID Connect) sign-ups are not counted.
