@@ -533,8 +533,14 @@ impl Passkeys {
     /// (checked by the caller): the options for `navigator.credentials.create()`
     /// with a fresh random user handle, and the state to keep. Nothing is
     /// stored; the account is created only by a valid credential
-    /// ([`Authenticator::sign_up_with_passkey`]).
-    pub fn begin_sign_up(&self, username: &str) -> Result<(CreationChallengeResponse, SignUpCeremony), PasskeyError> {
+    /// ([`Authenticator::sign_up_with_passkey`]). Crate-private, as is
+    /// keeping the state: a sign-up begins only through
+    /// [`Authenticator::begin_passkey_sign_up`], which counts it on the
+    /// address's sign-up allowance (finishing does not count again).
+    pub(crate) fn begin_sign_up(
+        &self,
+        username: &str,
+    ) -> Result<(CreationChallengeResponse, SignUpCeremony), PasskeyError> {
         let handle = Uuid::new_v4();
         let (mut options, state) = self
             .rp
@@ -553,7 +559,7 @@ impl Passkeys {
     /// page no session to keep it in); answers its ID. `binding` names the
     /// browser that began it (`None` for an API client): see
     /// [`Passkeys::keep_authentication`].
-    pub async fn keep_sign_up(
+    pub(crate) async fn keep_sign_up(
         &self,
         ceremony: &SignUpCeremony,
         binding: Option<&str>,
