@@ -132,7 +132,7 @@ impl Packed {
             key,
             version: header.version,
             user_id: text(user)?,
-            data: SessionData::from_json(data).map_err(StoreError::corrupt)?,
+            data: SessionData::from_own_json(data),
             created_at: Timestamp(header.created_at),
             last_active: Timestamp(header.last_active),
             expires_at,

@@ -185,14 +185,14 @@ impl SessionEngine {
     /// never mistaken for a logged-out user.
     pub async fn load(&self, cookie_value: Option<&str>, device: DeviceInfo) -> Result<Session, StoreError> {
         match &self.backend {
-            Backend::Store(store) => self.load_stored(store, cookie_value, device).await,
+            Backend::Store(store) => self.load_stored(&**store, cookie_value, device).await,
             Backend::Sealed { sealer, marks } => self.load_sealed(&**sealer, &**marks, cookie_value, device).await,
         }
     }
 
     async fn load_stored(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn SessionStore,
         cookie_value: Option<&str>,
         device: DeviceInfo,
     ) -> Result<Session, StoreError> {
@@ -288,7 +288,7 @@ impl SessionEngine {
     ///   dead: this request's changes are dropped and the cookie cleared.
     pub async fn commit(&self, session: &Session) -> Result<CookieUpdate, StoreError> {
         match &self.backend {
-            Backend::Store(store) => self.commit_stored(store, session).await,
+            Backend::Store(store) => self.commit_stored(&**store, session).await,
             Backend::Sealed { sealer, marks } => {
                 let plan = {
                     let state = session.state();
@@ -315,7 +315,7 @@ impl SessionEngine {
     /// copied out and replayed on the newer record.
     async fn commit_stored(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn SessionStore,
         session: &Session,
     ) -> Result<CookieUpdate, StoreError> {
         let now = self.clock.now();
@@ -434,7 +434,7 @@ impl SessionEngine {
     /// record is loaded and the change log replayed on it.
     async fn write_until_settled(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn SessionStore,
         session: &Session,
         mut write: Write,
         cookie: CookieUpdate,
@@ -540,7 +540,7 @@ impl SessionEngine {
 
     async fn touch_if_due(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn SessionStore,
         base: &SessionRecord,
         now: Timestamp,
     ) -> Result<(), StoreError> {
