@@ -202,6 +202,6 @@ mod tests {
 
         assert!(SessionData::from_own_json(b"{}").is_empty());
         // Bytes that do not decode (never produced by `to_json`) read as empty.
-        assert!(SessionData::from_own_json(b"not json").len() == 0);
+        assert_eq!(SessionData::from_own_json(b"not json").len(), 0);
     }
 }
