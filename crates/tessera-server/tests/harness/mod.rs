@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod external;
+pub mod mail;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
