@@ -13,6 +13,7 @@ mod harness;
 mod services;
 
 use chromium::{Chromedriver, Chromium, DESKTOP};
+use harness::burst::forms_at_once;
 use harness::{test_config, unique_name, Browser, Page, TestServer};
 use serde_json::{json, Value};
 use tessera::ManualClock;
@@ -887,30 +888,26 @@ async fn last_two_ways_race(server: &TestServer) {
 
     let mut browser = web_passkey_sign_in(server, &mut soft).await;
     let csrf = browser.get("/account/passkeys").await.csrf();
-    let cookies: String = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
-    let mut tasks = vec![];
-    for i in 0..60 {
-        let (client, barrier, cookies, csrf) = (client.clone(), barrier.clone(), cookies.clone(), csrf.clone());
-        let (path, form): (&str, Vec<(&str, String)>) = if i % 2 == 0 {
-            ("/account/passkeys/remove", vec![("csrf_token", csrf), ("id", id.clone())])
-        } else {
-            (
-                "/account/identities/unlink",
-                vec![("csrf_token", csrf), ("issuer", identity.issuer.clone()), ("subject", identity.subject.clone())],
-            )
-        };
-        let url = format!("{}{path}", server.base);
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let status = client.post(url).header("cookie", cookies).form(&form).send().await.unwrap().status();
-            (path, status.as_u16())
-        }));
-    }
+    let forms = (0..60)
+        .map(|i| -> (&str, Vec<(&str, String)>) {
+            let csrf = csrf.clone();
+            if i % 2 == 0 {
+                ("/account/passkeys/remove", vec![("csrf_token", csrf), ("id", id.clone())])
+            } else {
+                (
+                    "/account/identities/unlink",
+                    vec![
+                        ("csrf_token", csrf),
+                        ("issuer", identity.issuer.clone()),
+                        ("subject", identity.subject.clone()),
+                    ],
+                )
+            }
+        })
+        .collect();
     let mut outcomes = std::collections::BTreeMap::<(&str, u16), usize>::new();
-    for task in tasks {
-        *outcomes.entry(task.await.unwrap()).or_default() += 1;
+    for outcome in forms_at_once(&server.base, &browser, forms).await {
+        *outcomes.entry(outcome).or_default() += 1;
     }
     let passkeys_left = passkeys.count(user.id).await.unwrap();
     let identities_left = server.app_state.db.identities_of(user.id).await.unwrap().len();
@@ -941,24 +938,13 @@ async fn removal_race(server: &TestServer) {
     let page = browser.get("/account/passkeys").await;
     assert_eq!(page.status, 200);
     let csrf = page.csrf();
-    let cookies: String = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
 
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
-    let mut tasks = vec![];
-    for i in 0..60 {
-        let (client, barrier, cookies, csrf) = (client.clone(), barrier.clone(), cookies.clone(), csrf.clone());
-        let url = format!("{}/account/passkeys/remove", server.base);
-        let id = ids[i % 2].clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let form = [("csrf_token", csrf.as_str()), ("id", id.as_str())];
-            client.post(url).header("cookie", cookies).form(&form).send().await.unwrap().status().as_u16()
-        }));
-    }
+    let forms = (0..60)
+        .map(|i| ("/account/passkeys/remove", vec![("csrf_token", csrf.clone()), ("id", ids[i % 2].clone())]))
+        .collect();
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    for task in tasks {
-        *statuses.entry(task.await.unwrap()).or_default() += 1;
+    for (_, status) in forms_at_once(&server.base, &browser, forms).await {
+        *statuses.entry(status).or_default() += 1;
     }
     assert_eq!(statuses.get(&303), Some(&1), "exactly one removal: {statuses:?}");
     assert!(statuses.keys().all(|s| [303, 404, 409].contains(s)), "only removed, gone or last: {statuses:?}");
