@@ -524,9 +524,7 @@ async fn password_reset_in_chromium() {
     assert!(browser.has("#reset-done").await, "the password was set");
     browser.screenshot("password-reset-done").await;
     browser.open(&format!("{}/login", env.server.base)).await;
-    browser.fill("#username", &name).await;
-    browser.fill("#password", NEW_PASSWORD).await;
-    browser.click_and_wait("form[action='/login'] button[type=submit]").await;
+    chromium::log_in_here(&browser, &name, NEW_PASSWORD).await;
     assert_eq!(browser.path().await, "/profile");
     browser.close().await;
 }

@@ -27,11 +27,9 @@ async fn server() -> (TestServer, tempfile::TempDir) {
     (server, dir)
 }
 
+/// Registers `name` with [`PASSWORD`]: signed in, on the profile.
 async fn register(browser: &Chromium, base: &str, name: &str) {
-    browser.open(&format!("{base}/register")).await;
-    browser.fill("#username", name).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.click_and_wait("form[action='/register'] button[type=submit]").await;
+    chromium::register(browser, base, name, PASSWORD).await;
     assert_eq!(browser.path().await, "/profile");
 }
 
@@ -1132,9 +1130,7 @@ async fn a_passkey_as_the_second_factor_after_the_password_in_chromium() {
 
     let script = without_autofill(&browser).await;
     log_out(&browser).await;
-    browser.fill("#username", &name).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.click_and_wait("form[action='/login'] button[type=submit]").await;
+    chromium::log_in_here(&browser, &name, PASSWORD).await;
     assert_eq!(browser.path().await, "/login/second-factor");
     assert!(browser.has("#code").await, "the code beside the passkey");
     assert_eq!(browser.find("#passkey-second-factor-button").await.text().await.unwrap(), "Use a passkey");
