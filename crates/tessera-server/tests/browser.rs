@@ -9,7 +9,7 @@
 mod chromium;
 mod harness;
 
-use chromium::{Chromedriver, Chromium, DESKTOP, PHONE};
+use chromium::{log_in_here, register, Chromedriver, Chromium, DESKTOP, PHONE};
 use fantoccini::key::Key;
 use harness::{test_config, unique_name, TestServer};
 use serde_json::json;
@@ -47,21 +47,6 @@ async fn a_failed_chromedriver_start_is_reported_and_a_retry_works() {
     drop(taken);
     let driver = Chromedriver::start().await;
     drop(driver);
-}
-
-/// Fills in and sends the registration form.
-async fn register(browser: &Chromium, base: &str, name: &str, password: &str) {
-    browser.open(&format!("{base}/register")).await;
-    browser.fill("#username", name).await;
-    browser.fill("#password", password).await;
-    browser.click_and_wait("form[action='/register'] button[type=submit]").await;
-}
-
-/// Fills in and sends the login form already shown.
-async fn log_in_here(browser: &Chromium, name: &str, password: &str) {
-    browser.fill("#username", name).await;
-    browser.fill("#password", password).await;
-    browser.click_and_wait("form[action='/login'] button[type=submit]").await;
 }
 
 /// What must hold on every page: the stylesheet and script loaded, nothing

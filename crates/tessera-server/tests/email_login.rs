@@ -11,26 +11,25 @@ mod harness;
 mod services;
 mod smtp;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use harness::mail::{drained, Mailbox, Received, WAIT};
 use harness::{test_config, unique_name, Browser, TestServer};
 use serde_json::{json, Value};
-use smtp::{read_maildir, wait_for, Received, SmtpServer};
+use smtp::SmtpServer;
 use sqlx::Row;
 use tessera::ManualClock;
 use tessera_auth::email_address::EmailAddress;
 use tessera_auth::email_login::EmailLoginMode;
 use tessera_auth::UserDirectory;
-use tessera_server::mail::{EmailPolicy, MailConfig, MailOutbox, SmtpConfig, SmtpSecurity};
+use tessera_server::mail::{EmailPolicy, MailConfig, SmtpConfig, SmtpSecurity};
 use tokio::net::TcpListener;
 
 const PASSWORD: &str = "correct horse battery";
-const WAIT: Duration = Duration::from_secs(20);
 
 struct Env {
     server: TestServer,
-    maildir: PathBuf,
+    mailbox: Mailbox,
     _smtp: SmtpServer,
     _dir: tempfile::TempDir,
 }
@@ -67,36 +66,10 @@ impl Env {
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.public_url = Some(format!("http://localhost:{}", listener.local_addr().unwrap().port()));
-        let maildir = dir.path().join("maildir");
-        let smtp = SmtpServer::start(&aiosmtpd, smtp_port, &maildir).await;
+        let mailbox = Mailbox::new(dir.path().join("maildir"));
+        let smtp = SmtpServer::start(&aiosmtpd, smtp_port, &mailbox.dir).await;
         let server = TestServer::start_on(config, clock, listener).await;
-        Some(Env { server, maildir, _smtp: smtp, _dir: dir })
-    }
-
-    fn mail(&self) -> Vec<Received> {
-        read_maildir(&self.maildir)
-    }
-
-    async fn wait_for_mail(&self, count: usize) -> Vec<Received> {
-        let maildir = self.maildir.clone();
-        wait_for(move || read_maildir(&maildir), count, WAIT).await
-    }
-
-    fn outbox(&self) -> MailOutbox {
-        MailOutbox::new(self.server.app_state.db.pool().clone(), std::sync::Arc::new(self.server.clock.clone()))
-    }
-
-    /// Waits until the outbox has nothing pending.
-    async fn drained(&self) -> tessera_server::mail::OutboxCounts {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let counts = self.outbox().counts().await.unwrap();
-            if counts.pending == 0 {
-                return counts;
-            }
-            assert!(std::time::Instant::now() < deadline, "outbox not drained: {counts:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Some(Env { server, mailbox, _smtp: smtp, _dir: dir })
     }
 
     /// An account `name` with the verified `address` (set directly: the
@@ -112,7 +85,7 @@ impl Env {
 
     /// Sign-in mails to `address`, oldest first.
     fn sign_in_mails(&self, address: &str) -> Vec<Received> {
-        self.mail().into_iter().filter(|m| m.to == address && m.subject.starts_with("Sign in to")).collect()
+        self.mailbox.read().into_iter().filter(|m| m.to == address && m.subject.starts_with("Sign in to")).collect()
     }
 
     async fn wait_for_sign_in_mails(&self, address: &str, count: usize) -> Vec<Received> {
@@ -125,6 +98,12 @@ impl Env {
             assert!(std::time::Instant::now() < deadline, "no sign-in mail for {address}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The code in the `nth` sign-in mail to `address` (1: the first),
+    /// once it has arrived.
+    async fn sign_in_code(&self, address: &str, nth: usize) -> String {
+        self.wait_for_sign_in_mails(address, nth).await[nth - 1].code().unwrap()
     }
 
     async fn audit_kinds(&self, user_id: i64) -> Vec<String> {
@@ -142,6 +121,13 @@ async fn ask(browser: &mut Browser, address: &str) -> harness::Page {
 
 async fn enter_code(browser: &mut Browser, code: &str) -> harness::Page {
     browser.submit("/login", "/login/email/code", &[("code", code)]).await
+}
+
+/// Asks for a sign-in code for `address` in `browser`, then reads it from
+/// the `nth` sign-in mail to `address`.
+async fn ask_for_code(env: &Env, browser: &mut Browser, address: &str, nth: usize) -> String {
+    ask(browser, address).await;
+    env.sign_in_code(address, nth).await
 }
 
 fn other_code(code: &str) -> String {
@@ -171,10 +157,10 @@ async fn a_mailed_code_signs_in_the_browser_that_asked() {
     assert_eq!((unknown.status, known.status), (200, 200));
     assert_eq!(unknown.element_text("email-login-sent"), known.element_text("email-login-sent"));
     assert!(known.body.contains("action=\"/login/email/code\""));
-    assert_eq!(env.drained().await.sent, 2, "both requests did the same work");
+    assert_eq!(drained(&env.server).await.sent, 2, "both requests did the same work");
     let mail = env.wait_for_sign_in_mails(&address, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(env.mail().len(), 1, "mail only for the existing address");
+    assert_eq!(env.mailbox.read().len(), 1, "mail only for the existing address");
     assert!(mail[0].subject.contains("Sign in to Tessera Test"), "{}", mail[0].subject);
     assert!(!mail[0].html.is_empty());
     let code = mail[0].code().expect("a 6-digit code");
@@ -213,7 +199,7 @@ async fn a_mailed_code_signs_in_the_browser_that_asked() {
     assert!(sessions.body.contains("This device"), "{}", sessions.body);
     // And the account hears of a sign-in from a new browser.
     let deadline = std::time::Instant::now() + WAIT;
-    while !env.mail().iter().any(|m| m.subject.contains("New sign-in")) {
+    while !env.mailbox.read().iter().any(|m| m.subject.contains("New sign-in")) {
         assert!(std::time::Instant::now() < deadline, "no new-device notice");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -242,8 +228,7 @@ async fn codes_die_after_five_checks_are_superseded_and_expire() {
     let user_id = env.user_with_address(&name, &address).await;
 
     let mut browser = env.server.browser();
-    ask(&mut browser, &address).await;
-    let code = env.wait_for_sign_in_mails(&address, 1).await[0].code().unwrap();
+    let code = ask_for_code(&env, &mut browser, &address, 1).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
         statuses.push(enter_code(&mut browser, &other_code(&code)).await.status);
@@ -258,11 +243,9 @@ async fn codes_die_after_five_checks_are_superseded_and_expire() {
 
     // Within its five checks, a fresh code works; but a newer request ends it.
     let mut first = env.server.browser();
-    ask(&mut first, &address).await;
-    let older = env.wait_for_sign_in_mails(&address, 2).await[1].code().unwrap();
+    let older = ask_for_code(&env, &mut first, &address, 2).await;
     let mut second = env.server.browser();
-    ask(&mut second, &address).await;
-    let newer = env.wait_for_sign_in_mails(&address, 3).await[2].code().unwrap();
+    let newer = ask_for_code(&env, &mut second, &address, 3).await;
     assert_eq!(enter_code(&mut first, &older).await.status, 401, "superseded by the newer request");
     // Expiry: the newer one, 11 minutes later.
     env.server.clock.advance(Duration::from_secs(11 * 60));
@@ -288,15 +271,15 @@ async fn only_verified_addresses_get_a_code() {
         .submit("/register", "/register", &[("username", &name), ("password", PASSWORD), ("email", &address)])
         .await;
     assert_eq!(registered.status, 303);
-    env.wait_for_mail(1).await;
+    env.mailbox.wait_for(1).await;
     let mut other = env.server.browser();
     let page = ask(&mut other, &address).await;
     assert_eq!(page.status, 200);
     assert!(page.element_text("email-login-sent").is_some());
-    env.drained().await;
+    drained(&env.server).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(env.sign_in_mails(&address).is_empty(), "no code for an unverified address");
-    assert_eq!(env.mail().len(), 1, "only the verification mail");
+    assert_eq!(env.mailbox.read().len(), 1, "only the verification mail");
 }
 
 /// Wrong codes count like wrong passwords, on the address's counter (one
@@ -316,11 +299,7 @@ async fn wrong_codes_are_throttled_like_passwords() {
         for round in 1..=3 {
             let mut browser = env.server.browser();
             assert_eq!(ask(&mut browser, address).await.status, 200);
-            let code = if real {
-                env.wait_for_sign_in_mails(address, round).await[round - 1].code().unwrap()
-            } else {
-                "123456".to_owned()
-            };
+            let code = if real { env.sign_in_code(address, round).await } else { "123456".to_owned() };
             for _ in 0..5 {
                 let page = enter_code(&mut browser, &other_code(&code)).await;
                 if page.status == 429 {
@@ -427,7 +406,7 @@ async fn email_sign_in_through_the_api() {
         attempts.push(attempt);
     }
     let (stranger_attempt, attempt) = (attempts[0].clone(), attempts[1].clone());
-    let code = env.wait_for_sign_in_mails(&address, 1).await[0].code().unwrap();
+    let code = env.sign_in_code(&address, 1).await;
     let verify = |body: Value| {
         let http = http.clone();
         let url = env.url("/api/login/email/verify");
@@ -526,11 +505,11 @@ async fn email_sign_in_on_postgres() {
         async move { request.send().await.unwrap().status().as_u16() }
     };
     let attempt = start().await;
-    let code = env.wait_for_sign_in_mails(&address, 1).await[0].code().unwrap();
+    let code = env.sign_in_code(&address, 1).await;
     assert_eq!(verify(attempt.clone(), code.clone()).await, 200);
     assert_eq!(verify(attempt, code).await, 401, "used once");
     let attempt = start().await;
-    let code = env.wait_for_sign_in_mails(&address, 2).await[1].code().unwrap();
+    let code = env.sign_in_code(&address, 2).await;
     for _ in 0..5 {
         assert_eq!(verify(attempt.clone(), other_code(&code)).await, 401);
     }
@@ -554,8 +533,7 @@ async fn the_second_factor_is_still_required() {
     assert!(factors.confirm_setup(user_id, &totp(&env.server.clock)).await.unwrap().is_some());
 
     let mut browser = env.server.browser();
-    ask(&mut browser, &address).await;
-    let code = env.wait_for_sign_in_mails(&address, 1).await[0].code().unwrap();
+    let code = ask_for_code(&env, &mut browser, &address, 1).await;
     let step = enter_code(&mut browser, &code).await;
     assert_eq!(step.status, 303);
     assert_eq!(step.location(), Some("/login/second-factor"));
@@ -572,7 +550,7 @@ async fn the_second_factor_is_still_required() {
         .await
         .unwrap();
     let attempt = started["attempt"].as_str().unwrap();
-    let code = env.wait_for_sign_in_mails(&address, 2).await[1].code().unwrap();
+    let code = env.sign_in_code(&address, 2).await;
     let url = env.url("/api/login/email/verify");
     let missing = http.post(&url).json(&json!({"attempt": attempt, "code": code})).send().await.unwrap();
     assert_eq!(missing.status(), 401);
@@ -599,7 +577,7 @@ async fn a_required_address_must_be_verified_before_signing_in() {
     assert_eq!(registered.status, 303);
     assert_eq!(registered.location(), Some("/login/verification"), "not signed in before the address is confirmed");
     assert_eq!(browser.get("/profile").await.status, 303);
-    env.wait_for_mail(1).await;
+    env.mailbox.wait_for(1).await;
 
     // Signing in with the right password: refused, with the way to resend.
     let mut other = env.server.browser();
@@ -613,7 +591,7 @@ async fn a_required_address_must_be_verified_before_signing_in() {
     let resent = other.submit("/login/verification", "/login/verification", &[("email", &address)]).await;
     assert_eq!(resent.status, 200, "{}", resent.body);
     assert!(resent.element_text("resend-sent").is_some());
-    let mail = env.wait_for_mail(2).await;
+    let mail = env.mailbox.wait_for(2).await;
     // A browser without a refused login cannot ask.
     let mut nobody = env.server.browser();
     assert_eq!(nobody.get("/login/verification").await.status, 401);
@@ -643,7 +621,7 @@ async fn a_required_address_must_be_verified_before_signing_in() {
     assert_eq!(wrong.status(), 401);
     let mail = {
         let _ = mail;
-        env.wait_for_mail(3).await
+        env.mailbox.wait_for(3).await
     };
 
     // Confirmed by the link: now the password signs in.
@@ -680,7 +658,12 @@ async fn a_required_address_must_be_verified_before_signing_in() {
         .unwrap();
     assert_eq!(created.status(), 201);
     let deadline = std::time::Instant::now() + WAIT;
-    while !env.mail().iter().any(|m| m.to == format!("{other_name}@example.com") && m.subject.contains("Confirm")) {
+    while !env
+        .mailbox
+        .read()
+        .iter()
+        .any(|m| m.to == format!("{other_name}@example.com") && m.subject.contains("Confirm"))
+    {
         assert!(std::time::Instant::now() < deadline, "no verification mail after the API sign-up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -702,8 +685,8 @@ async fn the_purge_removes_expired_secrets_and_old_outbox_rows() {
     let mut browser = env.server.browser();
     browser.submit("/password/forgot", "/password/forgot", &[("email", &address)]).await;
     ask(&mut browser, &address).await;
-    env.wait_for_mail(2).await;
-    env.drained().await;
+    env.mailbox.wait_for(2).await;
+    drained(&env.server).await;
     let pool = env.server.app_state.db.pool().clone();
     let count = |table: &'static str| {
         let pool = pool.clone();
@@ -742,13 +725,12 @@ async fn new_device_notices_follow_the_device_cookie_of_the_account() {
     let name = unique_name("device");
     let address = format!("{name}@example.com");
     let user_id = env.user_with_address(&name, &address).await;
-    let notices = |env: &Env| env.mail().iter().filter(|m| m.subject.contains("New sign-in")).count();
+    let notices = |env: &Env| env.mailbox.read().iter().filter(|m| m.subject.contains("New sign-in")).count();
     let new_devices = |kinds: Vec<String>| kinds.iter().filter(|k| *k == "new_device_sign_in").count();
 
     // First sign-in in this browser, by email code: new.
     let mut browser = env.server.browser();
-    ask(&mut browser, &address).await;
-    let code = env.wait_for_sign_in_mails(&address, 1).await[0].code().unwrap();
+    let code = ask_for_code(&env, &mut browser, &address, 1).await;
     assert_eq!(enter_code(&mut browser, &code).await.status, 303);
     assert!(browser.cookies.keys().any(|k| k.contains("device")), "a device cookie: {:?}", browser.cookies);
     assert_eq!(new_devices(env.audit_kinds(user_id).await), 1);
@@ -793,7 +775,7 @@ async fn email_code_sign_in_in_chromium() {
     browser.fill("#email", &address).await;
     browser.click_and_wait("#email-login-send").await;
     assert!(browser.has("#email-login-sent").await);
-    let code = env.wait_for_sign_in_mails(&address, 1).await[0].code().unwrap();
+    let code = env.sign_in_code(&address, 1).await;
     browser.fill("#code", &code).await;
     browser.click_and_wait("#email-login-verify").await;
     assert_eq!(browser.path().await, "/profile");

@@ -14,14 +14,12 @@ mod harness;
 mod services;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use harness::{test_config, unique_name, Browser, TestServer};
+use harness::burst::{burst_statuses, form, request};
+use harness::{test_config, unique_name, TestServer};
 use tessera::{Clock, ManualClock};
 use tessera_auth::second_factor::totp::{step_at, TotpSecret};
 use tessera_auth::UserDirectory;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const PASSWORD: &str = "correct horse battery";
 const BURST: usize = 60;
@@ -94,60 +92,12 @@ impl Cluster {
     }
 }
 
-/// A raw HTTP/1.1 request.
-fn request(address: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Vec<u8> {
-    let mut text = format!("{method} {path} HTTP/1.1\r\nhost: localhost:{}\r\nconnection: close\r\n", address.port());
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
-    text.into_bytes()
-}
-
-/// Writes every request but its last byte on its own connection, then
-/// releases all the last bytes together; the status codes, in order.
-async fn burst(targets: Vec<(SocketAddr, Vec<u8>)>) -> Vec<u16> {
-    let mut held = Vec::new();
-    for (address, bytes) in targets {
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (head, last) = bytes.split_at(bytes.len() - 1);
-        stream.write_all(head).await.unwrap();
-        stream.flush().await.unwrap();
-        held.push((stream, last.to_vec()));
-    }
-    // Give the server time to read every head and wait in the body.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let answers = held.into_iter().map(|(mut stream, last)| {
-        tokio::spawn(async move {
-            stream.write_all(&last).await.unwrap();
-            let mut answer = Vec::new();
-            stream.read_to_end(&mut answer).await.unwrap();
-            let text = String::from_utf8_lossy(&answer);
-            text.split(' ').nth(1).and_then(|code| code.parse::<u16>().ok()).unwrap_or(0)
-        })
-    });
-    futures::future::join_all(answers).await.into_iter().map(|r| r.unwrap()).collect()
-}
-
-fn form(fields: &[(&str, &str)]) -> String {
-    let mut out = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in fields {
-        out.append_pair(k, v);
-    }
-    out.finish()
-}
-
-fn cookie_header(browser: &Browser) -> String {
-    browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
-}
-
 /// 60 web-form logins with wrong passwords for one account, spread over
 /// the instances, from one browser.
 async fn web_form_burst(cluster: &Cluster, name: &str, password: impl Fn(usize) -> String) -> Vec<u16> {
     let mut browser = cluster.first().browser();
     let token = browser.get("/login").await.csrf();
-    let cookies = cookie_header(&browser);
+    let cookies = browser.cookie_header();
     let addresses = cluster.addresses();
     let targets = (0..BURST)
         .map(|i| {
@@ -161,7 +111,7 @@ async fn web_form_burst(cluster: &Cluster, name: &str, password: impl Fn(usize) 
             (address, request(address, "POST", "/login", &headers, &body))
         })
         .collect();
-    burst(targets).await
+    burst_statuses(targets).await
 }
 
 /// 60 API sign-ins, spread over the instances.
@@ -174,7 +124,7 @@ async fn api_burst(cluster: &Cluster, body: impl Fn(usize) -> serde_json::Value)
             (address, request(address, "POST", "/api/signin", &headers, &body(i).to_string()))
         })
         .collect();
-    burst(targets).await
+    burst_statuses(targets).await
 }
 
 fn count(statuses: &[u16], status: u16) -> usize {
@@ -222,7 +172,7 @@ async fn one_account_on_the_api(cluster: &Cluster) {
 async fn api_burst_one(cluster: &Cluster, body: serde_json::Value) -> u16 {
     let address = cluster.first().address;
     let headers = [("content-type", "application/json".to_owned())];
-    burst(vec![(address, request(address, "POST", "/api/signin", &headers, &body.to_string()))]).await[0]
+    burst_statuses(vec![(address, request(address, "POST", "/api/signin", &headers, &body.to_string()))]).await[0]
 }
 
 /// Unknown names from one address: the address's allowance bounds them.
@@ -230,7 +180,7 @@ async fn unknown_names_from_one_address(cluster: &Cluster) {
     let before = cluster.audited("login_failed", None).await;
     let mut browser = cluster.first().browser();
     let token = browser.get("/login").await.csrf();
-    let cookies = cookie_header(&browser);
+    let cookies = browser.cookie_header();
     let addresses = cluster.addresses();
     let targets = (0..BURST)
         .map(|i| {
@@ -248,7 +198,7 @@ async fn unknown_names_from_one_address(cluster: &Cluster) {
             (address, request(address, "POST", "/login", &headers, &body))
         })
         .collect();
-    let statuses = burst(targets).await;
+    let statuses = burst_statuses(targets).await;
     let verified = cluster.audited("login_failed", None).await - before;
     eprintln!("form, unknown names: {verified} of {BURST} verified; statuses {statuses:?}");
     assert!(verified <= ADDRESS_ALLOWANCE, "{verified} unknown names verified; the allowance is {ADDRESS_ALLOWANCE}");
@@ -280,7 +230,7 @@ async fn codes_on_both_paths(cluster: &Cluster) {
     let pending = browser.login(&name, PASSWORD).await;
     assert_eq!(pending.location(), Some("/login/second-factor"));
     let token = browser.get("/login/second-factor").await.csrf();
-    let cookies = cookie_header(&browser);
+    let cookies = browser.cookie_header();
     let addresses = cluster.addresses();
     let right = secret.code_at(step_at(cluster.first().clock.now()));
     let wrong = if right == "000000" { "111111" } else { "000000" };
@@ -296,7 +246,7 @@ async fn codes_on_both_paths(cluster: &Cluster) {
             (address, request(address, "POST", "/login/second-factor", &headers, &body))
         })
         .collect();
-    let statuses = burst(targets).await;
+    let statuses = burst_statuses(targets).await;
     let verified = cluster.audited("second_factor_failed", Some(user_id)).await;
     eprintln!("form, codes: {verified} of {BURST} verified; statuses {statuses:?}");
     assert!(verified <= ACCOUNT_ALLOWANCE, "{verified} codes verified; the allowance is {ACCOUNT_ALLOWANCE}");

@@ -14,9 +14,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use harness::mail::{drained, outbox, read_eml_dir, wait_for, Mailbox, WAIT};
 use harness::{test_config, unique_name, Browser, TestServer};
 use serde_json::json;
-use smtp::{read_eml_dir, read_maildir, wait_for, Received, SmtpServer};
+use smtp::SmtpServer;
 use tessera::ManualClock;
 use tessera_auth::email_address::EmailAddress;
 use tessera_auth::UserDirectory;
@@ -25,14 +26,13 @@ use tokio::net::TcpListener;
 
 const PASSWORD: &str = "correct horse battery";
 const NEW_PASSWORD: &str = "a brand new passphrase";
-const WAIT: Duration = Duration::from_secs(20);
 
 /// A server whose mail goes to an SMTP server on `smtp_port` (which may be
 /// down), with its users database at `database_url` (SQLite by default).
 struct Env {
     server: TestServer,
     smtp_port: u16,
-    maildir: PathBuf,
+    mailbox: Mailbox,
     aiosmtpd: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -67,42 +67,16 @@ impl Env {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.public_url = Some(format!("http://localhost:{}", listener.local_addr().unwrap().port()));
         let server = TestServer::start_on(config, clock, listener).await;
-        let maildir = dir.path().join("maildir");
-        Some(Env { server, smtp_port, maildir, aiosmtpd, _dir: dir })
+        let mailbox = Mailbox::new(dir.path().join("maildir"));
+        Some(Env { server, smtp_port, mailbox, aiosmtpd, _dir: dir })
     }
 
     async fn smtp(&self) -> SmtpServer {
-        SmtpServer::start(&self.aiosmtpd, self.smtp_port, &self.maildir).await
-    }
-
-    fn mail(&self) -> Vec<Received> {
-        read_maildir(&self.maildir)
-    }
-
-    async fn wait_for_mail(&self, count: usize) -> Vec<Received> {
-        let maildir = self.maildir.clone();
-        wait_for(move || read_maildir(&maildir), count, WAIT).await
-    }
-
-    fn outbox(&self) -> MailOutbox {
-        MailOutbox::new(self.server.app_state.db.pool().clone(), Arc::new(self.server.clock.clone()))
+        SmtpServer::start(&self.aiosmtpd, self.smtp_port, &self.mailbox.dir).await
     }
 
     async fn counts(&self) -> OutboxCounts {
-        self.outbox().counts().await.unwrap()
-    }
-
-    /// Waits until nothing is pending any more.
-    async fn drained(&self) -> OutboxCounts {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let counts = self.counts().await;
-            if counts.pending == 0 {
-                return counts;
-            }
-            assert!(std::time::Instant::now() < deadline, "outbox not drained: {counts:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        outbox(&self.server).counts().await.unwrap()
     }
 
     /// Registers `name` in a fresh browser and gives the account the
@@ -138,7 +112,7 @@ async fn outage_then_delivery(database_url: Option<String>) {
     // Down: the attempt fails, the message stays, with the error recorded.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let errors = env.outbox().errors().await.unwrap();
+        let errors = outbox(&env.server).errors().await.unwrap();
         if !errors.is_empty() {
             break;
         }
@@ -150,12 +124,12 @@ async fn outage_then_delivery(database_url: Option<String>) {
     // Back up; once the back-off has passed, it is sent, once.
     let smtp = env.smtp().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(env.mail().is_empty(), "nothing is sent before the back-off has passed");
+    assert!(env.mailbox.read().is_empty(), "nothing is sent before the back-off has passed");
     env.server.clock.advance(Duration::from_secs(31));
-    let mail = env.wait_for_mail(1).await;
-    assert_eq!(env.drained().await, OutboxCounts { pending: 0, sent: 1, failed: 0 });
+    let mail = env.mailbox.wait_for(1).await;
+    assert_eq!(drained(&env.server).await, OutboxCounts { pending: 0, sent: 1, failed: 0 });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(env.mail().len(), 1, "sent exactly once");
+    assert_eq!(env.mailbox.read().len(), 1, "sent exactly once");
     let reset = &mail[0];
     assert_eq!(reset.to, address);
     assert!(reset.subject.contains("Reset your Tessera Test password"), "{}", reset.subject);
@@ -174,7 +148,7 @@ async fn outage_then_delivery(database_url: Option<String>) {
     assert_eq!(env.server.browser().login(&name, PASSWORD).await.status, 401, "the old password is gone");
     assert_eq!(env.server.browser().login(&name, NEW_PASSWORD).await.status, 303);
     // And the account is told: a password-changed notice.
-    let mail = env.wait_for_mail(2).await;
+    let mail = env.mailbox.wait_for(2).await;
     assert!(mail.iter().any(|m| m.subject.contains("Your password was changed")), "{mail:?}");
     smtp.stop();
 }
@@ -237,11 +211,11 @@ async fn password_reset_refusals() {
     let known = request_reset(&mut anonymous, &address.to_uppercase()).await;
     assert_eq!((unknown.status, known.status), (200, 200));
     assert_eq!(unknown.element_text("reset-sent"), known.element_text("reset-sent"));
-    let counts = env.drained().await;
+    let counts = drained(&env.server).await;
     assert_eq!(counts.sent, 2, "both requests queued the same work: {counts:?}");
-    let mail = env.wait_for_mail(1).await;
+    let mail = env.mailbox.wait_for(1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(env.mail().len(), 1, "mail only for the existing address");
+    assert_eq!(env.mailbox.read().len(), 1, "mail only for the existing address");
     assert_eq!(mail[0].to, address, "sent to the address as verified");
     let first = mail[0].token(&env.server.base).unwrap();
 
@@ -251,7 +225,7 @@ async fn password_reset_refusals() {
 
     // A newer link ends the older one.
     request_reset(&mut anonymous, &address).await;
-    let mail = env.wait_for_mail(2).await;
+    let mail = env.mailbox.wait_for(2).await;
     let second = mail[1].token(&env.server.base).unwrap();
     assert_ne!(first, second);
     assert_eq!(anonymous.get(&format!("/password/reset?token={first}")).await.status, 400);
@@ -264,7 +238,7 @@ async fn password_reset_refusals() {
 
     // A fresh one: a weak password leaves it working; then used once only.
     request_reset(&mut anonymous, &address).await;
-    let mail = env.wait_for_mail(3).await;
+    let mail = env.mailbox.wait_for(3).await;
     let third = mail[2].token(&env.server.base).unwrap();
     let path = format!("/password/reset?token={third}");
     let weak = anonymous.submit(&path, "/password/reset", &[("token", &third), ("new_password", "short")]).await;
@@ -311,7 +285,7 @@ async fn a_reset_leaves_the_second_factor_in_place() {
 
     let mut anonymous = env.server.browser();
     request_reset(&mut anonymous, &address).await;
-    let token = env.wait_for_mail(1).await[0].token(&env.server.base).unwrap();
+    let token = env.mailbox.wait_for(1).await[0].token(&env.server.base).unwrap();
     let path = format!("/password/reset?token={token}");
     let done = anonymous.submit(&path, "/password/reset", &[("token", &token), ("new_password", NEW_PASSWORD)]).await;
     assert_eq!(done.status, 200);
@@ -351,7 +325,7 @@ async fn password_reset_through_the_api() {
     }
     let bad = http.post(url("/api/password/reset-request")).json(&json!({"email": "nope"})).send().await.unwrap();
     assert_eq!(bad.status(), 422);
-    let token = env.wait_for_mail(1).await[0].token(&env.server.base).unwrap();
+    let token = env.mailbox.wait_for(1).await[0].token(&env.server.base).unwrap();
 
     let weak =
         http.post(url("/api/password/reset")).json(&json!({"token": token, "new_password": "x"})).send().await.unwrap();
@@ -393,7 +367,7 @@ async fn addresses_are_verified_by_link_or_code() {
     let asked = browser.submit("/account/email", "/account/email", &[("email", &first)]).await;
     assert_eq!(asked.status, 200, "{}", asked.body);
     assert_eq!(asked.element_text("email-address").as_deref(), Some("none"), "not before it is confirmed");
-    let mail = env.wait_for_mail(1).await;
+    let mail = env.mailbox.wait_for(1).await;
     assert_eq!(mail[0].to, first);
     assert!(mail[0].code().is_some());
     let token = mail[0].token(&env.server.base).unwrap();
@@ -415,7 +389,7 @@ async fn addresses_are_verified_by_link_or_code() {
     // Change it with the code: wrong codes are refused, then throttled.
     let second = format!("{name}-new@example.com");
     browser.submit("/account/email", "/account/email", &[("email", &second)]).await;
-    let mail = env.wait_for_mail(2).await;
+    let mail = env.mailbox.wait_for(2).await;
     let code = mail[1].code().unwrap();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let refused = browser.submit("/account/email", "/account/email/code", &[("code", wrong)]).await;
@@ -426,7 +400,7 @@ async fn addresses_are_verified_by_link_or_code() {
     let again = browser.submit("/account/email", "/account/email/code", &[("code", &code)]).await;
     assert_eq!(again.status, 400, "a code works once");
     // The old address hears of it.
-    let mail = env.wait_for_mail(3).await;
+    let mail = env.mailbox.wait_for(3).await;
     let notice =
         mail.iter().find(|m| m.to == first && m.subject.contains("email address was changed")).expect("notice");
     assert!(notice.text.contains("/account/sessions"), "{}", notice.text);
@@ -443,7 +417,7 @@ async fn addresses_are_verified_by_link_or_code() {
     let mut intruder = env.server.browser();
     assert_eq!(intruder.register(&other, PASSWORD).await.status, 303);
     intruder.submit("/account/email", "/account/email", &[("email", &second)]).await;
-    let mail = env.wait_for_mail(4).await;
+    let mail = env.mailbox.wait_for(4).await;
     let token = mail.iter().rev().find(|m| m.to == second && m.subject.contains("Confirm")).unwrap();
     let token = token.token(&env.server.base).unwrap();
     let taken = intruder.submit("/account/email", "/email/verify", &[("token", &token)]).await;
@@ -468,7 +442,7 @@ async fn security_notices_are_mailed() {
         )
         .await;
     assert_eq!(changed.status, 303);
-    let mail = env.wait_for_mail(1).await;
+    let mail = env.mailbox.wait_for(1).await;
     assert_eq!(mail[0].to, address);
     assert!(mail[0].subject.contains("Your password was changed"), "{}", mail[0].subject);
     assert!(mail[0].text.contains(&format!("{}/account/sessions", env.server.base)), "{}", mail[0].text);
@@ -477,7 +451,7 @@ async fn security_notices_are_mailed() {
     let mut fresh = env.server.browser();
     fresh.extra_headers.push(("user-agent".into(), "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0".into()));
     assert_eq!(fresh.login(&name, NEW_PASSWORD).await.status, 303);
-    let mail = env.wait_for_mail(2).await;
+    let mail = env.mailbox.wait_for(2).await;
     assert!(mail[1].subject.contains("New sign-in"), "{}", mail[1].subject);
     assert!(mail[1].text.contains("Firefox"), "{}", mail[1].text);
 }
@@ -543,16 +517,14 @@ async fn password_reset_in_chromium() {
     browser.fill("#email", &address).await;
     browser.click_and_wait("form[action='/password/forgot'] button[type=submit]").await;
     assert!(browser.has("#reset-sent").await);
-    let link = env.wait_for_mail(1).await[0].link(&env.server.base).unwrap();
+    let link = env.mailbox.wait_for(1).await[0].link(&env.server.base).unwrap();
     browser.open(&link).await;
     browser.fill("#new_password", NEW_PASSWORD).await;
     browser.click_and_wait("form[action='/password/reset'] button[type=submit]").await;
     assert!(browser.has("#reset-done").await, "the password was set");
     browser.screenshot("password-reset-done").await;
     browser.open(&format!("{}/login", env.server.base)).await;
-    browser.fill("#username", &name).await;
-    browser.fill("#password", NEW_PASSWORD).await;
-    browser.click_and_wait("form[action='/login'] button[type=submit]").await;
+    chromium::log_in_here(&browser, &name, NEW_PASSWORD).await;
     assert_eq!(browser.path().await, "/profile");
     browser.close().await;
 }
@@ -580,7 +552,7 @@ async fn sign_up_with_an_address() {
         .submit("/register", "/register", &[("username", &name), ("password", PASSWORD), ("email", &address)])
         .await;
     assert_eq!(done.status, 303);
-    let mail = env.wait_for_mail(1).await;
+    let mail = env.mailbox.wait_for(1).await;
     assert_eq!(mail[0].to, address);
     assert!(mail[0].subject.contains("Confirm your email address"));
 

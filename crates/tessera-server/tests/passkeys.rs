@@ -13,6 +13,7 @@ mod harness;
 mod services;
 
 use chromium::{Chromedriver, Chromium, DESKTOP};
+use harness::burst::forms_at_once;
 use harness::{test_config, unique_name, Browser, Page, TestServer};
 use serde_json::{json, Value};
 use tessera::ManualClock;
@@ -26,11 +27,9 @@ async fn server() -> (TestServer, tempfile::TempDir) {
     (server, dir)
 }
 
+/// Registers `name` with [`PASSWORD`]: signed in, on the profile.
 async fn register(browser: &Chromium, base: &str, name: &str) {
-    browser.open(&format!("{base}/register")).await;
-    browser.fill("#username", name).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.click_and_wait("form[action='/register'] button[type=submit]").await;
+    chromium::register(browser, base, name, PASSWORD).await;
     assert_eq!(browser.path().await, "/profile");
 }
 
@@ -315,13 +314,19 @@ impl Api {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
-    /// Adds a passkey made by `soft` to the account of `token`.
-    async fn add_passkey(&self, token: &str, soft: &mut SoftAuthenticator, name: &str) -> Value {
-        let (status, begun) =
-            self.post("/api/passkeys/register/begin", Some(token), json!({"current_password": PASSWORD})).await;
+    /// Begins a registration on the account of `token` with `begin` (the
+    /// password, or a passkey confirmation) and has `soft` make the
+    /// credential: the body for `/api/passkeys/register/finish`.
+    async fn registration(&self, token: &str, begin: Value, soft: &mut SoftAuthenticator, name: &str) -> Value {
+        let (status, begun) = self.post("/api/passkeys/register/begin", Some(token), begin).await;
         assert_eq!(status, 200, "{begun}");
         let credential = soft.register(&self.base, &begun["options"]);
-        let body = json!({"ceremony": begun["ceremony"], "name": name, "credential": credential});
+        json!({"ceremony": begun["ceremony"], "name": name, "credential": credential})
+    }
+
+    /// Adds a passkey made by `soft` to the account of `token`.
+    async fn add_passkey(&self, token: &str, soft: &mut SoftAuthenticator, name: &str) -> Value {
+        let body = self.registration(token, json!({"current_password": PASSWORD}), soft, name).await;
         let (status, added) = self.post("/api/passkeys/register/finish", Some(token), body).await;
         assert_eq!(status, 201, "{added}");
         added
@@ -332,6 +337,24 @@ impl Api {
         let (status, begun) = self.post("/api/passkeys/signin/begin", None, json!({})).await;
         assert_eq!(status, 200, "{begun}");
         (begun["ceremony"].clone(), begun["options"].clone())
+    }
+
+    /// Begins a sign-in and has `soft` sign it as if made on `origin`:
+    /// (ceremony, assertion).
+    async fn signed_on(&self, soft: &mut SoftAuthenticator, origin: &str) -> (Value, Value) {
+        let (ceremony, options) = self.begin().await;
+        (ceremony, soft.sign(origin, &options))
+    }
+
+    /// Begins a sign-in and has `soft` sign it on this server.
+    async fn signed(&self, soft: &mut SoftAuthenticator) -> (Value, Value) {
+        self.signed_on(soft, &self.base).await
+    }
+
+    /// A fresh passkey confirmation by `soft`, as sensitive calls take it.
+    async fn confirmation(&self, soft: &mut SoftAuthenticator) -> Value {
+        let (ceremony, credential) = self.signed(soft).await;
+        json!({"ceremony": ceremony, "credential": credential})
     }
 
     async fn finish(&self, ceremony: &Value, credential: &Value) -> (u16, Value) {
@@ -389,19 +412,14 @@ async fn every_refusal(server: &TestServer) {
     assert_eq!(added["name"], json!("Soft key"));
 
     // A registration ceremony is used once.
-    let (status, begun) =
-        api.post("/api/passkeys/register/begin", Some(&token), json!({"current_password": PASSWORD})).await;
-    assert_eq!(status, 200);
     let mut second = SoftAuthenticator::new();
-    let credential = second.register(&server.base, &begun["options"]);
-    let body = json!({"ceremony": begun["ceremony"], "name": "Second", "credential": credential});
+    let body = api.registration(&token, json!({"current_password": PASSWORD}), &mut second, "Second").await;
     assert_eq!(api.post("/api/passkeys/register/finish", Some(&token), body.clone()).await.0, 201);
     let (status, problem) = api.post("/api/passkeys/register/finish", Some(&token), body).await;
     assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
 
     // Sign in: a token pair for the account.
-    let (ceremony, options) = api.begin().await;
-    let assertion = soft.sign(&server.base, &options);
+    let (ceremony, assertion) = api.signed(&mut soft).await;
     let (status, pair) = api.finish(&ceremony, &assertion).await;
     assert_eq!(status, 200, "{pair}");
     let me: Value = api
@@ -425,23 +443,20 @@ async fn every_refusal(server: &TestServer) {
     assert!(problem["detail"].as_str().unwrap().contains("another challenge"), "{problem}");
 
     // A challenge of another ceremony.
-    let (first, first_options) = api.begin().await;
+    let (first, signed) = api.signed(&mut soft).await;
     let (other, _) = api.begin().await;
-    let signed = soft.sign(&server.base, &first_options);
     let (status, problem) = api.finish(&other, &signed).await;
     assert_eq!((status, kind(&problem)), (401, "/problems/passkey-invalid"), "{problem}");
     let _ = first;
 
     // Made on another origin (a phishing site).
-    let (ceremony, options) = api.begin().await;
-    let phished = soft.sign("https://tessera.localhost", &options);
+    let (ceremony, phished) = api.signed_on(&mut soft, "https://tessera.localhost").await;
     let (status, problem) = api.finish(&ceremony, &phished).await;
     assert_eq!((status, kind(&problem)), (401, "/problems/passkey-invalid"), "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("another origin"), "{problem}");
 
     // Expired: six minutes later.
-    let (ceremony, options) = api.begin().await;
-    let late = soft.sign(&server.base, &options);
+    let (ceremony, late) = api.signed(&mut soft).await;
     server.clock.advance(std::time::Duration::from_secs(6 * 60));
     let (status, problem) = api.finish(&ceremony, &late).await;
     assert_eq!((status, kind(&problem)), (400, "/problems/passkey-challenge-expired"), "{problem}");
@@ -451,17 +466,14 @@ async fn every_refusal(server: &TestServer) {
     let other_token = api.sign_up(&other_name).await;
     let mut others = SoftAuthenticator::new();
     api.add_passkey(&other_token, &mut others, "Theirs").await;
-    let (ceremony, options) = api.begin().await;
     others.user_handle = soft.user_handle.clone();
-    let borrowed = others.sign(&server.base, &options);
+    let (ceremony, borrowed) = api.signed(&mut others).await;
     let (status, problem) = api.finish(&ceremony, &borrowed).await;
     assert_eq!((status, kind(&problem)), (401, "/problems/passkey-wrong-user"), "{problem}");
 
     // A signature counter that goes backwards: a cloned authenticator.
-    let (early, early_options) = api.begin().await;
-    let (later, later_options) = api.begin().await;
-    let older = soft.sign(&server.base, &early_options);
-    let newer = soft.sign(&server.base, &later_options);
+    let (early, older) = api.signed(&mut soft).await;
+    let (later, newer) = api.signed(&mut soft).await;
     assert_eq!(api.finish(&later, &newer).await.0, 200);
     let (status, problem) = api.finish(&early, &older).await;
     assert_eq!((status, kind(&problem)), (401, "/problems/passkey-cloned"), "{problem}");
@@ -473,7 +485,6 @@ async fn every_refusal(server: &TestServer) {
     let other_user = server.app_state.db.users().user_by_name(&other_name).await.unwrap().unwrap();
     let theirs = passkeys.list(other_user.id).await.unwrap();
     assert!(passkeys.remove(other_user.id, &theirs[0].id).await.unwrap());
-    let (ceremony, options) = api.begin().await;
     others.user_handle = passkeys
         .user_handle(other_user.id)
         .await
@@ -483,7 +494,7 @@ async fn every_refusal(server: &TestServer) {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()
         })
         .unwrap();
-    let gone = others.sign(&server.base, &options);
+    let (ceremony, gone) = api.signed(&mut others).await;
     let (status, problem) = api.finish(&ceremony, &gone).await;
     assert_eq!((status, kind(&problem)), (401, "/problems/passkey-unknown"), "{problem}");
 
@@ -542,8 +553,7 @@ async fn failed_passkey_sign_ins_count_on_the_address_throttle() {
     let token = api.sign_up(&unique_name("slow")).await;
     let mut soft = SoftAuthenticator::new();
     api.add_passkey(&token, &mut soft, "Key").await;
-    let (ceremony, options) = api.begin().await;
-    let assertion = soft.sign(&server.base, &options);
+    let (ceremony, assertion) = api.signed(&mut soft).await;
     assert_eq!(api.finish(&ceremony, &assertion).await.0, 200);
     // Replays (no ceremony any more) and a made-up ceremony count too.
     let mut statuses = vec![];
@@ -555,8 +565,7 @@ async fn failed_passkey_sign_ins_count_on_the_address_throttle() {
     // says so at once.
     assert_eq!(statuses, [400, 400, 429, 429, 429], "{statuses:?}");
     // Blocked: even a good assertion waits.
-    let (ceremony, options) = api.begin().await;
-    let good = soft.sign(&server.base, &options);
+    let (ceremony, good) = api.signed(&mut soft).await;
     let (status, problem) = api.finish(&ceremony, &good).await;
     assert_eq!((status, kind(&problem)), (429, "/problems/throttled"), "{problem}");
     server.stop().await;
@@ -723,25 +732,24 @@ async fn forward_auth_two_factor_rules_accept_a_passkey_sign_in_and_refuse_a_pas
     assert_eq!(two_factor_rule(&mut password).await, 403);
 
     // A passkey sign-in on the login page: two factors in one.
-    let mut browser = server.browser();
-    let csrf = browser.get("/login").await.csrf();
-    let (status, options) = web_post(&mut browser, "/login/passkey/begin", &csrf, json!({})).await;
-    assert_eq!(status, 200, "{options}");
-    let assertion = soft.sign(&server.base, &options);
-    let body = json!({"ceremony": options["ceremony"], "credential": assertion});
-    let (status, answer) = web_post(&mut browser, "/login/passkey/finish", &csrf, body).await;
-    assert_eq!(status, 200, "{answer}");
+    let mut browser = web_passkey_sign_in(&server, &mut soft).await;
     assert_eq!(two_factor_rule(&mut browser).await, 200);
     server.stop().await;
 }
 
-/// A passkey-only account made through the API: (token, soft authenticator).
-async fn passkey_only_account(api: &Api, base: &str, name: &str) -> (String, SoftAuthenticator) {
+/// Begins a passkey sign-up of `name` through the API and has `soft` make
+/// the credential as if on `origin`: the body for `/api/passkeys/signup/finish`.
+async fn sign_up_ceremony(api: &Api, name: &str, soft: &mut SoftAuthenticator, origin: &str) -> Value {
     let (status, begun) = api.post("/api/passkeys/signup/begin", None, json!({"username": name})).await;
     assert_eq!(status, 200, "{begun}");
+    let credential = soft.register(origin, &begun["options"]);
+    json!({"ceremony": begun["ceremony"], "credential": credential})
+}
+
+/// A passkey-only account made through the API: (token, soft authenticator).
+async fn passkey_only_account(api: &Api, base: &str, name: &str) -> (String, SoftAuthenticator) {
     let mut soft = SoftAuthenticator::new();
-    let credential = soft.register(base, &begun["options"]);
-    let body = json!({"ceremony": begun["ceremony"], "credential": credential});
+    let body = sign_up_ceremony(api, name, &mut soft, base).await;
     let (status, pair) = api.post("/api/passkeys/signup/finish", None, body).await;
     assert_eq!(status, 201, "{pair}");
     (pair["access_token"].as_str().unwrap().to_owned(), soft)
@@ -766,8 +774,7 @@ async fn api_passkey_only_sign_up_with_a_software_authenticator() {
     assert!(kinds == ["sign_up", "passkey_added"], "{kinds:?}");
 
     // It signs in with its passkey.
-    let (ceremony, options) = api.begin().await;
-    let assertion = soft.sign(&server.base, &options);
+    let (ceremony, assertion) = api.signed(&mut soft).await;
     assert_eq!(api.finish(&ceremony, &assertion).await.0, 200);
 
     // A password sign-in of the password-less account: the answer of a wrong password.
@@ -784,8 +791,7 @@ async fn api_passkey_only_sign_up_with_a_software_authenticator() {
     // setting a password, then deleting the account.
     let (status, _) = api.post("/api/password", Some(&token), json!({"new_password": "a brand new passphrase"})).await;
     assert_eq!(status, 401, "no password to confirm with, and no passkey");
-    let (ceremony, options) = api.begin().await;
-    let confirmation = json!({"ceremony": ceremony, "credential": soft.sign(&server.base, &options)});
+    let confirmation = api.confirmation(&mut soft).await;
     let body = json!({"new_password": "a brand new passphrase", "confirmation": confirmation});
     let (status, problem) = api.post("/api/password", Some(&token), body).await;
     assert_eq!(status, 204, "{problem}");
@@ -793,8 +799,7 @@ async fn api_passkey_only_sign_up_with_a_software_authenticator() {
         api.post("/api/signin", None, json!({"username": name, "password": "a brand new passphrase"})).await;
     assert_eq!(status, 200, "{pair}");
     let token = pair["access_token"].as_str().unwrap().to_owned();
-    let (ceremony, options) = api.begin().await;
-    let confirmation = json!({"ceremony": ceremony, "credential": soft.sign(&server.base, &options)});
+    let confirmation = api.confirmation(&mut soft).await;
     let deleted = api
         .http
         .delete(format!("{}/api/account", server.base))
@@ -816,10 +821,8 @@ async fn api_passkey_only_sign_up_with_a_software_authenticator() {
 
     // A sign-up ceremony is used once; a credential for another origin is refused.
     let fresh = unique_name("solo");
-    let (_, begun) = api.post("/api/passkeys/signup/begin", None, json!({"username": fresh})).await;
     let mut phished = SoftAuthenticator::new();
-    let credential = phished.register("https://tessera.localhost", &begun["options"]);
-    let body = json!({"ceremony": begun["ceremony"], "credential": credential});
+    let body = sign_up_ceremony(&api, &fresh, &mut phished, "https://tessera.localhost").await;
     let (status, problem) = api.post("/api/passkeys/signup/finish", None, body.clone()).await;
     assert_eq!((status, kind(&problem)), (401, "/problems/passkey-invalid"), "{problem}");
     let (status, problem) = api.post("/api/passkeys/signup/finish", None, body).await;
@@ -883,30 +886,26 @@ async fn last_two_ways_race(server: &TestServer) {
 
     let mut browser = web_passkey_sign_in(server, &mut soft).await;
     let csrf = browser.get("/account/passkeys").await.csrf();
-    let cookies: String = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
-    let mut tasks = vec![];
-    for i in 0..60 {
-        let (client, barrier, cookies, csrf) = (client.clone(), barrier.clone(), cookies.clone(), csrf.clone());
-        let (path, form): (&str, Vec<(&str, String)>) = if i % 2 == 0 {
-            ("/account/passkeys/remove", vec![("csrf_token", csrf), ("id", id.clone())])
-        } else {
-            (
-                "/account/identities/unlink",
-                vec![("csrf_token", csrf), ("issuer", identity.issuer.clone()), ("subject", identity.subject.clone())],
-            )
-        };
-        let url = format!("{}{path}", server.base);
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let status = client.post(url).header("cookie", cookies).form(&form).send().await.unwrap().status();
-            (path, status.as_u16())
-        }));
-    }
+    let forms = (0..60)
+        .map(|i| -> (&str, Vec<(&str, String)>) {
+            let csrf = csrf.clone();
+            if i % 2 == 0 {
+                ("/account/passkeys/remove", vec![("csrf_token", csrf), ("id", id.clone())])
+            } else {
+                (
+                    "/account/identities/unlink",
+                    vec![
+                        ("csrf_token", csrf),
+                        ("issuer", identity.issuer.clone()),
+                        ("subject", identity.subject.clone()),
+                    ],
+                )
+            }
+        })
+        .collect();
     let mut outcomes = std::collections::BTreeMap::<(&str, u16), usize>::new();
-    for task in tasks {
-        *outcomes.entry(task.await.unwrap()).or_default() += 1;
+    for outcome in forms_at_once(&server.base, &browser, forms).await {
+        *outcomes.entry(outcome).or_default() += 1;
     }
     let passkeys_left = passkeys.count(user.id).await.unwrap();
     let identities_left = server.app_state.db.identities_of(user.id).await.unwrap().len();
@@ -923,14 +922,9 @@ async fn removal_race(server: &TestServer) {
     // the access token alone is not enough.
     let (status, problem) = api.post("/api/passkeys/register/begin", Some(&token), json!({})).await;
     assert_eq!(status, 403, "{problem}");
-    let (ceremony, options) = api.begin().await;
-    let confirmation = json!({"ceremony": ceremony, "credential": soft.sign(&server.base, &options)});
-    let (status, begun) =
-        api.post("/api/passkeys/register/begin", Some(&token), json!({"confirmation": confirmation})).await;
-    assert_eq!(status, 200, "{begun}");
+    let confirmation = api.confirmation(&mut soft).await;
     let mut second = SoftAuthenticator::new();
-    let credential = second.register(&server.base, &begun["options"]);
-    let body = json!({"ceremony": begun["ceremony"], "name": "Second", "credential": credential});
+    let body = api.registration(&token, json!({"confirmation": confirmation}), &mut second, "Second").await;
     assert_eq!(api.post("/api/passkeys/register/finish", Some(&token), body).await.0, 201);
     let user = server.app_state.db.users().user_by_name(&name.to_lowercase()).await.unwrap().unwrap();
     let passkeys = server.app_state.auth.passkeys().unwrap();
@@ -942,24 +936,13 @@ async fn removal_race(server: &TestServer) {
     let page = browser.get("/account/passkeys").await;
     assert_eq!(page.status, 200);
     let csrf = page.csrf();
-    let cookies: String = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
 
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
-    let mut tasks = vec![];
-    for i in 0..60 {
-        let (client, barrier, cookies, csrf) = (client.clone(), barrier.clone(), cookies.clone(), csrf.clone());
-        let url = format!("{}/account/passkeys/remove", server.base);
-        let id = ids[i % 2].clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let form = [("csrf_token", csrf.as_str()), ("id", id.as_str())];
-            client.post(url).header("cookie", cookies).form(&form).send().await.unwrap().status().as_u16()
-        }));
-    }
+    let forms = (0..60)
+        .map(|i| ("/account/passkeys/remove", vec![("csrf_token", csrf.clone()), ("id", ids[i % 2].clone())]))
+        .collect();
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    for task in tasks {
-        *statuses.entry(task.await.unwrap()).or_default() += 1;
+    for (_, status) in forms_at_once(&server.base, &browser, forms).await {
+        *statuses.entry(status).or_default() += 1;
     }
     assert_eq!(statuses.get(&303), Some(&1), "exactly one removal: {statuses:?}");
     assert!(statuses.keys().all(|s| [303, 404, 409].contains(s)), "only removed, gone or last: {statuses:?}");
@@ -1147,9 +1130,7 @@ async fn a_passkey_as_the_second_factor_after_the_password_in_chromium() {
 
     let script = without_autofill(&browser).await;
     log_out(&browser).await;
-    browser.fill("#username", &name).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.click_and_wait("form[action='/login'] button[type=submit]").await;
+    chromium::log_in_here(&browser, &name, PASSWORD).await;
     assert_eq!(browser.path().await, "/login/second-factor");
     assert!(browser.has("#code").await, "the code beside the passkey");
     assert_eq!(browser.find("#passkey-second-factor-button").await.text().await.unwrap(), "Use a passkey");
@@ -1168,10 +1149,12 @@ async fn a_passkey_as_the_second_factor_after_the_password_in_chromium() {
 async fn web_passkey_sign_in(server: &TestServer, soft: &mut SoftAuthenticator) -> Browser {
     let mut browser = server.browser();
     let csrf = browser.get("/login").await.csrf();
-    let (_, options) = web_post(&mut browser, "/login/passkey/begin", &csrf, json!({})).await;
+    let (status, options) = web_post(&mut browser, "/login/passkey/begin", &csrf, json!({})).await;
+    assert_eq!(status, 200, "{options}");
     let assertion = soft.sign(&server.base, &options);
     let body = json!({"ceremony": options["ceremony"], "credential": assertion});
-    assert_eq!(web_post(&mut browser, "/login/passkey/finish", &csrf, body).await.0, 200);
+    let (status, answer) = web_post(&mut browser, "/login/passkey/finish", &csrf, body).await;
+    assert_eq!(status, 200, "{answer}");
     browser
 }
 

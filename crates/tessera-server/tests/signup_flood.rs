@@ -22,6 +22,7 @@ mod services;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use harness::burst::{burst, form, request, Answer};
 use harness::{test_config, unique_name, TestServer};
 use tessera::password::PasswordHasher;
 use tessera::ManualClock;
@@ -29,8 +30,6 @@ use tessera_auth::throttle::ThrottleConfig;
 use tessera_server::client_ip::TrustedProxies;
 use tessera_server::settings::Settings;
 use tessera_server::AppConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const PASSWORD: &str = "correct horse battery";
 const BURST: usize = 60;
@@ -113,72 +112,11 @@ impl Cluster {
     }
 }
 
-/// A raw HTTP/1.1 request.
-fn request(address: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Vec<u8> {
-    let mut text = format!("{method} {path} HTTP/1.1\r\nhost: localhost:{}\r\nconnection: close\r\n", address.port());
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
-    text.into_bytes()
-}
-
-/// An answer to a raw request: status and head (lower-case header names).
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
-}
-
-/// Writes every request but its last byte on its own connection, then
-/// releases all the last bytes together; the answers, in order.
-async fn burst(targets: Vec<(SocketAddr, Vec<u8>)>) -> Vec<Answer> {
-    let mut held = Vec::new();
-    for (address, bytes) in targets {
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (head, last) = bytes.split_at(bytes.len() - 1);
-        stream.write_all(head).await.unwrap();
-        stream.flush().await.unwrap();
-        held.push((stream, last.to_vec()));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let answers = held.into_iter().map(|(mut stream, last)| {
-        tokio::spawn(async move {
-            stream.write_all(&last).await.unwrap();
-            let mut answer = Vec::new();
-            stream.read_to_end(&mut answer).await.unwrap();
-            let text = String::from_utf8_lossy(&answer).into_owned();
-            let status = text.split(' ').nth(1).and_then(|code| code.parse::<u16>().ok()).unwrap_or(0);
-            let head = text.split("\r\n\r\n").next().unwrap_or("").to_owned();
-            Answer { status, head }
-        })
-    });
-    futures::future::join_all(answers).await.into_iter().map(|r| r.unwrap()).collect()
-}
-
-fn form(fields: &[(&str, &str)]) -> String {
-    let mut out = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in fields {
-        out.append_pair(k, v);
-    }
-    out.finish()
-}
-
 /// A browser's CSRF token and cookies for the registration form.
 async fn register_form(server: &TestServer) -> (String, String) {
     let mut browser = server.browser();
     let token = browser.get("/register").await.csrf();
-    let cookies = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+    let cookies = browser.cookie_header();
     (token, cookies)
 }
 
@@ -315,7 +253,7 @@ async fn a_full_hashing_queue_answers_503_and_counts_nothing() {
     // Logins with the right password, half on the form, half on the API.
     let mut browser = server.browser();
     let token = browser.get("/login").await.csrf();
-    let cookies = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+    let cookies = browser.cookie_header();
     let targets = (0..BURST)
         .map(|i| {
             let bytes = if i % 2 == 0 {

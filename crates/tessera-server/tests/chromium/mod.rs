@@ -453,3 +453,20 @@ impl Chromium {
         let _ = self.client.close().await;
     }
 }
+
+// ---- tessera's forms, as a person fills them in --------------------------
+
+/// Fills in and sends the registration form of the server at `base`.
+pub async fn register(browser: &Chromium, base: &str, name: &str, password: &str) {
+    browser.open(&format!("{base}/register")).await;
+    browser.fill("#username", name).await;
+    browser.fill("#password", password).await;
+    browser.click_and_wait("form[action='/register'] button[type=submit]").await;
+}
+
+/// Fills in and sends the login form already shown.
+pub async fn log_in_here(browser: &Chromium, name: &str, password: &str) {
+    browser.fill("#username", name).await;
+    browser.fill("#password", password).await;
+    browser.click_and_wait("form[action='/login'] button[type=submit]").await;
+}

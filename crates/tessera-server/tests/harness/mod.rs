@@ -1,7 +1,9 @@
 //! A real tessera server on a loopback port, and a cookie-keeping client.
 #![allow(dead_code)]
 
+pub mod burst;
 pub mod external;
+pub mod mail;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -155,7 +157,8 @@ impl Browser {
         self.cookies.get("__Host-id").cloned()
     }
 
-    fn cookie_header(&self) -> String {
+    /// The `cookie` header this browser sends.
+    pub fn cookie_header(&self) -> String {
         self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
     }
 
