@@ -1,6 +1,6 @@
 //! The edge of the server: what every request passes through before its
-//! route, in one service: the request ID ([`crate::request_id`]) and its
-//! tracing span, the client address ([`crate::client_ip`]), the checks of
+//! route, in one service: the request ID ([`crate::request_id`]) and the
+//! request's log context ([`crate::request_context`]), the client address ([`crate::client_ip`]), the checks of
 //! HTTP itself ([`crate::http_semantics`]); and on the way out, error
 //! answers as pages or problem documents ([`crate::error_pages`], panics
 //! included), the access log line, the request metrics
@@ -23,12 +23,12 @@ use axum::response::Response;
 use futures::future::{ready, BoxFuture, Either};
 use futures::FutureExt;
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use crate::client_ip::{self, TrustedProxies};
 use crate::error_pages::{self, ErrorContext};
 use crate::http_semantics;
 use crate::metrics::RequestMetrics;
+use crate::request_context::RequestContext;
 use crate::request_id;
 use crate::security_headers;
 
@@ -90,43 +90,39 @@ where
         client_ip::annotate(&config.trusted_proxies, peer, &mut request);
         // Cloning the matched path is a reference count.
         let matched = request.extensions().get::<MatchedPath>().cloned();
-        let method = request.method().clone();
-        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-        let span = tracing::info_span!("request", request_id = id.as_str(), method = %method, route);
-        request.extensions_mut().insert(id.clone());
+        let context = RequestContext { id: id.clone(), method: request.method().clone(), route: matched };
+        request.extensions_mut().insert(id);
         let started = Instant::now();
         let errors = ErrorContext::of(&request);
         let api = errors.json;
         let future = match http_semantics::refusal(&request) {
             Some(refusal) => Either::Left(ready(Ok(refusal))),
-            None => {
-                let _entered = span.enter();
-                // A panic while starting or running the handler becomes a 500.
-                match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
-                    Ok(future) => Either::Right(
-                        AssertUnwindSafe(future)
-                            .catch_unwind()
-                            .map(|result| result.unwrap_or_else(|_| Ok(error_pages::panicked()))),
-                    ),
-                    Err(_) => Either::Left(ready(Ok(error_pages::panicked()))),
-                }
-            }
+            // A panic while starting or running the handler becomes a 500.
+            None => match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+                Ok(future) => Either::Right(
+                    AssertUnwindSafe(future)
+                        .catch_unwind()
+                        .map(|result| result.unwrap_or_else(|_| Ok(error_pages::panicked()))),
+                ),
+                Err(_) => Either::Left(ready(Ok(error_pages::panicked()))),
+            },
         };
-        Box::pin(async move {
-            let mut response = future.instrument(span.clone()).await?;
+        Box::pin(context.scope(async move {
+            let mut response = future.await?;
             http_semantics::add_challenge(&mut response, api);
             let mut response = errors.render(response);
             let elapsed = started.elapsed();
             let status = response.status().as_u16();
-            span.in_scope(|| {
-                tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request finished");
-            });
-            let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-            config.metrics.record(route, &method, status, elapsed);
+            // The access log line; the request's ID, method and route come
+            // from its context (see `log_format`).
+            tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request finished");
             let headers = response.headers_mut();
             security_headers::apply(headers, config.hsts);
-            headers.insert(request_id::HEADER, id.0);
+            RequestContext::with_current(|request| {
+                config.metrics.record(request.route(), &request.method, status, elapsed);
+                headers.insert(request_id::HEADER, request.id.0.clone());
+            });
             Ok(response)
-        })
+        }))
     }
 }

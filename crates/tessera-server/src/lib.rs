@@ -41,6 +41,7 @@ pub mod product_store;
 pub mod public_url;
 pub mod reauthentication;
 pub mod registration_policy;
+pub mod request_context;
 pub mod request_id;
 pub mod revocation_marks;
 pub mod routes;

@@ -21,15 +21,24 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::request_context::RequestContext;
 use crate::settings::{LogFormat, Settings};
 
 /// Formats events: time, level, the spans with their fields, target, fields.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TextFormat;
+
+/// Formats events as one JSON object per line, in the shape of
+/// `tracing-subscriber`'s JSON format: `timestamp`, `level`, `fields`,
+/// `target`, and `span` — the request the line belongs to (`name`,
+/// `request_id`, `method`, `route`), from its [`RequestContext`]. Other
+/// `tracing` spans are not written: the server opens none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonFormat;
 
 /// Formats fields: `name=value`, separated by spaces; the message bare.
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,6 +87,11 @@ where
         write_now(&mut writer)?;
         let metadata = event.metadata();
         write!(writer, " {} ", level_text(metadata.level()))?;
+        RequestContext::with_current(|request| {
+            write!(writer, "request{{request_id={} method={} route=", Quoted(request.id.as_str()), request.method)?;
+            write!(writer, "{}}}: ", Quoted(request.route()))
+        })
+        .transpose()?;
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 writer.write_str(span.name())?;
@@ -94,6 +108,40 @@ where
         write!(writer, "{}: ", metadata.target())?;
         ctx.format_fields(writer.by_ref(), event)?;
         writeln!(writer)
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let metadata = event.metadata();
+        writer.write_str("{\"timestamp\":\"")?;
+        write_now(&mut writer)?;
+        write!(writer, "\",\"level\":\"{}\",\"fields\":", metadata.level())?;
+        // `N` is `JsonFields`: the event's fields as one JSON object.
+        ctx.format_fields(writer.by_ref(), event)?;
+        write!(writer, ",\"target\":{}", Json(metadata.target()))?;
+        RequestContext::with_current(|request| {
+            write!(writer, ",\"span\":{{\"name\":\"request\",\"request_id\":{}", Json(request.id.as_str()))?;
+            write!(writer, ",\"method\":{},\"route\":{}}}", Json(request.method.as_str()), Json(request.route()))
+        })
+        .transpose()?;
+        writer.write_str("}\n")
+    }
+}
+
+/// A string as a JSON string literal, escaped by `serde_json`.
+struct Json<'a>(&'a str);
+
+impl fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_string(self.0) {
+            Ok(literal) => f.write_str(&literal),
+            Err(_) => f.write_str("null"),
+        }
     }
 }
 
@@ -133,6 +181,19 @@ impl TextVisitor<'_> {
     }
 }
 
+/// A string value as the text format writes it: between quotes, escaped
+/// only if it needs to be.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match plain(self.0) {
+            true => write!(f, "\"{}\"", self.0),
+            false => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
 /// Whether `text` can be written between quotes as it is.
 fn plain(text: &str) -> bool {
     text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
@@ -141,10 +202,9 @@ fn plain(text: &str) -> bool {
 impl Visit for TextVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         let message = field.name() == "message";
-        self.record(field, |w| match (message, plain(value)) {
-            (true, true) => w.write_str(value),
-            (false, true) => write!(w, "\"{value}\""),
-            (_, false) => write!(w, "{value:?}"),
+        self.record(field, |w| match message && plain(value) {
+            true => w.write_str(value),
+            false => write!(w, "{}", Quoted(value)),
         });
     }
 
@@ -221,7 +281,7 @@ where
             let _ = builder.fmt_fields(TextFields).event_format(TextFormat).try_init();
         }
         LogFormat::Json => {
-            let _ = builder.json().with_current_span(true).with_span_list(false).try_init();
+            let _ = builder.fmt_fields(JsonFields::new()).event_format(JsonFormat).try_init();
         }
     }
 }
@@ -231,6 +291,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::request_id::RequestId;
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -252,8 +313,23 @@ mod tests {
         }
     }
 
+    fn request() -> RequestContext {
+        RequestContext { id: RequestId(http::HeaderValue::from_static("abc")), method: http::Method::GET, route: None }
+    }
+
+    /// Logs one access-log-like event inside a request's context with
+    /// `subscriber`, and returns what was written.
+    fn one_line(subscriber: impl Subscriber + Send + Sync + 'static, captured: &Captured) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _default = tracing::subscriber::set_default(subscriber);
+        runtime.block_on(request().scope(async {
+            tracing::info!(status = 200u64, latency_ms = 0.5, forged = "a\nINFO fake \"line\"", "request finished");
+        }));
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
     #[test]
-    fn lines_have_time_level_spans_target_and_escaped_fields() {
+    fn lines_have_time_level_request_target_and_escaped_fields() {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(captured.clone())
@@ -261,19 +337,37 @@ mod tests {
             .fmt_fields(TextFields)
             .event_format(TextFormat)
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("request", request_id = "abc", method = %"GET", route = "/x");
-            let _entered = span.enter();
-            tracing::info!(status = 200u64, latency_ms = 0.5, forged = "a\nINFO fake \"line\"", "request finished");
-        });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = one_line(subscriber, &captured);
         assert_eq!(text.lines().count(), 1, "one line, the newline in a value escaped: {text}");
         let (time, rest) = text.split_once(' ').unwrap();
         assert!(time.ends_with('Z') && time.len() == "2026-12-04T21:13:46.212571Z".len(), "{time}");
         assert_eq!(
             rest.trim_end(),
-            " INFO request{request_id=\"abc\" method=GET route=\"/x\"}: tessera_server::log_format::tests: \
+            " INFO request{request_id=\"abc\" method=GET route=\"unmatched\"}: tessera_server::log_format::tests: \
              request finished status=200 latency_ms=0.5 forged=\"a\\nINFO fake \\\"line\\\"\""
         );
+    }
+
+    #[test]
+    fn json_lines_carry_the_request_and_escaped_fields() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonFormat)
+            .finish();
+        let text = one_line(subscriber, &captured);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["target"], "tessera_server::log_format::tests");
+        assert_eq!(line["fields"]["message"], "request finished");
+        assert_eq!(line["fields"]["status"], 200);
+        assert_eq!(line["fields"]["forged"], "a\nINFO fake \"line\"");
+        assert_eq!(line["span"]["name"], "request");
+        assert_eq!(line["span"]["request_id"], "abc");
+        assert_eq!(line["span"]["method"], "GET");
+        assert_eq!(line["span"]["route"], "unmatched");
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
     }
 }

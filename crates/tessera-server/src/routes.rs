@@ -67,21 +67,23 @@ pub(crate) fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer
         .route("/auth/oidc/{provider}/start", post(oidc::handlers::start))
         .route("/auth/oidc/{provider}/reauthenticate", post(oidc::handlers::reauthenticate))
         .route("/auth/oidc/{provider}/callback", get(oidc::handlers::callback))
-        .route("/auth/verify", get(forward_auth::verify))
         .merge(api::router());
     if config.test_routes {
         pages = pages.route("/__test/panic", get(|| async { panic!("test panic") as &'static str }));
     }
+    // Forward-auth answers with headers and no body worth compressing, on
+    // every request the proxy in front sees: it gets the session layer but
+    // not the compression layer (whose response wrapper costs every answer
+    // it passes, compressed or not).
+    let forward_auth = Router::new().route("/auth/verify", get(forward_auth::verify)).layer(sessions.clone());
     let mut router = pages
         .fallback(not_found)
         .layer(sessions)
-        // Probes and static files never touch the session.
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
+        // Static files never touch the session.
+        .merge(static_files::routes())
         // W3C "A Well-Known URL for Changing Passwords": password managers
         // send users here.
-        .route("/.well-known/change-password", get(|| async { axum::response::Redirect::to("/account/password") }))
-        .merge(static_files::routes());
+        .route("/.well-known/change-password", get(|| async { axum::response::Redirect::to("/account/password") }));
     if config.metrics_on_public_listener {
         let source = state.metrics.clone();
         router = router.route("/metrics", get(move || async move { crate::metrics::endpoint(State(source)).await }));
@@ -90,6 +92,11 @@ pub(crate) fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         // gzip or br when the client accepts it; see crate::compression.
         .layer(crate::compression::layer())
+        .merge(forward_auth)
+        // Probes answer a few bytes, read no body and never touch the
+        // session: only the edge wraps them.
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
         // Request ID, client address, HTTP checks, error pages (the body
         // limit's 413 included), access log, metrics, security headers.
         .layer(EdgeLayer::new(config.trusted_proxies.clone(), config.hsts))

@@ -220,6 +220,15 @@ async fn text_answers_are_compressed_when_the_client_accepts_it() {
         let br = client.get(format!("{}{path}", server.base)).header("accept-encoding", "br").send().await.unwrap();
         assert_eq!(br.headers()["content-encoding"], "br", "{path}");
     }
+    // Probes and forward-auth answer a few bytes on every request a proxy
+    // or an orchestrator makes: they are never wrapped for compression.
+    for path in ["/healthz", "/auth/verify"] {
+        let answer = client.get(format!("{}{path}", server.base)).header("accept-encoding", "gzip, br").send().await;
+        let answer = answer.unwrap();
+        assert!(answer.headers().get("content-encoding").is_none(), "{path}");
+        let vary = answer.headers().get("vary").map(|v| v.to_str().unwrap().to_ascii_lowercase());
+        assert!(!vary.unwrap_or_default().contains("accept-encoding"), "{path}");
+    }
     // Pages carry a CSRF token masked afresh on every rendering, so that a
     // compression oracle has nothing stable to guess (BREACH).
     let mut browser = server.browser();

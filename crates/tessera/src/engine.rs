@@ -313,11 +313,7 @@ impl SessionEngine {
     /// copy as it is (it already holds this request's changes applied to
     /// what was read); only after a lost compare-and-swap is the change log
     /// copied out and replayed on the newer record.
-    async fn commit_stored(
-        &self,
-        store: &dyn SessionStore,
-        session: &Session,
-    ) -> Result<CookieUpdate, StoreError> {
+    async fn commit_stored(&self, store: &dyn SessionStore, session: &Session) -> Result<CookieUpdate, StoreError> {
         let now = self.clock.now();
         let (destroyed, mut cookie, step) = {
             let state = session.state();
