@@ -30,6 +30,8 @@ const ALWAYS: [(HeaderName, HeaderValue); 5] = [
 /// site is served over HTTPS; browsers ignore HSTS over HTTP anyway) also
 /// `Strict-Transport-Security`.
 pub fn apply(headers: &mut HeaderMap, hsts: bool) {
+    // One growth of the map instead of one per insert.
+    headers.reserve(ALWAYS.len() + 1);
     for (name, value) in ALWAYS {
         if let http::header::Entry::Vacant(slot) = headers.entry(name) {
             slot.insert(value);

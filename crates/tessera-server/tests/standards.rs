@@ -203,6 +203,8 @@ async fn text_answers_are_compressed_when_the_client_accepts_it() {
     for path in ["/login", "/register", "/static/style.css", "/static/forms.js", "/api/openapi.json"] {
         let plain = client.get(format!("{}{path}", server.base)).send().await.unwrap();
         assert!(plain.headers().get("content-encoding").is_none(), "{path}: no Accept-Encoding, no compression");
+        let vary = plain.headers()["vary"].to_str().unwrap().to_ascii_lowercase();
+        assert!(vary.contains("accept-encoding"), "{path}: caches key on Accept-Encoding even when none was sent");
         let plain = plain.bytes().await.unwrap();
         let gzip = client.get(format!("{}{path}", server.base)).header("accept-encoding", "gzip").send().await.unwrap();
         assert_eq!(gzip.status(), 200);
