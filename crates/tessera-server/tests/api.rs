@@ -953,6 +953,31 @@ async fn access_tokens_die_with_sign_out_password_change_and_account_changes() {
 }
 
 #[tokio::test]
+async fn a_password_change_ends_access_tokens_issued_earlier_in_the_same_second() {
+    // Access tokens say when they were issued to the millisecond (`iat_ms`),
+    // so the per-user mark tells before from after within one second — and
+    // the user behind a token may then come from memory.
+    use tessera::Clock as _;
+    let (server, _dir) = server().await;
+    let name = unique_name("samesecond");
+    let api = Api::new(&server);
+    let millis = server.clock.now().as_millis().rem_euclid(1000);
+    server.clock.advance(Duration::from_millis(u64::try_from(1000 - millis).unwrap()));
+    let before = api.signup_and_signin(&name).await;
+    let me = api.with_bearer(access(&before));
+    assert_eq!(me.get("/api/me").await.status, 200, "the user is now also kept in memory");
+    server.clock.advance(Duration::from_millis(300));
+    let change = json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"});
+    assert_eq!(me.post("/api/password", change).await.status, 204);
+    me.get("/api/me").await.assert_problem(401, "invalid-token");
+    // A sign-in in the same millisecond as the change works.
+    let after = api.post("/api/signin", json!({"username": name, "password": "a brand new passphrase"})).await;
+    assert_eq!(after.status, 200, "{after:?}");
+    assert_eq!(api.with_bearer(access(&after.json)).get("/api/me").await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn refresh_families_end_after_their_absolute_lifetime() {
     // The default: 30 days from the sign-in, however often it is refreshed.
     let (server, _dir) = server().await;

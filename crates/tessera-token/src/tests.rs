@@ -255,3 +255,20 @@ fn a_remembered_token_skips_only_the_signature() {
     let (_, fresh, _) = setup();
     assert_eq!(fresh.verify(&settings, &issued.token, NOW), Err(TokenError::UnknownKey));
 }
+
+#[test]
+fn tokens_issued_on_a_millisecond_clock_carry_iat_ms_consistent_with_iat() {
+    let (settings, ring, pair) = setup();
+    let issued = ring.issue_at_millis(&settings, "7", NOW * 1000 + 999).unwrap();
+    assert_eq!((issued.claims.iat, issued.claims.issued_at_ms), (NOW, Some(NOW * 1000 + 999)));
+    let claims = ring.verify(&settings, &issued.token, NOW).unwrap();
+    assert_eq!(claims.issued_at_ms, Some(NOW * 1000 + 999));
+    assert_eq!(ring.issue(&settings, "7", NOW).unwrap().claims.issued_at_ms, None, "seconds clock: no iat_ms");
+    // A signed token whose iat_ms names another second than iat is refused.
+    let mut claims = good_claims();
+    claims["iat_ms"] = json!((NOW - 5) * 1000);
+    let forged = sign(&pair, &header(&pair), &claims);
+    assert!(matches!(ring.verify(&settings, &forged, NOW), Err(TokenError::InvalidClaims(_))));
+    claims["iat_ms"] = json!(NOW * 1000 + 5);
+    assert!(ring.verify(&settings, &sign(&pair, &header(&pair), &claims), NOW).is_ok());
+}

@@ -73,11 +73,10 @@ where
             let token = token.map_err(IntoResponse::into_response)?;
             let user_id =
                 Arc::<TokenService>::from_ref(state).verify_access(token).await.map_err(IntoResponse::into_response)?;
-            // Not from memory: a token is judged by its revocation mark, whose
-            // whole-second resolution lets a token issued in the second of a
-            // revocation through, so the account itself is read for tokens.
-            let user = auth.accounts().directory().user_by_id(user_id).await.map_err(ApiError::unavailable);
-            let user = user.map_err(IntoResponse::into_response)?.filter(User::is_enabled);
+            // The token passed its user's revocation mark (exact to the
+            // millisecond, see `tokens::issued_before`), so the user may come
+            // from memory as for a session.
+            let user = enabled_user(&auth, user_id).await.map_err(IntoResponse::into_response)?;
             return match user {
                 Some(user) => Ok(ApiUser { user, method: AuthMethod::Bearer }),
                 None => Err(ApiError::InvalidToken.into_response()),

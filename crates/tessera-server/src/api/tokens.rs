@@ -111,6 +111,20 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Whether a token was issued before a revocation `mark`. By `iat_ms`
+/// when the token has it (every token this server issues): exact to the
+/// millisecond, so a password change ends the tokens issued before it even
+/// in the same second, and a sign-in right after it works. A token without
+/// it (issued by an older version) is judged by whole seconds and, issued
+/// in the mark's second, counts as before: it may be, and its client can
+/// refresh.
+fn issued_before(claims: &tessera_token::AccessClaims, mark: Timestamp) -> bool {
+    match claims.issued_at_ms {
+        Some(issued_ms) => issued_ms < mark.as_millis(),
+        None => claims.iat <= mark.as_millis().div_euclid(1000),
+    }
+}
+
 fn seconds(timestamp: Timestamp) -> i64 {
     timestamp.as_millis().div_euclid(1000)
 }
@@ -216,7 +230,7 @@ impl TokenService {
             Ok(claims) => {
                 let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::InvalidToken)?;
                 let mark = self.db.access_tokens_valid_after(user_id).await.map_err(ApiError::unavailable)?;
-                if mark.is_some_and(|mark| claims.iat < mark.as_millis().div_euclid(1000)) {
+                if mark.is_some_and(|mark| issued_before(&claims, mark)) {
                     tracing::debug!(user_id, "access token refused: issued before the user's revocation mark");
                     return Err(ApiError::InvalidToken);
                 }
@@ -232,7 +246,7 @@ impl TokenService {
 
     fn access_token(&self, ring: &KeyRing, user_id: i64) -> Result<(String, u64), ApiError> {
         let issued = ring
-            .issue(&self.settings, &user_id.to_string(), seconds(self.clock.now()))
+            .issue_at_millis(&self.settings, &user_id.to_string(), self.clock.now().as_millis())
             .map_err(ApiError::unavailable)?;
         Ok((issued.token, issued.expires_in))
     }
