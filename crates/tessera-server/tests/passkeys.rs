@@ -1420,3 +1420,53 @@ async fn web_passkey_ceremonies_finish_only_in_the_browser_that_began_them() {
     assert!(server.app_state.db.users().user_by_name(&fresh.to_lowercase()).await.unwrap().is_some());
     server.stop().await;
 }
+
+// ---- A passkey sign-up's begin checks the invitation first ------------
+
+/// Under `accounts.registration = "invite"`, a passkey sign-up's begin with
+/// a made-up invitation is refused like `POST /api/signup` with one — `403
+/// invalid-invitation` — before the name is looked up (a taken name and a
+/// free one get the same answer) and before anything is counted: after
+/// twenty such begins on the API and twenty on the web page's endpoint
+/// (twice the address's sign-up allowance), an invited user at that
+/// address still signs up.
+#[tokio::test]
+async fn a_passkey_sign_up_begin_with_a_made_up_invitation_is_refused_before_anything_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.registration = tessera_server::registration_policy::RegistrationPolicy::Invite;
+    config.throttle.signups_per_address = 10;
+    let server = TestServer::start(config, clock).await;
+    let api = Api::new(&server.base);
+    let taken = unique_name("taken");
+    use tessera::Clock as _;
+    use tessera_auth::UserDirectory;
+    let users = server.app_state.db.users();
+    users.create_user(&taken, &taken.to_lowercase(), None, server.clock.now()).await.unwrap();
+    let mut browser = server.browser();
+    let csrf = browser.get("/register").await.csrf();
+    for i in 0..20 {
+        let name = if i % 2 == 0 { taken.clone() } else { unique_name("free") };
+        let body = json!({"username": name, "invite": "bogus"});
+        let (status, problem) = api.post("/api/passkeys/signup/begin", None, body.clone()).await;
+        assert_eq!((status, kind(&problem)), (403, "/problems/invalid-invitation"), "API {i}: {problem}");
+        let (status, problem) = web_post(&mut browser, "/register/passkey/begin", &csrf, body).await;
+        assert_eq!((status, kind(&problem)), (403, "/problems/invalid-invitation"), "web {i}: {problem}");
+    }
+    assert_eq!(ceremonies(&server).await, 0, "no ceremony was stored");
+    let counted: Option<(i64,)> = sqlx::query_as("SELECT failures FROM throttle WHERE key LIKE 'signup:%'")
+        .fetch_optional(server.app_state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(counted, None, "no sign-up was counted");
+
+    // An invited user at the same address signs up with a password.
+    let now = server.clock.now();
+    let expires = now.plus(std::time::Duration::from_secs(3600));
+    let token = server.app_state.db.create_invitation(&[], now, expires).await.unwrap();
+    let body = json!({"username": unique_name("invited"), "password": PASSWORD, "invite": token.token});
+    let (status, created) = api.post("/api/signup", None, body).await;
+    assert_eq!(status, 201, "{created}");
+    server.stop().await;
+}
