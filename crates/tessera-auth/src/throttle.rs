@@ -106,6 +106,7 @@ pub struct ThrottleConfig {
     pub passkey_ceremonies_per_address: u32,
     /// The window of `passkey_ceremonies_per_address`, from an address's
     /// first ceremony; once used up, the address waits for the window's end.
+    /// A counter is kept for its whole window, whatever `quiet_period`.
     #[serde(with = "tessera::duration_text")]
     #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub passkey_ceremony_window: Duration,
@@ -508,19 +509,27 @@ impl Throttle {
     }
 
     /// Drops counters that are neither blocked nor recent; returns how many.
-    /// A sign-up counter is recent while its window lasts; a passkey-ceremony
-    /// counter (its window is shorter than the quiet period) like a login's.
+    /// A login counter is recent until its quiet period has passed since
+    /// its last failure; a sign-up or passkey-ceremony counter, whose
+    /// `updated_at` is the start of its window, while that window lasts —
+    /// whatever the window's length next to the quiet period, so that no
+    /// counter is dropped in the middle of its window (which would give the
+    /// address its allowance again).
     pub async fn purge(&self) -> Result<u64, DatabaseError> {
-        let now = self.clock.now();
-        let quiet_since = now.as_millis().saturating_sub(millis(self.config.quiet_period));
-        let window_over = now.as_millis().saturating_sub(millis(self.config.signup_window));
+        let now = self.clock.now().as_millis();
+        let quiet_since = now.saturating_sub(millis(self.config.quiet_period));
+        let sign_ups_over = now.saturating_sub(millis(self.config.signup_window));
+        let ceremonies_over = now.saturating_sub(millis(self.config.passkey_ceremony_window));
         let done = sqlx::query(
-            "DELETE FROM throttle WHERE blocked_until <= $2 AND \
-             ((key LIKE 'signup:%' AND updated_at <= $3) OR (key NOT LIKE 'signup:%' AND updated_at <= $1))",
+            "DELETE FROM throttle WHERE blocked_until <= $2 AND CASE \
+             WHEN key LIKE 'signup:%' THEN updated_at <= $3 \
+             WHEN key LIKE 'ceremony:%' THEN updated_at <= $4 \
+             ELSE updated_at <= $1 END",
         )
         .bind(quiet_since)
-        .bind(now.as_millis())
-        .bind(window_over)
+        .bind(now)
+        .bind(sign_ups_over)
+        .bind(ceremonies_over)
         .execute(&self.db)
         .await?;
         Ok(done.rows_affected())

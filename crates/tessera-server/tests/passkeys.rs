@@ -1470,3 +1470,54 @@ async fn a_passkey_sign_up_begin_with_a_made_up_invitation_is_refused_before_any
     assert_eq!(status, 201, "{created}");
     server.stop().await;
 }
+
+// ---- Ceremony counters are purged by their own window ------------------
+
+/// The throttle's purge drops a passkey-ceremony counter only when its own
+/// window (`throttle.passkey_ceremony_window`) is over, not after the
+/// login counters' quiet period: with a one-hour window and a twenty-second
+/// quiet period, the counter of an address that used two of its three
+/// begins survives a purge ninety seconds in (its third begin is its last),
+/// and goes once the hour is over.
+#[tokio::test]
+async fn ceremony_counters_are_purged_when_their_window_is_over_not_after_the_quiet_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.throttle.passkey_ceremonies_per_address = 3;
+    config.throttle.passkey_ceremony_window = std::time::Duration::from_secs(3600);
+    config.throttle.quiet_period = std::time::Duration::from_secs(20);
+    let server = TestServer::start(config, clock).await;
+    let api = Api::new(&server.base);
+    let begin = || async { api.post("/api/passkeys/signin/begin", None, json!({})).await };
+    for _ in 0..2 {
+        let (status, options) = begin().await;
+        assert_eq!(status, 200, "{options}");
+    }
+    let counter = || async {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT failures FROM throttle WHERE key LIKE 'ceremony:%'")
+            .fetch_optional(server.app_state.db.pool())
+            .await
+            .unwrap();
+        row.map(|r| r.0)
+    };
+    assert_eq!(counter().await, Some(2));
+    let throttle = server.app_state.auth.throttle();
+
+    // 90 s in: past the quiet period, inside the window.
+    server.clock.advance(std::time::Duration::from_secs(90));
+    throttle.purge().await.unwrap();
+    assert_eq!(counter().await, Some(2), "purged in the middle of its window");
+    let (status, options) = begin().await;
+    assert_eq!(status, 200, "the third of three: {options}");
+    let (status, problem) = begin().await;
+    assert_eq!((status, kind(&problem)), (429, "/problems/throttled"), "the allowance did not start over: {problem}");
+
+    // The window over: purged, and the allowance is back.
+    server.clock.advance(std::time::Duration::from_secs(3600));
+    throttle.purge().await.unwrap();
+    assert_eq!(counter().await, None, "purged once its window was over");
+    let (status, options) = begin().await;
+    assert_eq!(status, 200, "{options}");
+    server.stop().await;
+}
