@@ -807,7 +807,10 @@ impl Passkeys {
 
     /// Stores a ceremony of `kind` under a fresh random ID (its hash only)
     /// and `binding` (`''` for none); a bound ceremony replaces the pending
-    /// ones of its kind with the same binding.
+    /// one of its kind with the same binding. The replacement is one
+    /// statement, an upsert on the unique index of `(kind, binding)` for
+    /// bound rows, so a browser has at most one pending ceremony of a kind
+    /// however many of its begins run at once, on any number of instances.
     async fn keep(
         &self,
         kind: &str,
@@ -823,19 +826,14 @@ impl Passkeys {
             .bind(now.saturating_sub(lifetime))
             .execute(&self.db)
             .await?;
-        if let Some(binding) = binding {
-            sqlx::query("DELETE FROM passkey_ceremonies WHERE kind = $1 AND binding = $2")
-                .bind(kind)
-                .bind(binding)
-                .execute(&self.db)
-                .await?;
-        }
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let id = URL_SAFE_NO_PAD.encode(bytes);
         sqlx::query(
             "INSERT INTO passkey_ceremonies (id_hash, kind, user_id, state, created_at, binding) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (kind, binding) WHERE binding <> '' DO UPDATE SET id_hash = excluded.id_hash, \
+             user_id = excluded.user_id, state = excluded.state, created_at = excluded.created_at",
         )
         .bind(ceremony_hash(&id))
         .bind(kind)

@@ -1521,3 +1521,62 @@ async fn ceremony_counters_are_purged_when_their_window_is_over_not_after_the_qu
     assert_eq!(status, 200, "{options}");
     server.stop().await;
 }
+
+// ---- One pending web ceremony per browser, however many begins race ----
+
+/// Thirty simultaneous sign-in begins from one browser (one cookie jar,
+/// so one binding), then thirty sign-up begins: every one is answered, and
+/// the browser is left with one pending ceremony of each kind — the new
+/// ceremony replaces the pending one in one statement, not a DELETE and an
+/// INSERT that racing begins interleave.
+async fn one_browser_burst(server: &TestServer) {
+    let mut browser = server.browser();
+    let csrf = browser.get("/login").await.csrf();
+    for (path, kind_name) in [("/login/passkey/begin", "authentication"), ("/register/passkey/begin", "signup")] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..30 {
+            let (mut browser, csrf) = (browser.clone(), csrf.clone());
+            let body =
+                if kind_name == "signup" { json!({"username": unique_name(&format!("burst{i}"))}) } else { json!({}) };
+            tasks.spawn(async move { web_post(&mut browser, path, &csrf, body).await });
+        }
+        for (status, answer) in tasks.join_all().await {
+            assert_eq!(status, 200, "{answer}");
+        }
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM passkey_ceremonies WHERE kind = $1 AND binding <> ''")
+            .bind(kind_name)
+            .fetch_one(server.app_state.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(row.0, 1, "{path}: one pending {kind_name} ceremony for the browser");
+    }
+}
+
+async fn burst_server(database_url: Option<String>) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.throttle.passkey_ceremonies_per_address = 1000;
+    config.throttle.signups_per_address = 1000;
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
+    (TestServer::start(config, clock).await, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_begins_from_one_browser_leaves_one_pending_ceremony() {
+    let (server, _dir) = burst_server(None).await;
+    one_browser_burst(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_begins_from_one_browser_leaves_one_pending_ceremony_on_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let (server, _dir) = burst_server(Some(services::postgres_url())).await;
+    one_browser_burst(&server).await;
+    server.stop().await;
+}
