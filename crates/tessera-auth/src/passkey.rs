@@ -959,11 +959,14 @@ impl Authenticator {
     }
 
     /// Counts a passkey ceremony begun by `client` on its address's
-    /// allowance, before anything is stored (a client without an address,
-    /// which only tests and the command line are, is not counted).
+    /// allowance — or, for a browser that signed in here before (a valid
+    /// device cookie), on its own — before anything is stored (a client
+    /// without an address, which only tests and the command line are, is
+    /// not counted).
     async fn count_ceremony(&self, client: &Client) -> Result<(), BeginError> {
         let Some(ip) = client.ip else { return Ok(()) };
-        self.throttle().reserve_passkey_ceremony(ip).await?.map_err(BeginError::Throttled)
+        let throttle = self.throttle();
+        throttle.reserve_passkey_ceremony(ip, client.device_cookie.as_deref()).await?.map_err(BeginError::Throttled)
     }
 
     /// Begins a passkey sign-in for `client`: the options for

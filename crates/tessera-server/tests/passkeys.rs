@@ -1580,3 +1580,52 @@ async fn a_burst_of_begins_from_one_browser_leaves_one_pending_ceremony_on_postg
     one_browser_burst(&server).await;
     server.stop().await;
 }
+
+// ---- A browser that signed in before is not locked out of passkeys -----
+
+/// The address's passkey-ceremony allowance used up by anonymous begins
+/// (the API, and login pages without a device cookie): a browser that
+/// signed in here before — a valid device cookie, of any account, as a
+/// sign-in begin names none — still begins ceremonies, counted under its
+/// own key; a browser without one, or with a forged one, is refused.
+#[tokio::test]
+async fn a_browser_with_a_device_cookie_begins_passkey_ceremonies_when_its_address_is_used_up() {
+    let (server, _dir, allowance) = flood_server(None).await;
+    let api = Api::new(&server.base);
+    let name = unique_name("known");
+    api.sign_up(&name).await;
+    let mut known = server.browser();
+    assert_eq!(known.login(&name, PASSWORD).await.location(), Some("/profile"));
+    known.logout().await;
+    let device = known.cookies.keys().find(|k| k.ends_with("device")).expect("a device cookie").clone();
+
+    for _ in 0..allowance {
+        let (status, options) = api.post("/api/passkeys/signin/begin", None, json!({})).await;
+        assert_eq!(status, 200, "{options}");
+    }
+    let mut stranger = server.browser();
+    let csrf = stranger.get("/login").await.csrf();
+    let (status, problem) = web_post(&mut stranger, "/login/passkey/begin", &csrf, json!({})).await;
+    assert_eq!((status, kind(&problem)), (429, "/problems/throttled"), "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("Too many passkey ceremonies were begun from"), "{detail}");
+
+    // The browser that signed in before: its login page still begins one.
+    let csrf = known.get("/login").await.csrf();
+    let (status, options) = web_post(&mut known, "/login/passkey/begin", &csrf, json!({})).await;
+    assert_eq!(status, 200, "{options}");
+    // A forged device cookie is no exemption.
+    let mut forger = server.browser();
+    let csrf = forger.get("/login").await.csrf();
+    let forged = format!("{}x", known.cookies[&device]);
+    forger.cookies.insert(device.clone(), forged);
+    let (status, problem) = web_post(&mut forger, "/login/passkey/begin", &csrf, json!({})).await;
+    assert_eq!((status, kind(&problem)), (429, "/problems/throttled"), "{problem}");
+    // Nor was the known browser's begin taken from the address.
+    let keys: Vec<(String, i64)> = sqlx::query_as("SELECT key, failures FROM throttle WHERE key LIKE 'ceremony:%'")
+        .fetch_all(server.app_state.db.pool())
+        .await
+        .unwrap();
+    assert!(keys.iter().any(|(k, n)| k.starts_with("ceremony:device:") && *n == 1), "{keys:?}");
+    server.stop().await;
+}
