@@ -1329,6 +1329,8 @@ async fn passkey_sign_up_begins_count_as_sign_ups_and_cannot_enumerate_names_pas
     let (free_status, free_problem) = api.post("/api/passkeys/signup/begin", None, json!({"username": free})).await;
     assert_eq!((taken_status, kind(&taken_problem)), (429, "/problems/throttled"), "{taken_problem}");
     assert_eq!((free_status, &free_problem["detail"]), (taken_status, &taken_problem["detail"]), "{free_problem}");
+    let detail = taken_problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("Too many sign-ups were attempted from your network address"), "{detail}");
     let response = reqwest::Client::new()
         .post(format!("{}/api/passkeys/signup/begin", server.base))
         .json(&json!({"username": free}))
