@@ -807,7 +807,10 @@ impl Passkeys {
 
     /// Stores a ceremony of `kind` under a fresh random ID (its hash only)
     /// and `binding` (`''` for none); a bound ceremony replaces the pending
-    /// ones of its kind with the same binding.
+    /// one of its kind with the same binding. The replacement is one
+    /// statement, an upsert on the unique index of `(kind, binding)` for
+    /// bound rows, so a browser has at most one pending ceremony of a kind
+    /// however many of its begins run at once, on any number of instances.
     async fn keep(
         &self,
         kind: &str,
@@ -823,19 +826,14 @@ impl Passkeys {
             .bind(now.saturating_sub(lifetime))
             .execute(&self.db)
             .await?;
-        if let Some(binding) = binding {
-            sqlx::query("DELETE FROM passkey_ceremonies WHERE kind = $1 AND binding = $2")
-                .bind(kind)
-                .bind(binding)
-                .execute(&self.db)
-                .await?;
-        }
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let id = URL_SAFE_NO_PAD.encode(bytes);
         sqlx::query(
             "INSERT INTO passkey_ceremonies (id_hash, kind, user_id, state, created_at, binding) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (kind, binding) WHERE binding <> '' DO UPDATE SET id_hash = excluded.id_hash, \
+             user_id = excluded.user_id, state = excluded.state, created_at = excluded.created_at",
         )
         .bind(ceremony_hash(&id))
         .bind(kind)
@@ -961,11 +959,14 @@ impl Authenticator {
     }
 
     /// Counts a passkey ceremony begun by `client` on its address's
-    /// allowance, before anything is stored (a client without an address,
-    /// which only tests and the command line are, is not counted).
+    /// allowance — or, for a browser that signed in here before (a valid
+    /// device cookie), on its own — before anything is stored (a client
+    /// without an address, which only tests and the command line are, is
+    /// not counted).
     async fn count_ceremony(&self, client: &Client) -> Result<(), BeginError> {
         let Some(ip) = client.ip else { return Ok(()) };
-        self.throttle().reserve_passkey_ceremony(ip).await?.map_err(BeginError::Throttled)
+        let throttle = self.throttle();
+        throttle.reserve_passkey_ceremony(ip, client.device_cookie.as_deref()).await?.map_err(BeginError::Throttled)
     }
 
     /// Begins a passkey sign-in for `client`: the options for

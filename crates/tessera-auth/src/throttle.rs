@@ -33,7 +33,10 @@
 //! [`ThrottleConfig::passkey_ceremonies_per_address`] begun per
 //! [`ThrottleConfig::passkey_ceremony_window`]
 //! ([`Throttle::reserve_passkey_ceremony`]), so that one address cannot
-//! fill the table of stored challenges.
+//! fill the table of stored challenges. A browser with a valid device
+//! cookie (it signed in here before, to any account) is counted under its
+//! own `ceremony:device:` key instead, so others at its address cannot keep
+//! it from signing in with a passkey.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -101,11 +104,17 @@ pub struct ThrottleConfig {
     /// `Retry-After`, and nothing is stored. Each begin keeps a
     /// challenge in the database for five minutes: the limit keeps one
     /// address from filling that table. Raise it for many people signing in
-    /// behind one address. (A passkey sign-up's begin counts as a sign-up,
-    /// under `signups_per_address`.)
+    /// behind one address. A browser that signed in here before (a valid
+    /// device cookie, of any account: a sign-in begin names none) is counted
+    /// under its own allowance of the same size instead of its address's,
+    /// like the device cookie's rule for failed logins, so begins made by
+    /// others at its address cannot keep it from passkey sign-in; a browser
+    /// that never signed in here shares its address's. (A passkey sign-up's
+    /// begin counts as a sign-up, under `signups_per_address`.)
     pub passkey_ceremonies_per_address: u32,
     /// The window of `passkey_ceremonies_per_address`, from an address's
     /// first ceremony; once used up, the address waits for the window's end.
+    /// A counter is kept for its whole window, whatever `quiet_period`.
     #[serde(with = "tessera::duration_text")]
     #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub passkey_ceremony_window: Duration,
@@ -425,8 +434,24 @@ impl Throttle {
     /// transaction holding the counter's row, so N simultaneous begins on
     /// any number of instances store at most the allowance; a ceremony
     /// stays counted whether or not it is finished.
-    pub async fn reserve_passkey_ceremony(&self, ip: IpAddr) -> Result<Result<(), Duration>, DatabaseError> {
-        let key = ThrottleKey { key: ceremony_key(ip), free_failures: self.config.passkey_ceremonies_per_address };
+    ///
+    /// `device_cookie` is the browser's device cookie, if it sent one. Like
+    /// the login throttle's rule for an account, a browser that signed in
+    /// here before ([`Throttle::is_device_here`]: any account, as a begin
+    /// names none) is counted under its own key (`ceremony:device:<nonce>`,
+    /// with the same allowance) instead of the address's, so begins made
+    /// by others at its address never refuse it, and its own begins do not
+    /// use up theirs.
+    pub async fn reserve_passkey_ceremony(
+        &self,
+        ip: IpAddr,
+        device_cookie: Option<&str>,
+    ) -> Result<Result<(), Duration>, DatabaseError> {
+        let key = match device_cookie.and_then(|cookie| self.device_here_token(cookie)) {
+            Some(device) => format!("ceremony:device:{device}"),
+            None => ceremony_key(ip),
+        };
+        let key = ThrottleKey { key, free_failures: self.config.passkey_ceremonies_per_address };
         let reserved = self.reserve_in_window(key, self.config.passkey_ceremony_window).await?;
         Ok(reserved.map(|_| ()))
     }
@@ -508,34 +533,80 @@ impl Throttle {
     }
 
     /// Drops counters that are neither blocked nor recent; returns how many.
-    /// A sign-up counter is recent while its window lasts; a passkey-ceremony
-    /// counter (its window is shorter than the quiet period) like a login's.
+    /// A login counter is recent until its quiet period has passed since
+    /// its last failure; a sign-up or passkey-ceremony counter, whose
+    /// `updated_at` is the start of its window, while that window lasts —
+    /// whatever the window's length next to the quiet period, so that no
+    /// counter is dropped in the middle of its window (which would give the
+    /// address its allowance again).
     pub async fn purge(&self) -> Result<u64, DatabaseError> {
-        let now = self.clock.now();
-        let quiet_since = now.as_millis().saturating_sub(millis(self.config.quiet_period));
-        let window_over = now.as_millis().saturating_sub(millis(self.config.signup_window));
+        let now = self.clock.now().as_millis();
+        let quiet_since = now.saturating_sub(millis(self.config.quiet_period));
+        let sign_ups_over = now.saturating_sub(millis(self.config.signup_window));
+        let ceremonies_over = now.saturating_sub(millis(self.config.passkey_ceremony_window));
         let done = sqlx::query(
-            "DELETE FROM throttle WHERE blocked_until <= $2 AND \
-             ((key LIKE 'signup:%' AND updated_at <= $3) OR (key NOT LIKE 'signup:%' AND updated_at <= $1))",
+            "DELETE FROM throttle WHERE blocked_until <= $2 AND CASE \
+             WHEN key LIKE 'signup:%' THEN updated_at <= $3 \
+             WHEN key LIKE 'ceremony:%' THEN updated_at <= $4 \
+             ELSE updated_at <= $1 END",
         )
         .bind(quiet_since)
-        .bind(now.as_millis())
-        .bind(window_over)
+        .bind(now)
+        .bind(sign_ups_over)
+        .bind(ceremonies_over)
         .execute(&self.db)
         .await?;
         Ok(done.rows_affected())
     }
 
     /// A fresh device cookie value for `username_key`, to send after a
-    /// successful password login (name: [`DEVICE_COOKIE`], lifetime:
-    /// [`DEVICE_COOKIE_LIFETIME`]).
+    /// successful login (name: [`DEVICE_COOKIE`], lifetime:
+    /// [`DEVICE_COOKIE_LIFETIME`]): `nonce.account-tag.here-tag`, the first
+    /// tag an HMAC over the account and the nonce ([`Throttle::is_device_of`]),
+    /// the second over the nonce alone, which says "this browser signed in
+    /// here before" whatever the account ([`Throttle::is_device_here`]).
     pub fn new_device_cookie(&self, username_key: &str) -> Option<String> {
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
         let nonce = URL_SAFE_NO_PAD.encode(nonce);
         let mac = self.device_mac(username_key, &nonce)?;
         let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        Some(format!("{nonce}.{tag}"))
+        let here = URL_SAFE_NO_PAD.encode(self.device_here_mac(&nonce)?.finalize().into_bytes());
+        Some(format!("{nonce}.{tag}.{here}"))
+    }
+
+    /// Whether `value` is a valid device cookie of this server for any
+    /// account: the browser signed in here before (within the cookie's
+    /// lifetime). What exempts a browser from the per-address allowance of
+    /// passkey ceremonies ([`Throttle::reserve_passkey_ceremony`]), whose
+    /// begins name no account. A cookie made before the account-free tag
+    /// existed (two parts) is not one until the browser's next sign-in.
+    pub fn is_device_here(&self, value: &str) -> bool {
+        self.device_here_token(value).is_some()
+    }
+
+    /// The nonce of `value` if its account-free tag is valid.
+    fn device_here_token(&self, value: &str) -> Option<String> {
+        if value.len() > 200 {
+            return None;
+        }
+        let mut parts = value.split('.');
+        let (nonce, _account_tag, here) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let here = URL_SAFE_NO_PAD.decode(here).ok()?;
+        // verify_slice compares in constant time.
+        self.device_here_mac(nonce)?.verify_slice(&here).ok()?;
+        Some(nonce.to_owned())
+    }
+
+    /// HMAC-SHA256 over the nonce alone, under its own label.
+    fn device_here_mac(&self, nonce: &str) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.device_key.as_slice()).ok()?;
+        mac.update(b"tessera device cookie v1 signed in here\0");
+        mac.update(nonce.as_bytes());
+        Some(mac)
     }
 
     /// Whether `value` is a valid device cookie for `username_key` (the
@@ -549,7 +620,12 @@ impl Throttle {
         if value.len() > 200 {
             return None;
         }
-        let (nonce, tag) = value.split_once('.')?;
+        // `nonce.tag`, or `nonce.tag.here-tag` (see `new_device_cookie`).
+        let mut parts = value.split('.');
+        let (nonce, tag) = (parts.next()?, parts.next()?);
+        if parts.nth(1).is_some() {
+            return None;
+        }
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         let mac = self.device_mac(username_key, nonce)?;
         // verify_slice compares in constant time.
@@ -625,6 +701,33 @@ mod tests {
     fn ceremony_keys() {
         assert_eq!(ceremony_key("192.0.2.7".parse().unwrap()), "ceremony:192.0.2.7");
         assert_eq!(ceremony_key("2001:db8:1:2:3:4:5:6".parse().unwrap()), "ceremony:2001:db8:1:2::/64");
+    }
+
+    #[tokio::test]
+    async fn device_cookies_name_the_account_and_say_the_browser_signed_in_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("throttle.db").display());
+        let db = TimedPool::connect(&url, crate::database::DEFAULT_QUERY_TIMEOUT).await.unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(tessera::ManualClock::new());
+        let throttle = Throttle::new(db.clone(), ThrottleConfig::default(), clock.clone(), [7; 32]);
+        let other = Throttle::new(db, ThrottleConfig::default(), clock, [8; 32]);
+        let cookie = throttle.new_device_cookie("alice").unwrap();
+        assert_eq!(cookie.split('.').count(), 3, "{cookie}");
+        assert!(throttle.is_device_of(&cookie, "alice"));
+        assert!(!throttle.is_device_of(&cookie, "bob"), "another account's");
+        assert!(throttle.is_device_here(&cookie), "signed in here, whatever the account");
+        assert!(!other.is_device_here(&cookie), "another server's key");
+        // A cookie of the two-part format is still the account's, but says
+        // nothing of "here" until the next sign-in.
+        let old = cookie.rsplit_once('.').unwrap().0;
+        assert!(throttle.is_device_of(old, "alice"));
+        assert!(!throttle.is_device_here(old));
+        // Tampered: the account tag moved into the "here" place, or a part added.
+        let (nonce, rest) = cookie.split_once('.').unwrap();
+        let (tag, _) = rest.split_once('.').unwrap();
+        assert!(!throttle.is_device_here(&format!("{nonce}.{tag}.{tag}")));
+        assert!(!throttle.is_device_here(&format!("{cookie}.x")));
+        assert!(!throttle.is_device_of(&format!("{cookie}.x"), "alice"));
     }
 
     #[test]

@@ -171,9 +171,12 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
 /// visitors without a session are bound to). A browser that has none gets
 /// one minted by this request (set as a cookie with the response). Another
 /// browser, or a client that sends no cookie, has another binding. The
-/// secret is replaced when a request logs in or out, so a binding does not
-/// outlive the login state it was made in. The value is 64 hex digits and
-/// reveals nothing of the secret.
+/// secret is replaced when a request logs in or out, so the browser's
+/// binding changes with its login state; state already bound to the old
+/// binding is not deleted by that, though: until it expires, a client that
+/// still sends the old (`HttpOnly`) cookie reaches it. Bind nothing to it
+/// that must end with the login, or delete it at the login. The value is 64
+/// hex digits and reveals nothing of the secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrowserBinding(String);
 

@@ -104,6 +104,11 @@ impl Refusal {
     }
 }
 
+/// The condition of an invitation that can still create an account: the
+/// token's hash (`$2`), unused, unexpired at `$1`. One condition for the
+/// check before a sign-up begins and for the claim that creates it.
+const USABLE_INVITATION: &str = "token_hash = $2 AND used_at IS NULL AND expires_at > $1";
+
 /// The stored form of an invitation token: SHA-256, hex.
 fn token_hash(token: &str) -> String {
     Sha256::digest(token.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
@@ -142,18 +147,21 @@ impl Database {
         Ok(NewInvitation { token, expires_at })
     }
 
+    /// Whether the invitation is unused and unexpired now: what
+    /// [`Database::claim_invitation`] would claim ([`USABLE_INVITATION`]),
+    /// read without claiming it.
+    async fn invitation_usable(&self, hash: &str, now: Timestamp) -> Result<bool, DatabaseError> {
+        let sql = format!("SELECT 1 FROM invitations WHERE {USABLE_INVITATION}");
+        let row = sqlx::query(&sql).bind(now.as_millis()).bind(hash).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
+
     /// Marks the invitation used, if it is unused and unexpired: one
     /// conditional `UPDATE`, so exactly one of many concurrent claims wins.
     /// Its groups, or `None`.
     async fn claim_invitation(&self, hash: &str, now: Timestamp) -> Result<Option<Vec<String>>, DatabaseError> {
-        let row = sqlx::query(
-            "UPDATE invitations SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
-             RETURNING group_names",
-        )
-        .bind(now.as_millis())
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!("UPDATE invitations SET used_at = $1 WHERE {USABLE_INVITATION} RETURNING group_names");
+        let row = sqlx::query(&sql).bind(now.as_millis()).bind(hash).fetch_optional(&self.pool).await?;
         let Some(row) = row else { return Ok(None) };
         let groups: String = row.try_get(0)?;
         Ok(Some(groups.split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect()))
@@ -279,17 +287,30 @@ impl Registration {
         result
     }
 
-    /// What the policy says of a sign-up with `invite` before it starts (a
-    /// passkey sign-up checks this before its ceremony begins): refused
-    /// when registration is closed, or needs an invitation and none came.
-    /// The invitation itself is claimed only when the account is created.
-    pub fn precheck(&self, invite: Option<&str>) -> Result<(), Refusal> {
+    /// Whether the policy lets a sign-up with `invite` go ahead, checked
+    /// before anything of it is counted or looked up: refused when
+    /// registration is closed, when it needs an invitation and none came,
+    /// and when an invitation came that is unknown, used or expired
+    /// ([`Refusal::InvalidInvitation`], under `open` too). Every sign-up
+    /// with a password or a passkey, on the forms and the API, starts here
+    /// ([`Registration::register`], [`Registration::register_with_passkey`],
+    /// and a passkey sign-up's begin), so a begin with a made-up invitation
+    /// is refused like `POST /api/signup` with one, before the address's
+    /// sign-up allowance is counted or the name looked up. The invitation is
+    /// only read here; it is claimed when the account is created.
+    pub async fn check(&self, invite: Option<&str>) -> Result<(), Refusal> {
         let invite = invite.map(str::trim).filter(|token| !token.is_empty());
-        match (self.policy, invite) {
-            (RegistrationPolicy::Closed, _) => Err(Refusal::Closed),
-            (RegistrationPolicy::Invite, None) => Err(Refusal::InvitationRequired),
-            _ => Ok(()),
+        let invite = match (self.policy, invite) {
+            (RegistrationPolicy::Closed, _) => return Err(Refusal::Closed),
+            (RegistrationPolicy::Invite, None) => return Err(Refusal::InvitationRequired),
+            (_, None) => return Ok(()),
+            (_, Some(invite)) => invite,
+        };
+        if !self.db.invitation_usable(&token_hash(invite), self.clock.now()).await? {
+            tracing::info!("registration refused: invalid, used or expired invitation");
+            return Err(Refusal::InvalidInvitation);
         }
+        Ok(())
     }
 
     async fn register_now(
@@ -310,7 +331,7 @@ impl Registration {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<User, E>>,
     {
-        self.precheck(invite)?;
+        self.check(invite).await?;
         let Some(invite) = invite.map(str::trim).filter(|token| !token.is_empty()) else {
             return Ok(create().await);
         };

@@ -472,7 +472,8 @@ async fn a_throttled_api_email_sign_in_request_says_codes_were_throttled() {
     let problem: Value = refused.json().await.unwrap();
     assert!(problem["type"].as_str().unwrap().ends_with("/throttled"), "{problem}");
     let detail = problem["detail"].as_str().unwrap();
-    assert!(detail.starts_with("Too many sign-in codes were asked for"), "{detail}");
+    assert!(detail.starts_with("Too many sign-in codes were asked for this email address"), "{detail}");
+    assert!(detail.contains("from your network address"), "{detail}");
     assert!(!detail.contains("password"), "{detail}");
 }
 

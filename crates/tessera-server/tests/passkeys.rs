@@ -1329,6 +1329,8 @@ async fn passkey_sign_up_begins_count_as_sign_ups_and_cannot_enumerate_names_pas
     let (free_status, free_problem) = api.post("/api/passkeys/signup/begin", None, json!({"username": free})).await;
     assert_eq!((taken_status, kind(&taken_problem)), (429, "/problems/throttled"), "{taken_problem}");
     assert_eq!((free_status, &free_problem["detail"]), (taken_status, &taken_problem["detail"]), "{free_problem}");
+    let detail = taken_problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("Too many sign-ups were attempted from your network address"), "{detail}");
     let response = reqwest::Client::new()
         .post(format!("{}/api/passkeys/signup/begin", server.base))
         .json(&json!({"username": free}))
@@ -1418,5 +1420,214 @@ async fn web_passkey_ceremonies_finish_only_in_the_browser_that_began_them() {
     let (status, created) = web_post(&mut c, "/register/passkey/finish", &csrf_c, body).await;
     assert_eq!(status, 201, "{created}");
     assert!(server.app_state.db.users().user_by_name(&fresh.to_lowercase()).await.unwrap().is_some());
+    server.stop().await;
+}
+
+// ---- A passkey sign-up's begin checks the invitation first ------------
+
+/// Under `accounts.registration = "invite"`, a passkey sign-up's begin with
+/// a made-up invitation is refused like `POST /api/signup` with one — `403
+/// invalid-invitation` — before the name is looked up (a taken name and a
+/// free one get the same answer) and before anything is counted: after
+/// twenty such begins on the API and twenty on the web page's endpoint
+/// (twice the address's sign-up allowance), an invited user at that
+/// address still signs up.
+#[tokio::test]
+async fn a_passkey_sign_up_begin_with_a_made_up_invitation_is_refused_before_anything_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.registration = tessera_server::registration_policy::RegistrationPolicy::Invite;
+    config.throttle.signups_per_address = 10;
+    let server = TestServer::start(config, clock).await;
+    let api = Api::new(&server.base);
+    let taken = unique_name("taken");
+    use tessera::Clock as _;
+    use tessera_auth::UserDirectory;
+    let users = server.app_state.db.users();
+    users.create_user(&taken, &taken.to_lowercase(), None, server.clock.now()).await.unwrap();
+    let mut browser = server.browser();
+    let csrf = browser.get("/register").await.csrf();
+    for i in 0..20 {
+        let name = if i % 2 == 0 { taken.clone() } else { unique_name("free") };
+        let body = json!({"username": name, "invite": "bogus"});
+        let (status, problem) = api.post("/api/passkeys/signup/begin", None, body.clone()).await;
+        assert_eq!((status, kind(&problem)), (403, "/problems/invalid-invitation"), "API {i}: {problem}");
+        let (status, problem) = web_post(&mut browser, "/register/passkey/begin", &csrf, body).await;
+        assert_eq!((status, kind(&problem)), (403, "/problems/invalid-invitation"), "web {i}: {problem}");
+    }
+    assert_eq!(ceremonies(&server).await, 0, "no ceremony was stored");
+    let counted: Option<(i64,)> = sqlx::query_as("SELECT failures FROM throttle WHERE key LIKE 'signup:%'")
+        .fetch_optional(server.app_state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(counted, None, "no sign-up was counted");
+
+    // An invited user at the same address signs up with a password.
+    let now = server.clock.now();
+    let expires = now.plus(std::time::Duration::from_secs(3600));
+    let token = server.app_state.db.create_invitation(&[], now, expires).await.unwrap();
+    let body = json!({"username": unique_name("invited"), "password": PASSWORD, "invite": token.token});
+    let (status, created) = api.post("/api/signup", None, body).await;
+    assert_eq!(status, 201, "{created}");
+    server.stop().await;
+}
+
+// ---- Ceremony counters are purged by their own window ------------------
+
+/// The throttle's purge drops a passkey-ceremony counter only when its own
+/// window (`throttle.passkey_ceremony_window`) is over, not after the
+/// login counters' quiet period: with a one-hour window and a twenty-second
+/// quiet period, the counter of an address that used two of its three
+/// begins survives a purge ninety seconds in (its third begin is its last),
+/// and goes once the hour is over.
+#[tokio::test]
+async fn ceremony_counters_are_purged_when_their_window_is_over_not_after_the_quiet_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.throttle.passkey_ceremonies_per_address = 3;
+    config.throttle.passkey_ceremony_window = std::time::Duration::from_secs(3600);
+    config.throttle.quiet_period = std::time::Duration::from_secs(20);
+    let server = TestServer::start(config, clock).await;
+    let api = Api::new(&server.base);
+    let begin = || async { api.post("/api/passkeys/signin/begin", None, json!({})).await };
+    for _ in 0..2 {
+        let (status, options) = begin().await;
+        assert_eq!(status, 200, "{options}");
+    }
+    let counter = || async {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT failures FROM throttle WHERE key LIKE 'ceremony:%'")
+            .fetch_optional(server.app_state.db.pool())
+            .await
+            .unwrap();
+        row.map(|r| r.0)
+    };
+    assert_eq!(counter().await, Some(2));
+    let throttle = server.app_state.auth.throttle();
+
+    // 90 s in: past the quiet period, inside the window.
+    server.clock.advance(std::time::Duration::from_secs(90));
+    throttle.purge().await.unwrap();
+    assert_eq!(counter().await, Some(2), "purged in the middle of its window");
+    let (status, options) = begin().await;
+    assert_eq!(status, 200, "the third of three: {options}");
+    let (status, problem) = begin().await;
+    assert_eq!((status, kind(&problem)), (429, "/problems/throttled"), "the allowance did not start over: {problem}");
+
+    // The window over: purged, and the allowance is back.
+    server.clock.advance(std::time::Duration::from_secs(3600));
+    throttle.purge().await.unwrap();
+    assert_eq!(counter().await, None, "purged once its window was over");
+    let (status, options) = begin().await;
+    assert_eq!(status, 200, "{options}");
+    server.stop().await;
+}
+
+// ---- One pending web ceremony per browser, however many begins race ----
+
+/// Thirty simultaneous sign-in begins from one browser (one cookie jar,
+/// so one binding), then thirty sign-up begins: every one is answered, and
+/// the browser is left with one pending ceremony of each kind — the new
+/// ceremony replaces the pending one in one statement, not a DELETE and an
+/// INSERT that racing begins interleave.
+async fn one_browser_burst(server: &TestServer) {
+    let mut browser = server.browser();
+    let csrf = browser.get("/login").await.csrf();
+    for (path, kind_name) in [("/login/passkey/begin", "authentication"), ("/register/passkey/begin", "signup")] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..30 {
+            let (mut browser, csrf) = (browser.clone(), csrf.clone());
+            let body =
+                if kind_name == "signup" { json!({"username": unique_name(&format!("burst{i}"))}) } else { json!({}) };
+            tasks.spawn(async move { web_post(&mut browser, path, &csrf, body).await });
+        }
+        for (status, answer) in tasks.join_all().await {
+            assert_eq!(status, 200, "{answer}");
+        }
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM passkey_ceremonies WHERE kind = $1 AND binding <> ''")
+            .bind(kind_name)
+            .fetch_one(server.app_state.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(row.0, 1, "{path}: one pending {kind_name} ceremony for the browser");
+    }
+}
+
+async fn burst_server(database_url: Option<String>) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = test_config(dir.path(), &clock);
+    config.throttle.passkey_ceremonies_per_address = 1000;
+    config.throttle.signups_per_address = 1000;
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
+    (TestServer::start(config, clock).await, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_begins_from_one_browser_leaves_one_pending_ceremony() {
+    let (server, _dir) = burst_server(None).await;
+    one_browser_burst(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_begins_from_one_browser_leaves_one_pending_ceremony_on_postgres() {
+    if !services::reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let (server, _dir) = burst_server(Some(services::postgres_url())).await;
+    one_browser_burst(&server).await;
+    server.stop().await;
+}
+
+// ---- A browser that signed in before is not locked out of passkeys -----
+
+/// The address's passkey-ceremony allowance used up by anonymous begins
+/// (the API, and login pages without a device cookie): a browser that
+/// signed in here before — a valid device cookie, of any account, as a
+/// sign-in begin names none — still begins ceremonies, counted under its
+/// own key; a browser without one, or with a forged one, is refused.
+#[tokio::test]
+async fn a_browser_with_a_device_cookie_begins_passkey_ceremonies_when_its_address_is_used_up() {
+    let (server, _dir, allowance) = flood_server(None).await;
+    let api = Api::new(&server.base);
+    let name = unique_name("known");
+    api.sign_up(&name).await;
+    let mut known = server.browser();
+    assert_eq!(known.login(&name, PASSWORD).await.location(), Some("/profile"));
+    known.logout().await;
+    let device = known.cookies.keys().find(|k| k.ends_with("device")).expect("a device cookie").clone();
+
+    for _ in 0..allowance {
+        let (status, options) = api.post("/api/passkeys/signin/begin", None, json!({})).await;
+        assert_eq!(status, 200, "{options}");
+    }
+    let mut stranger = server.browser();
+    let csrf = stranger.get("/login").await.csrf();
+    let (status, problem) = web_post(&mut stranger, "/login/passkey/begin", &csrf, json!({})).await;
+    assert_eq!((status, kind(&problem)), (429, "/problems/throttled"), "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("Too many passkey ceremonies were begun from"), "{detail}");
+
+    // The browser that signed in before: its login page still begins one.
+    let csrf = known.get("/login").await.csrf();
+    let (status, options) = web_post(&mut known, "/login/passkey/begin", &csrf, json!({})).await;
+    assert_eq!(status, 200, "{options}");
+    // A forged device cookie is no exemption.
+    let mut forger = server.browser();
+    let csrf = forger.get("/login").await.csrf();
+    let forged = format!("{}x", known.cookies[&device]);
+    forger.cookies.insert(device.clone(), forged);
+    let (status, problem) = web_post(&mut forger, "/login/passkey/begin", &csrf, json!({})).await;
+    assert_eq!((status, kind(&problem)), (429, "/problems/throttled"), "{problem}");
+    // Nor was the known browser's begin taken from the address.
+    let keys: Vec<(String, i64)> = sqlx::query_as("SELECT key, failures FROM throttle WHERE key LIKE 'ceremony:%'")
+        .fetch_all(server.app_state.db.pool())
+        .await
+        .unwrap();
+    assert!(keys.iter().any(|(k, n)| k.starts_with("ceremony:device:") && *n == 1), "{keys:?}");
     server.stop().await;
 }

@@ -318,8 +318,9 @@ pub struct SignUpRequest {
 }
 
 /// `POST /api/passkeys/signup/begin`: options to create the passkey of a
-/// new account with no password. Counted on the address's sign-up
-/// allowance (`throttle.signups_per_address`) before the name is looked
+/// new account with no password. The registration policy and the
+/// invitation are checked first, as for `POST /api/signup`; then it is
+/// counted on the address's sign-up allowance (`throttle.signups_per_address`) before the name is looked
 /// up, like `POST /api/signup`. Nothing is stored but the challenge; the
 /// account is created by finish.
 #[utoipa::path(
@@ -329,7 +330,7 @@ pub struct SignUpRequest {
     request_body = SignUpRequest,
     responses(
         (status = 200, description = "A challenge to create the new account's passkey (a discoverable credential with user verification)", body = RegistrationOptions),
-        (status = 403, description = "The registration policy refuses new accounts: `registration-closed` or `invitation-required`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "The registration policy refuses new accounts: `registration-closed`, `invitation-required` or `invalid-invitation` (unknown, used or expired; checked before anything is counted)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "User name taken", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Invalid user name", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, description = "Too many sign-ups from this address lately (taken and free names alike); nothing was stored; see Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
@@ -341,7 +342,7 @@ pub async fn signup_begin(
     ApiJson(body): ApiJson<SignUpRequest>,
 ) -> Result<Response, ApiError> {
     api.passkeys()?;
-    api.registration.precheck(body.invite.as_deref()).map_err(policy_refused)?;
+    api.registration.check(body.invite.as_deref()).await.map_err(policy_refused)?;
     let begun = api.auth.begin_passkey_sign_up(Channel::Api, &client, &body.username, None).await;
     let (options, ceremony) = begun.map_err(sign_up_refused)?;
     Ok(json_response(StatusCode::OK, &RegistrationOptions { ceremony, options }))

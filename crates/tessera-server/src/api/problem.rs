@@ -32,10 +32,15 @@ impl Counted {
     /// The detail's sentence, before "Retry after …".
     fn sentence(self) -> &'static str {
         match self {
-            Counted::SignInCodes => "Too many sign-in codes were asked for this address or from this client.",
-            Counted::Mails => "Too many emails were asked for this address or from this client.",
+            Counted::SignInCodes => {
+                "Too many sign-in codes were asked for this email address, or from your network address."
+            }
+            Counted::Mails => "Too many emails were asked for this email address, or from your network address.",
             Counted::FailedSignIns => "Too many failed sign-in attempts.",
-            Counted::PasskeyCeremonies => "Too many passkey ceremonies were begun from this address.",
+            Counted::PasskeyCeremonies => {
+                "Too many passkey ceremonies were begun from your network address (or, if it signed in here \
+                 before, from this browser)."
+            }
         }
     }
 }
@@ -227,7 +232,7 @@ impl ApiError {
                 "throttled",
                 "Too many sign-ups",
                 format!(
-                    "Too many accounts were created from this address. Retry after {} seconds.",
+                    "Too many sign-ups were attempted from your network address. Retry after {} seconds.",
                     retry_seconds(*wait)
                 ),
             ),

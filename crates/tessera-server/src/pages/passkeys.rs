@@ -644,10 +644,11 @@ pub struct SignUpBegin {
     email: String,
 }
 
-/// The checks a sign-up passes before its ceremony begins (and again
-/// before the account is created): the registration policy, the address.
-fn sign_up_prechecks(pages: &PasskeyPages, invite: &str, email: &str) -> Result<(), ApiError> {
-    pages.registration.precheck(Some(invite)).map_err(policy_refused)?;
+/// The checks a sign-up passes before its ceremony begins, before anything
+/// is counted (and again before the account is created): the registration
+/// policy and the invitation ([`Registration::check`]), the address.
+async fn sign_up_prechecks(pages: &PasskeyPages, invite: &str, email: &str) -> Result<(), ApiError> {
+    pages.registration.check(Some(invite)).await.map_err(policy_refused)?;
     let policy = super::register::email_policy(&pages.auth, pages.email_pages);
     match super::register::email_problem(policy, email) {
         Some(problem) => Err(ApiError::Validation(problem)),
@@ -669,7 +670,7 @@ pub async fn begin_sign_up(
     ApiJson(body): ApiJson<SignUpBegin>,
 ) -> Result<Response, ApiError> {
     pages.passkeys()?;
-    sign_up_prechecks(&pages, &body.invite, &body.email)?;
+    sign_up_prechecks(&pages, &body.invite, &body.email).await?;
     let binding = Some(browser.as_str());
     let begun = pages.auth.begin_passkey_sign_up(Channel::Web, &client, &body.username, binding).await;
     let (options, ceremony) = begun.map_err(sign_up_refused)?;
@@ -711,7 +712,7 @@ pub async fn finish_sign_up(
     let ceremony = passkeys.take_sign_up(&body.ceremony, Some(browser.as_str())).await;
     let ceremony = ceremony.map_err(ApiError::unavailable)?;
     let Some(ceremony) = ceremony else { return Err(ApiError::Passkey(PasskeyRefusal::Expired)) };
-    sign_up_prechecks(&pages, &body.invite, &body.email)?;
+    sign_up_prechecks(&pages, &body.invite, &body.email).await?;
     let name = passkey_name(&body.name, &body.credential, body.default_name.as_deref());
     let user = pages
         .registration
