@@ -273,7 +273,7 @@ fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), &'static str> {
 /// Checks `submitted` against the tokens this request's bindings allow.
 pub(crate) async fn verify(parts: &Parts, submitted: Option<&str>) -> Result<(), Rejection> {
     let slot = slot(parts)?;
-    let json = slot.json;
+    let json = slot.json();
     check_origin(parts, &slot.config.allowed_origins).map_err(|reason| CsrfRejection { json, reason })?;
     let missing = || CsrfRejection {
         json,

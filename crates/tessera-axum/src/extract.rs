@@ -65,7 +65,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequireUser {
                 }
             }
         }
-        Err(Unauthenticated { json: slot.json, login_location }.into())
+        Err(Unauthenticated { json: slot.json(), login_location }.into())
     }
 }
 

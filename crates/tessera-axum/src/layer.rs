@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
-use http::header::{CACHE_CONTROL, USER_AGENT};
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderValue};
 use tessera::{CookieUpdate, DeviceInfo, Session, SessionEngine, StoreError};
 use tokio::sync::OnceCell;
@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use crate::csrf::{CsrfKey, PRE_SESSION_COOKIE};
 use crate::extract::ClientIp;
-use crate::negotiation::wants_json;
+use crate::negotiation::wants_json_given;
 use crate::rejection::SessionUnavailable;
 
 /// Installs sessions on a router or service.
@@ -120,7 +120,10 @@ pub(crate) struct SessionSlot {
     client_ip: Option<IpAddr>,
     user_agent: Option<HeaderValue>,
     session: OnceCell<Session>,
-    pub(crate) json: bool,
+    /// `Accept` and `Content-Type` (reference counts), for [`Self::json`]:
+    /// read only when a rejection is rendered.
+    accept: Option<HeaderValue>,
+    content_type: Option<HeaderValue>,
     /// The pre-session CSRF secret the browser sent, if any.
     pub(crate) pre_session_secret: Option<String>,
     /// A pre-session CSRF secret minted during this request, to be set as a cookie.
@@ -128,6 +131,11 @@ pub(crate) struct SessionSlot {
 }
 
 impl SessionSlot {
+    /// Whether rejections answer with problem documents (see [`crate::wants_json`]).
+    pub(crate) fn json(&self) -> bool {
+        wants_json_given(self.accept.as_ref(), self.content_type.as_ref())
+    }
+
     /// The request's session, loading it from the store on first use.
     pub(crate) async fn session(&self) -> Result<&Session, SessionUnavailable> {
         self.session
@@ -139,7 +147,7 @@ impl SessionSlot {
             .await
             .map_err(|error| {
                 tracing::warn!(error = %error, "session store unavailable while loading a session");
-                SessionUnavailable { json: self.json }
+                SessionUnavailable { json: self.json() }
             })
     }
 
@@ -180,12 +188,12 @@ impl SessionSlot {
                     "session-too-large",
                     "Something went wrong",
                     "The session grew larger than a cookie can hold; nothing was saved.",
-                    self.json,
+                    self.json(),
                 );
             }
             Err(error) => {
                 log_commit_failure(&error);
-                *response = SessionUnavailable { json: self.json }.into_response();
+                *response = SessionUnavailable { json: self.json() }.into_response();
             }
         }
     }
@@ -260,7 +268,8 @@ where
             client_ip: ip,
             user_agent: headers.get(USER_AGENT).cloned(),
             session: OnceCell::new(),
-            json: wants_json(headers),
+            accept: headers.get(ACCEPT).cloned(),
+            content_type: headers.get(CONTENT_TYPE).cloned(),
             pre_session_secret,
             minted_pre_session_secret: Mutex::new(None),
         });

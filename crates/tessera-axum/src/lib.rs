@@ -109,7 +109,7 @@ pub mod fuzzing {
         crate::csrf::token_field(body).map_err(|e| e.to_string())
     }
 }
-pub use negotiation::wants_json;
+pub use negotiation::{wants_json, wants_json_given};
 pub use next_path::safe_next;
 pub use rejection::{
     escape_html, CsrfRejection, FormRejection, Problem, Rejection, SessionUnavailable, Unauthenticated,

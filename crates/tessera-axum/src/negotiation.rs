@@ -1,21 +1,27 @@
 //! HTML for browsers, JSON for API clients.
 
 use http::header::{ACCEPT, CONTENT_TYPE};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// Whether the client would rather have JSON than HTML: it asks for
 /// `application/json` (or `application/problem+json`) and not `text/html`,
 /// or it sent JSON and did not ask for HTML.
 pub fn wants_json(headers: &HeaderMap) -> bool {
-    let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    wants_json_given(headers.get(ACCEPT), headers.get(CONTENT_TYPE))
+}
+
+/// [`wants_json`] from the request's `Accept` and `Content-Type` values,
+/// for a caller that kept them (cheap clones) to decide only when an error
+/// answer needs it.
+pub fn wants_json_given(accept: Option<&HeaderValue>, content_type: Option<&HeaderValue>) -> bool {
+    let accept = accept.and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("text/html") {
         return false;
     }
     if accept.contains("json") {
         return true;
     }
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    content_type.contains("json")
+    content_type.and_then(|v| v.to_str().ok()).unwrap_or("").contains("json")
 }
 
 #[cfg(test)]

@@ -94,7 +94,6 @@ where
         request.extensions_mut().insert(id);
         let started = Instant::now();
         let errors = ErrorContext::of(&request);
-        let api = errors.json;
         let future = match http_semantics::refusal(&request) {
             Some(refusal) => Either::Left(ready(Ok(refusal))),
             // A panic while starting or running the handler becomes a 500.
@@ -109,7 +108,7 @@ where
         };
         Box::pin(context.scope(async move {
             let mut response = future.await?;
-            http_semantics::add_challenge(&mut response, api);
+            http_semantics::add_challenge(&mut response, || errors.json());
             let mut response = errors.render(response);
             let elapsed = started.elapsed();
             let status = response.status().as_u16();

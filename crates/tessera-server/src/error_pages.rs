@@ -4,10 +4,10 @@
 use askama::Template;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use tessera_auth::{LoginError, RegisterError};
-use tessera_axum::{safe_next, wants_json, Problem, BUSY_RETRY_AFTER_SECONDS};
+use tessera_axum::{safe_next, wants_json_given, Problem, BUSY_RETRY_AFTER_SECONDS};
 
 use crate::pages::{render, Chrome};
 
@@ -160,9 +160,12 @@ struct ErrorPage<'a> {
 /// What rendering a request's error answer needs to know of the request,
 /// taken before the request is handed on.
 pub struct ErrorContext {
-    /// Problem documents rather than pages: JSON clients, and API paths
-    /// whatever `Accept` says.
-    pub json: bool,
+    /// The request's path is the API's, whatever `Accept` says.
+    api_path: bool,
+    /// `Accept` and `Content-Type` (reference counts), read only if an
+    /// error is to be rendered: most answers are not errors.
+    accept: Option<HeaderValue>,
+    content_type: Option<HeaderValue>,
     /// The URI of a `GET` (a reference count), for "Try again" on a 5xx.
     retry_uri: Option<http::Uri>,
 }
@@ -170,9 +173,19 @@ pub struct ErrorContext {
 impl ErrorContext {
     /// The context of `request`.
     pub fn of(request: &Request) -> Self {
-        let json = wants_json(request.headers()) || crate::api::is_api_path(request.uri().path());
-        let retry_uri = (request.method() == http::Method::GET).then(|| request.uri().clone());
-        ErrorContext { json, retry_uri }
+        let headers = request.headers();
+        ErrorContext {
+            api_path: crate::api::is_api_path(request.uri().path()),
+            accept: headers.get(ACCEPT).cloned(),
+            content_type: headers.get(CONTENT_TYPE).cloned(),
+            retry_uri: (request.method() == http::Method::GET).then(|| request.uri().clone()),
+        }
+    }
+
+    /// Problem documents rather than pages: JSON clients, and API paths
+    /// whatever `Accept` says.
+    pub fn json(&self) -> bool {
+        self.api_path || wants_json_given(self.accept.as_ref(), self.content_type.as_ref())
     }
 
     /// Renders an error answer in the site's look, or as a problem document
@@ -192,7 +205,7 @@ impl ErrorContext {
             None => return response,
         };
         let (mut parts, _) = response.into_parts();
-        let rendered = if self.json {
+        let rendered = if self.json() {
             Problem { status, ..problem.clone() }.json_response()
         } else {
             let page = ErrorPage {

@@ -67,10 +67,10 @@ pub fn refusal(request: &Request) -> Option<Response> {
 }
 
 /// Gives a `401` without a challenge the one that fits the client: `Bearer`
-/// for API clients (`api`), the login form's for browsers.
-pub fn add_challenge(response: &mut Response, api: bool) {
+/// for API clients (`api`, asked only for a `401`), the login form's for browsers.
+pub fn add_challenge(response: &mut Response, api: impl FnOnce() -> bool) {
     if response.status() == StatusCode::UNAUTHORIZED && !response.headers().contains_key(WWW_AUTHENTICATE) {
-        let challenge = if api { BEARER_CHALLENGE } else { COOKIE_CHALLENGE };
+        let challenge = if api() { BEARER_CHALLENGE } else { COOKIE_CHALLENGE };
         response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
 }

@@ -133,11 +133,17 @@ impl Clone for SessionData {
 }
 
 impl PartialEq for SessionData {
+    /// Compares without decoding what is still encoded: `to_json` is
+    /// canonical (keys in order, `serde_json`'s one form of each number and
+    /// string), so equal bytes are equal maps — and comparing a changed
+    /// working copy with the stored data it came from costs an encoding,
+    /// not a decoding.
     fn eq(&self, other: &Self) -> bool {
         match (&self.encoded, &other.encoded) {
-            // Both unchanged since read: equal bytes are equal maps.
-            (Some(a), Some(b)) if a == b => true,
-            _ => self.entries() == other.entries(),
+            (Some(a), Some(b)) => a == b,
+            (Some(bytes), None) => other.to_json() == bytes.as_ref(),
+            (None, Some(bytes)) => self.to_json() == bytes.as_ref(),
+            (None, None) => self.entries() == other.entries(),
         }
     }
 }
@@ -189,6 +195,8 @@ mod tests {
         assert!(lazy.entries.get().is_none(), "is_empty of a non-empty map does not decode either");
         assert_eq!(lazy.to_json(), bytes, "unchanged data is written back as read");
         assert_eq!(lazy, SessionData::from_json(&bytes).unwrap());
+        assert_eq!(SessionData::from_json(&bytes).unwrap(), lazy);
+        assert_ne!(SessionData::from_own_json(br#"{"visits":3}"#), lazy);
         assert_eq!(lazy.get::<u32>("visits").unwrap(), Some(3));
         assert_eq!(lazy.len(), 2);
 

@@ -208,10 +208,13 @@ impl Session {
             to_value(&owned_key, &update(old))
         });
         let mut state = self.state();
-        let new_value = update_value(state.data().get_value(key))?;
+        // Computed on the working copy (made now if need be), so that the
+        // stored data is decoded once, in the copy, and not also in the base.
+        let data = state.working_mut().0;
+        let new_value = update_value(data.get_value(key))?;
         let typed =
             T::deserialize(&new_value).map_err(|source| SessionDataError::Decode { key: key.to_owned(), source })?;
-        state.working_mut().0.insert_value(key.to_owned(), new_value);
+        data.insert_value(key.to_owned(), new_value);
         state.changes.push(Change::Update(key.to_owned(), update_value));
         Ok(typed)
     }
