@@ -48,6 +48,12 @@ impl WrkResult {
     pub(crate) fn rps(&self) -> f64 {
         self.requests as f64 / (self.duration_us.max(1) as f64 / 1e6)
     }
+
+    /// Answers per second that were not errors (a bounded queue's fast
+    /// `503 busy` must not count as work done).
+    pub(crate) fn ok_rps(&self) -> f64 {
+        self.requests.saturating_sub(self.errors) as f64 / (self.duration_us.max(1) as f64 / 1e6)
+    }
 }
 
 /// Connections and threads of every run: `wrk -t1 -c64`.

@@ -385,9 +385,11 @@ fn login_flood(settings: &Settings, backends: &Backends) -> Fallible<LoginFlood>
         cores,
         hash_seconds,
         ideal_logins_per_sec: cores as f64 / hash_seconds,
-        logins_per_sec: logins.rps(),
+        // Successful logins only: past the hashing queue's bound (1 + 8 per
+        // core at once) the flood's extra connections get `503 busy` at once.
+        logins_per_sec: logins.ok_rps(),
         login_errors: logins.errors,
-        logins_during_flood_per_sec: flood_result.rps(),
+        logins_during_flood_per_sec: flood_result.ok_rps(),
         me_alone,
         me_during_flood,
     })

@@ -325,7 +325,7 @@ fn login(md: &mut String, results: &Results) {
                  hash per core on low-priority hashing threads) before `session.login`. The server may use {cores} core \
                  (CPU 1); one verification takes {hash:.1} ms there, so the ceiling is {ideal:.1} logins/s.\n\n\
                  | | |\n|---|---:|\n\
-                 | logins/s, `wrk -c{fc}` alone | {rate:.1} ({pct:.0} % of the ceiling), {errors} errors |\n\
+                 | successful logins/s, `wrk -c{fc}` alone | {rate:.1} ({pct:.0} % of the ceiling); {errors} other answers (`503 busy` past the hashing queue's bound of 1 + 8 per core, or errors) |\n\
                  | GET /me p50 / p99 alone (`-c64`) | {a50:.2} / {a99:.2} ms, {arps:.0} req/s |\n\
                  | GET /me p50 / p99 during the flood | {f50:.2} / {f99:.2} ms, {frps:.0} req/s |\n\
                  | logins/s during the probe | {during:.1} |\n",
