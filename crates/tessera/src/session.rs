@@ -117,7 +117,7 @@ impl SessionState {
     pub(crate) fn data_changed(&self) -> bool {
         match (&self.data, &self.base) {
             (None, _) => false,
-            (Some(data), Some(base)) => *data != base.data,
+            (Some(data), Some(base)) => data.may_differ_from(&base.data),
             (Some(data), None) => !data.is_empty(),
         }
     }
