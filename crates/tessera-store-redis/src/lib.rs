@@ -15,11 +15,20 @@
 //!
 //! ## Layout
 //!
-//! - One session is one hash at `{prefix}s:{<key hex>}` with the fields `v`
-//!   (version), `u` (user, absent when anonymous), `d` (the exact bytes of
-//!   [`SessionData::to_json`]), `c`, `a`, `e` (created, last active, expires
-//!   at: decimal milliseconds) and `dev` ([`DeviceInfo::to_json`]). Redis
-//!   frees it by itself: every write sets `PEXPIREAT expires_at`, so
+//! - One session is one Redis **string** at `{prefix}s:{<key hex>}`: a
+//!   short text header followed by a length-prefixed payload,
+//!
+//!   ```text
+//!   t1:<version>:<created>:<last_active>:<expires_at>:<user length or ->:<data length>:<device length>:<user><data><device>
+//!   ```
+//!
+//!   (times in decimal milliseconds; user length `-` when anonymous; data =
+//!   the exact bytes of [`SessionData::to_json`], device =
+//!   [`DeviceInfo::to_json`]). Loading is one `GET` and one bulk reply,
+//!   which the client slices in place (no per-field replies to convert); the
+//!   Lua scripts read the header with one `string.match`, and `touch`
+//!   rewrites only the header. Redis frees the record by itself: every write
+//!   sets `PEXPIREAT expires_at`, so
 //!   [`purge_expired`](SessionStore::purge_expired) has nothing to do.
 //! - A user's sessions are indexed in a sorted set at `{prefix}u:{<user>}`,
 //!   member = session key hex, score = the latest `expires_at` announced for
@@ -27,11 +36,38 @@
 //!   user ID can break the hash tag; every per-user key shares that tag and
 //!   therefore one cluster slot.
 //!
+//! ## Upgrading from the hash layout
+//!
+//! Releases before the packed layout kept a session as a hash (fields `v`,
+//! `u`, `d`, `c`, `a`, `e`, `dev`) under the **same key name**. Those records
+//! stay valid, so an upgrade logs nobody out:
+//!
+//! - `load` sends `GET`; Redis answers `WRONGTYPE` for a hash without sending
+//!   any data, and only then does the store read the hash with `HMGET`. The
+//!   extra round trip is paid only for old records, never for the common
+//!   hit or for a miss (unknown cookies cost one round trip, as before).
+//! - Every script reads the current record by type (`GET`, and `HMGET` when
+//!   that fails), so compare-and-swap, owners and `destroy_if_owner` see an
+//!   old hash exactly as they see a packed record.
+//! - Writes convert: `save` and `regenerate` store the packed value with
+//!   `SET`, which replaces the hash in the same atomic script; `touch`
+//!   rebuilds the packed value from the hash's fields. Old hashes therefore
+//!   disappear with their session's first write or its expiry.
+//!
+//! Keeping the key name (rather than a new name under the same hash tag with
+//! a fallback to the old one) means no old and new copy can ever exist side
+//! by side, the owner indexes (which store key hex, not names) need nothing,
+//! and a miss stays one round trip. The cost is the other direction: a
+//! release before this one reads a packed record as corrupt (`WRONGTYPE`),
+//! so do not run old and new releases against one Redis at the same time,
+//! and do not roll back without accepting that sessions written since the
+//! upgrade are lost.
+//!
 //! ## Atomicity
 //!
-//! Every write to a session hash is one Lua script, so compare-and-swap on
+//! Every write to a session is one Lua script, so compare-and-swap on
 //! `version` is atomic and `save`, `touch` and `regenerate` never recreate a
-//! missing record. A session hash and its user's index live in different
+//! missing record. A session record and its user's index live in different
 //! slots, so they cannot be updated in one script on a cluster; the index is
 //! maintained around the session write in an order that keeps the one
 //! invariant that matters — *every live session of a user is in the user's
@@ -75,6 +111,7 @@
 #![warn(missing_docs)]
 
 mod keys;
+mod packed;
 mod scripts;
 
 use std::future::Future;
@@ -215,17 +252,17 @@ impl ConnectionLike for Conn {
 /// # Regenerate
 ///
 /// On a **standalone** server, `regenerate` is one script that checks the old
-/// hash's version, deletes it and writes the new one: there is no instant
+/// record's version, deletes it and writes the new one: there is no instant
 /// when both or neither are live.
 ///
-/// On a **cluster** the two hashes live in different slots (their hash tags
+/// On a **cluster** the two records live in different slots (their hash tags
 /// are their own keys, which are random digests that cannot be chosen to
 /// collide), and no script may touch two slots. `regenerate` therefore runs:
 ///
 /// 1. add the new key to its user's index;
-/// 2. *create-if-absent* the new hash (a taken key is a conflict);
-/// 3. *delete-if-version* the old hash; if that finds another version or no
-///    record, delete the new hash again and return that outcome;
+/// 2. *create-if-absent* the new record (a taken key is a conflict);
+/// 3. *delete-if-version* the old record; if that finds another version or no
+///    record, delete the new record again and return that outcome;
 /// 4. remove the old key from its user's index.
 ///
 /// Between steps 2 and 3 both keys are live. That is the safe side of the
@@ -234,7 +271,7 @@ impl ConnectionLike for Conn {
 /// `regenerate` returns [`WriteOutcome::Written`] the old key is dead. The
 /// new key is known only to the caller until then, so nobody can observe the
 /// overlap through it. If the call is cut short between steps 2 and 3 (a
-/// time-out, a lost node), the old session is intact and the new hash is an
+/// time-out, a lost node), the old session is intact and the new record is an
 /// orphan nobody holds a cookie for, freed by its expiry.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -255,42 +292,20 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// What a record looks like on the wire to the scripts (`ARGV[1..8]`).
+/// What a record looks like on the wire to the scripts: `ARGV[1]` the
+/// packed value exactly as stored, `ARGV[2]` its expiry.
 struct Encoded {
-    version: String,
-    has_user: &'static str,
-    user: String,
-    data: Vec<u8>,
-    created: String,
-    last_active: String,
-    expires_at: String,
-    device: Vec<u8>,
+    packed: Vec<u8>,
+    expires_at: i64,
 }
 
 impl Encoded {
     fn new(record: &SessionRecord) -> Self {
-        Encoded {
-            version: record.version.to_string(),
-            has_user: if record.user_id.is_some() { "1" } else { "0" },
-            user: record.user_id.clone().unwrap_or_default(),
-            data: record.data.to_json(),
-            created: record.created_at.as_millis().to_string(),
-            last_active: record.last_active.as_millis().to_string(),
-            expires_at: record.expires_at.as_millis().to_string(),
-            device: record.device.to_json(),
-        }
+        Encoded { packed: packed::pack(record), expires_at: record.expires_at.as_millis() }
     }
 
     fn push_args(&self, invocation: &mut ScriptInvocation<'_>) {
-        invocation
-            .arg(&self.version)
-            .arg(self.has_user)
-            .arg(&self.user)
-            .arg(&self.data)
-            .arg(&self.created)
-            .arg(&self.last_active)
-            .arg(&self.expires_at)
-            .arg(&self.device);
+        invocation.arg(&self.packed).arg(self.expires_at);
     }
 }
 
@@ -304,10 +319,11 @@ fn outcome(status: i64) -> WriteOutcome {
 }
 
 /// Maps a backend error. `WRONGTYPE` means something other than a session
-/// hash sits under a session key: the record is unreadable, not the store.
+/// sits under a session key, and the scripts answer `CORRUPT` for a value
+/// they cannot parse: the record is unreadable, not the store.
 fn backend(error: RedisError) -> StoreError {
     let text = error.to_string();
-    if text.contains("WRONGTYPE") {
+    if matches!(error.code(), Some("WRONGTYPE" | "CORRUPT")) || text.contains("WRONGTYPE") {
         StoreError::corrupt(text)
     } else {
         StoreError::unavailable(text)
@@ -417,7 +433,8 @@ impl RedisStore {
         self.cluster
     }
 
-    /// The name of the hash holding the session under `key`:
+    /// The name of the string holding the session under `key` (see "Layout"
+    /// in the crate docs):
     /// `{prefix}s:{<key hex>}`. Public for operators and tests that inspect
     /// Redis directly.
     pub fn session_key(&self, key: &SessionKey) -> String {
@@ -486,16 +503,30 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Reads and decodes one session hash; `None` if absent or expired.
+    /// Reads and decodes one session; `None` if absent or expired.
+    ///
+    /// One `GET` of the packed value. A record written by a release before
+    /// the packed layout is a hash, which `GET` refuses with `WRONGTYPE`
+    /// (no data is sent); only then is it read with `HMGET`, a second round
+    /// trip that lasts until the record's next write converts it.
     async fn read(&self, conn: &mut Conn, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
-        // HMGET of the known fields in a fixed order rather than HGETALL:
-        // no field names on the wire and no map to build on every load.
-        let fields: Vec<Option<Vec<u8>>> =
-            redis::cmd("HMGET").arg(self.session_key(key)).arg(&FIELDS[..]).query_async(conn).await.map_err(backend)?;
-        if fields.iter().all(Option::is_none) {
-            return Ok(None);
-        }
-        let record = decode(*key, &fields)?;
+        let name = self.session_key(key);
+        let record = match redis::cmd("GET").arg(&name).query_async::<Value>(conn).await {
+            Ok(Value::Nil) => return Ok(None),
+            Ok(Value::BulkString(bytes)) => packed::unpack(*key, &bytes)?,
+            Ok(other) => return Err(StoreError::corrupt(format!("unexpected reply to GET: {other:?}"))),
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                // HMGET of the known fields in a fixed order: no field names
+                // on the wire and no map to build.
+                let fields: Vec<Option<Vec<u8>>> =
+                    redis::cmd("HMGET").arg(&name).arg(&FIELDS[..]).query_async(conn).await.map_err(backend)?;
+                if fields.iter().all(Option::is_none) {
+                    return Ok(None);
+                }
+                decode_hash(*key, &fields)?
+            }
+            Err(e) => return Err(backend(e)),
+        };
         // Redis expires by its own clock; the contract is about the wall
         // clock of the application, so re-check against ours too.
         if record.expires_at < Timestamp::now() {
@@ -505,12 +536,14 @@ impl RedisStore {
     }
 }
 
-/// The fields of a session hash, in the order [`decode`] reads them.
+/// The fields of a session hash of the releases before the packed layout,
+/// in the order [`decode_hash`] reads them.
 const FIELDS: [&str; 7] = ["v", "u", "d", "c", "a", "e", "dev"];
 
-/// Decodes the values of [`FIELDS`]. Any missing or malformed field other
+/// Decodes the values of [`FIELDS`] of a hash written by an older release
+/// (see "Upgrading" in the crate docs). Any missing or malformed field other
 /// than the owner and the device is corruption.
-fn decode(key: SessionKey, fields: &[Option<Vec<u8>>]) -> Result<SessionRecord, StoreError> {
+fn decode_hash(key: SessionKey, fields: &[Option<Vec<u8>>]) -> Result<SessionRecord, StoreError> {
     let field = |index: usize| -> Option<&[u8]> { fields.get(index).and_then(|value| value.as_deref()) };
     let text = |index: usize| -> Result<&str, StoreError> {
         let name = FIELDS[index];
@@ -589,7 +622,7 @@ impl SessionStore for RedisStore {
                     let mut invocation = self.scripts.save_indexed.key(self.session_key(&record.key));
                     invocation.key(self.user_index_key(user));
                     encoded.push_args(&mut invocation);
-                    invocation.arg(expected_version.to_string()).arg(record.key.to_hex());
+                    invocation.arg(expected_version).arg(record.key.to_hex());
                     invocation.invoke_async(&mut conn).await.map_err(backend)?
                 }
                 (user, _) => {
@@ -598,7 +631,7 @@ impl SessionStore for RedisStore {
                     }
                     let mut invocation = self.scripts.save.key(self.session_key(&record.key));
                     encoded.push_args(&mut invocation);
-                    invocation.arg(expected_version.to_string());
+                    invocation.arg(expected_version);
                     invocation.invoke_async(&mut conn).await.map_err(backend)?
                 }
             };
@@ -640,7 +673,7 @@ impl SessionStore for RedisStore {
                         .scripts
                         .delete_if_version
                         .key(self.session_key(old_key))
-                        .arg(expected_version.to_string())
+                        .arg(expected_version)
                         .invoke_async(&mut conn)
                         .await
                         .map_err(backend)?;
@@ -653,13 +686,13 @@ impl SessionStore for RedisStore {
                 let mut both = self.scripts.regenerate_both_indexed.key(self.session_key(old_key));
                 both.key(&new_name).key(self.user_index_key(user));
                 encoded.push_args(&mut both);
-                both.arg(expected_version.to_string()).arg(record.key.to_hex());
+                both.arg(expected_version).arg(record.key.to_hex());
                 both.invoke_async(&mut conn).await.map_err(backend)?
             } else {
                 let mut both = self.scripts.regenerate_both.key(self.session_key(old_key));
                 both.key(&new_name);
                 encoded.push_args(&mut both);
-                both.arg(expected_version.to_string());
+                both.arg(expected_version);
                 both.invoke_async(&mut conn).await.map_err(backend)?
             };
             let outcome = outcome(status);
@@ -794,7 +827,7 @@ impl SessionStore for RedisStore {
         .await
     }
 
-    /// Always 0: Redis frees every session hash at its `PEXPIREAT`, and
+    /// Always 0: Redis frees every session record at its `PEXPIREAT`, and
     /// user indexes trim their expired members whenever they are listed and
     /// expire as a whole with their longest-lived member. There is no
     /// catalogue of users to sweep, and none is needed.

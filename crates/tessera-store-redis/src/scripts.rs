@@ -6,25 +6,68 @@
 //! used only against a standalone server. Scripts run atomically on the
 //! server, which is what makes the compare-and-swap on `version` race-free.
 //!
-//! A record's fields travel as `ARGV[1..8]`, in the order of
-//! [`crate::RedisStore`]'s record encoding: version, has-user flag, user,
-//! data, created, last_active, expires_at, device. Script-specific arguments
-//! follow at `ARGV[9]`.
+//! A record travels as `ARGV[1]`, the packed string exactly as it is stored
+//! (see "Layout" in the crate docs), and `ARGV[2]`, its `expires_at` (for
+//! `PEXPIREAT` and the index score), so the scripts never have to take the
+//! new value apart. Script-specific arguments follow at `ARGV[3]`.
+//!
+//! Every script reads the current record through [`CURRENT`], which
+//! understands both the packed string and the hash of the releases before
+//! it, and every full write stores the packed string with `SET`, which
+//! replaces a hash in the same atomic step: an old record is converted the
+//! first time it is written.
 
 use redis::Script;
 
-/// Writes the record in `ARGV[1..8]` into the hash `key` and sets its native
-/// expiry. Stale fields are overwritten; the owner field is removed for an
-/// anonymous record so that a logout (owner → none) sticks.
+/// `current(key)`: the record under `key` as the scripts need it, `nil` if
+/// there is none. A packed string gives `{v, u, c, a, e, ul, dl, devl, s,
+/// pos}` (header fields as strings; `u` the owner or `false`; `s` the whole
+/// value and `pos` where its payload starts). A hash written by an older
+/// release gives `{v, u, a, hash = true}`; as before, a hash without `v`
+/// counts as absent. Anything unreadable (a string that is not a packed
+/// record or whose payload length disagrees with its header, another type)
+/// gives `{corrupt = true}`, which the writing scripts refuse with a
+/// `CORRUPT` error and `destroy` still deletes. `pack(...)` builds a packed
+/// value from its parts (`touch` uses it to convert a hash).
+const CURRENT: &str = r#"
+local HEADER = '^t1:(%d+):(%-?%d+):(%-?%d+):(%-?%d+):([%-%d]+):(%d+):(%d+):()'
+local function current(key)
+  local s = redis.pcall('GET', key)
+  if type(s) == 'table' then
+    local h = redis.pcall('HMGET', key, 'v', 'u', 'a')
+    if h.err then return {corrupt = true} end
+    if not h[1] then return nil end
+    return {v = h[1], u = h[2], a = h[3], hash = true}
+  end
+  if not s then return nil end
+  local v, c, a, e, ul, dl, devl, pos = string.match(s, HEADER)
+  if not v then return {corrupt = true} end
+  local u, n = false, 0
+  if ul ~= '-' then
+    n = tonumber(ul)
+    if not n then return {corrupt = true} end
+    u = string.sub(s, pos, pos + n - 1)
+  end
+  if #s - pos + 1 ~= n + tonumber(dl) + tonumber(devl) then return {corrupt = true} end
+  return {v = v, u = u, c = c, a = a, e = e, ul = ul, dl = dl, devl = devl, s = s, pos = pos}
+end
+local function pack(v, c, a, e, u, d, dev)
+  local ul = '-'
+  if u then ul = #u else u = '' end
+  return table.concat({'t1', v, c, a, e, ul, #d, #dev, u .. d .. dev}, ':')
+end
+local function corrupt()
+  return redis.error_reply('CORRUPT the session record under this key is unreadable')
+end
+"#;
+
+/// Writes the packed record `ARGV[1]` under `key` (replacing whatever is
+/// there, a hash of an older release included) and sets its native expiry
+/// `ARGV[2]`.
 const PUT: &str = r#"
 local function put(key)
-  redis.call('HSET', key, 'v', ARGV[1], 'd', ARGV[4], 'c', ARGV[5], 'a', ARGV[6], 'e', ARGV[7], 'dev', ARGV[8])
-  if ARGV[2] == '1' then
-    redis.call('HSET', key, 'u', ARGV[3])
-  else
-    redis.call('HDEL', key, 'u')
-  end
-  redis.call('PEXPIREAT', key, ARGV[7])
+  redis.call('SET', key, ARGV[1])
+  redis.call('PEXPIREAT', key, ARGV[2])
 end
 "#;
 
@@ -36,19 +79,19 @@ local function announce() end
 /// For the `*_indexed` variants of [`CREATE`], [`SAVE`] and
 /// [`REGENERATE_BOTH`] (standalone servers only, where one script may touch
 /// both the session and the owner's index): the last key is the owner's
-/// index and `ARGV[10]` the member (the new session key's hex). The member
+/// index and `ARGV[4]` the member (the new session key's hex). The member
 /// is announced in the same atomic step as the write, with the logic of
 /// [`INDEX_ADD`], which saves a round trip per write.
 const ANNOUNCE_IN_INDEX: &str = r#"
 local function announce()
   local index = KEYS[#KEYS]
-  redis.call('ZADD', index, 'GT', ARGV[7], ARGV[10])
+  redis.call('ZADD', index, 'GT', ARGV[2], ARGV[4])
   local top = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
   if top[2] then redis.call('PEXPIREAT', index, top[2]) end
 end
 "#;
 
-/// `create`: `KEYS[1]` = session hash. Returns 1 if written, 0 if taken.
+/// `create`: `KEYS[1]` = session key. Returns 1 if written, 0 if taken.
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 announce()
@@ -56,72 +99,93 @@ put(KEYS[1])
 return 1
 "#;
 
-/// `save`: `KEYS[1]` = session hash, `ARGV[9]` = expected version.
+/// `save`: `KEYS[1]` = session key, `ARGV[3]` = expected version.
 /// Returns `{status, previous owner}` with status 1 written, 0 conflict,
-/// 2 missing. A missing hash is never recreated.
+/// 2 missing. A missing record is never recreated.
 const SAVE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
-if not cur[1] then return {2, false} end
-if cur[1] ~= ARGV[9] then return {0, false} end
+local cur = current(KEYS[1])
+if not cur then return {2, false} end
+if cur.corrupt then return corrupt() end
+if cur.v ~= ARGV[3] then return {0, false} end
 announce()
 put(KEYS[1])
-return {1, cur[2]}
+return {1, cur.u}
 "#;
 
-/// `regenerate` on standalone Redis: `KEYS[1]` = old hash, `KEYS[2]` = new
-/// hash, `ARGV[9]` = expected version. Swaps both in one atomic step.
+/// `regenerate` on standalone Redis: `KEYS[1]` = old key, `KEYS[2]` = new
+/// key, `ARGV[3]` = expected version. Swaps both in one atomic step.
 /// Returns `{status, previous owner}` as [`SAVE`] does.
 const REGENERATE_BOTH: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
-if not cur[1] then return {2, false} end
-if cur[1] ~= ARGV[9] then return {0, false} end
+local cur = current(KEYS[1])
+if not cur then return {2, false} end
+if cur.corrupt then return corrupt() end
+if cur.v ~= ARGV[3] then return {0, false} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0, false} end
 redis.call('DEL', KEYS[1])
 announce()
 put(KEYS[2])
-return {1, cur[2]}
+return {1, cur.u}
 "#;
 
-/// Second half of `regenerate` on Redis Cluster: `KEYS[1]` = old hash,
-/// `ARGV[1]` = expected version. Deletes the old hash if its version matches.
-/// Returns `{status, previous owner}` as [`SAVE`] does.
+/// Second half of `regenerate` on Redis Cluster: `KEYS[1]` = old key,
+/// `ARGV[1]` = expected version. Deletes the old record if its version
+/// matches. Returns `{status, previous owner}` as [`SAVE`] does.
 const DELETE_IF_VERSION: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
-if not cur[1] then return {2, false} end
-if cur[1] ~= ARGV[1] then return {0, false} end
+local cur = current(KEYS[1])
+if not cur then return {2, false} end
+if cur.corrupt then return corrupt() end
+if cur.v ~= ARGV[1] then return {0, false} end
 redis.call('DEL', KEYS[1])
-return {1, cur[2]}
+return {1, cur.u}
 "#;
 
-/// `touch`: `KEYS[1]` = session hash, `ARGV[1]` = last_active,
+/// `touch`: `KEYS[1]` = session key, `ARGV[1]` = last_active,
 /// `ARGV[2]` = expires_at. Returns `{status, owner}` with status 0 missing,
 /// 1 live but not moved (the stored activity is as recent), 2 moved.
-/// Neither the version nor the data is touched.
+/// Neither the version nor the data is touched: a packed record gets a new
+/// header in front of the same payload; a hash of an older release is
+/// converted to a packed record (or, if it lacks a field the packed form
+/// needs, updated in place as before).
 const TOUCH: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'a', 'u')
-if not cur[1] then return {0, false} end
-if tonumber(ARGV[1]) > (tonumber(cur[1]) or -1) then
-  redis.call('HSET', KEYS[1], 'a', ARGV[1], 'e', ARGV[2])
+local cur = current(KEYS[1])
+if not cur or (cur.hash and not cur.a) then return {0, false} end
+if cur.corrupt then return corrupt() end
+if tonumber(ARGV[1]) > (tonumber(cur.a) or -1) then
+  if cur.hash then
+    local h = redis.call('HMGET', KEYS[1], 'c', 'd', 'dev')
+    if h[1] and h[2] then
+      redis.call('SET', KEYS[1], pack(cur.v, h[1], ARGV[1], ARGV[2], cur.u, h[2], h[3] or ''))
+    else
+      redis.call('HSET', KEYS[1], 'a', ARGV[1], 'e', ARGV[2])
+    end
+  else
+    local header = table.concat({'t1', cur.v, cur.c, ARGV[1], ARGV[2], cur.ul, cur.dl, cur.devl, ''}, ':')
+    redis.call('SET', KEYS[1], header .. string.sub(cur.s, cur.pos))
+  end
   redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-  return {2, cur[2]}
+  return {2, cur.u}
 end
-return {1, cur[2]}
+return {1, cur.u}
 "#;
 
-/// `destroy`: `KEYS[1]` = session hash. Returns `{deleted, owner}` so the
-/// caller can drop the member from the owner's index.
+/// `destroy`: `KEYS[1]` = session key. Returns `{deleted, owner}` so the
+/// caller can drop the member from the owner's index. An unreadable record
+/// is deleted too (its owner is unknown).
 const DESTROY: &str = r#"
-local u = redis.call('HGET', KEYS[1], 'u')
+local cur = current(KEYS[1])
+local u = false
+if cur then u = cur.u or false end
 local n = redis.call('DEL', KEYS[1])
 return {n, u}
 "#;
 
-/// `destroy_for_user`: `KEYS[1]` = session hash, `ARGV[1]` = user. Deletes
+/// `destroy_for_user`: `KEYS[1]` = session key, `ARGV[1]` = user. Deletes
 /// only if the session still belongs to that user: an index member can lag
 /// behind an owner change, and revoking one user's sessions must never kill
 /// another user's.
 const DESTROY_IF_OWNER: &str = r#"
-if redis.call('HGET', KEYS[1], 'u') == ARGV[1] then
+local cur = current(KEYS[1])
+if cur and cur.u == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -166,8 +230,9 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     pub(crate) fn new() -> Self {
-        let with_put = |body: &str| Script::new(&format!("{PUT}{ANNOUNCE_NOTHING}{body}"));
-        let with_put_and_index = |body: &str| Script::new(&format!("{PUT}{ANNOUNCE_IN_INDEX}{body}"));
+        let with_put = |body: &str| Script::new(&format!("{CURRENT}{PUT}{ANNOUNCE_NOTHING}{body}"));
+        let with_put_and_index = |body: &str| Script::new(&format!("{CURRENT}{PUT}{ANNOUNCE_IN_INDEX}{body}"));
+        let reading = |body: &str| Script::new(&format!("{CURRENT}{body}"));
         Scripts {
             create: with_put(CREATE),
             save: with_put(SAVE),
@@ -175,10 +240,10 @@ impl Scripts {
             create_indexed: with_put_and_index(CREATE),
             save_indexed: with_put_and_index(SAVE),
             regenerate_both_indexed: with_put_and_index(REGENERATE_BOTH),
-            delete_if_version: Script::new(DELETE_IF_VERSION),
-            touch: Script::new(TOUCH),
-            destroy: Script::new(DESTROY),
-            destroy_if_owner: Script::new(DESTROY_IF_OWNER),
+            delete_if_version: reading(DELETE_IF_VERSION),
+            touch: reading(TOUCH),
+            destroy: reading(DESTROY),
+            destroy_if_owner: reading(DESTROY_IF_OWNER),
             index_add: Script::new(INDEX_ADD),
             index_list: Script::new(INDEX_LIST),
         }

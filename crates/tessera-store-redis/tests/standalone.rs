@@ -30,10 +30,22 @@ async fn layout_and_native_expiry() {
 
     let name = store.session_key(&rec.key);
     assert_eq!(name, format!("{}s:{{{}}}", store.prefix(), rec.key.to_hex()));
-    let data: Vec<u8> = raw.hget(&name, "d").await.unwrap();
-    assert_eq!(data, rec.data.to_json(), "data bytes are SessionData::to_json exactly");
-    let device: Vec<u8> = raw.hget(&name, "dev").await.unwrap();
-    assert_eq!(device, rec.device.to_json());
+    let stored: Vec<u8> = raw.get(&name).await.unwrap();
+    let (data, device) = (rec.data.to_json(), rec.device.to_json());
+    let mut expected = format!(
+        "t1:{}:{}:{}:{}:{}:{}:{}:layout-user",
+        rec.version,
+        rec.created_at.as_millis(),
+        rec.last_active.as_millis(),
+        rec.expires_at.as_millis(),
+        "layout-user".len(),
+        data.len(),
+        device.len()
+    )
+    .into_bytes();
+    expected.extend_from_slice(&data);
+    expected.extend_from_slice(&device);
+    assert_eq!(stored, expected, "one packed string: header, user, SessionData::to_json, DeviceInfo::to_json");
     let expire_at: i64 = redis::cmd("PEXPIRETIME").arg(&name).query_async(&mut raw).await.unwrap();
     assert_eq!(expire_at, rec.expires_at.as_millis(), "native expiry at expires_at");
 
@@ -43,9 +55,25 @@ async fn layout_and_native_expiry() {
     let index_expire: i64 = redis::cmd("PEXPIRETIME").arg(&index).query_async(&mut raw).await.unwrap();
     assert_eq!(index_expire, rec.expires_at.as_millis(), "index expires with its longest-lived member");
 
-    // touch moves both the hash's expiry and the index score.
+    // touch moves both the record's expiry and the index score, and
+    // rewrites only the header.
     let later = rec.expires_at.plus(Duration::from_secs(60));
-    assert!(store.touch(&rec.key, rec.last_active.plus(Duration::from_secs(1)), later).await.unwrap());
+    let active = rec.last_active.plus(Duration::from_secs(1));
+    assert!(store.touch(&rec.key, active, later).await.unwrap());
+    let stored: Vec<u8> = raw.get(&name).await.unwrap();
+    let header_end = expected.len() - "layout-user".len() - data.len() - device.len();
+    let header = format!(
+        "t1:{}:{}:{}:{}:{}:{}:{}:",
+        rec.version,
+        rec.created_at.as_millis(),
+        active.as_millis(),
+        later.as_millis(),
+        "layout-user".len(),
+        data.len(),
+        device.len()
+    );
+    assert_eq!(&stored[..header.len()], header.as_bytes());
+    assert_eq!(&stored[header.len()..], &expected[header_end..], "payload kept byte for byte");
     let expire_at: i64 = redis::cmd("PEXPIRETIME").arg(&name).query_async(&mut raw).await.unwrap();
     assert_eq!(expire_at, later.as_millis());
     let score: f64 = raw.zscore(&index, rec.key.to_hex()).await.unwrap();
@@ -64,6 +92,8 @@ async fn corrupt_records_are_reported() {
     let now = Timestamp::now().as_millis();
     let later = now + 3_600_000;
 
+    // Hashes (the layout of the releases before the packed one) with bad
+    // fields.
     let bad_data = SessionId::generate().key();
     let name = store.session_key(&bad_data);
     let _: () = redis::cmd("HSET")
@@ -96,10 +126,37 @@ async fn corrupt_records_are_reported() {
     let _: () = raw.pexpire(&name, 60_000).await.unwrap();
     assert!(matches!(store.load(&missing_field).await, Err(StoreError::Corrupt(_))), "missing fields");
 
+    // Packed strings that do not parse. Where the header is readable the
+    // scripts can still compare versions (a save replaces the record, as a
+    // save over a hash with bad data always did); where it is not, they
+    // refuse with a corruption error. Either way destroy removes it.
+    for (what, value, header_readable) in [
+        ("not a packed record", "a string".to_owned(), false),
+        ("bad packed version", format!("t1:one:{now}:{now}:{later}:-:2:0:{{}}"), false),
+        ("bad packed data", format!("t1:1:{now}:{now}:{later}:-:9:0:{{not json"), true),
+        ("packed payload too short", format!("t1:1:{now}:{now}:{later}:-:9:0:{{}}"), false),
+        ("unknown packed format", format!("t9:1:{now}:{now}:{later}:-:2:0:{{}}"), false),
+    ] {
+        let key = SessionId::generate().key();
+        let _: () = raw.set_ex(store.session_key(&key), value, 60).await.unwrap();
+        assert!(matches!(store.load(&key).await, Err(StoreError::Corrupt(_))), "{what}");
+        let mut rec = record(None, Duration::from_secs(3600));
+        rec.key = key;
+        let saved = store.save(&rec, 1).await;
+        if header_readable {
+            assert_eq!(saved.unwrap(), WriteOutcome::Written, "save over {what}");
+        } else {
+            assert!(matches!(saved, Err(StoreError::Corrupt(_))), "save over {what}: {saved:?}");
+        }
+        assert!(store.destroy(&key).await.unwrap(), "destroy {what}");
+    }
+
     let wrong_type = SessionId::generate().key();
     let name = store.session_key(&wrong_type);
-    let _: () = raw.set_ex(&name, "a string", 60).await.unwrap();
-    assert!(matches!(store.load(&wrong_type).await, Err(StoreError::Corrupt(_))), "not a hash");
+    let _: () = raw.rpush(&name, "a list").await.unwrap();
+    let _: () = raw.pexpire(&name, 60_000).await.unwrap();
+    assert!(matches!(store.load(&wrong_type).await, Err(StoreError::Corrupt(_))), "neither string nor hash");
+    assert!(store.destroy(&wrong_type).await.unwrap(), "destroy removes whatever sits under the key");
 
     // A corrupt record of a user is hidden from the list but still revoked.
     let user = "corrupt-owner";
@@ -107,7 +164,9 @@ async fn corrupt_records_are_reported() {
     store.create(&good).await.unwrap();
     let broken = record(Some(user), Duration::from_secs(3600));
     store.create(&broken).await.unwrap();
-    let _: () = raw.hset(store.session_key(&broken.key), "d", "[").await.unwrap();
+    let damaged = format!("t1:1:{now}:{now}:{later}:{}:1:0:{user}[", user.len());
+    let _: () = raw.set(store.session_key(&broken.key), damaged).await.unwrap();
+    let _: () = raw.pexpire(store.session_key(&broken.key), 60_000).await.unwrap();
     let listed = store.list_for_user(user).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].key, good.key);
