@@ -24,28 +24,9 @@ const TAG: &[u8] = b"t1:";
 /// each at most), three lengths and eight separators.
 const MAX_HEADER: usize = TAG.len() + 4 * 20 + 3 * 20 + 7;
 
-/// Appends `value` in decimal.
-fn push_u64(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // `value % 10` is below 10, so the cast cannot truncate.
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-/// Appends `value` in decimal, with a `-` if negative.
-fn push_i64(out: &mut Vec<u8>, value: i64) {
-    if value < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, value.unsigned_abs());
+/// Appends `value` in decimal (`itoa`: no formatter machinery per field).
+fn push_number(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// Encodes `record` as the one value stored under its key.
@@ -55,19 +36,19 @@ pub(crate) fn pack(record: &SessionRecord) -> Vec<u8> {
     let user = record.user_id.as_deref().map(str::as_bytes);
     let mut out = Vec::with_capacity(MAX_HEADER + user.map_or(0, <[u8]>::len) + data.len() + device.len());
     out.extend_from_slice(TAG);
-    push_u64(&mut out, record.version);
+    push_number(&mut out, record.version);
     for time in [record.created_at, record.last_active, record.expires_at] {
         out.push(b':');
-        push_i64(&mut out, time.as_millis());
+        push_number(&mut out, time.as_millis());
     }
     out.push(b':');
     match user {
-        Some(user) => push_u64(&mut out, user.len() as u64),
+        Some(user) => push_number(&mut out, user.len()),
         None => out.push(b'-'),
     }
     for part in [&data, &device] {
         out.push(b':');
-        push_u64(&mut out, part.len() as u64);
+        push_number(&mut out, part.len());
     }
     out.push(b':');
     if let Some(user) = user {
