@@ -2,13 +2,14 @@
 # The benchmark command: installs what it needs from Debian's packages when
 # missing (wrk, redis-server, PostgreSQL), builds in release mode and runs
 # every measurement, writing docs/benchmarks.md, docs/benchmarks.json and
-# docs/benchmarks.svg. Measurements take about 10 minutes (604 s in one run,
-# server rows included), plus the release build on a clean clone, on the
-# 2-core machine; `scripts/bench.sh --quick` is a 3-minute smoke test.
+# docs/benchmarks.svg. On the 2-core machine the measurements take about 7
+# minutes, server rows included, after the release build (about 8 minutes
+# on a clean clone; its time is stated in the report): under 15 in all.
+# `scripts/bench.sh --quick` is a 3-minute smoke test.
 # Method and figures: docs/benchmarks.md.
 #
 # `scripts/bench.sh server` runs only the rows of the real `tessera` server
-# (issue #17; under 4 minutes once built): the release binary on each session
+# (issue #17; about 2 minutes once built): the release binary on each session
 # store against bare axum, tower-sessions and the Express + express-session
 # app of the seeds' tutorials (crates/tessera-bench/express, installed from
 # the npm registry into target/express-bench). It keeps the library figures
@@ -55,5 +56,6 @@ if ! cmp -s crates/tessera-bench/express/package.json "$express/package.json" ||
 fi
 cp crates/tessera-bench/express/app.js "$express/"
 
+started=$(date +%s)
 build
-exec "$bench" "$@"
+exec "$bench" --build-secs "$(($(date +%s) - started))" "$@"

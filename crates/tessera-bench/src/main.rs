@@ -46,6 +46,10 @@ struct Cli {
     /// JSON file of an earlier run (after editing findings.md, say).
     #[arg(long)]
     render: Option<PathBuf>,
+    /// Seconds the release build before this run took (`scripts/bench.sh`
+    /// times it), so that the report states the whole run's cost.
+    #[arg(long)]
+    build_secs: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,7 +86,7 @@ fn main() {
         Some(Command::Server(args)) => orchestrate::run_server_rows(args),
         None => match cli.render {
             Some(json) => report::render(&json, &cli.out),
-            None => orchestrate::run(cli.quick, &cli.out),
+            None => orchestrate::run(cli.quick, cli.build_secs, &cli.out),
         },
     };
     if let Err(error) = result {

@@ -64,6 +64,9 @@ pub(crate) struct Results {
     pub(crate) started_unix: u64,
     pub(crate) elapsed_secs: f64,
     pub(crate) estimated_secs: u64,
+    /// The release build before the run, when `scripts/bench.sh` timed it.
+    #[serde(default)]
+    pub(crate) build_secs: Option<u64>,
     pub(crate) runs: Vec<Run>,
     pub(crate) skipped: Vec<Skipped>,
     pub(crate) idle: Option<IdleResult>,
@@ -112,6 +115,7 @@ pub(crate) fn run_server_rows(args: ServerArgs) -> Fallible {
             started_unix: server.started_unix,
             elapsed_secs: 0.0,
             estimated_secs: 0,
+            build_secs: None,
             runs: Vec::new(),
             skipped: Vec::new(),
             idle: None,
@@ -144,7 +148,7 @@ struct Backends {
     scratch: std::path::PathBuf,
 }
 
-pub(crate) fn run(quick: bool, out: &Path) -> Fallible {
+pub(crate) fn run(quick: bool, build_secs: Option<u64>, out: &Path) -> Fallible {
     let started = Instant::now();
     let settings = Settings::new(quick);
     check_tools()?;
@@ -208,6 +212,7 @@ pub(crate) fn run(quick: bool, out: &Path) -> Fallible {
             .saturating_sub(started.elapsed().as_secs()),
         elapsed_secs: started.elapsed().as_secs_f64(),
         estimated_secs,
+        build_secs,
         runs,
         skipped,
         idle,
@@ -367,6 +372,13 @@ fn login_flood(settings: &Settings, backends: &Backends) -> Fallible<LoginFlood>
     eprintln!("tessera-bench: POST /login-argon2 alone");
     let dir = &backends.scratch;
     load::run_wrk(dir, server.port, &flood, settings.flood_connections, settings.warmup_secs, "warmup")?;
+    // The warm-up's last logins are still admitted (queued or hashing) when
+    // its wrk exits: until they drain, the measured run's connections would
+    // find the queue full and be refused in a fast loop, lowering the
+    // logins counted. Wait out one full queue.
+    std::thread::sleep(
+        Duration::from_secs_f64(hash_seconds * f64::from(settings.flood_connections)) + Duration::from_millis(200),
+    );
     let logins = load::run_wrk(dir, server.port, &flood, settings.flood_connections, settings.run_secs, "logins")?;
     eprintln!("tessera-bench: GET /me alone");
     let (me_alone, _) = measure(settings, backends, &server, &me)?;

@@ -118,9 +118,15 @@ fn markdown(results: &Results, rows: &[Row], baseline: Option<f64>) -> String {
         let _ =
             writeln!(md, "> **Quick mode**: {} s runs, 1 repetition — a smoke test, not a measurement.\n", s.run_secs);
     }
+    let build = match results.build_secs {
+        Some(build) => {
+            format!(" after a release build of {build} s ({:.0} s in all)", build as f64 + results.elapsed_secs)
+        }
+        None => String::new(),
+    };
     let _ = writeln!(
         md,
-        "Machine: {}. The whole run took {:.0} s (plan: {} s of measurements).\n",
+        "Machine: {}. The measurements took {:.0} s (plan: {} s){build}.\n",
         results.machine, results.elapsed_secs, results.estimated_secs
     );
     let _ = writeln!(md, "![Server CPU per request](benchmarks.svg)\n");

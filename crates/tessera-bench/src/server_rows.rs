@@ -5,7 +5,7 @@
 //!
 //! Every server runs pinned to CPU 1 (`taskset -c 1`), `wrk -t1` on CPU 0,
 //! as the library rows; CPU µs per request come from `/proc/PID/stat`.
-//! `tessera-bench server` runs these rows alone (under 4 minutes) and keeps
+//! `tessera-bench server` runs these rows alone (about 2 minutes) and keeps
 //! the library figures of `docs/benchmarks.json`; the full run runs both.
 
 use std::path::{Path, PathBuf};
@@ -41,8 +41,8 @@ pub(crate) struct ServerSettings {
 impl ServerSettings {
     pub(crate) fn new(quick: bool) -> Self {
         ServerSettings {
-            warmup_secs: if quick { 1 } else { 2 },
-            run_secs: if quick { 2 } else { 5 },
+            warmup_secs: 1,
+            run_secs: if quick { 2 } else { 3 },
             connections: load::CONNECTIONS,
             login_connections: 4,
             sessions: if quick { 16 } else { 64 },
