@@ -36,7 +36,7 @@ mod store;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use cookie_config::{CookieConfig, SameSite};
 pub use data::SessionData;
-pub use engine::{CookieUpdate, SessionEngine};
+pub use engine::{CookieUpdate, EngineFuture, SessionEngine};
 pub use error::{SessionDataError, StoreError};
 pub use expiry::ExpiryPolicy;
 pub use id::{SessionHandle, SessionId, SessionKey};
