@@ -83,6 +83,14 @@ impl SignedInUsers {
                 }
             }
         }
+        // Boxed: the database read's future is large, and without the box
+        // every caller's future (one per request) would carry its room even
+        // when the user comes from memory, as it nearly always does.
+        Box::pin(self.read_through(id)).await
+    }
+
+    /// Reads user `id` from the directory and remembers it if enabled.
+    async fn read_through(&self, id: i64) -> Result<Option<User>, DatabaseError> {
         let read_at = Instant::now();
         let forgets = self.forgets.load(Ordering::Acquire);
         let user = self.directory.user_by_id(id).await?.filter(User::is_enabled);

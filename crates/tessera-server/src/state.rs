@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use tessera::{Clock, SessionEngine};
-use tessera_auth::Authenticator;
+use tessera_auth::{Authenticator, SignedInUsers};
 
 use crate::activity_stats::ActivityStats;
 use crate::api::problem::BodyLimit;
@@ -105,4 +105,9 @@ services_of_state! {
     registration: Registration,
     /// Whether accounts have email addresses.
     email: EmailPages,
+    /// The users of valid sessions and tokens, kept for a moment (shares
+    /// its entries with the authenticator's): extracted alone by
+    /// [`crate::api::identity::ApiUser`], which runs on every API request,
+    /// instead of cloning the whole authenticator there.
+    signed_in: SignedInUsers,
 }

@@ -13,12 +13,11 @@ use axum::response::{IntoResponse, Response};
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::Method;
-use tessera_auth::Authenticator;
 use tessera_axum::{verify_csrf_header, Session};
 
 use super::problem::ApiError;
 use super::tokens::TokenService;
-use tessera_auth::User;
+use tessera_auth::{SignedInUsers, User};
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,36 +50,35 @@ fn bearer_token(parts: &Parts) -> Option<Result<&str, ApiError>> {
     Some(Ok(token.trim()))
 }
 
-/// The enabled user behind a session or token already found valid (see
-/// `tessera_auth::signed_in_users` for why it may come from memory).
-async fn enabled_user(auth: &Authenticator, id: i64) -> Result<Option<User>, ApiError> {
-    auth.accounts().signed_in().enabled(id).await.map_err(ApiError::unavailable)
+/// The user of an access token (see [`ApiUser`]).
+async fn bearer_user(signed_in: &SignedInUsers, tokens: &TokenService, token: &str) -> Result<ApiUser, Response> {
+    let user_id = tokens.verify_access(token).await.map_err(IntoResponse::into_response)?;
+    // The token passed its user's revocation mark (exact to the millisecond,
+    // see `tokens::issued_before`), so the user may come from memory as for
+    // a session (see `tessera_auth::signed_in_users`).
+    match signed_in.enabled(user_id).await.map_err(|error| ApiError::unavailable(error).into_response())? {
+        Some(user) => Ok(ApiUser { user, method: AuthMethod::Bearer }),
+        None => Err(ApiError::InvalidToken.into_response()),
+    }
 }
 
 impl<S> FromRequestParts<S> for ApiUser
 where
     S: Send + Sync,
-    Authenticator: FromRef<S>,
+    SignedInUsers: FromRef<S>,
     Arc<TokenService>: FromRef<S>,
 {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let auth = Authenticator::from_ref(state);
         // A request that sends a token is judged by the token alone: a bad
         // token never falls back to the cookie.
         if let Some(token) = bearer_token(parts) {
             let token = token.map_err(IntoResponse::into_response)?;
-            let user_id =
-                Arc::<TokenService>::from_ref(state).verify_access(token).await.map_err(IntoResponse::into_response)?;
-            // The token passed its user's revocation mark (exact to the
-            // millisecond, see `tokens::issued_before`), so the user may come
-            // from memory as for a session.
-            let user = enabled_user(&auth, user_id).await.map_err(IntoResponse::into_response)?;
-            return match user {
-                Some(user) => Ok(ApiUser { user, method: AuthMethod::Bearer }),
-                None => Err(ApiError::InvalidToken.into_response()),
-            };
+            // Boxed so that the cookie path's future (every browser request)
+            // does not carry the room of the token's checks.
+            let (signed_in, tokens) = (SignedInUsers::from_ref(state), Arc::<TokenService>::from_ref(state));
+            return Box::pin(bearer_user(&signed_in, &tokens, token)).await;
         }
         let session = Session::from_request_parts(parts, state).await?;
         let Some(user_id) = session.user_id().and_then(|id| id.parse::<i64>().ok()) else {
@@ -89,7 +87,10 @@ where
         if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
             verify_csrf_header(parts).await?;
         }
-        match enabled_user(&auth, user_id).await.map_err(IntoResponse::into_response)? {
+        // Only the cache of signed-in users, not the whole `Authenticator`:
+        // cloning that (and keeping it in the future) cost every request.
+        let signed_in = SignedInUsers::from_ref(state);
+        match signed_in.enabled(user_id).await.map_err(|error| ApiError::unavailable(error).into_response())? {
             Some(user) => Ok(ApiUser { user, method: AuthMethod::Cookie }),
             None => Err(ApiError::Unauthenticated.into_response()),
         }
