@@ -274,11 +274,13 @@ where
             minted_pre_session_secret: Mutex::new(None),
         });
         request.extensions_mut().insert(slot.clone());
-        // The clone that was driven to readiness is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Called here, on the service that was driven to readiness, rather
+        // than on a clone inside the future: nothing has to happen before
+        // the inner service starts, and a clone per request is a deep copy
+        // of the stack below when that is an axum `Route`.
+        let inner = self.inner.call(request);
         Box::pin(async move {
-            let mut response = inner.call(request).await?;
+            let mut response = inner.await?;
             slot.finish(&mut response).await;
             Ok(response)
         })
