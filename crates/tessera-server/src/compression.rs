@@ -62,17 +62,17 @@ impl<S: Clone> Layer<S> for NegotiatedCompressionLayer {
     type Service = NegotiatedCompression<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let compressing =
-            CompressionLayer::new().gzip(true).br(true).compress_when(when_to_compress()).layer(inner.clone());
-        NegotiatedCompression { plain: inner, compressing }
+        let compressing = CompressionLayer::new().gzip(true).br(true).compress_when(when_to_compress()).layer(inner);
+        NegotiatedCompression { compressing }
     }
 }
 
-/// The service of [`NegotiatedCompressionLayer`]: the same inner service
-/// with and without `tower-http`'s compression in front.
+/// The service of [`NegotiatedCompressionLayer`]: `tower-http`'s
+/// compression, and its inner service (reached through it) for requests
+/// that accept no encoding. One inner service, not two copies: axum clones
+/// a route's whole stack on every request, and a second copy doubled that.
 #[derive(Clone)]
 pub struct NegotiatedCompression<S> {
-    plain: S,
     compressing: Compression<S, WhenToCompress>,
 }
 
@@ -104,17 +104,16 @@ where
     type Future = Either<Compressed<<Compression<S, WhenToCompress> as Service<Request>>::Future>, Plain<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match self.plain.poll_ready(cx) {
-            Poll::Ready(Ok(())) => self.compressing.poll_ready(cx),
-            other => other,
-        }
+        // Compression's readiness is its inner service's: one check covers
+        // both ways a request can go.
+        self.compressing.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
         if accepts_compression(request.headers()) {
             Either::Left(self.compressing.call(request).map(|result| result.map(|response| response.map(Body::new))))
         } else {
-            Either::Right(self.plain.call(request).map(|result| result.map(add_vary)))
+            Either::Right(self.compressing.get_mut().call(request).map(|result| result.map(add_vary)))
         }
     }
 }

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use tessera_axum::SessionLayer;
+use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::api;
@@ -89,9 +90,18 @@ pub(crate) fn routes(config: &AppConfig, state: AppState, sessions: SessionLayer
         router = router.route("/metrics", get(move || async move { crate::metrics::endpoint(State(source)).await }));
     }
     router
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        // gzip or br when the client accepts it; see crate::compression.
-        .layer(crate::compression::layer())
+        // gzip or br when the client accepts it (see crate::compression),
+        // around the body limit. One `layer` call for both: every
+        // `Router::layer` wraps each route in another `Route`, which axum
+        // clones, with all below it, on every request.
+        .layer(
+            ServiceBuilder::new()
+                .layer(crate::compression::layer())
+                // The body limit's own response type, boxed as a `Route`
+                // around it would have boxed it.
+                .map_response(axum::response::IntoResponse::into_response)
+                .layer(RequestBodyLimitLayer::new(config.max_body_bytes)),
+        )
         .merge(forward_auth)
         // Probes answer a few bytes, read no body and never touch the
         // session: only the edge wraps them.
