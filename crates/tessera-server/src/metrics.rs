@@ -347,7 +347,15 @@ impl Drop for CallGuard<'_> {
 #[async_trait]
 impl SessionStore for MeteredStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
-        self.timed(Op::Load, self.inner.load(key)).await
+        let loaded = self.timed(Op::Load, self.inner.load(key)).await;
+        if let Err(StoreError::Corrupt(why)) = &loaded {
+            // The engine treats it as no session and deletes it; the
+            // operator should still hear of it (a bug, a tampered store, a
+            // rollback across a layout change). `why` names no secret: it
+            // says which part of the record did not parse.
+            tracing::warn!(error = %why, "an unreadable session record was dropped");
+        }
+        loaded
     }
 
     async fn create(&self, record: &SessionRecord) -> Result<WriteOutcome, StoreError> {
