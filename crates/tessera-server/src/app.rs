@@ -115,7 +115,6 @@ impl App {
             reauth: Reauthentication::new(auth.clone(), config.clock.clone(), config.reauth_window),
             registration: Registration::new(config.registration, auth.clone(), db.clone(), config.clock.clone()),
             email: EmailPages { policy: config.mail.policy },
-            signed_in: auth.accounts().signed_in().clone(),
             auth,
         });
         if config.forward_auth.rules.is_empty() {

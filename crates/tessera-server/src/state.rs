@@ -105,9 +105,14 @@ services_of_state! {
     registration: Registration,
     /// Whether accounts have email addresses.
     email: EmailPages,
-    /// The users of valid sessions and tokens, kept for a moment (shares
-    /// its entries with the authenticator's): extracted alone by
-    /// [`crate::api::identity::ApiUser`], which runs on every API request,
-    /// instead of cloning the whole authenticator there.
-    signed_in: SignedInUsers,
+}
+
+/// The users of valid sessions and tokens, kept for a moment: the
+/// authenticator's own cache (clones share its entries), extracted alone by
+/// [`crate::api::identity::ApiUser`], which runs on every API request,
+/// instead of cloning the whole authenticator there.
+impl FromRef<AppState> for SignedInUsers {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.auth.accounts().signed_in().clone()
+    }
 }

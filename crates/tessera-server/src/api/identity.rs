@@ -50,13 +50,19 @@ fn bearer_token(parts: &Parts) -> Option<Result<&str, ApiError>> {
     Some(Ok(token.trim()))
 }
 
+/// The enabled user behind a session or token already found valid (see
+/// `tessera_auth::signed_in_users` for why it may come from memory).
+async fn enabled_user(signed_in: &SignedInUsers, id: i64) -> Result<Option<User>, Response> {
+    signed_in.enabled(id).await.map_err(|error| ApiError::unavailable(error).into_response())
+}
+
 /// The user of an access token (see [`ApiUser`]).
 async fn bearer_user(signed_in: &SignedInUsers, tokens: &TokenService, token: &str) -> Result<ApiUser, Response> {
     let user_id = tokens.verify_access(token).await.map_err(IntoResponse::into_response)?;
     // The token passed its user's revocation mark (exact to the millisecond,
     // see `tokens::issued_before`), so the user may come from memory as for
-    // a session (see `tessera_auth::signed_in_users`).
-    match signed_in.enabled(user_id).await.map_err(|error| ApiError::unavailable(error).into_response())? {
+    // a session.
+    match enabled_user(signed_in, user_id).await? {
         Some(user) => Ok(ApiUser { user, method: AuthMethod::Bearer }),
         None => Err(ApiError::InvalidToken.into_response()),
     }
@@ -89,8 +95,7 @@ where
         }
         // Only the cache of signed-in users, not the whole `Authenticator`:
         // cloning that (and keeping it in the future) cost every request.
-        let signed_in = SignedInUsers::from_ref(state);
-        match signed_in.enabled(user_id).await.map_err(|error| ApiError::unavailable(error).into_response())? {
+        match enabled_user(&SignedInUsers::from_ref(state), user_id).await? {
             Some(user) => Ok(ApiUser { user, method: AuthMethod::Cookie }),
             None => Err(ApiError::Unauthenticated.into_response()),
         }
