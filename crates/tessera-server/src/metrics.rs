@@ -351,8 +351,9 @@ impl SessionStore for MeteredStore {
         if let Err(StoreError::Corrupt(why)) = &loaded {
             // The engine treats it as no session and deletes it; the
             // operator should still hear of it (a bug, a tampered store, a
-            // rollback across a layout change). `why` names no secret: it
-            // says which part of the record did not parse.
+            // rollback across a layout change). `why` says which part of the
+            // record did not parse; stores name kinds, not values, though a
+            // JSON parser's message may quote a few bytes of a damaged one.
             tracing::warn!(error = %why, "an unreadable session record was dropped");
         }
         loaded

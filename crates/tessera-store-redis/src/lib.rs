@@ -514,7 +514,16 @@ impl RedisStore {
         let record = match redis::cmd("GET").arg(&name).query_async::<Value>(conn).await {
             Ok(Value::Nil) => return Ok(None),
             Ok(Value::BulkString(bytes)) => packed::unpack(*key, &bytes)?,
-            Ok(other) => return Err(StoreError::corrupt(format!("unexpected reply to GET: {other:?}"))),
+            // Only the reply's kind: the value itself may be session data.
+            Ok(other) => {
+                let kind = match other {
+                    Value::Array(_) => "an array",
+                    Value::Map(_) => "a map",
+                    Value::Int(_) => "an integer",
+                    _ => "not a bulk string",
+                };
+                return Err(StoreError::corrupt(format!("unexpected reply to GET: {kind}")));
+            }
             Err(e) if e.code() == Some("WRONGTYPE") => {
                 // HMGET of the known fields in a fixed order: no field names
                 // on the wire and no map to build.
